@@ -1,0 +1,37 @@
+"""mtl_models: backbones cut into stages, task specs, multi-task model families,
+loss weighting, datasets, the train/evaluate routine and deployable bundles.
+
+Every model is built from one plain, JSON-able config dict (``build_model``); the
+same dict is what a search trial samples, what the results table records and what
+an exported bundle holds.
+"""
+from ._bundle import load, load_checkpoint_state, load_config, save_bundle, save_checkpoint_state
+from ._delta import delta_m
+from ._io import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
+from ._train import (
+    NonFiniteLossError,
+    Trainer,
+    evaluate,
+    flatten_metrics,
+    make_optimizer,
+    primary_metrics,
+    resolve_device,
+    seed_everything,
+)
+from .backbones import Stage, available_backbones, build_backbone, register_backbone, stage_names
+from .data import DataFileError, MultiTaskData, Split, available_sources, load_data, register_source
+from .families import (
+    BranchedModel,
+    CrossStitchModel,
+    CrossStitchUnit,
+    EnsembleModel,
+    MultiTaskModel,
+    available_families,
+    build_model,
+    count_parameters,
+    register_family,
+)
+from .tasks import TaskKind, TaskSpec, available_task_kinds, get_task_kind, register_task_kind
+from .weighting import LossWeighting, available_weightings, build_weighting, register_weighting
+
+__all__ = [name for name in dir() if not name.startswith("_")]

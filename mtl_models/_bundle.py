@@ -1,0 +1,72 @@
+"""Deployable bundles: the plain config and the weights, and the loader that rebuilds the model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._io import atomic_directory
+from .families import MultiTaskModel, build_model
+
+CHECKPOINT_STATE_FILE = "state.pt"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.pt"
+CARD_FILE = "card.json"
+
+
+def save_bundle(
+    model: MultiTaskModel,
+    config: dict[str, Any],
+    directory: str | Path,
+    card: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``config.json``, ``weights.pt`` and ``card.json`` to ``directory``, atomically.
+
+    ``config`` must be the plain dict the model was built from; it is all
+    :func:`load` needs besides the weights.
+    """
+    directory = Path(directory)
+    with atomic_directory(directory) as tmp:
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / WEIGHTS_FILE)
+        (tmp / CARD_FILE).write_text(json.dumps(card or {}, indent=2, sort_keys=True, default=str) + "\n")
+    return directory
+
+
+def load(directory: str | Path, map_location: str | torch.device = "cpu") -> MultiTaskModel:
+    """Rebuild a bundle's model from its config alone and load its weights; in eval mode.
+
+    The model takes ``(B, C, H, W)`` float images in [0, 1] and returns
+    ``{task: output}``; :func:`load_config` gives the tasks and input size.
+    """
+    directory = Path(directory)
+    config = load_config(directory)
+    model = build_model(config)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{str(weights)!r} is missing; is {str(directory)!r} an exported bundle?")
+    model.load_state_dict(torch.load(weights, map_location=map_location, weights_only=True))
+    return model.to(map_location).eval()
+
+
+def load_config(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} is missing; is {str(directory)!r} an exported bundle?")
+    return json.loads(path.read_text())
+
+
+def save_checkpoint_state(state: dict[str, Any], directory: str | Path) -> None:
+    """Write a training state (``Trainer.state_dict()``) into a checkpoint directory."""
+    torch.save(state, Path(directory) / CHECKPOINT_STATE_FILE)
+
+
+def load_checkpoint_state(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The training state in a checkpoint directory (``model`` holds the weights)."""
+    path = Path(directory) / CHECKPOINT_STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} is missing; is {str(directory)!r} a trial checkpoint?")
+    # Trainer state holds optimiser and RNG state (not only tensors), written by this package.
+    return torch.load(path, map_location=map_location, weights_only=False)

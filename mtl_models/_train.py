@@ -1,0 +1,172 @@
+"""The one train/evaluate routine every trial and baseline uses, on CPU or CUDA."""
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+
+from .data import MultiTaskData, Split
+from .families import MultiTaskModel
+from .weighting import build_weighting
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the trial must not report a score."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """``auto`` picks CUDA when this process sees a GPU (Ray hides GPUs a trial did not ask for)."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+_OPTIMIZERS = {
+    "adam": lambda groups, c: torch.optim.Adam(groups),
+    "adamw": lambda groups, c: torch.optim.AdamW(groups),
+    "sgd": lambda groups, c: torch.optim.SGD(groups, momentum=float(c.get("momentum", 0.9))),
+}
+
+
+def make_optimizer(groups: list[dict[str, Any]], config: dict[str, Any]) -> torch.optim.Optimizer:
+    """Optimiser ``config['optimizer']``; each group's lr is ``config['lr'] * lr_scale``."""
+    name = config.get("optimizer", "adam")
+    if name not in _OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {name!r}; known: {', '.join(_OPTIMIZERS)}.")
+    lr = float(config["lr"])
+    weight_decay = float(config.get("weight_decay", 0.0))
+    torch_groups = [
+        {
+            "params": g["params"],
+            "lr": lr * float(g.get("lr_scale", 1.0)),
+            "weight_decay": float(g.get("weight_decay", weight_decay)),
+        }
+        for g in groups
+        if g["params"]
+    ]
+    return _OPTIMIZERS[name](torch_groups, config)
+
+
+class Trainer:
+    """Trains one multi-task model epoch by epoch and evaluates it.
+
+    Holds the model, optimiser, loss weighting and the shuffling generator, so a
+    trial can checkpoint after each epoch (``state_dict``) and resume exactly.
+    Data is moved to the device once; batches are gathered by index, with no
+    DataLoader and no host synchronisation inside an epoch.
+    """
+
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        data: MultiTaskData,
+        config: dict[str, Any],
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.device = torch.device(device) if device is not None else resolve_device(config.get("device"))
+        self.config = config
+        self.model = model.to(self.device)
+        self.tasks = model.tasks
+        self.weighting = build_weighting(model.task_names, config).to(self.device)
+        self.optimizer = make_optimizer(model.param_groups() + self.weighting.param_groups(), config)
+        names = set(model.task_names)
+        self.splits = {
+            name: Split(split.images, {k: v for k, v in split.targets.items() if k in names}).to(self.device)
+            for name, split in data.splits.items()
+        }
+        self.batch_size = int(config.get("batch_size", 128))
+        self.grad_clip = config.get("grad_clip")
+        self.generator = torch.Generator().manual_seed(int(config.get("seed", 0)))
+        self.epoch = 0
+
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the train split; returns the mean total and per-task losses."""
+        model, split = self.model, self.splits["train"]
+        model.train()
+        order = torch.randperm(len(split), generator=self.generator).to(self.device)
+        sums = torch.zeros(len(self.tasks) + 1, device=self.device)
+        steps = 0
+        for start in range(0, len(split), self.batch_size):
+            index = order[start : start + self.batch_size]
+            if index.numel() < 2:  # batch norm cannot train on a single sample
+                continue
+            x, targets = split.batch(index)
+            outputs = model.member_outputs(x)
+            losses = {
+                spec.name: sum(spec.kind_impl.loss(spec, out, targets[spec.name]) for out in outputs[spec.name])
+                for spec in self.tasks
+            }
+            total = self.weighting.combine(losses, model)
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if self.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(self.grad_clip))
+            self.optimizer.step()
+            sums += torch.stack([total.detach(), *(losses[s.name].detach() for s in self.tasks)])
+            steps += 1
+        means = (sums / max(steps, 1)).tolist()
+        result = {"loss": means[0], **{f"loss/{s.name}": v for s, v in zip(self.tasks, means[1:])}}
+        self.epoch += 1
+        bad = [k for k, v in result.items() if not math.isfinite(v)]
+        if bad:
+            raise NonFiniteLossError(f"Non-finite training loss at epoch {self.epoch}: {', '.join(bad)}.")
+        self.weighting.end_epoch({s.name: result[f"loss/{s.name}"] for s in self.tasks})
+        return result
+
+    @torch.no_grad()
+    def evaluate(self, split_name: str = "val") -> dict[str, dict[str, float]]:
+        """Each task's metrics on a split: ``{task: {metric: value}}``."""
+        return evaluate(self.model, self.splits[split_name], self.batch_size * 2)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.weighting.load_state_dict(state["weighting"])
+        self.generator.set_state(state["generator"])
+        self.epoch = int(state["epoch"])
+
+
+@torch.no_grad()
+def evaluate(model: MultiTaskModel, split: Split, batch_size: int = 256) -> dict[str, dict[str, float]]:
+    """Metrics of ``model`` on ``split`` (already on the model's device or not)."""
+    model.eval()
+    device = next(model.parameters()).device
+    states = {spec.name: spec.kind_impl.metric_state(spec, device) for spec in model.tasks}
+    for start in range(0, len(split), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(split)), device=split.images.device)
+        x, targets = split.batch(index)
+        outputs = model(x.to(device))
+        for name, state in states.items():
+            state.update(outputs[name], targets[name].to(device))
+    return {name: state.compute() for name, state in states.items()}
+
+
+def primary_metrics(model_tasks: list, metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Each task's primary metric value from ``evaluate``'s output."""
+    return {spec.name: metrics[spec.name][spec.metric_name] for spec in model_tasks}
+
+
+def flatten_metrics(prefix: str, metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    """``{task: {metric: v}}`` -> ``{'prefix/task/metric': v}`` (the results-table column names)."""
+    return {f"{prefix}/{task}/{name}": value for task, d in metrics.items() for name, value in d.items()}
+
+

@@ -1,0 +1,14 @@
+"""Multi-task datasets: tensors per split, from data files or built-in generators."""
+from ._tensors import MultiTaskData, Split, available_sources, load_data, register_source
+from ._files import DataFileError, read_data_file
+from . import _multimnist  # noqa: F401  (register the built-in sources)
+
+__all__ = [
+    "DataFileError",
+    "MultiTaskData",
+    "Split",
+    "available_sources",
+    "load_data",
+    "read_data_file",
+    "register_source",
+]

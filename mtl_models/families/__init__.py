@@ -1,0 +1,27 @@
+"""Model families: hard split (tree), cross-stitch, single-task and ensemble baselines."""
+from ._base import (
+    MultiTaskModel,
+    available_families,
+    build_model,
+    count_parameters,
+    register_family,
+    tasks_from_config,
+)
+from ._cross_stitch import CrossStitchModel, CrossStitchUnit
+from ._ensemble import EnsembleModel
+from ._hard_split import BranchedModel, build_branched, split_point_partitions
+
+__all__ = [
+    "BranchedModel",
+    "CrossStitchModel",
+    "CrossStitchUnit",
+    "EnsembleModel",
+    "MultiTaskModel",
+    "available_families",
+    "build_branched",
+    "build_model",
+    "count_parameters",
+    "register_family",
+    "split_point_partitions",
+    "tasks_from_config",
+]

@@ -1,0 +1,118 @@
+"""The base every multi-task model family implements, and the family registry."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..backbones import Stage, build_backbone
+from ..tasks import TaskSpec
+
+
+class MultiTaskModel(nn.Module):
+    """A network that maps an image batch to one output per task.
+
+    Input: ``(B, C, H, W)`` floats in [0, 1]; the model normalises them itself with
+    the dataset's mean and std (buffers), so an exported model takes raw pixels.
+    Output: ``{task_name: (B, output_dim)}``.
+    """
+
+    def __init__(self, tasks: list[TaskSpec], input_spec: dict[str, Any]) -> None:
+        super().__init__()
+        self.tasks = list(tasks)
+        channels = int(input_spec["channels"])
+        mean = torch.tensor(input_spec.get("mean") or [0.0] * channels, dtype=torch.float32)
+        std = torch.tensor(input_spec.get("std") or [1.0] * channels, dtype=torch.float32)
+        self.register_buffer("input_mean", mean.view(1, -1, 1, 1))
+        self.register_buffer("input_std", std.view(1, -1, 1, 1))
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return self.predict((x - self.input_mean) / self.input_std)
+
+    def predict(self, x: Tensor) -> dict[str, Tensor]:
+        """Outputs per task from a normalised batch."""
+        raise NotImplementedError
+
+    def member_outputs(self, x: Tensor) -> dict[str, list[Tensor]]:
+        """Outputs the training loss is taken on: one per member (ensembles have several)."""
+        return {name: [out] for name, out in self(x).items()}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups; ``lr_scale`` multiplies the base learning rate."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr_scale": 1.0}]
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters every task's loss flows through (empty when nothing is shared)."""
+        return []
+
+
+ModelBuilder = Callable[[dict[str, Any]], MultiTaskModel]
+
+_FAMILIES: dict[str, ModelBuilder] = {}
+
+
+def register_family(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Register ``builder(config) -> MultiTaskModel`` under a family name."""
+
+    def decorator(builder: ModelBuilder) -> ModelBuilder:
+        _FAMILIES[name] = builder
+        return builder
+
+    return decorator
+
+
+def available_families() -> list[str]:
+    return sorted(_FAMILIES)
+
+
+def build_model(config: dict[str, Any]) -> MultiTaskModel:
+    """Build the model a plain config dict describes (the trial config, or an exported one)."""
+    family = config.get("family")
+    try:
+        builder = _FAMILIES[family]
+    except KeyError:
+        raise ValueError(
+            f"Unknown model family {family!r}; known families: {', '.join(available_families())}."
+        ) from None
+    return builder(config)
+
+
+def tasks_from_config(config: dict[str, Any]) -> list[TaskSpec]:
+    return [TaskSpec.from_dict(t) for t in config["tasks"]]
+
+
+def backbone_copies(config: dict[str, Any], n: int) -> list[list[Stage]]:
+    """``n`` independently built copies of the configured backbone's stages."""
+    spec = config["backbone"]
+    return [
+        build_backbone(
+            spec["name"],
+            int(config["input"]["channels"]),
+            weights=spec.get("weights"),
+            **(spec.get("options") or {}),
+        )
+        for _ in range(n)
+    ]
+
+
+def build_heads(config: dict[str, Any], tasks: list[TaskSpec], in_channels: int) -> nn.ModuleDict:
+    head = config.get("head") or {}
+    return nn.ModuleDict(
+        {
+            t.name: t.kind_impl.build_head(
+                t, in_channels, pool_size=int(head.get("pool_size", 1)), hidden=int(head.get("hidden", 0))
+            )
+            for t in tasks
+        }
+    )
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+

@@ -1,0 +1,103 @@
+"""Cross-stitch networks (Misra, Shrivastava, Gupta, Hebert, CVPR 2016).
+
+One column (a full backbone) per task. After each chosen stage a cross-stitch unit
+replaces every column's activation by a learned per-channel linear combination of all
+columns' activations: ``x~_i[c] = sum_j alpha[i, j, c] * x_j[c]`` (the paper's eq. 1,
+for any number of tasks). ``alpha`` starts at ``alpha_same`` on the diagonal and
+``alpha_diff`` elsewhere; the paper needs a learning rate 10^2-10^3 times the
+network's for the units to move, hence ``lr_multiplier``.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..tasks import TaskSpec
+from ._base import MultiTaskModel, backbone_copies, build_heads, register_family, tasks_from_config
+
+
+class CrossStitchUnit(nn.Module):
+    """Mixes ``T`` same-shaped activations ``(B, C, ...)`` per channel with ``alpha`` of shape ``(T, T, C)``."""
+
+    def __init__(self, num_tasks: int, channels: int, alpha_same: float, alpha_diff: float) -> None:
+        super().__init__()
+        alpha = torch.full((num_tasks, num_tasks, channels), float(alpha_diff))
+        alpha[torch.arange(num_tasks), torch.arange(num_tasks)] = float(alpha_same)
+        self.alpha = nn.Parameter(alpha)
+
+    def forward(self, xs: list[Tensor]) -> list[Tensor]:
+        mixed = torch.einsum("ijc,jbc...->ibc...", self.alpha.to(xs[0].dtype), torch.stack(xs))
+        return list(mixed.unbind(0))
+
+
+class CrossStitchModel(MultiTaskModel):
+    """``T`` task columns with cross-stitch units after the stages in ``stitch_after``."""
+
+    def __init__(
+        self,
+        tasks: list[TaskSpec],
+        input_spec: dict[str, Any],
+        columns: list[list],  # columns[t][s]: Stage s of task t's column
+        stitch_after: Sequence[int],
+        alpha_same: float,
+        alpha_diff: float,
+        lr_multiplier: float,
+        heads: nn.ModuleDict,
+    ) -> None:
+        super().__init__(tasks, input_spec)
+        num_stages = len(columns[0])
+        bad = [s for s in stitch_after if not 0 <= s < num_stages]
+        if bad:
+            raise ValueError(f"cross_stitch_stages {bad} out of range; stages are 0..{num_stages - 1}.")
+        self.columns = nn.ModuleList(nn.ModuleList(stage.module for stage in column) for column in columns)
+        self.stitch_after = sorted(set(int(s) for s in stitch_after))
+        self.units = nn.ModuleDict(
+            {
+                str(s): CrossStitchUnit(len(tasks), columns[0][s].out_channels, alpha_same, alpha_diff)
+                for s in self.stitch_after
+            }
+        )
+        self.lr_multiplier = float(lr_multiplier)
+        self.heads = heads
+
+    def predict(self, x: Tensor) -> dict[str, Tensor]:
+        xs = [x for _ in self.columns]
+        for s in range(len(self.columns[0])):
+            xs = [column[s](xi) for column, xi in zip(self.columns, xs)]
+            key = str(s)
+            if key in self.units:
+                xs = self.units[key](xs)
+        return {t: self.heads[t](xi) for t, xi in zip(self.task_names, xs)}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        units = set(id(p) for p in self.units.parameters())
+        return [
+            {"params": [p for p in self.parameters() if id(p) not in units], "lr_scale": 1.0},
+            {"params": list(self.units.parameters()), "lr_scale": self.lr_multiplier, "weight_decay": 0.0},
+        ]
+
+    def alphas(self) -> dict[str, Tensor]:
+        """The learned ``alpha`` of each unit, keyed by the stage it follows, ``(T, T, C)``."""
+        return {s: unit.alpha.detach().cpu() for s, unit in self.units.items()}
+
+
+@register_family("cross_stitch")
+def cross_stitch(config: dict[str, Any]) -> CrossStitchModel:
+    tasks = tasks_from_config(config)
+    columns = backbone_copies(config, len(tasks))
+    stages = config.get("cross_stitch_stages")
+    if stages is None:
+        stages = range(len(columns[0]))
+    heads = build_heads(config, tasks, columns[0][-1].out_channels)
+    return CrossStitchModel(
+        tasks,
+        config["input"],
+        columns,
+        stages,
+        alpha_same=float(config["alpha_same"]),
+        alpha_diff=float(config["alpha_diff"]),
+        lr_multiplier=float(config.get("lr_multiplier", 1.0)),
+        heads=heads,
+    )

@@ -1,0 +1,21 @@
+"""Task specs and task kinds (heads, losses, metrics, missing labels)."""
+from ._base import (
+    MetricState,
+    TaskKind,
+    TaskSpec,
+    available_task_kinds,
+    get_task_kind,
+    masked_mean,
+    register_task_kind,
+)
+from . import _classification, _regression  # noqa: F401  (register the built-in kinds)
+
+__all__ = [
+    "MetricState",
+    "TaskKind",
+    "TaskSpec",
+    "available_task_kinds",
+    "get_task_kind",
+    "masked_mean",
+    "register_task_kind",
+]

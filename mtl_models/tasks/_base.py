@@ -1,0 +1,146 @@
+"""Task specs and the narrow base every task kind implements."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What one task is: its name, kind, output size, loss and metric.
+
+    ``classes`` is the number of classes for classification and the number of
+    regressed values for regression (default 1). ``loss`` and ``metric`` default to
+    the kind's; the metric decides whether higher is better, which fixes the sign of
+    the task's term in Delta_m.
+    """
+
+    name: str
+    kind: str
+    classes: int | None = None
+    loss: str | None = None
+    metric: str | None = None
+
+    @property
+    def kind_impl(self) -> "TaskKind":
+        return get_task_kind(self.kind)
+
+    @property
+    def loss_name(self) -> str:
+        return self.loss or self.kind_impl.default_loss
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric or self.kind_impl.default_metric
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.kind_impl.metrics[self.metric_name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TaskSpec":
+        return cls(**d)
+
+
+class MetricState(ABC):
+    """Accumulates a task's metrics over batches on the model's device.
+
+    ``update`` never synchronises with the host; ``compute`` does, once per
+    evaluation. Missing labels are skipped.
+    """
+
+    @abstractmethod
+    def update(self, pred: Tensor, target: Tensor) -> None: ...
+
+    @abstractmethod
+    def compute(self) -> dict[str, float]: ...
+
+
+class TaskKind(ABC):
+    """One kind of task: how its head, loss, metrics and missing labels work."""
+
+    name: ClassVar[str]
+    losses: ClassVar[tuple[str, ...]]
+    metrics: ClassVar[dict[str, bool]]  # metric name -> higher is better
+    default_loss: ClassVar[str]
+    default_metric: ClassVar[str]
+    target_dtype: ClassVar[torch.dtype]
+
+    def validate(self, spec: TaskSpec) -> None:
+        """Raise ``ValueError`` naming the field when ``spec`` is not valid for this kind."""
+        if spec.loss is not None and spec.loss not in self.losses:
+            raise ValueError(
+                f"Task {spec.name!r}: loss {spec.loss!r} is not valid for kind {self.name!r}; "
+                f"allowed: {', '.join(self.losses)}."
+            )
+        if spec.metric is not None and spec.metric not in self.metrics:
+            raise ValueError(
+                f"Task {spec.name!r}: metric {spec.metric!r} is not valid for kind {self.name!r}; "
+                f"allowed: {', '.join(self.metrics)}."
+            )
+
+    @abstractmethod
+    def output_dim(self, spec: TaskSpec) -> int: ...
+
+    def build_head(self, spec: TaskSpec, in_channels: int, pool_size: int = 1, hidden: int = 0) -> nn.Module:
+        """A pooled head: ``(B, C, H, W) -> (B, output_dim)``.
+
+        ``pool_size`` > 1 keeps a coarse spatial grid (where in the image a thing is);
+        ``hidden`` > 0 adds one hidden layer.
+        """
+        features = in_channels * pool_size * pool_size
+        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(pool_size), nn.Flatten()]
+        if hidden > 0:
+            layers += [nn.Linear(features, hidden), nn.ReLU(inplace=True)]
+            features = hidden
+        layers.append(nn.Linear(features, self.output_dim(spec)))
+        return nn.Sequential(*layers)
+
+    @abstractmethod
+    def valid_mask(self, target: Tensor) -> Tensor:
+        """Boolean mask of labelled entries of ``target`` (same leading shape)."""
+
+    @abstractmethod
+    def loss(self, spec: TaskSpec, pred: Tensor, target: Tensor) -> Tensor:
+        """Mean loss over the labelled entries; 0 (with a gradient path) when none are."""
+
+    @abstractmethod
+    def metric_state(self, spec: TaskSpec, device: torch.device) -> MetricState: ...
+
+    def combine(self, preds: list[Tensor]) -> Tensor:
+        """Combine the outputs of ensemble members (default: the mean)."""
+        return torch.stack(preds).mean(dim=0)
+
+
+_KINDS: dict[str, TaskKind] = {}
+
+
+def register_task_kind(cls: type[TaskKind]) -> type[TaskKind]:
+    _KINDS[cls.name] = cls()
+    return cls
+
+
+def available_task_kinds() -> list[str]:
+    return sorted(_KINDS)
+
+
+def get_task_kind(name: str) -> TaskKind:
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown task kind {name!r}; known kinds: {', '.join(available_task_kinds())}."
+        ) from None
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` where ``mask``; 0 when nothing is masked in (no host sync)."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)

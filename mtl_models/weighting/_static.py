@@ -1,0 +1,34 @@
+"""Static task weights: ``L = sum_t w_t L_t`` with fixed ``w`` (seed 000: 0.2 for each of 5 tasks)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._base import LossWeighting, register_weighting, stack_losses
+
+
+@register_weighting("static")
+class StaticWeighting(LossWeighting):
+    """Weights from ``config['loss_weights']`` (``{task: w}``), default ``1/T`` each.
+
+    Weights for tasks the model does not have (a single-task baseline) are ignored
+    and the rest renormalised to sum to 1, as seed 000 recommends against summed
+    gradients blowing up.
+    """
+
+    def __init__(self, task_names: list[str], config: dict[str, Any]) -> None:
+        super().__init__(task_names, config)
+        given = config.get("loss_weights") or {}
+        raw = [float(given.get(t, 1.0)) for t in self.task_names]
+        total = sum(raw)
+        if total <= 0:
+            raise ValueError(f"loss_weights must have a positive sum, got {given}.")
+        self.register_buffer("w", torch.tensor([r / total for r in raw]))
+
+    def combine(self, losses: dict[str, Tensor], model: nn.Module) -> Tensor:
+        return (self.w * stack_losses(losses, self.task_names)).sum()
+
+    def weights(self) -> dict[str, float]:
+        return dict(zip(self.task_names, self.w.tolist()))

@@ -1,0 +1,14 @@
+"""search: Ray Tune trials sampled by Optuna and stopped by an Optuna pruner.
+
+``run_experiment`` trains the baselines and runs the search; ``collect_results``
+builds the results table from a run directory; ``OptunaPrunerScheduler`` lets any
+Optuna pruner stop Tune trials.
+"""
+from ._baselines import baseline_configs, compose_ensemble, single_task_baseline
+from ._progress import ProgressPrinter, describe
+from ._pruning import OptunaPrunerScheduler
+from ._runner import RunResult, init_ray, run_baselines, run_experiment, run_search
+from ._table import collect_results, write_results
+from ._trainable import OBJECTIVE, train_trial
+
+__all__ = [name for name in dir() if not name.startswith("_")]

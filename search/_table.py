@@ -1,0 +1,169 @@
+"""One tidy results table per run, rebuilt from the run directory alone.
+
+``results.parquet``: one row per trial (baselines and searched), with the config
+keys as columns, each task's final validation metrics (``val/<task>/<metric>``),
+Delta_m against the single-task baseline, parameters, epochs run, status
+(finished / pruned / errored / running / pending), the error message, the
+checkpoint path and the whole config as JSON. ``curves.parquet``: one row per
+trial and epoch (learning curves).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray.tune import ExperimentAnalysis
+
+from mtl_models import atomic_path, delta_m
+from reports import CURVES_FILE, RESULTS_FILE, task_specs
+
+from ._baselines import ENSEMBLE_DIR, ENSEMBLE_RESULT, single_task_baseline
+
+PHASES = ("baselines", "search")
+CONFIG_COLUMNS = (
+    "family",
+    "task",
+    "ensemble_member",
+    "ensemble_size",
+    "split_point",
+    "alpha_same",
+    "alpha_diff",
+    "lr_multiplier",
+    "lr",
+    "loss_weighting",
+    "seed",
+)
+_STATUS = {"ERROR": "errored", "RUNNING": "running", "PENDING": "pending", "PAUSED": "pending"}
+
+
+def _has_experiment(path: Path) -> bool:
+    return path.is_dir() and any(path.glob("experiment_state-*.json"))
+
+
+def _error_message(trial_path: Path) -> str | None:
+    error = trial_path / "error.txt"
+    if not error.is_file():
+        return None
+    lines = [line.strip() for line in error.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+def _config_columns(config: dict[str, Any]) -> dict[str, Any]:
+    row = {k: config.get(k) for k in CONFIG_COLUMNS}
+    row["backbone"] = (config.get("backbone") or {}).get("name")
+    for task, w in (config.get("loss_weights") or {}).items():
+        row[f"loss_weights/{task}"] = w
+    return row
+
+
+def _trial_rows(run_dir: Path, phase: str) -> tuple[list[dict], list[pd.DataFrame]]:
+    path = run_dir / phase
+    if not _has_experiment(path):
+        return [], []
+    analysis = ExperimentAnalysis(str(path))
+    frames = analysis.trial_dataframes
+    rows, curves = [], []
+    for trial in analysis.trials:
+        config = {k: v for k, v in trial.config.items() if not k.startswith("_")}
+        df = frames.get(trial.trial_id)
+        last: dict[str, Any] = {} if df is None or df.empty else df.iloc[-1].to_dict()
+        epochs_run = int(last.get("epoch", 0) or 0)
+        status = _STATUS.get(trial.status)
+        if status is None:  # TERMINATED: finished its budget, or stopped early by the pruner
+            status = "finished" if epochs_run >= int(config["epochs"]) else "pruned"
+        checkpoint = trial.checkpoint.path if trial.checkpoint is not None else None
+        rows.append(
+            {
+                "trial_id": trial.trial_id,
+                "phase": phase,
+                **_config_columns(config),
+                **{k: v for k, v in last.items() if k.startswith(("val/", "loss"))},
+                "params": last.get("params"),
+                "epochs_run": epochs_run,
+                "epochs": int(config["epochs"]),
+                "status": status,
+                "error": _error_message(Path(trial.path)),
+                "time_total_s": last.get("time_total_s"),
+                "checkpoint": checkpoint,
+                "config": json.dumps(config, sort_keys=True),
+            }
+        )
+        if df is not None and not df.empty:
+            keep = [c for c in df.columns if c.startswith(("val/", "loss")) or c in ("epoch", "delta_m", "time_total_s")]
+            curve = df[keep].copy()
+            curve.insert(0, "trial_id", trial.trial_id)
+            curve.insert(1, "phase", phase)
+            curves.append(curve)
+    return rows, curves
+
+
+def _ensemble_row(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "baselines" / ENSEMBLE_DIR / ENSEMBLE_RESULT
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    config = result["config"]
+    return {
+        "trial_id": result["trial_id"],
+        "phase": "baselines",
+        **_config_columns(config),
+        **result["metrics"],
+        "params": result["params"],
+        "epochs_run": result["epochs_run"],
+        "epochs": int(config["epochs"]),
+        "status": "finished",
+        "error": None,
+        "time_total_s": None,
+        "checkpoint": str(path.parent),
+        "config": json.dumps(config, sort_keys=True),
+    }
+
+
+def add_delta_m(results: pd.DataFrame) -> pd.DataFrame:
+    """Add ``delta_m`` (vs the single-task baseline) to every row; a single-task row
+    is compared on its own task only."""
+    tasks = task_specs(results)
+    baseline = single_task_baseline(results, tasks)
+    higher = {t.name: t.higher_is_better for t in tasks}
+    values = []
+    for _, row in results.iterrows():
+        metrics = {t.name: row.get(f"val/{t.name}/{t.metric_name}", math.nan) for t in tasks}
+        metrics = {k: (math.nan if v is None or pd.isna(v) else float(v)) for k, v in metrics.items()}
+        base = baseline if row["family"] != "single_task" else {row["task"]: baseline.get(row["task"], math.nan)}
+        values.append(delta_m(metrics, base, higher) if len(baseline) == len(tasks) else math.nan)
+    results = results.copy()
+    results["delta_m"] = values
+    return results
+
+
+def collect_results(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The results and curves tables of a run directory (also while it is running)."""
+    run_dir = Path(run_dir)
+    rows: list[dict] = []
+    curves: list[pd.DataFrame] = []
+    for phase in PHASES:
+        r, c = _trial_rows(run_dir, phase)
+        rows += r
+        curves += c
+    ensemble = _ensemble_row(run_dir)
+    if ensemble is not None:
+        rows.append(ensemble)
+    if not rows:
+        raise FileNotFoundError(f"No trials found under {str(run_dir)!r}; is it an mtlsearch run directory?")
+    results = add_delta_m(pd.DataFrame(rows))
+    curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    return results, curves_df
+
+
+def write_results(run_dir: str | Path) -> pd.DataFrame:
+    """Collect the tables and write ``results.parquet`` and ``curves.parquet`` atomically."""
+    run_dir = Path(run_dir)
+    results, curves = collect_results(run_dir)
+    with atomic_path(run_dir / RESULTS_FILE) as tmp:
+        results.to_parquet(tmp, index=False)
+    with atomic_path(run_dir / CURVES_FILE) as tmp:
+        curves.to_parquet(tmp, index=False)
+    return results

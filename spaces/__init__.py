@@ -1,0 +1,28 @@
+"""spaces: the experiment file (validated) and the search space it defines.
+
+``load_experiment(path)`` validates a YAML experiment with errors naming file, line,
+field and allowed values; ``define_space`` turns it into an Optuna define-by-run
+function, conditional on the architecture family.
+"""
+from ._schema import (
+    SEARCHED_FAMILIES,
+    BackboneConfig,
+    BaselinesConfig,
+    Experiment,
+    FilesData,
+    FloatRange,
+    IntRange,
+    MultiMNISTData,
+    PrunerConfig,
+    SamplerConfig,
+    SearchConfig,
+    SpaceConfig,
+    TaskConfig,
+    TrainConfig,
+    load_experiment,
+    validate_experiment,
+)
+from ._space import HIDDEN_PREFIX, SpaceSampler, define_space, fixed_config, optuna_point, simplex_weights
+from ._yaml import ExperimentError
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,482 @@
+"""The experiment file: a validated, declarative description of data, tasks, backbone,
+training, the search space, the search and the baselines.
+
+Validation happens here, at the boundary: every error names the file, line and
+field, what was given and what is allowed. Code after this trusts the values.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import optuna
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from mtl_models import MultiTaskData, TaskSpec, available_backbones, available_task_kinds, load_data, stage_names
+
+from ._yaml import ExperimentError, format_loc, line_of, load_yaml
+
+SEARCHED_FAMILIES = ("hard_split", "cross_stitch")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve(path: Path | None, info: ValidationInfo) -> Path | None:
+    if path is None or path.is_absolute():
+        return path
+    base = (info.context or {}).get("base_dir")
+    return (Path(base) / path).resolve() if base else path
+
+
+class TaskConfig(_Strict):
+    """One task: ``name``, ``kind`` and, per kind, ``classes``, ``loss``, ``metric``."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    kind: str
+    classes: PositiveInt | None = None
+    loss: str | None = None
+    metric: str | None = None
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        if v not in available_task_kinds():
+            raise ValueError(f"unknown task kind {v!r}; allowed: {', '.join(available_task_kinds())}")
+        return v
+
+    @model_validator(mode="after")
+    def _valid_for_kind(self) -> "TaskConfig":
+        spec = self.spec()
+        spec.kind_impl.validate(spec)
+        return self
+
+    def spec(self) -> TaskSpec:
+        return TaskSpec(self.name, self.kind, self.classes, self.loss, self.metric)
+
+
+class BackboneConfig(_Strict):
+    """A registered backbone, its options and an optional local weights file."""
+
+    name: str
+    weights: Path | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_backbone(cls, v: str) -> str:
+        if v not in available_backbones():
+            raise ValueError(f"unknown backbone {v!r}; allowed: {', '.join(available_backbones())}")
+        return v
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_exist(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        v = _resolve(v, info)
+        if v is not None and not v.is_file():
+            raise ValueError(f"weights file {str(v)!r} does not exist")
+        return v
+
+
+class MultiMNISTData(_Strict):
+    """The built-in MultiMNIST of real digits (tasks ``left`` and ``right``)."""
+
+    source: Literal["multimnist"]
+    n_train: PositiveInt = 6000
+    n_val: PositiveInt = 1000
+    n_test: NonNegativeInt = 1000
+    canvas: int = Field(36, ge=28, le=56)
+    seed: int | None = None
+    missing_rate: dict[str, Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(default_factory=dict)
+
+
+class FilesData(_Strict):
+    """The seed's data files, one per split: ``path, label_task1, label_task2, ...``."""
+
+    source: Literal["files"]
+    train: Path
+    val: Path
+    test: Path | None = None
+    image_size: tuple[PositiveInt, PositiveInt] = (64, 64)
+    channels: Literal[1, 3] = 3
+
+    @field_validator("train", "val", "test")
+    @classmethod
+    def _file_exists(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        v = _resolve(v, info)
+        if v is not None and not v.is_file():
+            raise ValueError(f"data file {str(v)!r} does not exist")
+        return v
+
+
+DataConfig = Annotated[Union[MultiMNISTData, FilesData], Field(discriminator="source")]
+
+
+class HeadConfig(_Strict):
+    """Task heads: pool to a ``pool_size`` x ``pool_size`` grid, optional hidden layer."""
+
+    pool_size: PositiveInt = 1
+    hidden: NonNegativeInt = 0
+
+
+class TrainConfig(_Strict):
+    """Training settings shared by every trial and baseline (the same budget for all)."""
+
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 128
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    grad_clip: PositiveFloat | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class FloatRange(_Strict):
+    """A searched float in ``[low, high]``, log-uniform when ``log``."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "FloatRange":
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+
+class IntRange(_Strict):
+    """A searched integer in ``[low, high]`` (both included)."""
+
+    low: int
+    high: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "IntRange":
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        return self
+
+
+FloatParam = Union[float, FloatRange]
+IntParam = Union[int, IntRange]
+
+
+class SpaceConfig(_Strict):
+    """What the search may choose. A plain value fixes a parameter; a range searches it."""
+
+    families: list[Literal["hard_split", "cross_stitch"]] = Field(
+        default_factory=lambda: list(SEARCHED_FAMILIES), min_length=1
+    )
+    split_point: IntParam | None = None
+    alpha_same: FloatParam = FloatRange(low=0.5, high=1.0)
+    alpha_diff: FloatParam = FloatRange(low=0.0, high=0.5)
+    lr_multiplier: FloatParam = FloatRange(low=1.0, high=1000.0, log=True)
+    cross_stitch_stages: list[NonNegativeInt] | None = None
+    loss_weights: Union[Literal["simplex", "equal"], dict[str, PositiveFloat]] = "simplex"
+    lr: FloatParam | None = None
+
+    @field_validator("alpha_same", "alpha_diff")
+    @classmethod
+    def _unit_interval(cls, v: FloatParam) -> FloatParam:
+        low, high = (v, v) if isinstance(v, (int, float)) else (v.low, v.high)
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"cross-stitch alphas must lie in [0, 1] (Misra et al. 2016), got {v}")
+        return v
+
+    @field_validator("lr_multiplier", "lr")
+    @classmethod
+    def _positive(cls, v: FloatParam | None) -> FloatParam | None:
+        low = v if isinstance(v, (int, float)) or v is None else v.low
+        if low is not None and low <= 0:
+            raise ValueError(f"must be > 0, got {v}")
+        return v
+
+
+_PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "threshold": optuna.pruners.ThresholdPruner,
+    "nop": optuna.pruners.NopPruner,
+}
+
+
+class PrunerConfig(BaseModel):
+    """An Optuna pruner by name; other keys are its constructor's arguments."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: Literal["median", "percentile", "successive_halving", "hyperband", "threshold", "nop"] = "median"
+
+    @model_validator(mode="after")
+    def _known_arguments(self) -> "PrunerConfig":
+        params = set(inspect.signature(_PRUNERS[self.name].__init__).parameters) - {"self", "args", "kwargs"}
+        unknown = sorted(set(self.options()) - params)
+        if unknown:
+            raise ValueError(
+                f"unknown argument(s) {unknown} for pruner {self.name!r}; allowed: {', '.join(sorted(params)) or 'none'}"
+            )
+        return self
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def build(self, max_epochs: int) -> optuna.pruners.BasePruner:
+        options = self.options()
+        if self.name == "hyperband":
+            options.setdefault("max_resource", max_epochs)
+        return _PRUNERS[self.name](**options)
+
+
+class SamplerConfig(_Strict):
+    """Optuna's TPE (default) or random sampler."""
+
+    name: Literal["tpe", "random"] = "tpe"
+    n_startup_trials: NonNegativeInt = 5
+    seed: int | None = None
+
+    def build(self, default_seed: int) -> optuna.samplers.BaseSampler:
+        seed = self.seed if self.seed is not None else default_seed
+        if self.name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(n_startup_trials=self.n_startup_trials, seed=seed, multivariate=True)
+
+
+class ResourcesConfig(_Strict):
+    """Resources of one trial; a fractional ``gpu`` packs several trials on one GPU."""
+
+    cpu: PositiveFloat = 1.0
+    gpu: NonNegativeFloat = 0.0
+
+
+class SearchConfig(_Strict):
+    num_trials: PositiveInt = 20
+    max_concurrent: PositiveInt | None = None
+    sampler: SamplerConfig = SamplerConfig()
+    pruner: PrunerConfig = PrunerConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class BaselinesConfig(_Strict):
+    """The baselines every searched config is compared with (Delta_m needs ``single_task``)."""
+
+    single_task: Literal[True] = True
+    ensemble: bool = True
+    ensemble_size: PositiveInt | None = None
+
+
+class Experiment(_Strict):
+    """A whole experiment file. Load one with :func:`load_experiment`."""
+
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    data: DataConfig
+    tasks: list[TaskConfig] = Field(min_length=1)
+    backbone: BackboneConfig
+    head: HeadConfig = HeadConfig()
+    train: TrainConfig = TrainConfig()
+    space: SpaceConfig = SpaceConfig()
+    search: SearchConfig = SearchConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
+    source_path: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Experiment":
+        names = [t.name for t in self.tasks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tasks: duplicate task name(s) {dupes}")
+        if len(names) < 2:
+            raise ValueError(f"tasks: multi-task search needs at least 2 tasks, got {names}")
+        if isinstance(self.space.loss_weights, dict) and set(self.space.loss_weights) != set(names):
+            raise ValueError(
+                f"space.loss_weights: keys {sorted(self.space.loss_weights)} must be exactly the tasks {names}"
+            )
+        if isinstance(self.data, MultiMNISTData):
+            unknown = sorted(set(names) - {"left", "right"})
+            if unknown:
+                raise ValueError(f"tasks: multimnist has tasks ['left', 'right']; unknown task name(s): {unknown}")
+            unknown = sorted(set(self.data.missing_rate) - set(names))
+            if unknown:
+                raise ValueError(f"data.missing_rate: unknown task name(s) {unknown}; allowed: {names}")
+        n = self.num_stages()
+        sp = self.space.split_point
+        low, high = (sp, sp) if isinstance(sp, int) else ((sp.low, sp.high) if sp else (0, n))
+        if not 0 <= low <= high <= n:
+            raise ValueError(
+                f"space.split_point: {sp} is outside 0..{n} for backbone {self.backbone.name!r} "
+                f"(stages: {', '.join(self.stage_names())})"
+            )
+        bad = [s for s in self.space.cross_stitch_stages or [] if s >= n]
+        if bad:
+            raise ValueError(f"space.cross_stitch_stages: {bad} out of range; stages are 0..{n - 1}")
+        for i, point in enumerate(self.search.points_to_evaluate):
+            self._check_point(i, point, names, low, high)
+        return self
+
+    def _check_point(self, i: int, point: dict[str, Any], names: list[str], low: int, high: int) -> None:
+        where = f"search.points_to_evaluate[{i}]"
+        allowed = ("family", "split_point", "alpha_same", "alpha_diff", "lr_multiplier", "lr", "loss_weights")
+        unknown = sorted(set(point) - set(allowed))
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
+        if "family" in point and point["family"] not in self.space.families:
+            raise ValueError(f"{where}: family {point['family']!r} is not searched; allowed: {self.space.families}")
+        if "split_point" in point and not (isinstance(point["split_point"], int) and low <= point["split_point"] <= high):
+            raise ValueError(f"{where}: split_point {point['split_point']!r} must be an integer in {low}..{high}")
+        for key in ("alpha_same", "alpha_diff", "lr_multiplier", "lr"):
+            param = getattr(self.space, key)
+            if key in point and isinstance(param, FloatRange) and not param.low <= point[key] <= param.high:
+                raise ValueError(f"{where}: {key} {point[key]!r} is outside the space's [{param.low}, {param.high}]")
+            if key in point and not isinstance(param, FloatRange):
+                raise ValueError(f"{where}: {key} is not searched (fixed to {param}); remove it from the point")
+        weights = point.get("loss_weights")
+        if weights is not None:
+            if self.space.loss_weights != "simplex":
+                raise ValueError(f"{where}: loss_weights are only searched with space.loss_weights: simplex")
+            if not isinstance(weights, dict) or set(weights) != set(names) or min(weights.values()) <= 0:
+                raise ValueError(f"{where}: loss_weights must give a positive weight for each task {names}")
+
+    def load_data(self) -> MultiTaskData:
+        """Load (or generate) the experiment's dataset."""
+        options = self.data.model_dump(exclude={"source"})
+        if isinstance(self.data, MultiMNISTData) and options["seed"] is None:
+            options["seed"] = self.seed
+        return load_data(self.data.source, self.task_specs(), **options)
+
+    def stage_names(self) -> list[str]:
+        return stage_names(self.backbone.name, self.in_channels(), **self.backbone.options)
+
+    def num_stages(self) -> int:
+        return len(self.stage_names())
+
+    def in_channels(self) -> int:
+        return 1 if isinstance(self.data, MultiMNISTData) else self.data.channels
+
+    def task_specs(self) -> list[TaskSpec]:
+        return [t.spec() for t in self.tasks]
+
+    def split_point_range(self) -> tuple[int, int]:
+        sp = self.space.split_point
+        if sp is None:
+            return 0, self.num_stages()
+        return (sp, sp) if isinstance(sp, int) else (sp.low, sp.high)
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment file; raise :class:`ExperimentError` listing every problem.
+
+    Relative paths in the file (data files, weights) are relative to the file.
+    """
+    path = Path(path)
+    data, node = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ExperimentError([f"{path}: the experiment must be a mapping of sections, got {type(data).__name__}."])
+    return validate_experiment(data, base_dir=path.parent.resolve(), source=path, node=node)
+
+
+def validate_experiment(
+    data: dict[str, Any], base_dir: Path | None = None, source: Path | None = None, node: Any = None
+) -> Experiment:
+    """Validate an experiment given as a dict (what a YAML file parses to)."""
+    try:
+        exp = Experiment.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ExperimentError(_problems(exc, source, node, data)) from None
+    return exp.model_copy(update={"source_path": source})
+
+
+_TYPE_MISMATCH = ("_type", "_parsing")
+_FIELD_PREFIX = re.compile(r"^([a-z_][a-z0-9_.\[\]]*): (.*)$", re.S)
+
+
+def _problems(exc: ValidationError, source: Path | None, node: Any, data: Any) -> list[str]:
+    """One ``file:line: field: message (got value)`` line per problem, union noise merged."""
+    grouped: dict[tuple, list[dict]] = {}
+    for err in exc.errors():
+        loc = _yaml_loc(err["loc"], data, missing=err["type"] == "missing")
+        match = _FIELD_PREFIX.match(err["msg"].removeprefix("Value error, "))
+        if not loc and match:  # a cross-field check names its field first
+            loc = tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", match.group(1)) if p)
+            err = {**err, "msg": match.group(2)}
+        grouped.setdefault(loc, []).append(err)
+    problems = []
+    for loc, errors in grouped.items():
+        specific = [e for e in errors if not e["type"].endswith(_TYPE_MISMATCH)] or errors
+        messages: list[str] = []
+        for err in specific:
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown field {loc[-1]!r}" + _allowed_fields(loc)
+            if msg not in messages:
+                messages.append(msg)
+        text = " or ".join(messages)
+        if specific[0]["type"] not in ("value_error", "missing", "extra_forbidden"):
+            text += f" (got {specific[0].get('input')!r})"
+        line = line_of(node, loc) if node is not None else None
+        where = f"{source}:{line}: " if source and line else (f"{source}: " if source else "")
+        problems.append(f"{where}{format_loc(loc)}: {text}")
+    return problems
+
+
+def _yaml_loc(loc: tuple, data: Any, missing: bool) -> tuple:
+    """``loc`` without pydantic's union tags: only the keys and indices present in the input."""
+    out = []
+    for i, part in enumerate(loc):
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        elif not (missing and i == len(loc) - 1):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _allowed_fields(loc: tuple) -> str:
+    model = _model_at(Experiment, loc[:-1])
+    return f"; allowed: {', '.join(f for f in model.model_fields if f != 'source_path')}" if model else ""
+
+
+def _model_at(model: Any, loc: tuple) -> Any:
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = _first_model(field.annotation)
+        if model is None:
+            return None
+    return model
+
+
+def _first_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
