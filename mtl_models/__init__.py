@@ -27,6 +27,7 @@ from .families import (
     EnsembleModel,
     MultiTaskModel,
     available_families,
+    build_branched,
     build_model,
     count_parameters,
     register_family,

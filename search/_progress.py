@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any
 
 from ray import tune
 
@@ -26,11 +26,10 @@ def describe(config: dict[str, Any]) -> str:
 class ProgressPrinter(tune.Callback):
     """Prints each trial's epochs, its end (finished, pruned, errored) and the running count."""
 
-    def __init__(self, phase: str, total: int, objective: str | None, stream: TextIO | None = None) -> None:
+    def __init__(self, phase: str, total: int, objective: str | None) -> None:
         self.phase = phase
         self.total = total
         self.objective = objective
-        self.stream = stream or sys.stdout
         self.done = 0
         self.started = time.monotonic()
         self.numbers: dict[str, int] = {}
@@ -40,7 +39,7 @@ class ProgressPrinter(tune.Callback):
         elapsed = time.monotonic() - self.started
         print(
             f"[{self.phase} {elapsed:6.0f}s] #{number:<3} {describe(trial.config):<40} {text}",
-            file=self.stream,
+            file=sys.stdout,  # looked up per call: the callback is pickled with Tune's state
             flush=True,
         )
 

@@ -17,7 +17,9 @@ class OptunaPrunerScheduler(FIFOScheduler):
 
     Each Tune trial is mirrored by a trial of a private in-memory Optuna study that
     holds only what pruners read: the trial's intermediate values (the ``metric``
-    reported at each ``training_iteration``) and its final state. After each result
+    of each report, at step ``training_iteration - 1``, i.e. the 0-based epoch as in
+    Optuna's examples, so ``n_warmup_steps=k`` protects a trial's first ``k``
+    epochs) and its final state. After each result
     the scheduler reports the value and asks ``trial.should_prune()``, i.e. the
     pruner's own ``prune(study, trial)``; a ``True`` stops the Tune trial. Pruned
     trials enter the study as PRUNED and finished ones as COMPLETE, exactly as in a
@@ -48,7 +50,7 @@ class OptunaPrunerScheduler(FIFOScheduler):
         )
         self._trials: dict[str, optuna.Trial] = {}
         self._finished: set[str] = set()
-        self.pruned: dict[str, int] = {}  # trial id -> step at which it was pruned
+        self.pruned: dict[str, int] = {}  # trial id -> reports it made before it was pruned
 
     @property
     def study(self) -> optuna.Study:
@@ -69,13 +71,13 @@ class OptunaPrunerScheduler(FIFOScheduler):
         value = float(value)
         if not math.isfinite(value):
             return TrialScheduler.CONTINUE
-        step = int(result[TRAINING_ITERATION])
+        step = int(result[TRAINING_ITERATION]) - 1
         ot_trial = self._optuna_trial(trial.trial_id)
         ot_trial.report(value, step)
         if ot_trial.should_prune():
             self._study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
             self._finished.add(trial.trial_id)
-            self.pruned[trial.trial_id] = step
+            self.pruned[trial.trial_id] = step + 1
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
 

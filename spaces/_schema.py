@@ -126,6 +126,7 @@ class FilesData(_Strict):
 
 
 DataConfig = Annotated[Union[MultiMNISTData, FilesData], Field(discriminator="source")]
+DATA_SOURCES = [m.model_fields["source"].annotation.__args__[0] for m in (MultiMNISTData, FilesData)]
 
 
 class HeadConfig(_Strict):
@@ -420,6 +421,12 @@ def _problems(exc: ValidationError, source: Path | None, node: Any, data: Any) -
         if not loc and match:  # a cross-field check names its field first
             loc = tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", match.group(1)) if p)
             err = {**err, "msg": match.group(2)}
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            key = err["ctx"]["discriminator"].strip("'")
+            loc = (*loc, key)
+            got = f" {err['ctx']['tag']!r}" if "tag" in err["ctx"] else ""
+            allowed = err["ctx"].get("expected_tags") or ", ".join(repr(t) for t in DATA_SOURCES)
+            err = {**err, "type": "value_error", "msg": f"unknown or missing {key}{got}; allowed: {allowed}"}
         grouped.setdefault(loc, []).append(err)
     problems = []
     for loc, errors in grouped.items():

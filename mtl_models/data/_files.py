@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -92,7 +93,9 @@ def _decode(path: Path, channels: int, size: Sequence[int], data_file: Path, lin
         raise DataFileError(data_file, line, "path", f"image {str(path)!r} does not exist.")
     try:
         data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-        image = decode_image(data, mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec's
+            warnings.simplefilter("ignore", DeprecationWarning)
+            image = decode_image(data, mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
     except (RuntimeError, ValueError) as exc:
         raise DataFileError(data_file, line, "path", f"image {str(path)!r} could not be decoded ({exc}).") from None
     return resize(image, list(size), antialias=True)

@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny task sets, configs and data, and one local Ray per session."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+import torch
+
+import mtl_models as mm
+
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Ray workers inherit the environment: let them import trainables defined in test modules.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (os.path.dirname(os.path.abspath(__file__)), os.environ.get("PYTHONPATH")) if p
+)
+torch.set_num_threads(1)
+
+CLASSIFICATION = {"name": "digit", "kind": "classification", "classes": 4}
+REGRESSION = {"name": "size", "kind": "regression", "classes": 2}
+
+
+def make_tasks(n: int, kinds: tuple[str, ...] = ("classification",)) -> list[dict[str, Any]]:
+    """``n`` task dicts cycling through ``kinds``."""
+    out = []
+    for i in range(n):
+        kind = kinds[i % len(kinds)]
+        base = CLASSIFICATION if kind == "classification" else REGRESSION
+        out.append({**base, "name": f"t{i}", "loss": None, "metric": None})
+    return out
+
+
+def make_config(family: str, tasks: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """A complete model config on the tiny 3-stage CNN (8x8 RGB inputs)."""
+    config = {
+        "family": family,
+        "tasks": tasks,
+        "backbone": {"name": "small_cnn", "weights": None, "options": {"widths": [4, 6, 8]}},
+        "input": {"channels": 3, "height": 8, "width": 8, "mean": [0.5] * 3, "std": [0.25] * 3},
+        "head": {"pool_size": 1, "hidden": 0},
+        "optimizer": "adam",
+        "lr": 0.01,
+        "epochs": 2,
+        "batch_size": 16,
+        "seed": 0,
+        "device": "cpu",
+    }
+    if family == "hard_split":
+        config["split_point"] = 1
+    if family == "cross_stitch":
+        config.update(alpha_same=0.9, alpha_diff=0.1, lr_multiplier=100.0)
+    if family == "single_task":
+        config["task"] = tasks[0]["name"]
+    config.update(extra)
+    return config
+
+
+def random_data(tasks: list[dict[str, Any]], n: int = 48, seed: int = 0) -> mm.MultiTaskData:
+    """Random 8x8 RGB images with random labels for each task (train, val)."""
+    g = torch.Generator().manual_seed(seed)
+    specs = [mm.TaskSpec.from_dict(t) for t in tasks]
+    splits = {}
+    for name in ("train", "val"):
+        images = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8)
+        targets = {}
+        for s in specs:
+            if s.kind == "classification":
+                targets[s.name] = torch.randint(0, s.classes, (n,), generator=g)
+            else:
+                targets[s.name] = torch.randn(n, s.classes, generator=g)
+        splits[name] = mm.Split(images, targets)
+    return mm.MultiTaskData(specs, splits, description="random")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole session (2 CPUs), shut down at the end."""
+    import ray
+
+    from search import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    ray.shutdown()

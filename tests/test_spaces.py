@@ -1,0 +1,177 @@
+"""The experiment file's validation and the define-by-run search space."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+import mtl_models as mm
+import spaces
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = {
+    "name": "t",
+    "data": {"source": "multimnist", "n_train": 64, "n_val": 32, "n_test": 0},
+    "tasks": [
+        {"name": "left", "kind": "classification", "classes": 10},
+        {"name": "right", "kind": "classification", "classes": 10},
+    ],
+    "backbone": {"name": "small_cnn", "options": {"widths": [4, 8, 8]}},
+    "train": {"epochs": 2, "device": "cpu"},
+    "space": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+}
+
+
+def write(tmp_path: Path, doc: dict | str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def with_change(path: str, value) -> dict:
+    doc = copy.deepcopy(BASE)
+    *parents, last = path.split(".")
+    node = doc
+    for p in parents:
+        node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return doc
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")))
+def test_examples_are_valid(path: Path) -> None:
+    exp = spaces.load_experiment(path)
+    assert len(exp.tasks) >= 2
+
+
+def test_valid_experiment_loads(tmp_path: Path) -> None:
+    exp = spaces.load_experiment(write(tmp_path, BASE))
+    assert exp.num_stages() == 3
+    assert exp.split_point_range() == (0, 3)
+    assert exp.source_path == tmp_path / "exp.yaml"
+
+
+@pytest.mark.parametrize(
+    "change,value,message",
+    [
+        ("train.optimizer", "adamm", "train.optimizer: Input should be 'adam', 'adamw' or 'sgd' (got 'adamm')"),
+        ("train.epochs", 0, "train.epochs: Input should be greater than 0 (got 0)"),
+        ("train.epoch", 3, "train.epoch: unknown field 'epoch'; allowed: epochs, batch_size"),
+        ("tasks.1.kind", "segmentatio", "tasks[1].kind: unknown task kind 'segmentatio'; allowed: classification"),
+        ("tasks.1.name", "left", "tasks: duplicate task name(s) ['left']"),
+        ("tasks.0.classes", None, "Task 'left': kind 'classification' needs 'classes' >= 2"),
+        ("tasks.0.metric", "mae", "metric 'mae' is not valid for kind 'classification'; allowed: accuracy"),
+        ("backbone.name", "resnet99", "backbone.name: unknown backbone 'resnet99'; allowed: resnet18, small_cnn"),
+        ("backbone.weights", "missing.pth", "backbone.weights: weights file"),
+        ("data.source", "imagenet", "data.source: unknown or missing source 'imagenet'; allowed: 'multimnist', 'files'"),
+        ("data.missing_rate", {"lft": 0.1}, "data.missing_rate: unknown task name(s) ['lft']; allowed: ['left', 'right']"),
+        ("space.families", ["hard_split", "crossstitch"], "space.families[1]: Input should be 'hard_split' or 'cross_stitch'"),
+        ("space.families", [], "space.families: List should have at least 1 item"),
+        ("space.split_point", {"low": 0, "high": 9}, "space.split_point: low=0 high=9 is outside 0..3 for backbone 'small_cnn' (stages: conv1, conv2, conv3)"),
+        ("space.split_point", {"low": 3, "high": 1}, "space.split_point: low (3) must be <= high (1)"),
+        ("space.alpha_same", {"low": 0.5, "high": 1.5}, "space.alpha_same: cross-stitch alphas must lie in [0, 1]"),
+        ("space.lr_multiplier", {"low": 0, "high": 10, "log": True}, "space.lr_multiplier: a log range needs low > 0"),
+        ("space.loss_weights", {"left": 1.0}, "space.loss_weights: keys ['left'] must be exactly the tasks ['left', 'right']"),
+        ("space.loss_weights", "dirichlet", "space.loss_weights: Input should be 'simplex' or 'equal'"),
+        ("space.cross_stitch_stages", [0, 5], "space.cross_stitch_stages: [5] out of range; stages are 0..2"),
+        ("search.pruner", {"name": "median", "n_warmup": 2}, "search.pruner: unknown argument(s) ['n_warmup'] for pruner 'median'; allowed: interval_steps"),
+        ("search.pruner", {"name": "asha"}, "search.pruner.name: Input should be 'median', 'percentile', 'successive_halving'"),
+        ("search.sampler", {"name": "cmaes"}, "search.sampler.name: Input should be 'tpe' or 'random' (got 'cmaes')"),
+        ("search.resources", {"gpu": -1}, "search.resources.gpu: Input should be greater than or equal to 0"),
+        ("search.points_to_evaluate", [{"family": "hard_split", "split_point": 7}], "search.points_to_evaluate[0]: split_point 7 must be an integer in 0..3"),
+        ("search.points_to_evaluate", [{"familly": "hard_split"}], "search.points_to_evaluate[0]: unknown key(s) ['familly']"),
+        ("search.points_to_evaluate", [{"lr": 1.0}], "search.points_to_evaluate[0]: lr 1.0 is outside the space's [0.0001, 0.01]"),
+        ("tasks", [{"name": "left", "kind": "classification", "classes": 10}], "tasks: multi-task search needs at least 2 tasks"),
+        ("backbone", _DELETE, "backbone: Field required"),
+    ],
+)
+def test_invalid_experiment_names_field_and_allowed_values(tmp_path: Path, change: str, value, message: str) -> None:
+    path = write(tmp_path, with_change(change, value))
+    with pytest.raises(spaces.ExperimentError) as info:
+        spaces.load_experiment(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_errors_carry_the_yaml_line(tmp_path: Path) -> None:
+    text = yaml.safe_dump(BASE, sort_keys=False).replace("epochs: 2", "epochs: -2\n  optimizer: rmsprop")
+    path = write(tmp_path, text)
+    lines = text.splitlines()
+    with pytest.raises(spaces.ExperimentError) as info:
+        spaces.load_experiment(path)
+    problems = info.value.problems
+    assert len(problems) == 2
+    epochs_line = next(i for i, line in enumerate(lines, 1) if "epochs: -2" in line)
+    assert problems[0].startswith(f"{path}:{epochs_line}: train.epochs")
+    assert problems[1].startswith(f"{path}:{epochs_line + 1}: train.optimizer")
+
+
+@pytest.mark.parametrize("text,message", [("data: [1, 2", "not valid YAML"), ("- a\n- b\n", "must be a mapping")])
+def test_unreadable_files(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(spaces.ExperimentError, match=message):
+        spaces.load_experiment(write(tmp_path, text))
+    with pytest.raises(spaces.ExperimentError, match="does not exist"):
+        spaces.load_experiment(tmp_path / "nope.yaml")
+
+
+INPUT = {"channels": 1, "height": 36, "width": 36, "mean": [0.1], "std": [0.3]}
+
+
+def test_define_by_run_samples_only_valid_configs(tmp_path: Path) -> None:
+    exp = spaces.load_experiment(write(tmp_path, BASE))
+    fixed = spaces.fixed_config(exp, INPUT)
+    sample = spaces.define_space(exp, fixed)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=1, n_startup_trials=10), direction="maximize")
+    families = set()
+    for _ in range(40):
+        trial = study.ask()
+        config = sample(trial)
+        family = config["family"]
+        families.add(family)
+        searched = {k for k in trial.params if not k.startswith(spaces.HIDDEN_PREFIX)}
+        if family == "hard_split":
+            assert searched == {"family", "split_point", "lr"}
+            assert 0 <= config["split_point"] <= 3
+            assert "alpha_same" not in config
+        else:
+            assert searched == {"family", "alpha_same", "alpha_diff", "lr_multiplier", "lr"}
+            assert 0.5 <= config["alpha_same"] <= 1.0 and 0.0 <= config["alpha_diff"] <= 0.5
+            assert 1.0 <= config["lr_multiplier"] <= 1000.0
+            assert "split_point" not in config
+        assert sum(config["loss_weights"].values()) == pytest.approx(1.0)
+        assert min(config["loss_weights"].values()) > 0
+        assert mm.build_model(config)(__import__("torch").rand(1, 1, 36, 36)).keys() == {"left", "right"}
+        study.tell(trial, config.get("split_point", 1.5))
+    assert families == {"hard_split", "cross_stitch"}
+
+
+def test_fixed_values_are_not_searched(tmp_path: Path) -> None:
+    doc = with_change("space", {"families": ["cross_stitch"], "alpha_same": 0.9, "alpha_diff": 0.1,
+                                "lr_multiplier": 100.0, "loss_weights": {"left": 3, "right": 1}})
+    exp = spaces.load_experiment(write(tmp_path, doc))
+    trial = optuna.create_study().ask()
+    config = spaces.define_space(exp, spaces.fixed_config(exp, INPUT))(trial)
+    assert trial.params == {}
+    assert (config["family"], config["alpha_same"], config["alpha_diff"], config["lr_multiplier"]) == (
+        "cross_stitch", 0.9, 0.1, 100.0)
+    assert config["loss_weights"] == {"left": 0.75, "right": 0.25}
+
+
+def test_points_to_evaluate_round_trip_through_optuna(tmp_path: Path) -> None:
+    exp = spaces.load_experiment(write(tmp_path, BASE))
+    point = {"family": "hard_split", "split_point": 2, "lr": 0.003, "loss_weights": {"left": 0.7, "right": 0.3}}
+    study = optuna.create_study()
+    study.enqueue_trial(spaces.optuna_point(point))
+    config = spaces.define_space(exp, spaces.fixed_config(exp, INPUT))(study.ask())
+    assert {k: config[k] for k in ("family", "split_point", "lr")} == {"family": "hard_split", "split_point": 2, "lr": 0.003}
+    assert config["loss_weights"] == pytest.approx({"left": 0.7, "right": 0.3})
