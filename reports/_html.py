@@ -28,10 +28,17 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return html.escape(str(value))
 
 
+def _count(value: Any) -> str:
+    return "&ndash;" if value is None or pd.isna(value) else f"{int(value):,}"
+
+
 def _structure(row: pd.Series) -> str:
     family = row.get("family")
     if family == "hard_split":
-        return f"split after stage {int(row['split_point'])}" if pd.notna(row.get("split_point")) else ""
+        if pd.isna(row.get("split_point")):
+            return ""
+        k = int(row["split_point"])
+        return f"k={k}: first {k} stage{'s' if k != 1 else ''} shared" if k else "k=0: nothing shared but the input"
     if family == "cross_stitch":
         return (
             f"&alpha; init ({row['alpha_same']:.2f}, {row['alpha_diff']:.2f}), "
@@ -73,7 +80,7 @@ def _leaderboard(results: pd.DataFrame) -> str:
             f'<tr class="{cls}"><td>{rank}</td><td>{html.escape(str(row["trial_id"]))}</td>'
             f"<td>{html.escape(str(row['family']))}</td><td>{_structure(row)}</td>"
             f"<td>{_fmt(row.get('delta_m'), 3)}</td>{metric_cells}"
-            f"<td>{_fmt(row.get('params'))}</td><td>{_fmt(row.get('lr'), 3)}</td>"
+            f"<td>{_count(row.get('params'))}</td><td>{_fmt(row.get('lr'), 3)}</td>"
             f"<td>{_fmt(row.get('epochs_run'))}</td><td{error}>{html.escape(str(row['status']))}</td></tr>"
         )
     return f'<table class="leaderboard"><thead>{header}</thead><tbody>{"".join(body)}</tbody></table>'
@@ -99,7 +106,7 @@ def _split_plot(results: pd.DataFrame) -> go.Figure:
                     "symbol": ["circle-open" if p else "circle" for p in pruned],
                 },
                 text=[f"{t} ({s})" for t, s in zip(group["trial_id"], group["status"])],
-                hovertemplate="%{text}<br>&Delta;m=%{y:.2f}%<extra></extra>",
+                hovertemplate="%{text}<br>Δm=%{y:.2f}%<extra></extra>",
             )
         )
     ensemble = results[results["family"] == "ensemble"]
@@ -108,9 +115,9 @@ def _split_plot(results: pd.DataFrame) -> go.Figure:
     fig.add_hline(y=0.0, line_color=_FAMILY_COLORS["single_task"], annotation_text="single-task")
     order = sorted({f"k={int(k)}" for k in trials["split_point"].dropna()}, key=lambda s: int(s[2:])) + ["cross-stitch"]
     fig.update_layout(
-        title="&Delta;<sub>m</sub> by sharing structure (open markers: pruned, Delta_m at the pruning epoch)",
-        xaxis={"title": "split point (stages shared) / family", "categoryorder": "array", "categoryarray": order},
-        yaxis_title="&Delta;<sub>m</sub> vs single-task (%)",
+        title="Δ<sub>m</sub> by sharing structure (open markers: pruned, Δ<sub>m</sub> at the pruning epoch)",
+        xaxis={"title": "hard split: stages shared (k) / cross-stitch", "categoryorder": "array", "categoryarray": order},
+        yaxis_title="Δ<sub>m</sub> vs single-task (%)",
         height=450,
     )
     return fig
@@ -136,9 +143,9 @@ def _curves_plot(results: pd.DataFrame, curves: pd.DataFrame) -> go.Figure:
             )
         )
     fig.update_layout(
-        title="Learning curves (grey dotted, ending in &times;: stopped by the Optuna pruner)",
-        xaxis_title="epoch",
-        yaxis_title="&Delta;<sub>m</sub> vs single-task (%)",
+        title="Learning curves (grey dotted, ending in ×: stopped by the Optuna pruner)",
+        xaxis={"title": "epoch", "dtick": 1},
+        yaxis_title="Δ<sub>m</sub> vs single-task (%)",
         height=500,
     )
     return fig

@@ -75,8 +75,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
         kwargs["runtime_env"] = {"py_modules": [mtl_models, spaces, search, reports]}
         ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+    else:  # "local": always a fresh local Ray, never a cluster someone `ray start`-ed on this machine
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
 
 
 def _run_config(name: str, storage: Path, callbacks: list) -> tune.RunConfig:
