@@ -7,6 +7,7 @@ an exported bundle holds.
 """
 from ._bundle import load, load_checkpoint_state, load_config, save_bundle, save_checkpoint_state
 from ._delta import delta_m
+from ._describe import describe_config
 from ._io import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
 from ._train import (
     NonFiniteLossError,

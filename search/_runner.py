@@ -122,8 +122,17 @@ def _versions() -> dict[str, str]:
     return {"torch": torch.__version__, "ray": ray.__version__, "optuna": optuna.__version__, "plotly": plotly.__version__}
 
 
-def run_baselines(exp: Experiment, run_dir: Path, data: MultiTaskData, fixed: dict[str, Any]) -> dict[str, float]:
-    """Train the single-task baseline trials, compose the ensemble; return ``B_t`` per task."""
+@dataclass
+class Baselines:
+    """What the search needs of the baselines: ``B_t`` per task, and the checkpoint of
+    each task's first single-task network (to start cross-stitch columns from)."""
+
+    metrics: dict[str, float]
+    checkpoints: dict[str, str]
+
+
+def run_baselines(exp: Experiment, run_dir: Path, data: MultiTaskData, fixed: dict[str, Any]) -> Baselines:
+    """Train the single-task baseline trials and compose the ensemble."""
     configs = baseline_configs(exp, fixed)
     trainable = tune.with_parameters(train_trial, data=data, baseline=None, cpus=exp.search.resources.cpu)
     tuner = tune.Tuner(
@@ -146,15 +155,16 @@ def run_baselines(exp: Experiment, run_dir: Path, data: MultiTaskData, fixed: di
             f"The single-task baseline failed for task(s) {missing}, so Delta_m cannot be computed. "
             f"Errors: {errors or 'none recorded'}; see {run_dir / 'baselines'}."
         )
+    finished = results[(results["family"] == "single_task") & (results["status"] == "finished")]
+    finished = finished.sort_values("ensemble_member")
+    members = {t.name: finished.loc[finished["task"] == t.name, "checkpoint"].tolist() for t in tasks}
     if ensemble_size(exp) > 1:
-        finished = results[(results["family"] == "single_task") & (results["status"] == "finished")]
-        members = {t.name: finished.loc[finished["task"] == t.name, "checkpoint"].tolist() for t in tasks}
         compose_ensemble(fixed, members, data, run_dir)
-    return baseline
+    return Baselines(baseline, {task: paths[0] for task, paths in members.items()})
 
 
 def run_search(
-    exp: Experiment, run_dir: Path, data: MultiTaskData, fixed: dict[str, Any], baseline: dict[str, float]
+    exp: Experiment, run_dir: Path, data: MultiTaskData, fixed: dict[str, Any], baselines: Baselines
 ) -> None:
     """The Optuna-sampled, Optuna-pruned search over the experiment's space."""
     storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}")
@@ -170,7 +180,13 @@ def run_search(
     if exp.search.max_concurrent:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=exp.search.max_concurrent)
     scheduler = OptunaPrunerScheduler(exp.search.pruner.build(exp.train.epochs), metric=OBJECTIVE, mode="max")
-    trainable = tune.with_parameters(train_trial, data=data, baseline=baseline, cpus=exp.search.resources.cpu)
+    trainable = tune.with_parameters(
+        train_trial,
+        data=data,
+        baseline=baselines.metrics,
+        cpus=exp.search.resources.cpu,
+        single_task_checkpoints=baselines.checkpoints,
+    )
     tuner = tune.Tuner(
         tune.with_resources(trainable, _resources(exp)),
         tune_config=tune.TuneConfig(
@@ -199,12 +215,12 @@ def run_experiment(
     fixed = fixed_config(exp, data.input_spec())
     init_ray(address, num_cpus)
     print(f"Ray: {ray.cluster_resources()}; results in {run_dir}", flush=True)
-    baseline = run_baselines(exp, run_dir, data, fixed)
-    print("Single-task baseline (val): " + ", ".join(f"{t}={v:.4g}" for t, v in baseline.items()), flush=True)
-    run_search(exp, run_dir, data, fixed, baseline)
+    baselines = run_baselines(exp, run_dir, data, fixed)
+    print("Single-task baseline (val): " + ", ".join(f"{t}={v:.4g}" for t, v in baselines.metrics.items()), flush=True)
+    run_search(exp, run_dir, data, fixed, baselines)
     results = write_results(run_dir)
     print(f"Search done in {time.monotonic() - started:.0f}s: {_status_counts(results)}", flush=True)
-    return RunResult(run_dir, results, baseline)
+    return RunResult(run_dir, results, baselines.metrics)
 
 
 def _status_counts(results: pd.DataFrame) -> str:

@@ -28,14 +28,22 @@ CONFIG_COLUMNS = (
     "task",
     "ensemble_member",
     "ensemble_size",
+    "tree",
     "split_point",
     "alpha_same",
     "alpha_diff",
     "lr_multiplier",
-    "lr",
+    "column_init",
     "loss_weighting",
+    "gradnorm_alpha",
+    "dwa_temperature",
+    "optimization",
+    "class_weighting",
+    "grad_clip",
+    "lr",
     "seed",
 )
+MAPPING_COLUMNS = ("split_points", "task_groups", "group_split_points", "loss_weights")
 _STATUS = {"ERROR": "errored", "RUNNING": "running", "PENDING": "pending", "PAUSED": "pending"}
 
 
@@ -52,10 +60,15 @@ def _error_message(trial_path: Path) -> str | None:
 
 
 def _config_columns(config: dict[str, Any]) -> dict[str, Any]:
+    """The config's searched keys as columns; mappings become ``key/<name>`` columns."""
     row = {k: config.get(k) for k in CONFIG_COLUMNS}
     row["backbone"] = (config.get("backbone") or {}).get("name")
-    for task, w in (config.get("loss_weights") or {}).items():
-        row[f"loss_weights/{task}"] = w
+    stages = config.get("cross_stitch_stages")
+    row["cross_stitch_stages"] = None if config.get("family") != "cross_stitch" else (
+        "all" if stages is None else ",".join(str(s) for s in stages))
+    for key in MAPPING_COLUMNS:
+        for name, value in (config.get(key) or {}).items():
+            row[f"{key}/{name}"] = value
     return row
 
 
@@ -80,6 +93,7 @@ def _trial_rows(run_dir: Path, phase: str) -> tuple[list[dict], list[pd.DataFram
                 "trial_id": trial.trial_id,
                 "phase": phase,
                 **_config_columns(config),
+                # the last reported metrics, and the loss weights as they ended (dynamic schemes move them)
                 **{k: v for k, v in last.items() if k.startswith(("val/", "loss"))},
                 "params": last.get("params"),
                 "epochs_run": epochs_run,

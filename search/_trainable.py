@@ -30,6 +30,7 @@ def train_trial(
     data: MultiTaskData,
     baseline: dict[str, float] | None = None,
     cpus: float = 1.0,
+    single_task_checkpoints: dict[str, str] | None = None,
 ) -> None:
     """Train the model ``config`` describes for ``config['epochs']`` epochs, reporting each.
 
@@ -37,12 +38,16 @@ def train_trial(
     (``val/<task>/<metric>``), the current loss weights and, when the single-task
     ``baseline`` (``{task: primary metric}``) is known, ``delta_m``; it checkpoints
     the whole training state, so a restarted trial resumes at the next epoch.
+    A cross-stitch config with ``column_init: single_task`` starts its columns from
+    ``single_task_checkpoints[task]`` (this run's single-task baselines).
     """
     torch.set_num_threads(max(1, int(cpus)))
     seed_everything(int(config["seed"]))
     model = build_model(config)
-    trainer = Trainer(model, data, config)
     checkpoint = tune.get_checkpoint()
+    if checkpoint is None and config.get("column_init") == "single_task":
+        model.init_columns_from(_single_task_models(config, single_task_checkpoints))
+    trainer = Trainer(model, data, config)
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trainer.load_state_dict(load_checkpoint_state(directory, map_location=trainer.device))
@@ -66,3 +71,14 @@ def train_trial(
         with tempfile.TemporaryDirectory() as directory:
             save_checkpoint_state(trainer.state_dict(), directory)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def _single_task_models(config: dict[str, Any], checkpoints: dict[str, str] | None) -> dict[str, Any]:
+    if not checkpoints:
+        raise ValueError("column_init 'single_task' needs the single-task baselines' checkpoints; none were given.")
+    models = {}
+    for spec in config["tasks"]:
+        single = build_model({**config, "family": "single_task", "task": spec["name"]})
+        single.load_state_dict(load_checkpoint_state(checkpoints[spec["name"]])["model"])
+        models[spec["name"]] = single
+    return models
