@@ -19,7 +19,7 @@ from ._train import (
     resolve_device,
     seed_everything,
 )
-from .backbones import Stage, available_backbones, build_backbone, register_backbone, stage_names
+from .backbones import Stage, available_backbones, backbone_options, build_backbone, register_backbone, stage_names
 from .data import DataFileError, MultiTaskData, Split, available_sources, load_data, register_source
 from .families import (
     BranchedModel,

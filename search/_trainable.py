@@ -6,6 +6,7 @@ import tempfile
 import time
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -53,8 +54,10 @@ def train_trial(
             trainer.load_state_dict(load_checkpoint_state(directory, map_location=trainer.device))
     params = count_parameters(model)
     higher = {t.name: t.higher_is_better for t in model.tasks}
+    node = ray.get_runtime_context().get_node_id()
     while trainer.epoch < int(config["epochs"]):
         start = time.perf_counter()
+        inject_fault(config.get("fault"), trainer)
         losses = trainer.train_epoch()
         val = trainer.evaluate("val")
         metrics: dict[str, Any] = {
@@ -62,7 +65,9 @@ def train_trial(
             **flatten_metrics("val", val),
             **{f"loss_weights/{t}": w for t, w in trainer.weighting.weights().items()},
             "epoch": trainer.epoch,
+            "epochs": int(config["epochs"]),
             "params": params,
+            "node_id": node,
             "epoch_time_s": time.perf_counter() - start,
         }
         if baseline:
@@ -82,3 +87,16 @@ def _single_task_models(config: dict[str, Any], checkpoints: dict[str, str] | No
         single.load_state_dict(load_checkpoint_state(checkpoints[spec["name"]])["model"])
         models[spec["name"]] = single
     return models
+
+
+def inject_fault(fault: dict[str, Any] | None, trainer: Trainer) -> None:
+    """Fail the coming epoch as ``fault`` says (resilience tests; see ``search.inject_faults``)."""
+    if not fault or int(fault["epoch"]) != trainer.epoch + 1:
+        return
+    if fault["kind"] == "raise":
+        raise RuntimeError(f"injected fault at epoch {fault['epoch']}")
+    if fault["kind"] == "oom":
+        raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected fault at epoch {fault['epoch']})")
+    with torch.no_grad():  # "nan": poison the weights; the trainer's own check must catch the loss
+        for p in trainer.model.parameters():
+            p.fill_(float("nan"))

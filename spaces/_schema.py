@@ -6,9 +6,12 @@ field, what was given and what is allowed. Code after this trusts the values.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
+import json
 import re
+from dataclasses import dataclass
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -28,7 +31,15 @@ from pydantic import (
     model_validator,
 )
 
-from mtl_models import MultiTaskData, TaskSpec, available_backbones, available_task_kinds, load_data, stage_names
+from mtl_models import (
+    MultiTaskData,
+    TaskSpec,
+    available_backbones,
+    available_task_kinds,
+    backbone_options,
+    build_backbone,
+    load_data,
+)
 
 from ._yaml import ExperimentError, format_loc, line_of, load_yaml
 
@@ -85,6 +96,16 @@ class BackboneConfig(_Strict):
         if v not in available_backbones():
             raise ValueError(f"unknown backbone {v!r}; allowed: {', '.join(available_backbones())}")
         return v
+
+    @model_validator(mode="after")
+    def _known_options(self) -> "BackboneConfig":
+        allowed = backbone_options(self.name)
+        unknown = sorted(set(self.options) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"backbone.options: {self.name!r} takes no option(s) {unknown}; allowed: {', '.join(allowed) or 'none'}"
+            )
+        return self
 
     @field_validator("weights")
     @classmethod
@@ -313,13 +334,33 @@ class ResourcesConfig(_Strict):
     gpu: NonNegativeFloat = 0.0
 
 
+class FaultConfig(_Strict):
+    """Fault injection, to test a search's resilience: the trial fails at ``epoch``.
+
+    ``raise``: an exception; ``nan``: the weights turn NaN so the loss does; ``oom``:
+    ``torch.cuda.OutOfMemoryError``.
+    """
+
+    kind: Literal["raise", "nan", "oom"]
+    epoch: PositiveInt = 1
+
+
 class SearchConfig(_Strict):
+    """How the search runs: trials, concurrency, sampler, pruner, resources, retries.
+
+    ``max_failures``: how often a trial is restarted from its last checkpoint after its
+    worker or node dies (or it raises). ``inject_faults``: ``{trial number: fault}``
+    for resilience tests (trial numbers count the searched trials from 0).
+    """
+
     num_trials: PositiveInt = 20
     max_concurrent: PositiveInt | None = None
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
     resources: ResourcesConfig = ResourcesConfig()
     points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
+    max_failures: NonNegativeInt = 2
+    inject_faults: dict[NonNegativeInt, FaultConfig] = Field(default_factory=dict)
 
 
 class BaselinesConfig(_Strict):
@@ -375,7 +416,13 @@ class Experiment(_Strict):
             unknown = sorted(set(self.data.missing_rate) - set(names))
             if unknown:
                 raise ValueError(f"data.missing_rate: unknown task name(s) {unknown}; allowed: {names}")
-        n = self.num_stages()
+        facts = self._backbone_facts()
+        if facts.error:
+            raise ValueError(
+                f"backbone: {self.backbone.name!r} cannot process {self.input_size()[0]}x{self.input_size()[1]} "
+                f"inputs ({facts.error}); use larger images (data.image_size) or another backbone"
+            )
+        n = len(facts.stage_names)
         sp = self.space.split_point
         low, high = (sp, sp) if isinstance(sp, int) else ((sp.low, sp.high) if sp else (0, n))
         if not 0 <= low <= high <= n:
@@ -412,9 +459,7 @@ class Experiment(_Strict):
             previous = [set(g) for g in part]
 
     def _last_stage_spatial(self) -> bool:
-        from mtl_models import build_backbone
-
-        return build_backbone(self.backbone.name, self.in_channels(), **self.backbone.options)[-1].spatial
+        return self._backbone_facts().last_spatial
 
     def _check_point(self, i: int, point: dict[str, Any], names: list[str], low: int, high: int) -> None:
         """A starting point may give any searched parameter, by its config key."""
@@ -457,8 +502,19 @@ class Experiment(_Strict):
             options["seed"] = self.seed
         return load_data(self.data.source, self.task_specs(), **options)
 
+    def _backbone_facts(self) -> "BackboneFacts":
+        return backbone_facts(
+            self.backbone.name, self.in_channels(), json.dumps(self.backbone.options, sort_keys=True), self.input_size()
+        )
+
     def stage_names(self) -> list[str]:
-        return stage_names(self.backbone.name, self.in_channels(), **self.backbone.options)
+        return list(self._backbone_facts().stage_names)
+
+    def input_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the images the models see."""
+        if isinstance(self.data, MultiMNISTData):
+            return self.data.canvas, self.data.canvas
+        return tuple(self.data.image_size)
 
     def num_stages(self) -> int:
         return len(self.stage_names())
@@ -474,6 +530,31 @@ class Experiment(_Strict):
         if sp is None:
             return 0, self.num_stages()
         return (sp, sp) if isinstance(sp, int) else (sp.low, sp.high)
+
+
+@dataclass(frozen=True)
+class BackboneFacts:
+    stage_names: tuple[str, ...]
+    last_spatial: bool
+    error: str | None  # why a dry run at the experiment's input size failed
+
+
+@functools.lru_cache(maxsize=32)
+def backbone_facts(name: str, in_channels: int, options_json: str, size: tuple[int, int]) -> BackboneFacts:
+    """Build the backbone once and push a zero image of ``size`` through it (validation only)."""
+    import torch
+
+    stages = build_backbone(name, in_channels, **json.loads(options_json))
+    error = None
+    x = torch.zeros(1, in_channels, *size)
+    with torch.no_grad():
+        for stage in stages:
+            try:
+                x = stage.module.eval()(x)
+            except RuntimeError as exc:
+                error = f"stage {stage.name!r} fails: {str(exc).splitlines()[0]}"
+                break
+    return BackboneFacts(tuple(s.name for s in stages), stages[-1].spatial, error)
 
 
 def load_experiment(path: str | Path) -> Experiment:

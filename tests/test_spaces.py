@@ -102,20 +102,27 @@ def test_valid_experiment_loads(tmp_path: Path) -> None:
         ("space.branches", [[["left"]], [["left"], ["right"]], [["left"], ["right"]]], "space.branches[0]: the groups must hold each task exactly once"),
         ("plugins", ["no_such_module_xyz"], "plugins: cannot import plugin module 'no_such_module_xyz'"),
         ("search.points_to_evaluate", [{"loss_weighting": "gradnorm"}], "search.points_to_evaluate[0]: loss_weighting 'gradnorm' is not among the space's ['static']"),
-        ("tasks.1", {"name": "right", "kind": "segmentation", "classes": 3}, None),
+        ("backbone", {"name": "alexnet"}, "backbone: 'alexnet' cannot process 36x36 inputs (stage 'conv5' fails"),
+        ("backbone", {"name": "resnet18", "options": {"widths": [4]}}, "backbone.options: 'resnet18' takes no option(s) ['widths']; allowed: none"),
         ("backbone", _DELETE, "backbone: Field required"),
     ],
 )
-def test_invalid_experiment_names_field_and_allowed_values(tmp_path: Path, change: str, value, message: str | None) -> None:
-    doc = with_change(change, value)
-    if message is None:  # a dense task on a backbone ending in vectors
-        doc["backbone"] = {"name": "alexnet"}
-        message = "tasks: dense task(s) ['right'] need a backbone whose last stage outputs maps"
-    path = write(tmp_path, doc)
+def test_invalid_experiment_names_field_and_allowed_values(tmp_path: Path, change: str, value, message: str) -> None:
+    path = write(tmp_path, with_change(change, value))
     with pytest.raises(spaces.ExperimentError) as info:
         spaces.load_experiment(path)
     assert message in str(info.value)
     assert str(path) in str(info.value)
+
+
+def test_dense_tasks_need_a_backbone_ending_in_maps(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").write_text("path,label,mask\n")
+    doc = copy.deepcopy(BASE)
+    doc["data"] = {"source": "files", "train": "train.csv", "val": "train.csv", "image_size": [64, 64]}
+    doc["tasks"] = [{"name": "label", "kind": "classification", "classes": 3}, {"name": "mask", "kind": "segmentation", "classes": 3}]
+    doc["backbone"] = {"name": "alexnet"}
+    with pytest.raises(spaces.ExperimentError, match=r"tasks: dense task\(s\) \['mask'\] need a backbone whose last stage outputs maps"):
+        spaces.load_experiment(write(tmp_path, doc))
 
 
 def test_errors_carry_the_yaml_line(tmp_path: Path) -> None:

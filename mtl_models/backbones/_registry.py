@@ -51,6 +51,14 @@ def available_backbones() -> list[str]:
     return sorted(_BACKBONES)
 
 
+def backbone_options(name: str) -> list[str]:
+    """The options (keyword arguments besides ``in_channels`` and ``weights``) a backbone takes."""
+    import inspect
+
+    params = inspect.signature(_BACKBONES[name]).parameters
+    return [p for p in params if p not in ("in_channels", "weights")]
+
+
 def build_backbone(
     name: str, in_channels: int, weights: str | Path | None = None, **options: Any
 ) -> list[Stage]:
