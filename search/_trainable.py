@@ -17,6 +17,7 @@ from mtl_models import (
     delta_m,
     flatten_metrics,
     load_checkpoint_state,
+    measure_cost,
     primary_metrics,
     save_checkpoint_state,
     seed_everything,
@@ -34,7 +35,9 @@ def train_trial(
     """Train the model ``config`` describes for ``config['epochs']`` epochs, reporting each.
 
     Every epoch reports the training losses, each task's validation metrics
-    (``val/<task>/<metric>``), the current loss weights and, when the single-task
+    (``val/<task>/<metric>``), the current loss weights, the model's inference cost
+    (measured once, before training: ``flops``, ``latency_ms_b1``, ``latency_ms_bN``
+    at ``latency_batch`` = the batch size, on ``cost_device``) and, when the single-task
     ``baseline`` (``{task: primary metric}``) is known, ``delta_m``; it checkpoints
     the whole training state, so a restarted trial resumes at the next epoch.
     """
@@ -47,6 +50,7 @@ def train_trial(
         with checkpoint.as_directory() as directory:
             trainer.load_state_dict(load_checkpoint_state(directory, map_location=trainer.device))
     params = count_parameters(model)
+    cost = _cost_metrics(model, config, trainer.batch_size)
     higher = {t.name: t.higher_is_better for t in model.tasks}
     while trainer.epoch < int(config["epochs"]):
         start = time.perf_counter()
@@ -58,6 +62,7 @@ def train_trial(
             **{f"loss_weights/{t}": w for t, w in trainer.weighting.weights().items()},
             "epoch": trainer.epoch,
             "params": params,
+            **cost,
             "epoch_time_s": time.perf_counter() - start,
         }
         if baseline:
@@ -66,3 +71,11 @@ def train_trial(
         with tempfile.TemporaryDirectory() as directory:
             save_checkpoint_state(trainer.state_dict(), directory)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def _cost_metrics(model: torch.nn.Module, config: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """The model's inference cost on the trial's device, as constant per-epoch metrics."""
+    cost = measure_cost(model, config["input"], batch_size).to_dict()
+    cost["cost_device"] = cost.pop("device")
+    cost.pop("params")
+    return cost
