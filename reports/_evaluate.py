@@ -142,10 +142,15 @@ def _needs_cost(row: pd.Series) -> bool:
 def _cost_rows(row: pd.Series) -> list[dict[str, Any]]:
     config = json.loads(row["config"])
     model = build_model(config)
-    cost = measure_cost(model, config["input"], int(config.get("batch_size", 128)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: steadier on a shared machine than competing for all cores
+    try:
+        cost = measure_cost(model, config["input"], int(config.get("batch_size", 128)))
+    finally:
+        torch.set_num_threads(threads)
     base = {"trial_id": row["trial_id"], "checkpoint": _checkpoint(row), "split": "cost", "task": ""}
     out = [{**base, "metric": k, "value": float(getattr(cost, k))} for k in COST_METRICS]
-    out.append({**base, "metric": f"cost_device={cost.device} (post hoc)", "value": math.nan})
+    out.append({**base, "metric": f"cost_device={cost.device} (post hoc, 1 thread)", "value": math.nan})
     return out
 
 

@@ -5,7 +5,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -66,8 +66,11 @@ class RunData:
         return self.eval_split == "test" and any(c.startswith("test/") for c in self.results.columns)
 
 
-def load_run(run_dir: str | Path, evaluate: bool = True, name: str | None = None) -> RunData:
-    """Load a run directory's tables; with ``evaluate``, evaluate the shortlist on the test split (cached)."""
+def load_run(
+    run_dir: str | Path, evaluate: bool = True, name: str | None = None, also: Sequence[str] = ()
+) -> RunData:
+    """Load a run directory's tables; with ``evaluate``, evaluate the shortlist (and the
+    trials in ``also``) on the test split, cached in ``RUN/evaluations.parquet``."""
     run_dir = Path(run_dir)
     results, curves = load_results(run_dir)
     tasks = task_specs(results)
@@ -87,7 +90,7 @@ def load_run(run_dir: str | Path, evaluate: bool = True, name: str | None = None
         loader = _data_loader(run_dir) if experiment else None
         if loader is None:
             run.notes.append("No experiment.json in the run directory: the test split could not be evaluated.")
-        evaluations = update_evaluations(run_dir, results, tasks, loader, chosen + baseline_ids(results))
+        evaluations = update_evaluations(run_dir, results, tasks, loader, chosen + list(also) + baseline_ids(results))
     else:
         evaluations = load_evaluations(run_dir)
     run.evaluations = evaluations
