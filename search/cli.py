@@ -102,7 +102,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.best and args.trial:
         raise ValueError("Give --trial ID or --best, not both.")
     formats = [f for f in ("torchscript", "onnx") if f not in (args.no_format or [])]
-    out = export_trial(args.run, args.out, trial_id=args.trial, formats=formats, command=["mtlsearch", *sys.argv[1:]])
+    out = export_trial(args.run, args.out, trial_id=args.trial, formats=formats, command=["mtlsearch", *args.argv])
     print(f"Exported trial to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     print(f"Load with mtl_models.load({str(out)!r})")
     return 0
@@ -158,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from spaces import ExperimentError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded in exported model cards
     try:
         return args.func(args)
     except (ExperimentError, FileExistsError, FileNotFoundError, LookupError, ValueError) as exc:

@@ -57,6 +57,7 @@ class PageCheck:
     failed_requests: list[str] = field(default_factory=list)
     figures: list[dict[str, Any]] = field(default_factory=list)
     title: str = ""
+    script_result: Any = None
 
     @property
     def not_rendered(self) -> list[str]:
@@ -107,8 +108,14 @@ class _DevTools:
         self.ws.close()
 
 
-def check_page(path: str | Path, screenshot: str | Path | None = None, timeout: float = 60.0) -> PageCheck:
-    """Load ``path`` in headless Chromium; return what went wrong (and optionally a full-page PNG)."""
+def check_page(
+    path: str | Path, screenshot: str | Path | None = None, script: str | None = None, timeout: float = 60.0
+) -> PageCheck:
+    """Load ``path`` in headless Chromium; return what went wrong (and optionally a full-page PNG).
+
+    ``script``, a JavaScript expression, runs after the figures render; its JSON value
+    is ``script_result`` (errors it causes are collected like any other).
+    """
     path = Path(path).resolve()
     profile = Path(tempfile.mkdtemp(prefix="chromium-profile-"))
     process = subprocess.Popen(
@@ -129,7 +136,7 @@ def check_page(path: str | Path, screenshot: str | Path | None = None, timeout: 
         page = _page_target(int(port), timeout)
         tools = _DevTools(page)
         try:
-            return _inspect(tools, path, screenshot, timeout)
+            return _inspect(tools, path, screenshot, script, timeout)
         finally:
             tools.close()
     finally:
@@ -157,7 +164,9 @@ def _page_target(port: int, timeout: float) -> str:
         time.sleep(0.05)
 
 
-def _inspect(tools: _DevTools, path: Path, screenshot: str | Path | None, timeout: float) -> PageCheck:
+def _inspect(
+    tools: _DevTools, path: Path, screenshot: str | Path | None, script: str | None, timeout: float
+) -> PageCheck:
     for domain in ("Runtime", "Log", "Page", "Network"):
         tools.call(f"{domain}.enable")
     tools.events.clear()
@@ -172,6 +181,11 @@ def _inspect(tools: _DevTools, path: Path, screenshot: str | Path | None, timeou
         time.sleep(0.2)
     check = PageCheck(figures=figures)
     check.title = tools.call("Runtime.evaluate", expression="document.title", returnByValue=True)["result"]["value"]
+    if script is not None:
+        evaluated = tools.call("Runtime.evaluate", expression=script, returnByValue=True)
+        if "exceptionDetails" in evaluated:
+            check.exceptions.append(evaluated["exceptionDetails"].get("exception", {}).get("description", "script failed"))
+        check.script_result = evaluated["result"].get("value")
     if screenshot is not None:
         metrics = tools.call("Page.getLayoutMetrics")["cssContentSize"]
         shot = tools.call(
