@@ -5,7 +5,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -108,7 +108,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _data_loader(run_dir: Path):
+def _data_loader(run_dir: Path) -> Callable[[], MultiTaskData]:
+    """Loads the run's data only when called (regenerating a report from the cache needs none)."""
+
     def load() -> MultiTaskData:
         from spaces import load_experiment
 

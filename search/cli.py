@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -78,7 +82,8 @@ def _select(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plain(value):
+def _plain(value: object) -> object:
+    """A JSON-able scalar from a table cell (NaN -> None)."""
     import math
 
     if hasattr(value, "item"):
@@ -88,7 +93,7 @@ def _plain(value):
     return value
 
 
-def _describe(row) -> str:
+def _describe(row: "pd.Series") -> str:
     import json
 
     from ._progress import describe

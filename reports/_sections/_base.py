@@ -7,7 +7,6 @@ an HTML fragment (``str``) or a plotly figure. Adding a section touches no other
 from __future__ import annotations
 
 import html
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
@@ -71,9 +70,10 @@ def esc(value: Any) -> str:
 
 
 def missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or (
-        not isinstance(value, (str, dict, list)) and pd.isna(value)
-    )
+    """``None``, NaN or pandas' NA (a table cell with no value)."""
+    if value is None or isinstance(value, (str, dict, list, tuple)):
+        return value is None
+    return bool(pd.isna(value))
 
 
 def fmt(value: Any, digits: int = 4) -> str:

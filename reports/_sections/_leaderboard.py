@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
+from mtl_models import TaskSpec
+
 from .._results import metric_column, searched
+from .._run import RunData
 from ._base import (
     Block,
     ReportContext,
@@ -99,7 +102,17 @@ def _why(row: pd.Series) -> tuple[str, str | None]:
     return "", None
 
 
-def _row(run, row: pd.Series, rank: str, cls: str, multi: bool, tasks, splits: list[str], has_test: bool) -> str:
+def _row(
+    run: RunData,
+    row: pd.Series,
+    rank: str,
+    cls: str,
+    multi: bool,
+    tasks: Iterable[TaskSpec],
+    splits: list[str],
+    has_test: bool,
+) -> str:
+    """One table row; sortable cells carry their raw value in ``data-v``."""
     cells = [_cell(rank, rank or None)]
     if multi:
         cells.append(_cell(esc(run.name)))
