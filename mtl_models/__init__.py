@@ -5,9 +5,19 @@ Every model is built from one plain, JSON-able config dict (``build_model``); th
 same dict is what a search trial samples, what the results table records and what
 an exported bundle holds.
 """
-from ._bundle import load, load_checkpoint_state, load_config, save_bundle, save_checkpoint_state
+from ._bundle import (
+    BUNDLE_EXPORTS,
+    load,
+    load_card,
+    load_checkpoint_state,
+    load_config,
+    save_bundle,
+    save_checkpoint_state,
+)
+from ._cost import COST_COLUMNS, Cost, count_flops, measure_cost, measure_latency
 from ._delta import delta_m
 from ._describe import describe_config
+from ._deploy import TaskOutputs, example_input, export_onnx, export_torchscript
 from ._io import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
 from ._train import (
     NonFiniteLossError,

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
+from torch import Tensor
 
+from ._deploy import INPUT_NAME, example_input, export_onnx, export_torchscript
 from ._io import atomic_directory
 from .families import MultiTaskModel, build_model
 
@@ -15,23 +17,47 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
 CARD_FILE = "card.json"
 
+Exporter = Callable[[MultiTaskModel, Path, Tensor], Path]
+# Serving formats a bundle can hold: name -> (file in the bundle, exporter).
+BUNDLE_EXPORTS: dict[str, tuple[str, Exporter]] = {
+    "torchscript": ("model.ts", export_torchscript),
+    "onnx": ("model.onnx", export_onnx),
+}
+
 
 def save_bundle(
     model: MultiTaskModel,
     config: dict[str, Any],
     directory: str | Path,
     card: dict[str, Any] | None = None,
+    exports: Sequence[str] = (),
 ) -> Path:
-    """Write ``config.json``, ``weights.pt`` and ``card.json`` to ``directory``, atomically.
+    """Write ``config.json``, ``weights.pt``, ``card.json`` and the ``exports`` to ``directory``, atomically.
 
     ``config`` must be the plain dict the model was built from; it is all
-    :func:`load` needs besides the weights.
+    :func:`load` needs besides the weights. ``exports`` names serving formats of
+    :data:`BUNDLE_EXPORTS` (``torchscript``: ``model.ts``, ``onnx``: ``model.onnx``);
+    both take ``images`` ``(B, C, H, W)`` in [0, 1] and return one tensor per task
+    in the order the card's ``outputs`` lists. The card also records ``files``.
     """
+    unknown = [name for name in exports if name not in BUNDLE_EXPORTS]
+    if unknown:
+        raise ValueError(f"Unknown export format(s) {unknown}; known: {', '.join(BUNDLE_EXPORTS)}.")
     directory = Path(directory)
+    model = model.cpu().eval()
+    card = dict(card or {})
+    card["outputs"] = list(model.task_names)
+    card["input_name"] = INPUT_NAME
+    card["files"] = {"config": CONFIG_FILE, "weights": WEIGHTS_FILE, "card": CARD_FILE}
     with atomic_directory(directory) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / WEIGHTS_FILE)
-        (tmp / CARD_FILE).write_text(json.dumps(card or {}, indent=2, sort_keys=True, default=str) + "\n")
+        example = example_input(config["input"])
+        for name in exports:
+            filename, exporter = BUNDLE_EXPORTS[name]
+            exporter(model, tmp / filename, example)
+            card["files"][name] = filename
+        (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
     return directory
 
 
@@ -52,7 +78,16 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> Mul
 
 
 def load_config(directory: str | Path) -> dict[str, Any]:
+    """The plain model config a bundle was exported with."""
     path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} is missing; is {str(directory)!r} an exported bundle?")
+    return json.loads(path.read_text())
+
+
+def load_card(directory: str | Path) -> dict[str, Any]:
+    """A bundle's model card: tasks, metrics with baselines, cost, data, provenance, ``outputs`` order."""
+    path = Path(directory) / CARD_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} is missing; is {str(directory)!r} an exported bundle?")
     return json.loads(path.read_text())

@@ -1,6 +1,14 @@
-"""reports: the results table of a run -> a self-contained HTML report, and exports."""
+"""reports: a run's results table -> a self-contained HTML report; choosing and exporting configs.
+
+``write_report`` writes the report of one run or compares several; ``select`` lists
+the configs meeting deployment constraints and the Pareto-optimal ones;
+``export_trial`` writes a deployable bundle (config, weights, model card,
+TorchScript, ONNX).
+"""
+from ._evaluate import EVALUATIONS_FILE, per_class_counts, shortlist, update_evaluations
 from ._export import export_trial, pick_trial
 from ._html import REPORT_FILE, build_report, write_report
+from ._pareto import pareto_mask
 from ._results import (
     CURVES_FILE,
     RESULTS_FILE,
@@ -11,5 +19,8 @@ from ._results import (
     single_task_summary,
     task_specs,
 )
+from ._run import RunData, class_table, load_run
+from ._sections import SECTIONS, ReportContext, available_sections, register_section
+from ._select import Constraints, Objective, best_per_objective, delta_vs, parse_min_metric, select
 
 __all__ = [name for name in dir() if not name.startswith("_")]

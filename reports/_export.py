@@ -1,19 +1,28 @@
-"""Export a trial of a run as a deployable bundle (config + weights + card)."""
+"""Export a trial of a run as a deployable bundle: config, weights, model card, TorchScript, ONNX."""
 from __future__ import annotations
 
 import json
 import math
+import platform
+import shlex
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Sequence
 
 import pandas as pd
 
-from mtl_models import build_model, load_checkpoint_state, save_bundle
+from mtl_models import BUNDLE_EXPORTS, atomic_write_text, build_model, load_checkpoint_state, save_bundle
 
-from ._results import best_trial, load_results, metric_column, single_task_summary, task_specs
+from ._results import best_trial, metric_column, single_task_summary
+from ._run import RunData, load_run
+from ._select import delta_vs
+
+CARD_MARKDOWN = "README.md"
 
 
 def pick_trial(results: pd.DataFrame, trial_id: str | None = None) -> pd.Series:
+    """Trial ``trial_id``, or the best finished searched trial by Delta_m when ``None``."""
     if trial_id is None:
         return best_trial(results)
     match = results[results["trial_id"] == trial_id]
@@ -22,44 +31,170 @@ def pick_trial(results: pd.DataFrame, trial_id: str | None = None) -> pd.Series:
     return match.iloc[0]
 
 
-def export_trial(run_dir: str | Path, out: str | Path, trial_id: str | None = None) -> Path:
+def export_trial(
+    run_dir: str | Path,
+    out: str | Path,
+    trial_id: str | None = None,
+    formats: Sequence[str] = tuple(BUNDLE_EXPORTS),
+    command: Sequence[str] | None = None,
+    evaluate: bool = True,
+) -> Path:
     """Write the bundle of ``trial_id`` (default: the best finished searched trial) to ``out``.
 
-    The bundle's ``config.json`` is the trial's own config, so ``mtl_models.load(out)``
-    rebuilds the exact model; ``card.json`` records where it came from and how it
-    scored against the baselines.
+    The bundle holds ``config.json`` (the trial's own config, so ``mtl_models.load(out)``
+    rebuilds the exact model), ``weights.pt``, the serving ``formats`` (default
+    TorchScript ``model.ts`` and ONNX ``model.onnx``, outputs in the card's
+    ``outputs`` order), ``card.json`` and a readable ``README.md`` model card: tasks,
+    metrics against both baselines (validation, and test where evaluated), cost,
+    data, and the commands that produced it. Written atomically.
     """
     run_dir = Path(run_dir)
-    results, _ = load_results(run_dir)
-    row = pick_trial(results, trial_id)
-    if not row.get("checkpoint"):
+    run = load_run(run_dir, evaluate=evaluate, also=[trial_id] if trial_id else [])
+    row = pick_trial(run.results, trial_id)
+    if not isinstance(row.get("checkpoint"), str):
         raise LookupError(f"Trial {row['trial_id']!r} ({row['status']}) has no checkpoint to export.")
     config = json.loads(row["config"])
     model = build_model(config)
     model.load_state_dict(load_checkpoint_state(row["checkpoint"])["model"])
-    tasks = task_specs(results)
-    baseline = single_task_summary(results)
-    card = {
+    card = model_card(run, row, command)
+    out = save_bundle(model, config, out, card, exports=formats)
+    card = json.loads((out / "card.json").read_text())
+    atomic_write_text(out / CARD_MARKDOWN, card_markdown(card))
+    return out
+
+
+def model_card(run: RunData, row: pd.Series, command: Sequence[str] | None = None) -> dict[str, Any]:
+    """The model card of ``row``: what it predicts, how well against the baselines, at what cost, from what."""
+    results, tasks = run.results, run.tasks
+    single = single_task_summary(results)
+    ensemble_rows = results[results["family"] == "ensemble"]
+    ensemble = ensemble_rows.iloc[0] if len(ensemble_rows) else None
+    splits = ["val", "test"] if _number(row.get(metric_column(tasks[0], "test"))) is not None else ["val"]
+    metrics = {
+        t.name: {
+            "metric": t.metric_name,
+            "higher_is_better": t.higher_is_better,
+            **{
+                split: {
+                    "model": _number(row.get(metric_column(t, split))),
+                    "single_task": _number(single.get(metric_column(t, split))),
+                    "ensemble": None if ensemble is None else _number(ensemble.get(metric_column(t, split))),
+                }
+                for split in splits
+            },
+        }
+        for t in tasks
+    }
+    delta = {
+        split: {
+            "vs_single_task": _number(row.get("delta_m" if split == "val" else "test_delta_m")),
+            "vs_ensemble": None if ensemble is None else _number(delta_vs(row, ensemble, tasks, split)),
+        }
+        for split in splits
+    }
+    info = run.info
+    export_command = list(command) if command is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
+    return {
+        "name": f"{run.name}/{row['trial_id']}",
         "trial_id": row["trial_id"],
         "family": row["family"],
-        "delta_m_vs_single_task": None if pd.isna(row["delta_m"]) else float(row["delta_m"]),
-        "val_metrics": {t.name: _number(row.get(metric_column(t))) for t in tasks},
-        "single_task_val_metrics": {t.name: _number(baseline.get(metric_column(t))) for t in tasks},
-        "metric_names": {t.name: t.metric_name for t in tasks},
-        "params": int(row["params"]),
-        "epochs": int(row["epochs_run"]),
-        "status": row["status"],
-        "run_dir": str(run_dir.resolve()),
-        "checkpoint": row["checkpoint"],
-        "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "input": config["input"],
+        "tasks": [t.to_dict() for t in tasks],
+        "metrics": metrics,
+        "delta_m": delta,
+        "test_split_note": (
+            "Test metrics were computed after the search, only for shortlisted configs; the search chose on validation."
+            if "test" in splits else "No test-split metrics for this trial."
+        ),
+        "cost": {
+            k: _plain(row.get(k))
+            for k in ("params", "flops", "latency_ms_b1", "latency_ms_bN", "latency_batch", "cost_device")
+        },
+        "training": {
+            "epochs": int(row["epochs_run"]),
+            "status": row["status"],
+            "lr": _number(row.get("lr")),
+            "batch_size": json.loads(row["config"]).get("batch_size"),
+        },
+        "data": {
+            "description": info.get("data"),
+            "labels": info.get("labels"),
+            "source": (run.experiment.get("data") or {}),
+        },
+        "input": json.loads(row["config"])["input"],
+        "provenance": {
+            "run_dir": str(run.run_dir.resolve()),
+            "checkpoint": row["checkpoint"],
+            "search_command": " ".join(shlex.quote(str(a)) for a in info.get("command", [])) or None,
+            "export_command": " ".join(shlex.quote(str(a)) for a in export_command),
+            "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "host": platform.node(),
+            "versions": info.get("versions"),
+        },
         "usage": "model = mtl_models.load(DIR); outputs = model(images)  # images: (B, C, H, W) floats in [0, 1]",
     }
-    return save_bundle(model, config, out, card)
 
 
-def _number(value: object) -> float | None:
-    if value is None:
+def card_markdown(card: dict[str, Any]) -> str:
+    """The card as a short human-readable Markdown page (``README.md`` of the bundle)."""
+    lines = [f"# {card['name']} ({card['family']})", ""]
+    lines += ["Predicts: " + ", ".join(f"`{t['name']}` ({t['kind']}, {t['classes']})" for t in card["tasks"]), ""]
+    splits = [s for s in ("val", "test") if s in next(iter(card["metrics"].values()))]
+    lines += ["| task | metric | split | this model | single-task | ensemble |", "|---|---|---|---|---|---|"]
+    for task, m in card["metrics"].items():
+        arrow = "higher" if m["higher_is_better"] else "lower"
+        for split in splits:
+            v = m[split]
+            lines.append(
+                f"| {task} | {m['metric']} ({arrow} is better) | {split} | {_show(v['model'])} | "
+                f"{_show(v['single_task'])} | {_show(v['ensemble'])} |"
+            )
+    lines.append("")
+    for split, d in card["delta_m"].items():
+        lines.append(
+            f"- Delta_m ({split}): {_show(d['vs_single_task'], '+.2f')} % vs single-task, "
+            f"{_show(d['vs_ensemble'], '+.2f')} % vs the ensemble"
+        )
+    lines.append(f"- {card['test_split_note']}")
+    cost = card["cost"]
+    lines += [
+        "",
+        f"Cost: {_show(cost['params'], ',.0f')} parameters, {_show(cost['flops'], ',.0f')} FLOPs per image, "
+        f"latency {_show(cost['latency_ms_b1'], '.3g')} ms at batch 1 and {_show(cost['latency_ms_bN'], '.3g')} ms at "
+        f"batch {_show(cost['latency_batch'], '.0f')} on {cost['cost_device']}.",
+        "",
+        f"Data: {card['data']['description']}. Input: {json.dumps(card['input'])}.",
+        "",
+        "Files: " + ", ".join(f"`{f}` ({k})" for k, f in card["files"].items()) + ".",
+        f"Serving outputs, in order: {', '.join(card['outputs'])} (input `{card['input_name']}`: (B, C, H, W) in [0, 1]).",
+        "",
+        f"Produced by: `{card['provenance']['search_command']}`, then `{card['provenance']['export_command']}` "
+        f"({card['provenance']['exported']}).",
+        "",
+        "```python",
+        "import mtl_models",
+        "model = mtl_models.load(BUNDLE_DIR)   # eval mode, CPU",
+        "outputs = model(images)              # {task: (B, output_dim)}",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _show(value: Any, spec: str = ".4g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _number(value: Any) -> float | None:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
     value = float(value)
     return None if math.isnan(value) else value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, str) or value is None:
+        return value
+    number = _number(value)
+    if number is None:
+        return None
+    return int(number) if float(number).is_integer() else number

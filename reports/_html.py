@@ -1,234 +1,150 @@
-"""The self-contained HTML report of a run (plotly inlined: it opens offline)."""
+"""The self-contained HTML report of one run, or of several runs to compare.
+
+Sections come from the registry in ``reports/_sections``; this module only lays them
+out. plotly.js is inlined once in the page head and the sorting script is a few lines
+inline, so the file opens offline and nothing is fetched.
+"""
 from __future__ import annotations
 
 import html
-import json
-import math
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Sequence
 
-import pandas as pd
 import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
 
-from mtl_models import atomic_write_text, describe_config
+from mtl_models import atomic_write_text
 
-from ._results import load_results, metric_column, searched, single_task_summary, task_specs
+from ._run import RunData, load_run
+from ._sections import SECTIONS, ReportContext
 
 REPORT_FILE = "report.html"
-_FAMILY_COLORS = {"hard_split": "#1f77b4", "cross_stitch": "#d62728", "single_task": "#7f7f7f", "ensemble": "#2ca02c"}
-_STATUS_ORDER = {"finished": 0, "running": 1, "pending": 2, "pruned": 3, "errored": 4}
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "&ndash;"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return html.escape(str(value))
-
-
-def _count(value: Any) -> str:
-    return "&ndash;" if value is None or pd.isna(value) else f"{int(value):,}"
-
-
-def _structure(row: pd.Series) -> str:
-    if row.get("family") == "single_task":
-        return "one network per task (mean over seeds)"
-    if row.get("family") == "ensemble":
-        return f"{int(row['ensemble_size'])} single-task nets per task, averaged"
-    return html.escape(describe_config(json.loads(row["config"]))) if isinstance(row.get("config"), str) else ""
-
-
-def _leaderboard(results: pd.DataFrame) -> str:
-    tasks = task_specs(results)
-    single = single_task_summary(results)
-    ensemble = results[results["family"] == "ensemble"]
-    rows = [pd.Series(single)] + [r for _, r in ensemble.iterrows()]
-    trials = searched(results).copy()
-    trials["_order"] = trials["status"].map(_STATUS_ORDER).fillna(9)
-    trials = trials.sort_values(["_order", "delta_m"], ascending=[True, False])
-    header = (
-        "<tr><th>#</th><th>trial</th><th>family</th><th>structure</th><th>&Delta;<sub>m</sub> (%)</th>"
-        + "".join(f"<th>{html.escape(t.name)} {t.metric_name} {'&uarr;' if t.higher_is_better else '&darr;'}</th>" for t in tasks)
-        + "<th>params</th><th>lr</th><th>epochs</th><th>status</th></tr>"
-    )
-    body = []
-    for i, row in enumerate(rows + [r for _, r in trials.iterrows()]):
-        baseline = i < len(rows)
-        cls = "baseline" if baseline else f"status-{row['status']}"
-        rank = "" if baseline else str(i - len(rows) + 1)
-        metric_cells = "".join(
-            f"<td>{_fmt(row.get(metric_column(t)))}"
-            + (f" &plusmn; {_fmt(row.get(metric_column(t) + ':std'), 2)}" if pd.notna(row.get(metric_column(t) + ":std", math.nan)) else "")
-            + "</td>"
-            for t in tasks
-        )
-        error = f' title="{html.escape(str(row["error"]))}"' if isinstance(row.get("error"), str) else ""
-        body.append(
-            f'<tr class="{cls}"><td>{rank}</td><td>{html.escape(str(row["trial_id"]))}</td>'
-            f"<td>{html.escape(str(row['family']))}</td><td>{_structure(row)}</td>"
-            f"<td>{_fmt(row.get('delta_m'), 3)}</td>{metric_cells}"
-            f"<td>{_count(row.get('params'))}</td><td>{_fmt(row.get('lr'), 3)}</td>"
-            f"<td>{_fmt(row.get('epochs_run'))}</td><td{error}>{html.escape(str(row['status']))}</td></tr>"
-        )
-    return f'<table class="leaderboard"><thead>{header}</thead><tbody>{"".join(body)}</tbody></table>'
-
-
-def _split_plot(results: pd.DataFrame) -> go.Figure:
-    """Delta_m against split point (hard split) with cross-stitch trials in their own column."""
-    trials = searched(results)
-    trials = trials[trials["delta_m"].notna()]
-    fig = go.Figure()
-    for family, group in trials.groupby("family"):
-        if family == "hard_split":
-            x = [f"k={int(k)}" if t == "single" else f"{t} tree" for k, t in zip(group["split_point"], group["tree"])]
-        else:
-            x = ["cross-stitch"] * len(group)
-        pruned = group["status"] != "finished"
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=group["delta_m"],
-                mode="markers",
-                name=family,
-                marker={
-                    "color": _FAMILY_COLORS.get(family),
-                    "size": 11,
-                    "symbol": ["circle-open" if p else "circle" for p in pruned],
-                },
-                text=[f"{t} ({s})" for t, s in zip(group["trial_id"], group["status"])],
-                hovertemplate="%{text}<br>Δm=%{y:.2f}%<extra></extra>",
-            )
-        )
-    ensemble = results[results["family"] == "ensemble"]
-    for _, row in ensemble.iterrows():
-        fig.add_hline(y=row["delta_m"], line_dash="dot", line_color=_FAMILY_COLORS["ensemble"], annotation_text="ensemble")
-    fig.add_hline(y=0.0, line_color=_FAMILY_COLORS["single_task"], annotation_text="single-task")
-    singles = trials[trials["tree"] == "single"]
-    order = sorted({f"k={int(k)}" for k in singles["split_point"]}, key=lambda s: int(s[2:]))
-    order += ["per_task tree", "grouped tree", "cross-stitch"]
-    fig.update_layout(
-        title="Δ<sub>m</sub> by sharing structure (open markers: pruned, Δ<sub>m</sub> at the pruning epoch)",
-        xaxis={"title": "hard split: stages shared (k) / cross-stitch", "categoryorder": "array", "categoryarray": order},
-        yaxis_title="Δ<sub>m</sub> vs single-task (%)",
-        height=450,
-    )
-    return fig
-
-
-def _curves_plot(results: pd.DataFrame, curves: pd.DataFrame) -> go.Figure:
-    """Delta_m per epoch of every searched trial; pruned trials end in a cross."""
-    fig = go.Figure()
-    if curves.empty or "delta_m" not in curves:
-        return fig
-    status = results.set_index("trial_id")["status"].to_dict()
-    family = results.set_index("trial_id")["family"].to_dict()
-    for trial_id, curve in curves[curves["phase"] == "search"].groupby("trial_id"):
-        pruned = status.get(trial_id) == "pruned"
-        fig.add_trace(
-            go.Scatter(
-                x=curve["epoch"],
-                y=curve["delta_m"],
-                mode="lines+markers",
-                name=f"{trial_id} ({family.get(trial_id)}, {status.get(trial_id)})",
-                line={"color": "#bbbbbb" if pruned else _FAMILY_COLORS.get(family.get(trial_id)), "dash": "dot" if pruned else "solid"},
-                marker={"symbol": ["circle"] * (len(curve) - 1) + ["x" if pruned else "circle"], "size": [5] * (len(curve) - 1) + [12 if pruned else 5]},
-            )
-        )
-    fig.update_layout(
-        title="Learning curves (grey dotted, ending in ×: stopped by the Optuna pruner)",
-        xaxis={"title": "epoch", "dtick": 1},
-        yaxis_title="Δ<sub>m</sub> vs single-task (%)",
-        height=500,
-    )
-    return fig
-
-
-def _summary(results: pd.DataFrame, meta: dict[str, Any]) -> str:
-    trials = searched(results)
-    counts = trials["status"].value_counts().to_dict()
-    done = trials[(trials["status"] == "finished") & trials["delta_m"].notna()]
-    parts = [
-        f"<p><b>{len(trials)}</b> searched trials: "
-        + ", ".join(f"{n} {html.escape(s)}" for s, n in sorted(counts.items()))
-        + ".</p>"
-    ]
-    if not done.empty:
-        best = done.loc[done["delta_m"].idxmax()]
-        ensemble = results[results["family"] == "ensemble"]
-        vs_ens = ""
-        if not ensemble.empty and pd.notna(ensemble["delta_m"].iloc[0]):
-            vs_ens = f" (the ensemble baseline: {ensemble['delta_m'].iloc[0]:+.2f} %)"
-        parts.append(
-            f"<p class='best'>Best: trial <b>{html.escape(str(best['trial_id']))}</b>, "
-            f"<b>{html.escape(str(best['family']))}</b> &mdash; {_structure(best)}: "
-            f"&Delta;<sub>m</sub> = <b>{best['delta_m']:+.2f} %</b> against single-task{vs_ens}, "
-            f"{int(best['params']):,} parameters.</p>"
-        )
-    if meta:
-        parts.append(
-            "<p class='meta'>"
-            + " &middot; ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in meta.items())
-            + "</p>"
-        )
-    return "".join(parts)
-
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;color:#222}
-h1{font-size:1.6em} h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
-table.leaderboard{border-collapse:collapse;font-size:.85em;width:100%}
-.leaderboard th,.leaderboard td{border-bottom:1px solid #eee;padding:.3em .5em;text-align:left}
-.leaderboard tr.baseline{background:#f3f7ff;font-weight:600}
-.leaderboard tr.status-pruned,.leaderboard tr.status-errored{color:#888}
-.best{font-size:1.1em;background:#f0fff0;padding:.6em;border-left:4px solid #2ca02c}
-.meta{color:#666;font-size:.85em}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1280px;color:#222;padding:0 1em}
+h1{font-size:1.6em} h2{font-size:1.25em;margin-top:2.2em;border-bottom:1px solid #ddd} h3{font-size:1.05em}
+nav a{margin-right:1em;font-size:.9em}
+table.data{border-collapse:collapse;font-size:.82em;width:100%;margin:.5em 0}
+.data th,.data td{border-bottom:1px solid #eee;padding:.3em .45em;text-align:left;vertical-align:top}
+.data th{background:#fafafa;position:sticky;top:0}
+.sortable th{cursor:pointer;user-select:none} .sortable th.asc:after{content:" \\25B2"} .sortable th.desc:after{content:" \\25BC"}
+.data tr.baseline{background:#f3f7ff;font-weight:600}
+.data tr.status-pruned,.data tr.status-errored{color:#888} .error{color:#b00}
+.best{font-size:1.05em;background:#f0fff0;padding:.6em;border-left:4px solid #2ca02c}
+.live{color:#b36b00} .note{color:#555;font-size:.88em} .meta{color:#666;font-size:.85em;font-weight:normal}
 """
 
-Section = Callable[[pd.DataFrame, pd.DataFrame], go.Figure]
-FIGURES: list[tuple[str, Section]] = [
-    ("Sharing structure", lambda results, curves: _split_plot(results)),
-    ("Learning curves and pruning", _curves_plot),
-]
+# Sort a table's second tbody by a clicked column; the first tbody (baselines) stays pinned.
+_SORT_JS = """
+document.querySelectorAll('table.sortable').forEach(function(table){
+  table.querySelectorAll('thead th').forEach(function(th, col){
+    th.addEventListener('click', function(){
+      var body = table.tBodies[table.tBodies.length - 1];
+      var asc = !th.classList.contains('asc');
+      table.querySelectorAll('thead th').forEach(function(h){ h.classList.remove('asc', 'desc'); });
+      th.classList.add(asc ? 'asc' : 'desc');
+      var numeric = th.dataset.type === 'num';
+      function key(row){
+        var cell = row.cells[col]; var v = cell.dataset.v !== undefined ? cell.dataset.v : cell.textContent;
+        if (!numeric) return v.toLowerCase();
+        var x = parseFloat(v); return isNaN(x) ? null : x;
+      }
+      Array.from(body.rows).sort(function(a, b){
+        var x = key(a), y = key(b);
+        if (x === null) return 1; if (y === null) return -1;
+        return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1);
+      }).forEach(function(row){ body.appendChild(row); });
+    });
+  });
+});
+"""
 
 
-def build_report(results: pd.DataFrame, curves: pd.DataFrame, title: str, meta: dict[str, Any]) -> str:
-    """The report as one HTML string; the first figure inlines plotly.js for offline use."""
-    figures = []
-    for i, (heading, make) in enumerate(FIGURES):
-        fig = make(results, curves)
-        figures.append(
-            f"<h2>{html.escape(heading)}</h2>"
-            + fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig{i}")
-        )
+def build_report(runs: Sequence[RunData], title: str, meta: dict[str, Any]) -> str:
+    """The report as one HTML string: every registered section, in order."""
+    ctx = ReportContext(list(runs))
+    parts, nav, figure = [], [], 0
+    for section in SECTIONS:
+        blocks = section.render(ctx)
+        if not blocks:
+            continue
+        nav.append(f"<a href='#{section.key}'>{html.escape(section.title)}</a>")
+        parts.append(f"<section id='{section.key}'><h2>{html.escape(section.title)}</h2>")
+        for block in blocks:
+            if isinstance(block, go.Figure):
+                figure += 1
+                parts.append(
+                    block.to_html(
+                        full_html=False, include_plotlyjs=False, div_id=f"fig-{section.key}-{figure}",
+                        config={"displaylogo": False, "responsive": True},
+                    )
+                )
+            else:
+                parts.append(block)
+        parts.append("</section>")
+    meta_line = " &middot; ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in meta.items())
     return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{_CSS}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>{_summary(results, meta)}"
-        f"<h2>Leaderboard</h2><p>Baselines first; &Delta;<sub>m</sub> is the mean relative gain over the "
-        f"single-task baseline across tasks, signed so that positive is better (Maninis et al. 2019).</p>"
-        f"{_leaderboard(results)}{''.join(figures)}</body></html>"
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style>"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
+        f"<h1>{html.escape(title)}</h1><p class='meta'>{meta_line}</p><nav>{''.join(nav)}</nav>"
+        f"{''.join(parts)}<script>{_SORT_JS}</script></body></html>"
     )
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write the report of ``run_dir`` (from its results tables) to ``out`` (default ``run_dir/report.html``)."""
-    run_dir = Path(run_dir)
-    results, curves = load_results(run_dir)
-    meta: dict[str, Any] = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    title = "mtlsearch report"
-    experiment = run_dir / "experiment.json"
-    if experiment.is_file():
-        exp = json.loads(experiment.read_text())
-        title = f"mtlsearch: {exp.get('name', run_dir.name)}"
-        meta = {
-            "backbone": exp["backbone"]["name"],
-            "tasks": ", ".join(t["name"] for t in exp["tasks"]),
-            "data": exp["data"]["source"],
-            "epochs": exp["train"]["epochs"],
-            **meta,
-        }
-    out = Path(out) if out is not None else run_dir / REPORT_FILE
-    atomic_write_text(out, build_report(results, curves, title, meta))
+def _meta(run: RunData) -> dict[str, Any]:
+    exp = run.experiment
+    meta: dict[str, Any] = {}
+    if exp:
+        meta.update(
+            backbone=exp["backbone"]["name"],
+            tasks=", ".join(t["name"] for t in exp["tasks"]),
+            data=run.info.get("data") or exp["data"]["source"],
+            epochs=exp["train"]["epochs"],
+        )
+    if run.info.get("started"):
+        meta["started"] = run.info["started"]
+    return meta
+
+
+def write_report(
+    run_dirs: str | Path | Sequence[str | Path], out: str | Path | None = None, evaluate: bool = True
+) -> Path:
+    """Write the report of one run (default ``RUN/report.html``) or a comparison of several (``out`` required).
+
+    With ``evaluate``, the shortlisted configs are evaluated on the test split first
+    (cached in ``RUN/evaluations.parquet``).
+    """
+    dirs = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(d) for d in run_dirs]
+    if not dirs:
+        raise ValueError("write_report needs at least one run directory.")
+    if len(dirs) > 1 and out is None:
+        raise ValueError("Comparing several runs needs an output file (--out compare.html).")
+    names = _unique_names(dirs)
+    runs = [load_run(d, evaluate=evaluate, name=n) for d, n in zip(dirs, names)]
+    generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if len(runs) == 1:
+        title = f"mtlsearch: {runs[0].name}"
+        meta = {**_meta(runs[0]), "run": str(dirs[0]), "generated": generated}
+    else:
+        title = "mtlsearch: " + " vs ".join(r.name for r in runs)
+        meta = {"runs": ", ".join(str(d) for d in dirs), "generated": generated}
+    out = Path(out) if out is not None else dirs[0] / REPORT_FILE
+    atomic_write_text(out, build_report(runs, title, meta))
     return out
+
+
+def _unique_names(dirs: list[Path]) -> list[str]:
+    """Names for runs: the experiment name, made unique with the directory name when they clash."""
+    import json
+
+    names = []
+    for d in dirs:
+        exp = d / "experiment.json"
+        names.append(json.loads(exp.read_text()).get("name", d.name) if exp.is_file() else d.name)
+    if len(set(names)) < len(names):
+        names = [f"{n} ({d.name})" if names.count(n) > 1 else n for n, d in zip(names, dirs)]
+    if len(set(names)) < len(names):
+        names = [str(d) for d in dirs]
+    return names

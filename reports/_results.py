@@ -50,8 +50,9 @@ def best_trial(results: pd.DataFrame) -> pd.Series:
 
 
 def single_task_summary(results: pd.DataFrame) -> dict[str, Any]:
-    """The single-task baseline as one row: each task's mean metric over its seeds,
-    the spread (std) across seeds, and the summed parameters of one network per task."""
+    """The single-task baseline as one row: each task's mean metric over its seeds (also
+    ``test/...`` where evaluated), the spread (std) across seeds, and the summed
+    parameters, FLOPs and latency of one network per task (run one after another)."""
     tasks = task_specs(results)
     single = results[(results["family"] == "single_task") & (results["status"] == "finished")]
     row: dict[str, Any] = {"trial_id": "single-task", "family": "single_task", "delta_m": 0.0, "status": "finished"}
@@ -62,7 +63,17 @@ def single_task_summary(results: pd.DataFrame) -> dict[str, Any]:
         row[metric_column(spec)] = values.mean()
         row[f"{metric_column(spec)}:std"] = values.std(ddof=0) if len(values) > 1 else math.nan
         row[f"seeds:{spec.name}"] = len(values)
+        test = metric_column(spec, "test")
+        if test in rows:
+            row[test] = rows[test].astype(float).mean()
+            row["test_delta_m"] = 0.0
         params += float(rows["params"].iloc[0]) if len(rows) else math.nan
     row["params"] = params
+    for column in ("flops", "latency_ms_b1", "latency_ms_bN"):  # one network per task, run one after another
+        if column in single:
+            per_task = [single.loc[single["task"] == t.name, column].astype(float).mean() for t in tasks]
+            row[column] = sum(per_task)
+    if "latency_batch" in single and len(single):
+        row["latency_batch"] = single["latency_batch"].iloc[0]
     row["epochs_run"] = int(single["epochs_run"].max()) if len(single) else 0
     return row

@@ -22,8 +22,10 @@ from mtl_models import (
     evaluate,
     flatten_metrics,
     load_checkpoint_state,
+    measure_cost,
     save_checkpoint_state,
 )
+from mtl_models import MultiTaskModel
 from mtl_models.data import MultiTaskData
 from spaces import Experiment
 
@@ -81,6 +83,7 @@ def compose_ensemble(
         "config": config,
         "metrics": flatten_metrics("val", metrics["val"]),
         "params": count_parameters(model),
+        "cost": _ensemble_cost(model, fixed),
         "epochs_run": int(fixed["epochs"]),
         "members": members,
     }
@@ -88,3 +91,10 @@ def compose_ensemble(
         save_checkpoint_state({"model": model.state_dict()}, tmp)
         (tmp / ENSEMBLE_RESULT).write_text(json.dumps(row, indent=2, sort_keys=True))
     return row
+
+
+def _ensemble_cost(model: MultiTaskModel, fixed: dict[str, Any]) -> dict[str, Any]:
+    """The composed ensemble's inference cost, measured in the driver (the trials measure their own)."""
+    cost = measure_cost(model, fixed["input"], int(fixed.get("batch_size", 128))).to_dict()
+    cost["cost_device"] = cost.pop("device")
+    return cost

@@ -2,7 +2,9 @@
 
 ``results.parquet``: one row per trial (baselines and searched), with the config
 keys as columns, each task's final validation metrics (``val/<task>/<metric>``),
-Delta_m against the single-task baseline, parameters, epochs run, status
+Delta_m against the single-task baseline, the inference cost (``params``,
+``flops`` per image, ``latency_ms_b1`` and ``latency_ms_bN`` at ``latency_batch``,
+measured on ``cost_device``; missing in runs made before it was measured), epochs run, status
 (finished / pruned / errored / running / pending), the error message, the
 checkpoint path and the whole config as JSON. ``curves.parquet``: one row per
 trial and epoch (learning curves).
@@ -44,6 +46,7 @@ CONFIG_COLUMNS = (
     "seed",
 )
 MAPPING_COLUMNS = ("split_points", "task_groups", "group_split_points", "loss_weights")
+COST_COLUMNS = ("flops", "latency_ms_b1", "latency_ms_bN", "latency_batch", "cost_device")
 _STATUS = {"ERROR": "errored", "RUNNING": "running", "PENDING": "pending", "PAUSED": "pending"}
 
 
@@ -103,6 +106,7 @@ def _trial_rows(run_dir: Path, phase: str) -> tuple[list[dict], list[pd.DataFram
                 # the last reported metrics, and the loss weights as they ended (dynamic schemes move them)
                 **{k: v for k, v in last.items() if k.startswith(("val/", "loss"))},
                 "params": last.get("params"),
+                **{k: last.get(k) for k in COST_COLUMNS},
                 "epochs_run": epochs_run,
                 "epochs": int(config["epochs"]),
                 "status": status,
@@ -116,7 +120,7 @@ def _trial_rows(run_dir: Path, phase: str) -> tuple[list[dict], list[pd.DataFram
             }
         )
         if df is not None and not df.empty:
-            keep = [c for c in df.columns if c.startswith(("val/", "loss")) or c in ("epoch", "delta_m", "time_total_s")]
+            keep = [c for c in df.columns if c.startswith(("val/", "loss")) or c in ("epoch", "delta_m", "time_total_s", "timestamp")]
             curve = df[keep].copy()
             curve.insert(0, "trial_id", trial.trial_id)
             curve.insert(1, "phase", phase)
@@ -136,6 +140,7 @@ def _ensemble_row(run_dir: Path) -> dict[str, Any] | None:
         **_config_columns(config),
         **result["metrics"],
         "params": result["params"],
+        **{k: (result.get("cost") or {}).get(k) for k in COST_COLUMNS},
         "epochs_run": result["epochs_run"],
         "epochs": int(config["epochs"]),
         "status": "finished",

@@ -18,6 +18,7 @@ from mtl_models import (
     delta_m,
     flatten_metrics,
     load_checkpoint_state,
+    measure_cost,
     primary_metrics,
     save_checkpoint_state,
     seed_everything,
@@ -36,7 +37,9 @@ def train_trial(
     """Train the model ``config`` describes for ``config['epochs']`` epochs, reporting each.
 
     Every epoch reports the training losses, each task's validation metrics
-    (``val/<task>/<metric>``), the current loss weights and, when the single-task
+    (``val/<task>/<metric>``), the current loss weights, the model's inference cost
+    (measured once, before training: ``flops``, ``latency_ms_b1``, ``latency_ms_bN``
+    at ``latency_batch`` = the batch size, on ``cost_device``) and, when the single-task
     ``baseline`` (``{task: primary metric}``) is known, ``delta_m``; it checkpoints
     the whole training state, so a restarted trial resumes at the next epoch.
     A cross-stitch config with ``column_init: single_task`` starts its columns from
@@ -53,6 +56,7 @@ def train_trial(
         with checkpoint.as_directory() as directory:
             trainer.load_state_dict(load_checkpoint_state(directory, map_location=trainer.device))
     params = count_parameters(model)
+    cost = _cost_metrics(model, config, trainer.batch_size)
     higher = {t.name: t.higher_is_better for t in model.tasks}
     node = ray.get_runtime_context().get_node_id()
     while trainer.epoch < int(config["epochs"]):
@@ -68,6 +72,7 @@ def train_trial(
             "epochs": int(config["epochs"]),
             "params": params,
             "node_id": node,
+            **cost,
             "epoch_time_s": time.perf_counter() - start,
         }
         if baseline:
@@ -100,3 +105,9 @@ def inject_fault(fault: dict[str, Any] | None, trainer: Trainer) -> None:
     with torch.no_grad():  # "nan": poison the weights; the trainer's own check must catch the loss
         for p in trainer.model.parameters():
             p.fill_(float("nan"))
+def _cost_metrics(model: torch.nn.Module, config: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """The model's inference cost on the trial's device, as constant per-epoch metrics."""
+    cost = measure_cost(model, config["input"], batch_size).to_dict()
+    cost["cost_device"] = cost.pop("device")
+    cost.pop("params")
+    return cost

@@ -1,9 +1,13 @@
-"""The ``mtlsearch`` command line: run, report, export."""
+"""The ``mtlsearch`` command line: run, report, select, export."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -43,16 +47,80 @@ def _report(args: argparse.Namespace) -> int:
 
     from ._table import write_results
 
-    write_results(args.run)
-    print(f"Report: {write_report(args.run, args.out)}")
+    for run in args.run:
+        write_results(run)
+    print(f"Report: {write_report(args.run if len(args.run) > 1 else args.run[0], args.out)}")
     return 0
+
+
+def _select(args: argparse.Namespace) -> int:
+    import json
+
+    from reports import Constraints, load_run, parse_min_metric, select
+
+    run = load_run(args.run, evaluate=False)
+    constraints = Constraints(
+        max_params=args.max_params,
+        max_latency_ms=args.max_latency_ms,
+        latency="latency_ms_bN" if args.latency_batch == "N" else "latency_ms_b1",
+        min_metric=parse_min_metric(args.min_metric or []),
+        families=tuple(args.family or ()),
+        include_baselines=args.include_baselines,
+    )
+    chosen = select(run.results, run.tasks, constraints)
+    metric_cols = [f"val/{t.name}/{t.metric_name}" for t in run.tasks]
+    test_cols = [c.replace("val/", "test/", 1) for c in metric_cols if c.replace("val/", "test/", 1) in chosen]
+    columns = ["trial_id", "family", "delta_m", *metric_cols, *test_cols, "params", "flops", "latency_ms_b1",
+               "latency_ms_bN", "pareto"]
+    columns = [c for c in columns if c in chosen]
+    if args.json:
+        records = [
+            {**{c: _plain(r[c]) for c in columns}, "config": json.loads(r["config"])} for _, r in chosen.iterrows()
+        ]
+        print(json.dumps({"run": str(args.run), "qualifying": records,
+                          "pareto": [r["trial_id"] for r in records if r["pareto"]]}, indent=2))
+        return 0
+    if chosen.empty:
+        print("No config meets these constraints.")
+        return 1
+    table = chosen[columns].copy()
+    table["structure"] = [_describe(r) for _, r in chosen.iterrows()]
+    table["pareto"] = table["pareto"].map({True: "*", False: ""})
+    print(table[["trial_id", "structure", *columns[2:]]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    front = chosen.loc[chosen["pareto"], "trial_id"].tolist()
+    print(f"\n{len(chosen)} qualifying config(s); Pareto-optimal (Delta_m vs params / latency, *): {', '.join(front)}")
+    print(f"Export one with: mtlsearch export {args.run} --trial {chosen['trial_id'].iloc[0]} --out DIR")
+    return 0
+
+
+def _plain(value: object) -> object:
+    """A JSON-able scalar from a table cell (NaN -> None)."""
+    import math
+
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _describe(row: "pd.Series") -> str:
+    import json
+
+    from ._progress import describe
+
+    return describe(json.loads(row["config"]))
 
 
 def _export(args: argparse.Namespace) -> int:
     from reports import export_trial
 
-    out = export_trial(args.run, args.out, trial_id=args.trial)
-    print(f"Exported to {out} (load with mtl_models.load({str(out)!r}))")
+    if args.best and args.trial:
+        raise ValueError("Give --trial ID or --best, not both.")
+    formats = [f for f in ("torchscript", "onnx") if f not in (args.no_format or [])]
+    out = export_trial(args.run, args.out, trial_id=args.trial, formats=formats, command=["mtlsearch", *args.argv])
+    print(f"Exported trial to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    print(f"Load with mtl_models.load({str(out)!r})")
     return 0
 
 
@@ -77,15 +145,34 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     resume.set_defaults(func=_resume)
 
-    report = sub.add_parser("report", help="(re)build results.parquet and report.html of a run, also while it runs")
-    report.add_argument("run", type=Path, help="run directory")
-    report.add_argument("--out", type=Path, help="report file (default: RUN/report.html)")
+    report = sub.add_parser(
+        "report", help="(re)build results.parquet and report.html of a run (also while it runs), or compare runs"
+    )
+    report.add_argument("run", type=Path, nargs="+", help="run directory; several to compare them in one report")
+    report.add_argument("--out", type=Path, help="report file (default: RUN/report.html; required for several runs)")
     report.set_defaults(func=_report)
+
+    select = sub.add_parser("select", help="list the finished configs meeting deployment constraints, and the Pareto-optimal ones")
+    select.add_argument("run", type=Path, help="run directory")
+    select.add_argument("--max-params", type=float, metavar="N", help="at most N parameters")
+    select.add_argument("--max-latency-ms", type=float, metavar="MS", help="at most MS milliseconds per forward pass")
+    select.add_argument("--latency-batch", choices=["1", "N"], default="1",
+                        help="latency at batch 1 (default) or at the training batch size N")
+    select.add_argument("--min-metric", action="append", metavar="TASK=VALUE",
+                        help="task's validation metric at least this good (>= for accuracy, <= for errors); repeatable")
+    select.add_argument("--family", action="append", help="only this family (hard_split, cross_stitch, ...); repeatable")
+    select.add_argument("--include-baselines", action="store_true", help="also consider the ensemble baseline")
+    select.add_argument("--json", action="store_true", help="print JSON (with each config) instead of a table")
+    select.set_defaults(func=_select)
 
     export = sub.add_parser("export", help="export a trial (default: the best) as a deployable bundle")
     export.add_argument("run", type=Path, help="run directory")
     export.add_argument("--out", type=Path, required=True, help="bundle directory to write")
-    export.add_argument("--trial", help="trial id (default: best finished searched trial by Delta_m)")
+    which = export.add_mutually_exclusive_group()
+    which.add_argument("--trial", help="trial id (see the report's leaderboard or `mtlsearch select`)")
+    which.add_argument("--best", action="store_true", help="the best finished searched trial by Delta_m (the default)")
+    export.add_argument("--no-format", action="append", choices=["torchscript", "onnx"],
+                        help="skip a serving format (e.g. where onnx is not installed); repeatable")
     export.set_defaults(func=_export)
     return parser
 
@@ -95,13 +182,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from ._runner import SearchInterrupted
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded in exported model cards
     try:
         return args.func(args)
     except SearchInterrupted as exc:
         print(f"mtlsearch: interrupted: {exc}", file=sys.stderr)
         return 130
-    except (ExperimentError, FileExistsError, FileNotFoundError) as exc:
+    except KeyError:
+        raise  # a bug, not a user error: keep the traceback
+    except (ExperimentError, FileExistsError, FileNotFoundError, LookupError, ValueError) as exc:
         print(f"mtlsearch: error: {exc}", file=sys.stderr)
         return 2
 

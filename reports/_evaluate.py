@@ -1,0 +1,239 @@
+"""Post-hoc evaluation of a run's shortlist: test metrics, per-class accuracy, missing costs.
+
+The search chooses on the validation split only. The test split is evaluated here,
+after the fact and only for the shortlisted configs (the best per objective and the
+Pareto-optimal ones) and the baselines they are compared with, so that test numbers
+never steer the search and the report can say which configs they exist for.
+
+Results are cached in ``RUN/evaluations.parquet`` (long format: ``trial_id``,
+``checkpoint``, ``split``, ``task``, ``metric``, ``value``), keyed by trial and
+checkpoint path, so regenerating a report evaluates only what is new. Rows:
+
+- ``split`` ``test``: each task's metrics (``metric`` = the task kind's metric names);
+- ``split`` ``test`` (or ``val`` without a test split), classification tasks:
+  ``class_accuracy/<c>`` and ``class_count/<c>`` (labelled examples of class ``c``);
+- ``trial_id`` ``train-labels``, ``split`` ``train``: ``class_count/<c>`` of the train split;
+- ``split`` ``cost``: parameters, FLOPs and latency measured here for trials whose
+  run predates cost measurement (``cost_device`` says where).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+import torch
+
+from mtl_models import (
+    MultiTaskData,
+    Split,
+    TaskSpec,
+    atomic_path,
+    build_model,
+    evaluate,
+    load_checkpoint_state,
+    measure_cost,
+)
+
+from ._pareto import pareto_mask
+from ._results import metric_column, searched
+
+EVALUATIONS_FILE = "evaluations.parquet"
+TRAIN_LABELS = "train-labels"
+COST_METRICS = ("params", "flops", "latency_ms_b1", "latency_ms_bN", "latency_batch")
+_COLUMNS = ["trial_id", "checkpoint", "split", "task", "metric", "value"]
+
+
+def shortlist(results: pd.DataFrame, tasks: list[TaskSpec], top_k: int = 3, limit: int = 8) -> list[str]:
+    """Searched trials worth a test evaluation: the best by Delta_m and per task, the Pareto
+    front of Delta_m against parameters and against latency, and the ``top_k`` by Delta_m;
+    at most ``limit``, best Delta_m first. Only finished trials with a Delta_m qualify."""
+    done = searched(results)
+    done = done[(done["status"] == "finished") & done["delta_m"].notna()].sort_values("delta_m", ascending=False)
+    if done.empty:
+        return []
+    chosen: list[str] = list(done["trial_id"].head(top_k))
+    for spec in tasks:
+        column = metric_column(spec)
+        if column in done and done[column].notna().any():
+            best = done[column].idxmax() if spec.higher_is_better else done[column].idxmin()
+            chosen.append(done.loc[best, "trial_id"])
+    for cost in ("params", "latency_ms_b1"):
+        if cost in done and done[cost].notna().all():
+            chosen += list(done.loc[pareto_mask(done, "delta_m", cost), "trial_id"])
+    order = {t: i for i, t in enumerate(done["trial_id"])}
+    unique = sorted(set(chosen), key=order.__getitem__)
+    return unique[:limit]
+
+
+def baseline_ids(results: pd.DataFrame) -> list[str]:
+    """The finished single-task trials and the ensemble: what test Delta_m is measured against."""
+    rows = results[results["family"].isin(["single_task", "ensemble"]) & (results["status"] == "finished")]
+    return [t for t in rows["trial_id"] if isinstance(t, str)]
+
+
+def load_evaluations(run_dir: str | Path) -> pd.DataFrame:
+    """The cached evaluations of a run (empty when none were made)."""
+    path = Path(run_dir) / EVALUATIONS_FILE
+    return pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=_COLUMNS)
+
+
+def update_evaluations(
+    run_dir: str | Path,
+    results: pd.DataFrame,
+    tasks: list[TaskSpec],
+    load_data: Callable[[], MultiTaskData] | None,
+    trial_ids: Iterable[str],
+) -> pd.DataFrame:
+    """Evaluate the ``trial_ids`` not yet in the cache, backfill missing costs; return the cache.
+
+    ``load_data`` is called only when something needs data (``None``: no data can be
+    loaded, so only costs are backfilled). The cache is rewritten atomically.
+    """
+    run_dir = Path(run_dir)
+    cached = load_evaluations(run_dir)
+    have = set(zip(cached["trial_id"], cached["checkpoint"].fillna(""), cached["split"]))
+    rows = results.set_index("trial_id", drop=False)
+    new: list[dict[str, Any]] = []
+
+    for trial_id, row in rows.iterrows():
+        if _needs_cost(row) and (trial_id, _checkpoint(row), "cost") not in have:
+            new += _cost_rows(row)
+
+    todo = [
+        t for t in dict.fromkeys(trial_ids)
+        if t in rows.index and _checkpoint(rows.loc[t]) and not _evaluated(have, t, _checkpoint(rows.loc[t]))
+    ]
+    if todo and load_data is not None:
+        data = load_data()
+        eval_split = "test" if "test" in data.splits and len(data.splits["test"]) else "val"
+        if (TRAIN_LABELS, "", "train") not in have:
+            new += _label_rows(data.splits["train"], tasks)
+        for trial_id in todo:
+            new += _evaluation_rows(rows.loc[trial_id], data, eval_split)
+
+    if not new:
+        return cached
+    fresh = pd.DataFrame(new, columns=_COLUMNS)
+    keys = set(zip(fresh["trial_id"], fresh["split"]))
+    keep = cached[[(t, s) not in keys for t, s in zip(cached["trial_id"], cached["split"])]]
+    table = pd.concat([keep, fresh], ignore_index=True) if len(keep) else fresh
+    with atomic_path(run_dir / EVALUATIONS_FILE) as tmp:
+        table.to_parquet(tmp, index=False)
+    return table
+
+
+def _checkpoint(row: pd.Series) -> str:
+    value = row.get("checkpoint")
+    return value if isinstance(value, str) else ""
+
+
+def _evaluated(have: set[tuple[str, str, str]], trial_id: str, checkpoint: str) -> bool:
+    return (trial_id, checkpoint, "test") in have or (trial_id, checkpoint, "val") in have
+
+
+def _needs_cost(row: pd.Series) -> bool:
+    value = row.get("flops")
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _cost_rows(row: pd.Series) -> list[dict[str, Any]]:
+    config = json.loads(row["config"])
+    model = build_model(config)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: steadier on a shared machine than competing for all cores
+    try:
+        cost = measure_cost(model, config["input"], int(config.get("batch_size", 128)))
+    finally:
+        torch.set_num_threads(threads)
+    base = {"trial_id": row["trial_id"], "checkpoint": _checkpoint(row), "split": "cost", "task": ""}
+    out = [{**base, "metric": k, "value": float(getattr(cost, k))} for k in COST_METRICS]
+    out.append({**base, "metric": f"cost_device={cost.device} (post hoc, 1 thread)", "value": math.nan})
+    return out
+
+
+def _load_model(row: pd.Series) -> torch.nn.Module:
+    model = build_model(json.loads(row["config"]))
+    model.load_state_dict(load_checkpoint_state(row["checkpoint"])["model"])
+    return model.eval()
+
+
+def _evaluation_rows(row: pd.Series, data: MultiTaskData, eval_split: str) -> list[dict[str, Any]]:
+    model = _load_model(row)
+    base = {"trial_id": row["trial_id"], "checkpoint": _checkpoint(row)}
+    out = []
+    if eval_split == "test":
+        for task, metrics in evaluate(model, data.splits["test"]).items():
+            out += [{**base, "split": "test", "task": task, "metric": m, "value": float(v)} for m, v in metrics.items()]
+    for task, (correct, count) in per_class_counts(model, data.splits[eval_split]).items():
+        for c in range(len(count)):
+            out.append({**base, "split": eval_split, "task": task, "metric": f"class_count/{c}", "value": float(count[c])})
+            out.append(
+                {
+                    **base,
+                    "split": eval_split,
+                    "task": task,
+                    "metric": f"class_accuracy/{c}",
+                    "value": float(correct[c] / count[c]) if count[c] else math.nan,
+                }
+            )
+    return out
+
+
+def _label_rows(split: Split, tasks: list[TaskSpec]) -> list[dict[str, Any]]:
+    out = []
+    for spec in tasks:
+        if spec.kind != "classification":
+            continue
+        target = split.targets[spec.name]
+        counts = torch.bincount(target[target >= 0].long().cpu(), minlength=int(spec.classes))
+        out += [
+            {"trial_id": TRAIN_LABELS, "checkpoint": "", "split": "train", "task": spec.name,
+             "metric": f"class_count/{c}", "value": float(n)}
+            for c, n in enumerate(counts.tolist())
+        ]
+    return out
+
+
+@torch.no_grad()
+def per_class_counts(model: Any, split: Split, batch_size: int = 256) -> dict[str, tuple[list[int], list[int]]]:
+    """For each classification task of ``model``: (correct, labelled) counts per class on ``split``."""
+    specs = [s for s in model.tasks if s.kind == "classification"]
+    correct = {s.name: torch.zeros(int(s.classes), dtype=torch.long) for s in specs}
+    count = {s.name: torch.zeros(int(s.classes), dtype=torch.long) for s in specs}
+    device = next(model.parameters()).device
+    for start in range(0, len(split), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(split)), device=split.images.device)
+        x, targets = split.batch(index)
+        outputs = model(x.to(device))
+        for s in specs:
+            target = targets[s.name].cpu()
+            valid = target >= 0
+            pred = outputs[s.name].argmax(dim=1).cpu()
+            count[s.name] += torch.bincount(target[valid], minlength=int(s.classes))
+            correct[s.name] += torch.bincount(target[valid & (pred == target)], minlength=int(s.classes))
+    return {s.name: (correct[s.name].tolist(), count[s.name].tolist()) for s in specs}
+
+
+def test_columns(evaluations: pd.DataFrame) -> pd.DataFrame:
+    """``test/<task>/<metric>`` columns per trial (index ``trial_id``) from the cache."""
+    test = evaluations[(evaluations["split"] == "test") & ~evaluations["metric"].str.startswith("class_")]
+    if test.empty:
+        return pd.DataFrame()
+    test = test.assign(column="test/" + test["task"] + "/" + test["metric"])
+    return test.pivot_table(index="trial_id", columns="column", values="value", aggfunc="last")
+
+
+def cost_columns(evaluations: pd.DataFrame) -> pd.DataFrame:
+    """Post-hoc cost columns per trial (index ``trial_id``), with ``cost_device`` noting where."""
+    cost = evaluations[evaluations["split"] == "cost"]
+    if cost.empty:
+        return pd.DataFrame()
+    values = cost[cost["metric"].isin(COST_METRICS)].pivot_table(
+        index="trial_id", columns="metric", values="value", aggfunc="last"
+    )
+    device = cost[cost["metric"].str.startswith("cost_device=")].set_index("trial_id")["metric"]
+    values["cost_device"] = device.str.slice(len("cost_device=")).reindex(values.index)
+    return values

@@ -1,0 +1,187 @@
+"""Everything a report knows about one run, loaded from its directory alone."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from mtl_models import MultiTaskData, TaskSpec, delta_m
+
+from ._evaluate import (
+    TRAIN_LABELS,
+    baseline_ids,
+    cost_columns,
+    load_evaluations,
+    shortlist,
+    test_columns,
+    update_evaluations,
+)
+from ._results import load_results, metric_column, single_task_summary, task_specs
+
+
+@dataclass
+class RunData:
+    """One run's tables and metadata, with the post-hoc test evaluation merged in.
+
+    ``results`` gains ``test/<task>/<metric>`` and ``test_delta_m`` for the
+    shortlisted trials and baselines, and cost columns measured post hoc where the
+    run has none. ``shortlist`` lists the trial ids whose test split was evaluated.
+    """
+
+    name: str
+    run_dir: Path
+    results: pd.DataFrame
+    curves: pd.DataFrame
+    tasks: list[TaskSpec]
+    experiment: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    evaluations: pd.DataFrame = field(default_factory=pd.DataFrame)
+    shortlist: list[str] = field(default_factory=list)
+    eval_split: str | None = None  # "test", or "val" when the data has no test split
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def single(self) -> dict[str, Any]:
+        """The single-task baseline as one row (mean over seeds)."""
+        return single_task_summary(self.results)
+
+    @property
+    def stage_names(self) -> list[str]:
+        """The backbone's stage names (``conv1``, ...), from the experiment; empty when unknown."""
+        if not self.experiment:
+            return []
+        from spaces import Experiment
+
+        try:
+            return Experiment.model_validate(self.experiment).stage_names()
+        except ValueError:
+            return []
+
+    @property
+    def has_test(self) -> bool:
+        return self.eval_split == "test" and any(c.startswith("test/") for c in self.results.columns)
+
+
+def load_run(
+    run_dir: str | Path, evaluate: bool = True, name: str | None = None, also: Sequence[str] = ()
+) -> RunData:
+    """Load a run directory's tables; with ``evaluate``, evaluate the shortlist (and the
+    trials in ``also``) on the test split, cached in ``RUN/evaluations.parquet``."""
+    run_dir = Path(run_dir)
+    results, curves = load_results(run_dir)
+    tasks = task_specs(results)
+    experiment = _read_json(run_dir / "experiment.json")
+    info = _read_json(run_dir / "run.json")
+    run = RunData(
+        name=name or experiment.get("name") or run_dir.name,
+        run_dir=run_dir,
+        results=results,
+        curves=curves,
+        tasks=tasks,
+        experiment=experiment,
+        info=info,
+    )
+    chosen = shortlist(results, tasks)
+    if evaluate:
+        loader = _data_loader(run_dir) if experiment else None
+        if loader is None:
+            run.notes.append("No experiment.json in the run directory: the test split could not be evaluated.")
+        evaluations = update_evaluations(run_dir, results, tasks, loader, chosen + list(also) + baseline_ids(results))
+    else:
+        evaluations = load_evaluations(run_dir)
+    run.evaluations = evaluations
+    run.results = _merge(results, evaluations, tasks)
+    evaluated_splits = set(evaluations.loc[evaluations["split"].isin(["test", "val"]), "split"])
+    run.eval_split = "test" if "test" in evaluated_splits else ("val" if evaluated_splits else None)
+    if run.eval_split == "val":
+        run.notes.append("The data has no test split: per-class accuracy is on the validation split.")
+    done = set(evaluations.loc[evaluations["split"] == run.eval_split, "trial_id"]) if run.eval_split else set()
+    run.shortlist = [t for t in chosen if t in done]
+    return run
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _data_loader(run_dir: Path) -> Callable[[], MultiTaskData]:
+    """Loads the run's data only when called (regenerating a report from the cache needs none)."""
+
+    def load() -> MultiTaskData:
+        from spaces import load_experiment
+
+        return load_experiment(run_dir / "experiment.json").load_data()
+
+    return load
+
+
+def _merge(results: pd.DataFrame, evaluations: pd.DataFrame, tasks: list[TaskSpec]) -> pd.DataFrame:
+    results = results.copy()
+    cost = cost_columns(evaluations)
+    if not cost.empty:
+        for column in cost.columns:
+            if column not in results:
+                results[column] = None
+            posthoc = results["trial_id"].map(cost[column])
+            missing = results[column].isna()
+            results[column] = results[column].astype(object).where(~missing, posthoc)
+        for column in cost.columns:
+            if column != "cost_device":
+                results[column] = pd.to_numeric(results[column], errors="coerce")
+    test = test_columns(evaluations)
+    if test.empty:
+        return results
+    for column in test.columns:
+        results[column] = results["trial_id"].map(test[column])
+    results["test_delta_m"] = _test_delta_m(results, tasks)
+    return results
+
+
+def _test_delta_m(results: pd.DataFrame, tasks: list[TaskSpec]) -> list[float]:
+    """Delta_m on the test split, against the single-task networks' mean test metric."""
+    single = results[(results["family"] == "single_task") & (results["status"] == "finished")]
+    baseline = {}
+    for spec in tasks:
+        column = metric_column(spec, "test")
+        values = single.loc[single["task"] == spec.name, column].dropna() if column in single else pd.Series(dtype=float)
+        if len(values):
+            baseline[spec.name] = float(values.mean())
+    higher = {t.name: t.higher_is_better for t in tasks}
+    out = []
+    for _, row in results.iterrows():
+        metrics = {t.name: _float(row.get(metric_column(t, "test"))) for t in tasks}
+        if row["family"] == "single_task":
+            base = {row["task"]: baseline.get(row["task"], math.nan)}
+        else:
+            base = baseline
+        out.append(delta_m(metrics, base, higher) if len(baseline) == len(tasks) else math.nan)
+    return out
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None or pd.isna(value) else float(value)
+
+
+def class_table(run: RunData, trial_ids: list[str]) -> pd.DataFrame:
+    """Per-class accuracy of ``trial_ids`` on the evaluated split, with train label counts.
+
+    Columns: ``trial_id``, ``task``, ``class``, ``accuracy``, ``count`` (labelled
+    examples in the evaluated split), ``train_count``.
+    """
+    ev = run.evaluations
+    if ev.empty or run.eval_split is None:
+        return pd.DataFrame()
+    rows = ev[(ev["split"] == run.eval_split) & ev["trial_id"].isin(trial_ids) & ev["metric"].str.startswith("class_")]
+    if rows.empty:
+        return pd.DataFrame()
+    rows = rows.assign(kind=rows["metric"].str.split("/").str[0], cls=rows["metric"].str.split("/").str[1].astype(int))
+    wide = rows.pivot_table(index=["trial_id", "task", "cls"], columns="kind", values="value", aggfunc="last").reset_index()
+    wide = wide.rename(columns={"cls": "class", "class_accuracy": "accuracy", "class_count": "count"})
+    train = ev[(ev["trial_id"] == TRAIN_LABELS) & (ev["split"] == "train")]
+    counts = {(r.task, int(r.metric.split("/")[1])): r.value for r in train.itertuples()}
+    wide["train_count"] = [counts.get((t, c), math.nan) for t, c in zip(wide["task"], wide["class"])]
+    return wide

@@ -1,0 +1,14 @@
+"""Report sections: one module per section, each registered in order (see ``_base``)."""
+from ._base import SECTIONS, Block, ReportContext, Section, available_sections, register_section
+from . import (  # noqa: F401  (register the built-in sections)
+    _cross_stitch,
+    _leaderboard,
+    _optuna,
+    _pareto,
+    _per_class,
+    _progress,
+    _split_sweep,
+    _summary,
+)
+
+__all__ = ["SECTIONS", "Block", "ReportContext", "Section", "available_sections", "register_section"]

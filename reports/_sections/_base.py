@@ -1,0 +1,134 @@
+"""The narrow base of report sections: a context in, blocks of HTML and figures out.
+
+A section is one function ``render(ctx) -> list[Block]`` in its own module, registered
+with :func:`register_section`; the report shows the sections in ``order``. A block is
+an HTML fragment (``str``) or a plotly figure. Adding a section touches no other.
+"""
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from mtl_models import describe_config
+
+from .._run import RunData
+
+Block = Union[str, go.Figure]
+Render = Callable[["ReportContext"], list[Block]]
+
+FAMILY_COLORS = {"hard_split": "#1f77b4", "cross_stitch": "#d62728", "single_task": "#7f7f7f", "ensemble": "#2ca02c"}
+RUN_SYMBOLS = ["circle", "square", "diamond", "triangle-up", "cross", "star"]
+
+
+@dataclass
+class ReportContext:
+    """What every section sees: the runs of the report (one, or several to compare)."""
+
+    runs: list[RunData]
+
+    @property
+    def multi(self) -> bool:
+        return len(self.runs) > 1
+
+    def combined(self) -> pd.DataFrame:
+        """All runs' results in one table with a ``run`` column."""
+        return pd.concat([r.results.assign(run=r.name) for r in self.runs], ignore_index=True)
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str
+    title: str
+    order: int
+    render: Render
+
+
+SECTIONS: list[Section] = []
+
+
+def register_section(key: str, title: str, order: int) -> Callable[[Render], Render]:
+    """Add ``render`` to the report as section ``key`` (its anchor), headed ``title``, at ``order``."""
+
+    def decorator(render: Render) -> Render:
+        if any(s.key == key for s in SECTIONS):
+            raise ValueError(f"Report section {key!r} is already registered.")
+        SECTIONS.append(Section(key, title, order, render))
+        SECTIONS.sort(key=lambda s: s.order)
+        return render
+
+    return decorator
+
+
+def available_sections() -> list[str]:
+    return [s.key for s in SECTIONS]
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def missing(value: Any) -> bool:
+    """``None``, NaN or pandas' NA (a table cell with no value)."""
+    if value is None or isinstance(value, (str, dict, list, tuple)):
+        return value is None
+    return bool(pd.isna(value))
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number for a table cell (``–`` when missing)."""
+    if missing(value):
+        return "&ndash;"
+    if isinstance(value, (float, int)) and not isinstance(value, bool):
+        return f"{float(value):.{digits}g}"
+    return esc(value)
+
+
+def fmt_count(value: Any) -> str:
+    return "&ndash;" if missing(value) else f"{int(value):,}"
+
+
+def fmt_signed(value: Any, unit: str = " %") -> str:
+    return "&ndash;" if missing(value) else f"{float(value):+.2f}{unit}"
+
+
+def fmt_flops(value: Any) -> str:
+    if missing(value):
+        return "&ndash;"
+    value = float(value)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.0f}"
+
+
+def structure(row: pd.Series | dict) -> str:
+    """A readable description of a row's sharing structure (HTML)."""
+    family = row.get("family")
+    if family in ("hard_split", "cross_stitch"):
+        return esc(short_label(row))
+    if family == "ensemble":
+        return f"{int(row['ensemble_size'])} single-task nets per task, averaged"
+    if family == "single_task":
+        task = row.get("task")
+        return f"one network for {esc(task)}" if isinstance(task, str) else "one network per task (mean over seeds)"
+    return ""
+
+
+def short_label(row: pd.Series | dict) -> str:
+    """A plain-text label: ``hard_split k=2``, ``cross_stitch a=(0.90, 0.10) lr x10 [gradnorm]``."""
+    config = row.get("config")
+    return describe_config(json.loads(config)) if isinstance(config, str) else str(row.get("family"))
+
+
+def note(text: str) -> str:
+    return f"<p class='note'>{text}</p>"
+
+
+def subheading(ctx: ReportContext, run: RunData) -> list[Block]:
+    """A run's name as a sub-heading, when the report compares several runs."""
+    return [f"<h3>{esc(run.name)} <span class='meta'>({esc(run.run_dir)})</span></h3>"] if ctx.multi else []

@@ -1,0 +1,147 @@
+"""Leaderboard: every trial, sortable, with the baselines pinned on top and why trials stopped."""
+from __future__ import annotations
+
+import html
+import math
+from typing import Any, Iterable
+
+import pandas as pd
+
+from mtl_models import TaskSpec
+
+from .._results import metric_column, searched
+from .._run import RunData
+from ._base import (
+    Block,
+    ReportContext,
+    esc,
+    fmt,
+    fmt_count,
+    fmt_flops,
+    missing,
+    register_section,
+    structure,
+)
+
+_STATUS_ORDER = {"finished": 0, "running": 1, "pending": 2, "pruned": 3, "errored": 4}
+
+
+@register_section("leaderboard", "Leaderboard", order=20)
+def leaderboard(ctx: ReportContext) -> list[Block]:
+    multi = ctx.multi
+    tasks = {t.name: t for run in ctx.runs for t in run.tasks}.values()
+    has_test = any(run.has_test for run in ctx.runs)
+    splits = ["val", "test"] if has_test else ["val"]
+    columns: list[tuple[str, str]] = [("#", "num")]
+    if multi:
+        columns.append(("run", "text"))
+    columns += [("trial", "text"), ("family", "text"), ("structure", "text"), ("&Delta;<sub>m</sub> val (%)", "num")]
+    if has_test:
+        columns.append(("&Delta;<sub>m</sub> test (%)", "num"))
+    for t in tasks:
+        arrow = "&uarr;" if t.higher_is_better else "&darr;"
+        columns += [(f"{esc(t.name)} {esc(t.metric_name)} {arrow} {s}", "num") for s in splits]
+    columns += [
+        ("params", "num"), ("FLOPs", "num"), ("lat. b=1 (ms)", "num"), ("lat. b=N (ms)", "num"),
+        ("lr", "num"), ("epochs", "num"), ("status", "text"), ("why it stopped", "text"),
+    ]
+    head = "".join(
+        f"<th data-type='{kind}' title='click to sort'>{label}</th>" for label, kind in columns
+    )
+    pinned, ranked = [], []
+    for run in ctx.runs:
+        results = run.results
+        pinned.append((run, pd.Series(run.single)))
+        pinned += [(run, r) for _, r in results[results["family"] == "ensemble"].iterrows()]
+        trials = searched(results).copy()
+        trials["_order"] = trials["status"].map(_STATUS_ORDER).fillna(9)
+        trials = trials.sort_values(["_order", "delta_m"], ascending=[True, False])
+        ranked += [(run, r) for _, r in trials.iterrows()]
+    if multi:
+        ranked.sort(key=lambda p: (_STATUS_ORDER.get(p[1]["status"], 9), -_num(p[1].get("delta_m"), -math.inf)))
+    rows_pinned = [_row(run, row, "", "baseline", multi, tasks, splits, has_test) for run, row in pinned]
+    rows_ranked = [
+        _row(run, row, str(i + 1), f"status-{row['status']}", multi, tasks, splits, has_test)
+        for i, (run, row) in enumerate(ranked)
+    ]
+    return [
+        "<p>Click a column to sort; the baselines stay on top. Pruned trials show &Delta;<sub>m</sub> at the "
+        "epoch the Optuna pruner stopped them; hover over an error for the whole message.</p>",
+        f"<table class='data sortable leaderboard'><thead><tr>{head}</tr></thead>"
+        f"<tbody class='pinned'>{''.join(rows_pinned)}</tbody><tbody>{''.join(rows_ranked)}</tbody></table>",
+    ]
+
+
+def _num(value: Any, default: float = math.nan) -> float:
+    return default if missing(value) else float(value)
+
+
+def _cell(text: str, value: Any = None, title: str | None = None) -> str:
+    attrs = ""
+    if value is not None and not missing(value):
+        attrs += f" data-v='{html.escape(str(value), quote=True)}'"
+    if title:
+        attrs += f" title='{html.escape(title, quote=True)}'"
+    return f"<td{attrs}>{text}</td>"
+
+
+def _why(row: pd.Series) -> tuple[str, str | None]:
+    status = row.get("status")
+    if status == "pruned":
+        return (
+            f"pruned by the Optuna pruner after epoch {int(row['epochs_run'])} of {int(row['epochs'])}"
+            f" (&Delta;<sub>m</sub> {_num(row.get('delta_m')):+.2f} % then)",
+            None,
+        )
+    if status == "errored":
+        error = row.get("error") if isinstance(row.get("error"), str) else "unknown error"
+        shown = error if len(error) <= 120 else error[:117] + "..."
+        return f"<span class='error'>{esc(shown)}</span>", error
+    if status in ("running", "pending"):
+        return f"{esc(status)} (epoch {int(row.get('epochs_run') or 0)} so far)", None
+    return "", None
+
+
+def _row(
+    run: RunData,
+    row: pd.Series,
+    rank: str,
+    cls: str,
+    multi: bool,
+    tasks: Iterable[TaskSpec],
+    splits: list[str],
+    has_test: bool,
+) -> str:
+    """One table row; sortable cells carry their raw value in ``data-v``."""
+    cells = [_cell(rank, rank or None)]
+    if multi:
+        cells.append(_cell(esc(run.name)))
+    cells += [
+        _cell(esc(row.get("trial_id"))),
+        _cell(esc(row.get("family"))),
+        _cell(structure(row)),
+        _cell(fmt(row.get("delta_m"), 3), row.get("delta_m")),
+    ]
+    if has_test:
+        cells.append(_cell(fmt(row.get("test_delta_m"), 3), row.get("test_delta_m")))
+    for t in tasks:
+        for split in splits:
+            column = metric_column(t, split)
+            value = row.get(column)
+            extra = ""
+            std = row.get(column + ":std")
+            if not missing(std):
+                extra = f" &plusmn; {fmt(std, 2)}"
+            cells.append(_cell(fmt(value) + extra, value))
+    for column, text in (
+        ("params", fmt_count(row.get("params"))),
+        ("flops", fmt_flops(row.get("flops"))),
+        ("latency_ms_b1", fmt(row.get("latency_ms_b1"), 3)),
+        ("latency_ms_bN", fmt(row.get("latency_ms_bN"), 3)),
+        ("lr", fmt(row.get("lr"), 3)),
+        ("epochs_run", fmt(row.get("epochs_run"))),
+    ):
+        cells.append(_cell(text, row.get(column)))
+    why, title = _why(row)
+    cells += [_cell(esc(row.get("status"))), _cell(why, title=title)]
+    return f"<tr class='{cls}'>{''.join(cells)}</tr>"
