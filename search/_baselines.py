@@ -67,7 +67,7 @@ def compose_ensemble(
 ) -> dict[str, Any]:
     """Build the ensemble from the members' checkpoints, evaluate it, save it as a checkpoint.
 
-    Writes ``baselines/ensemble/{state.pt,result.json}`` under ``run_dir`` and returns
+    Writes ``ensemble/{state.pt,result.json}`` under ``run_dir`` and returns
     the result (config, validation metrics, parameters, member checkpoints).
     """
     size = min(len(paths) for paths in members.values())
@@ -77,7 +77,7 @@ def compose_ensemble(
         for member, path in zip(model.members[task], paths[:size]):
             member.load_state_dict(load_checkpoint_state(path)["model"])
     metrics = {name: evaluate(model, split) for name, split in data.splits.items() if name == "val"}
-    target = run_dir / "baselines" / ENSEMBLE_DIR
+    target = run_dir / ENSEMBLE_DIR
     row = {
         "trial_id": "ensemble",
         "config": config,

@@ -49,6 +49,7 @@ class MTLOptunaSearch(OptunaSearch):
     def __init__(self, *args: Any, pruner: optuna.pruners.BasePruner | None = None, **kwargs: Any) -> None:
         self._pruner = pruner or optuna.pruners.NopPruner()
         self._reported: dict[str, set[int]] = {}
+        self._orphans: list[int] = []  # Optuna _trial_ids
         super().__init__(*args, **kwargs)
 
     def _setup_study(self, mode: Any) -> None:
@@ -62,12 +63,6 @@ class MTLOptunaSearch(OptunaSearch):
     def optuna_trial(self, trial_id: str) -> optuna.Trial | None:
         """The Optuna trial behind a Tune trial (None for a trial this searcher did not suggest)."""
         return self._ot_trials.get(trial_id)
-
-    def suggest(self, trial_id: str) -> dict | None:
-        config = super().suggest(trial_id)
-        if isinstance(config, dict):
-            config = {k: v for k, v in config.items() if not k.startswith(HIDDEN_PREFIX)}
-        return config
 
     def report(self, trial_id: str, result: dict) -> optuna.Trial | None:
         """Report a Tune result's metric to its Optuna trial, once per step.
@@ -104,12 +99,21 @@ class MTLOptunaSearch(OptunaSearch):
                 raise
         self._completed_trials.add(trial_id)
 
+    def suggest(self, trial_id: str) -> dict | None:
+        if trial_id not in self._ot_trials and self._orphans:
+            # hand an orphan out again: same number, same parameters, as if never interrupted
+            self._ot_trials[trial_id] = optuna.Trial(self._ot_study, self._orphans.pop(0))
+        config = super().suggest(trial_id)
+        if isinstance(config, dict):
+            config = {k: v for k, v in config.items() if not k.startswith(HIDDEN_PREFIX)}
+        return config
+
     def restore(self, checkpoint_path: str) -> None:
-        """Restore the searcher (Tune's resume), then fail the study's orphans: trials the
-        killed driver asked for after its last snapshot, which no Tune trial will ever run.
-        Left RUNNING they would skew the sampler (constant liar) for the rest of the search."""
+        """Restore the searcher (Tune's resume) and find the study's orphans: trials the
+        killed driver asked for after its last snapshot, which no Tune trial runs. The
+        next suggestions hand them out again (their numbers and parameters), so the study
+        holds each proposal once; the runner fails any left over when the search ends."""
         super().restore(checkpoint_path)
         known = {t._trial_id for t in self._ot_trials.values()}
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen._trial_id not in known:
-                self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+        running = self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        self._orphans = [t._trial_id for t in sorted(running, key=lambda t: t.number) if t._trial_id not in known]

@@ -22,12 +22,20 @@ from ray.tune.search import ConcurrencyLimiter
 from mtl_models import MultiTaskData, atomic_path, atomic_write_json, atomic_write_text
 from spaces import Experiment, define_space, fixed_config, load_experiment, optuna_point
 
-from ._baselines import ENSEMBLE_DIR, ENSEMBLE_RESULT, baseline_configs, compose_ensemble, ensemble_size, single_task_baseline
+from ._baselines import (
+    ENSEMBLE_DIR,
+    ENSEMBLE_RESULT,
+    baseline_configs,
+    compose_ensemble,
+    ensemble_size,
+    single_task_baseline,
+)
+from ._cache import baselines_key, restore_baselines, store_baselines
 from ._fixed import FixedConfigs
 from ._optuna import MTLOptunaSearch
 from ._progress import ProgressPrinter
 from ._pruning import OptunaPrunerScheduler
-from ._table import collect_results, write_results
+from ._table import collect_results, phase_path, storage_root, write_results
 from ._trainable import OBJECTIVE, train_trial
 
 log = logging.getLogger("mtlsearch")
@@ -62,10 +70,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
 
 
-def _run_config(name: str, storage: Path, callbacks: list, max_failures: int) -> tune.RunConfig:
+def _run_config(name: str, run_dir: Path, callbacks: list, max_failures: int) -> tune.RunConfig:
     return tune.RunConfig(
         name=name,
-        storage_path=str(storage),
+        storage_path=storage_root(run_dir),
         verbose=0,
         callbacks=callbacks,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -102,14 +110,23 @@ class Baselines:
     checkpoints: dict[str, str]
 
 
-def _fit(path: Path, trainable: Any, make_tuner: Any, resume: bool) -> None:
-    """Fit a phase's Tuner; on resume, restore it: finished trials are kept (not rerun),
-    unfinished ones continue from their last checkpoint, the searcher's state returns."""
-    if resume and tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False)
-    else:
-        tuner = make_tuner()
-    tuner.fit()
+def _fit(run_dir: Path, phase: str, expected: int, trainable: Any, make_tuner: Any, resume: bool) -> None:
+    """Fit a phase's Tuner, unless it already ended all its trials. On resume (or with
+    cached baselines) restore it: finished trials are kept, not rerun; unfinished ones
+    continue from their last checkpoint; the searcher's state comes back."""
+    path = phase_path(run_dir, phase)
+    if not tune.Tuner.can_restore(path):
+        make_tuner().fit()
+    elif _ended(run_dir, phase) < expected:
+        if not resume:
+            raise FileExistsError(f"{path} already holds a {phase} experiment; resume the run instead.")
+        tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False).fit()
+
+
+def _ended(run_dir: Path, phase: str) -> int:
+    results, _ = collect_results(run_dir)
+    rows = results[results["phase"] == phase]
+    return int((~rows["status"].isin(["running", "pending"])).sum())
 
 
 def _check_complete(run_dir: Path, phase: str, expected: int) -> pd.DataFrame:
@@ -125,7 +142,9 @@ def _check_complete(run_dir: Path, phase: str, expected: int) -> pd.DataFrame:
     return results
 
 
-def _write_run_files(exp: Experiment, run_dir: Path, data: MultiTaskData, fixed: dict[str, Any]) -> None:
+def _write_run_files(
+    exp: Experiment, run_dir: Path, data: MultiTaskData, fixed: dict[str, Any], storage: str | None
+) -> None:
     if exp.source_path is not None:
         with atomic_path(run_dir / "experiment.yaml") as tmp:
             shutil.copyfile(exp.source_path, tmp)
@@ -141,6 +160,7 @@ def _write_run_files(exp: Experiment, run_dir: Path, data: MultiTaskData, fixed:
             "versions": _versions(),
             "data": data.description,
             "labels": data.label_summary(),
+            "storage": storage,
         },
     )
 
@@ -157,10 +177,20 @@ def _versions() -> dict[str, str]:
 
 
 def run_baselines(
-    exp: Experiment, run_dir: Path, data: MultiTaskData, fixed: dict[str, Any], resume: bool = False
+    exp: Experiment,
+    run_dir: Path,
+    data: MultiTaskData,
+    fixed: dict[str, Any],
+    resume: bool = False,
+    cache_dir: Path | None = None,
 ) -> Baselines:
-    """Train the single-task baseline trials and compose the ensemble."""
+    """Train the single-task baseline trials and compose the ensemble, or take them from
+    ``cache_dir`` when a run with the same data, budget and seeds trained them before."""
     configs = baseline_configs(exp, fixed)
+    key = baselines_key(configs, data) if cache_dir is not None and "://" not in storage_root(run_dir) else None
+    cached = (Path(phase_path(run_dir, "baselines")), run_dir / ENSEMBLE_DIR)
+    if key is not None and restore_baselines(cache_dir, key, *cached):
+        print(f"Baselines: reusing the ones cached in {cache_dir / 'baselines' / key}", flush=True)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, data=data, baseline=None, cpus=exp.search.resources.cpu), _resources(exp)
     )
@@ -176,7 +206,7 @@ def run_baselines(
             ),
         )
 
-    _fit(run_dir / "baselines", trainable, make_tuner, resume)
+    _fit(run_dir, "baselines", len(configs), trainable, make_tuner, resume or key is not None)
     results = _check_complete(run_dir, "baselines", len(configs))
     tasks = exp.task_specs()
     baseline = single_task_baseline(results, tasks)
@@ -190,8 +220,10 @@ def run_baselines(
     finished = results[(results["family"] == "single_task") & (results["status"] == "finished")]
     finished = finished.sort_values("ensemble_member")
     members = {t.name: finished.loc[finished["task"] == t.name, "checkpoint"].tolist() for t in tasks}
-    if ensemble_size(exp) > 1 and not (run_dir / "baselines" / ENSEMBLE_DIR / ENSEMBLE_RESULT).is_file():
+    if ensemble_size(exp) > 1 and not (run_dir / ENSEMBLE_DIR / ENSEMBLE_RESULT).is_file():
         compose_ensemble(fixed, members, data, run_dir)
+    if key is not None:
+        store_baselines(cache_dir, key, *cached)
     return Baselines(baseline, {task: paths[0] for task, paths in members.items()})
 
 
@@ -242,8 +274,17 @@ def run_search(
             ),
         )
 
-    _fit(run_dir / "search", trainable, make_tuner, resume)
+    _fit(run_dir, "search", exp.search.num_trials, trainable, make_tuner, resume)
     _check_complete(run_dir, "search", exp.search.num_trials)
+    _fail_orphans(run_dir)
+
+
+def _fail_orphans(run_dir: Path) -> None:
+    """When every search trial has ended, Optuna trials still RUNNING are orphans a killed
+    driver asked for and the resumed search did not need: tell them FAIL."""
+    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{run_dir / STUDY_FILE}")
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
 def _execute(
@@ -254,11 +295,12 @@ def _execute(
     address: str | None,
     num_cpus: int | None,
     resume: bool,
+    cache_dir: Path | None,
 ) -> RunResult:
     started = time.monotonic()
     init_ray(address, num_cpus)
     print(f"Ray: {ray.cluster_resources()}; results in {run_dir}", flush=True)
-    baselines = run_baselines(exp, run_dir, data, fixed, resume)
+    baselines = run_baselines(exp, run_dir, data, fixed, resume, cache_dir)
     print("Single-task baseline (val): " + ", ".join(f"{t}={v:.4g}" for t, v in baselines.metrics.items()), flush=True)
     run_search(exp, run_dir, data, fixed, baselines, resume)
     results = write_results(run_dir)
@@ -267,10 +309,19 @@ def _execute(
 
 
 def run_experiment(
-    exp: Experiment, run_dir: str | Path, address: str | None = None, num_cpus: int | None = None
+    exp: Experiment,
+    run_dir: str | Path,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    storage: str | None = None,
+    cache_dir: Path | None = None,
 ) -> RunResult:
     """Baselines, then the search; writes ``results.parquet``/``curves.parquet`` in ``run_dir``.
 
+    ``storage``: where Ray Tune keeps the trials (results, checkpoints): by default the
+    run directory; on a cluster a shared filesystem path or an object-store URI
+    (``s3://bucket/prefix``), under which the run gets a folder named like ``run_dir``.
+    ``cache_dir``: reuse and store trained baselines there (None: no cache).
     Raises :class:`SearchInterrupted` when stopped early (Ctrl-C); the run directory
     then holds all that finished, and :func:`resume_experiment` continues it.
     """
@@ -284,11 +335,15 @@ def run_experiment(
     print(f"Loading data ({exp.data.source}) ...", flush=True)
     data = exp.load_data()
     fixed = fixed_config(exp, data.input_spec())
-    _write_run_files(exp, run_dir, data, fixed)
-    return _execute(exp, run_dir, data, fixed, address, num_cpus, resume=False)
+    if storage is not None:
+        storage = f"{storage.rstrip('/')}/{run_dir.name}" if "://" in storage else str(Path(storage).resolve() / run_dir.name)
+    _write_run_files(exp, run_dir, data, fixed, storage)
+    return _execute(exp, run_dir, data, fixed, address, num_cpus, resume=False, cache_dir=cache_dir)
 
 
-def resume_experiment(run_dir: str | Path, address: str | None = None, num_cpus: int | None = None) -> RunResult:
+def resume_experiment(
+    run_dir: str | Path, address: str | None = None, num_cpus: int | None = None, cache_dir: Path | None = None
+) -> RunResult:
     """Continue a run after Ctrl-C, a killed driver or a lost head node.
 
     Finished trials are kept exactly once; unfinished ones continue from their last
@@ -311,7 +366,7 @@ def resume_experiment(run_dir: str | Path, address: str | None = None, num_cpus:
     run = json.loads((run_dir / "run.json").read_text())
     run.setdefault("resumed", []).append({"at": _now(), "command": sys.argv})
     atomic_write_json(run_dir / "run.json", run)
-    return _execute(exp, run_dir, data, fixed, address, num_cpus, resume=True)
+    return _execute(exp, run_dir, data, fixed, address, num_cpus, resume=True, cache_dir=cache_dir)
 
 
 def _status_counts(results: pd.DataFrame) -> str:

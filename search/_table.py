@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pyarrow import fs as pafs
+from ray import tune
 from ray.tune import ExperimentAnalysis
 
 from mtl_models import atomic_path, delta_m
@@ -50,16 +52,25 @@ COST_COLUMNS = ("flops", "latency_ms_b1", "latency_ms_bN", "latency_batch", "cos
 _STATUS = {"ERROR": "errored", "RUNNING": "running", "PENDING": "pending", "PAUSED": "pending"}
 
 
-def _has_experiment(path: Path) -> bool:
-    return path.is_dir() and any(path.glob("experiment_state-*.json"))
+def storage_root(run_dir: Path) -> str:
+    """Where a run's Ray Tune experiments live: ``run.json``'s ``storage``, else the run directory."""
+    run = run_dir / "run.json"
+    storage = json.loads(run.read_text()).get("storage") if run.is_file() else None
+    return storage or str(run_dir.resolve())
 
 
-def _error(trial_path: Path) -> tuple[str | None, str | None]:
+def phase_path(run_dir: Path, phase: str) -> str:
+    return f"{storage_root(run_dir).rstrip('/')}/{phase}"
+
+
+def _error(filesystem: pafs.FileSystem, trial_path: str) -> tuple[str | None, str | None]:
     """The last line of a trial's ``error.txt`` and the exception type named in it."""
-    error = trial_path / "error.txt"
-    if not error.is_file():
+    try:
+        with filesystem.open_input_stream(f"{trial_path}/error.txt") as f:
+            text = f.read().decode(errors="replace")
+    except (FileNotFoundError, OSError):
         return None, None
-    lines = [line.strip() for line in error.read_text(errors="replace").splitlines() if line.strip()]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     message = lines[-1] if lines else "unknown error"
     kind = message.split(":", 1)[0].rsplit(".", 1)[-1] if ":" in message else None
     return message, kind
@@ -78,11 +89,19 @@ def _config_columns(config: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _checkpoint_uri(checkpoint: Any, scheme: str | None) -> str | None:
+    if checkpoint is None:
+        return None
+    return f"{scheme}://{checkpoint.path}" if scheme else checkpoint.path
+
+
 def _trial_rows(run_dir: Path, phase: str) -> tuple[list[dict], list[pd.DataFrame]]:
-    path = run_dir / phase
-    if not _has_experiment(path):
+    path = phase_path(run_dir, phase)
+    if not tune.Tuner.can_restore(path):
         return [], []
-    analysis = ExperimentAnalysis(str(path))
+    analysis = ExperimentAnalysis(path)
+    filesystem, _ = pafs.FileSystem.from_uri(path)
+    scheme = path.split("://", 1)[0] if "://" in path and not path.startswith("file://") else None
     frames = analysis.trial_dataframes
     rows, curves = [], []
     for trial in analysis.trials:
@@ -96,8 +115,8 @@ def _trial_rows(run_dir: Path, phase: str) -> tuple[list[dict], list[pd.DataFram
         status = _STATUS.get(trial.status)
         if status is None:  # TERMINATED: finished its budget, or stopped early by the pruner
             status = "finished" if epochs_run >= int(config["epochs"]) else "pruned"
-        checkpoint = trial.checkpoint.path if trial.checkpoint is not None else None
-        error, error_type = _error(Path(trial.path))
+        checkpoint = _checkpoint_uri(trial.checkpoint, scheme)
+        error, error_type = _error(filesystem, trial.path)
         rows.append(
             {
                 "trial_id": trial.trial_id,
@@ -129,7 +148,7 @@ def _trial_rows(run_dir: Path, phase: str) -> tuple[list[dict], list[pd.DataFram
 
 
 def _ensemble_row(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "baselines" / ENSEMBLE_DIR / ENSEMBLE_RESULT
+    path = run_dir / ENSEMBLE_DIR / ENSEMBLE_RESULT
     if not path.is_file():
         return None
     result = json.loads(path.read_text())
@@ -173,7 +192,7 @@ def add_delta_m(results: pd.DataFrame) -> pd.DataFrame:
 
 def collect_results(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The results and curves tables of a run directory (also while it is running)."""
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()
     rows: list[dict] = []
     curves: list[pd.DataFrame] = []
     for phase in PHASES:

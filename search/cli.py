@@ -24,11 +24,19 @@ def _run(args: argparse.Namespace) -> int:
         overrides["max_concurrent"] = args.max_concurrent
     if overrides:
         exp = exp.model_copy(update={"search": exp.search.model_copy(update=overrides)})
-    result = run_experiment(exp, args.out, address=args.address, num_cpus=args.num_cpus)
+    result = run_experiment(
+        exp, args.out, address=args.address, num_cpus=args.num_cpus, storage=args.storage, cache_dir=_cache_dir(args)
+    )
     report = write_report(result.run_dir)
     print(f"Results: {result.run_dir / 'results.parquet'}")
     print(f"Report:  {report}")
     return 0
+
+
+def _cache_dir(args: argparse.Namespace) -> Path | None:
+    from ._cache import default_cache_dir
+
+    return None if args.no_cache else (args.cache_dir or default_cache_dir())
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -36,7 +44,7 @@ def _resume(args: argparse.Namespace) -> int:
 
     from ._runner import resume_experiment
 
-    result = resume_experiment(args.run, address=args.address, num_cpus=args.num_cpus)
+    result = resume_experiment(args.run, address=args.address, num_cpus=args.num_cpus, cache_dir=_cache_dir(args))
     print(f"Results: {result.run_dir / 'results.parquet'}")
     print(f"Report:  {write_report(result.run_dir)}")
     return 0
@@ -124,6 +132,13 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", type=Path,
+                        help="reuse baselines trained before on the same data and budget from here "
+                        "(default: $MTLSEARCH_CACHE_DIR or ~/.cache/mtlsearch)")
+    parser.add_argument("--no-cache", action="store_true", help="always train the baselines")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mtlsearch", description="Search how a multi-task network should share its layers."
@@ -137,12 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     run.add_argument("--num-trials", type=int, help="override search.num_trials")
     run.add_argument("--max-concurrent", type=int, help="override search.max_concurrent")
+    run.add_argument("--storage", help="where Ray Tune keeps trials and checkpoints: a shared filesystem path or an "
+                     "object-store URI (s3://bucket/prefix); default: the run directory")
+    _cache_arguments(run)
     run.set_defaults(func=_run)
 
     resume = sub.add_parser("resume", help="continue a run stopped by Ctrl-C, a killed driver or a lost node")
     resume.add_argument("run", type=Path, help="run directory")
     resume.add_argument("--address", help="join an existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     resume.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    _cache_arguments(resume)
     resume.set_defaults(func=_resume)
 
     report = sub.add_parser(

@@ -80,6 +80,12 @@ def ray_local(_ray_session):
     init_ray(num_cpus=2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _baseline_cache(tmp_path_factory):
+    """Keep the CLI's baseline cache (and its subprocesses') out of the user's home."""
+    os.environ["MTLSEARCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(scope="session")
 def _ray_session():
     import ray

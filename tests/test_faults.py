@@ -174,3 +174,31 @@ def test_atomic_directory_replaces_a_bundle_whole(tmp_path: Path) -> None:
             raise RuntimeError("killed")
     assert [p.name for p in bundle.iterdir()] == ["a"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_an_orphaned_proposal_is_handed_out_again_after_resume(tmp_path: Path) -> None:
+    """The driver asked Optuna for a trial after its last snapshot and was killed: the
+    resumed searcher gives that proposal (number and parameters) to the next Tune trial."""
+    from search._optuna import MTLOptunaSearch
+
+    def searcher() -> MTLOptunaSearch:
+        return MTLOptunaSearch(
+            space=_lr_space, metric="delta_m", mode="max", sampler=optuna.samplers.RandomSampler(seed=0),
+            study_name="search", storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}"),
+        )
+
+    before = searcher()
+    first = before.suggest("a")
+    before.on_trial_complete("a", {"delta_m": 1.0, "epoch": 1, "epochs": 1})
+    before.save(str(tmp_path / "searcher.pkl"))
+    orphan = before.suggest("b")  # after the snapshot; then the driver dies
+    after = searcher()
+    after.restore(str(tmp_path / "searcher.pkl"))
+    assert after.suggest("c") == orphan != first
+    after.suggest("d")
+    assert [after.optuna_trial(t).number for t in "cd"] == [1, 2]
+    assert len(after.study.trials) == 3  # the orphan was not asked for twice
+
+
+def _lr_space(trial: optuna.Trial) -> None:
+    trial.suggest_float("lr", 1e-3, 1e-1, log=True)
