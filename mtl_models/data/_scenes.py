@@ -1,0 +1,281 @@
+"""Procedural multi-attribute scenes (dSprites-like), any size and resolution, no download.
+
+Each image shows 1..``max_objects`` non-overlapping objects on a shaded background:
+one large *main* object (half-size 20-32 % of the image) and smaller distractors
+(8-16 %), each a square, circle, triangle or cross with a random rotation, one of six
+colours, a depth (distractors float in front of the main object) and light shading
+(circles are shaded as spheres, so the depth map bulges there). Gaussian pixel noise
+on top. Rendering is vectorised in torch (10,000 64x64 images in about a second on
+one core) and deterministic in ``seed``; each split draws from its own stream, so
+``n_train`` does not change the validation images.
+
+Tasks (``TASKS``), chosen to be related to different degrees, so that where a
+network should split is a real question and not always the first or last stage:
+
+- ``colour`` (classification, 6): the main object's colour; per-pixel, low-level.
+- ``shape`` (classification, 4): the main object's shape; mid-level edges/corners,
+  invariant to colour, so it shares early features with ``colour`` but not late ones.
+- ``size`` (regression): the main object's half-size as a fraction of the image.
+- ``position`` (regression, 2): the main object's centre ``(x, y)`` in [0, 1];
+  needs the spatial layout that global pooling discards.
+- ``count`` (classification, ``max_objects``): label ``k`` means ``k + 1`` objects;
+  a global quantity over all objects, unrelated to the main object's attributes.
+- ``mask`` (segmentation, 5): per pixel, 0 for background, else the front object's
+  shape + 1; the dense counterpart of ``shape`` (target ``(N, H, W)`` long).
+- ``depth`` (dense_regression, 1): per pixel depth in [0, 1], background 1; related
+  to ``mask`` and ``size`` (target ``(N, 1, H, W)`` float).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..tasks import TaskSpec
+from ._tensors import MultiTaskData, Split, register_source
+
+SHAPES = ("square", "circle", "triangle", "cross")
+COLOURS = {
+    "red": (0.90, 0.15, 0.15),
+    "green": (0.15, 0.80, 0.20),
+    "blue": (0.20, 0.35, 0.95),
+    "yellow": (0.95, 0.85, 0.15),
+    "magenta": (0.85, 0.20, 0.85),
+    "cyan": (0.15, 0.85, 0.90),
+}
+MAIN_SIZE = (0.20, 0.32)
+DISTRACTOR_SIZE = (0.08, 0.16)
+_CHUNK = 1024  # images rendered at once
+_NOISE_BANK = 64
+_SPLITS = ("train", "val", "test")
+
+
+def scene_tasks(max_objects: int = 3) -> dict[str, tuple[tuple[str, ...], int]]:
+    """Each scenes task: the task kinds it may be declared as, and its ``classes``."""
+    return {
+        "colour": (("classification",), len(COLOURS)),
+        "shape": (("classification",), len(SHAPES)),
+        "size": (("regression",), 1),
+        "position": (("regression",), 2),
+        "count": (("classification", "regression"), max_objects),
+        "mask": (("segmentation",), len(SHAPES) + 1),
+        "depth": (("dense_regression",), 1),
+    }
+
+
+TASKS = tuple(scene_tasks())
+
+
+def check_scene_tasks(tasks: Sequence[TaskSpec], max_objects: int) -> list[str]:
+    """Problems with ``tasks`` for this generator, one message per bad task (empty when fine)."""
+    known = scene_tasks(max_objects)
+    problems = []
+    for spec in tasks:
+        if spec.name not in known:
+            problems.append(f"scenes has no task {spec.name!r}; allowed: {', '.join(known)}")
+            continue
+        kinds, classes = known[spec.name]
+        if spec.kind not in kinds:
+            problems.append(f"scenes task {spec.name!r} is kind {' or '.join(kinds)}, not {spec.kind!r}")
+        elif spec.kind == "regression" and spec.name == "count":
+            if (spec.classes or 1) != 1:
+                problems.append(f"scenes task 'count' as regression has 1 value; got classes={spec.classes}")
+        elif (spec.classes or 1) != classes:
+            what = "classes" if spec.kind in ("classification", "segmentation") else "values"
+            problems.append(f"scenes task {spec.name!r} has {classes} {what}; set classes: {classes} (got {spec.classes})")
+    return problems
+
+
+def _sample(rng: np.random.Generator, n: int, k: int, aspect: float) -> dict[str, np.ndarray]:
+    """Object parameters ``(n, k)``: sizes, non-overlapping centres, shapes, colours, depths."""
+    r = np.concatenate([rng.uniform(*MAIN_SIZE, (n, 1)), rng.uniform(*DISTRACTOR_SIZE, (n, k - 1))], axis=1)
+    present = np.ones((n, k), dtype=bool)
+    present[:, 1:] = rng.integers(1, k + 1, n)[:, None] > np.arange(1, k)[None, :]
+    # r is relative to the shorter side; centres keep each object inside the image
+    rx, ry = r * min(1.0, 1.0 / aspect), r * min(1.0, aspect)
+    cx, cy = rng.uniform(rx, 1 - rx), rng.uniform(ry, 1 - ry)
+    for _ in range(100):  # rejection, vectorised over images: resample objects that touch an earlier one
+        dx = (cx[:, :, None] - cx[:, None, :]) / min(1.0, 1.0 / aspect)
+        dy = (cy[:, :, None] - cy[:, None, :]) / min(1.0, aspect)
+        close = np.hypot(dx, dy) < 1.15 * (r[:, :, None] + r[:, None, :])  # 1.15: >= every shape's outer radius
+        close &= np.tril(np.ones((k, k), dtype=bool), -1)[None] & present[:, :, None] & present[:, None, :]
+        bad = close.any(axis=2)
+        if not bad.any():
+            break
+        cx = np.where(bad, rng.uniform(rx, 1 - rx), cx)
+        cy = np.where(bad, rng.uniform(ry, 1 - ry), cy)
+    else:
+        present &= ~bad  # still touching after 100 draws: drop that distractor (never the main object)
+    z = np.concatenate([rng.uniform(0.55, 0.8, (n, 1)), rng.uniform(0.2, 0.5, (n, k - 1))], axis=1)
+    return {
+        "r": r, "cx": cx, "cy": cy, "present": present, "z": z,
+        "shape": rng.integers(0, len(SHAPES), (n, k)),
+        "colour": rng.integers(0, len(COLOURS), (n, k)),
+        "theta": rng.uniform(0, 2 * math.pi, (n, k)),
+        "background": rng.uniform(0.1, 0.35, (n, 1)) + rng.uniform(-0.05, 0.05, (n, 3)),
+        "gradient": rng.uniform(-0.15, 0.15, (n, 2)),
+    }
+
+
+def _inside(shape: Tensor, u: Tensor, v: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
+    """Whether each point ``(u, v)`` (object frame) is inside the shape, and the sphere height."""
+    rho2 = (u * u + v * v) / (r * r)
+    au, av = u.abs(), v.abs()
+    tests = (
+        torch.maximum(au, av) <= 0.8 * r,
+        rho2 <= 1.0,
+        (v <= 0.5 * r) & (math.sqrt(3) * au <= v + r),
+        ((au <= r / 3) & (av <= r)) | ((av <= r / 3) & (au <= r)),
+    )
+    inside = torch.zeros_like(rho2, dtype=torch.bool)
+    for i, test in enumerate(tests):
+        inside |= test & (shape == i)
+    return inside, (1.0 - rho2).clamp_min(0.0).sqrt()
+
+
+def _draw(
+    p: dict[str, Tensor], objects: Tensor, size: float, height: int, width: int, buffers: dict[str, Tensor]
+) -> None:
+    """Draw ``objects`` (rows of ``(image, slot)``) into ``buffers`` within a patch around each.
+
+    Objects never overlap (see ``_sample``), so each pixel is written at most once and
+    no depth test is needed; rendering only a patch per object is what makes this fast.
+    """
+    b, k = objects[:, 0], objects[:, 1]
+    side = min(height, width)
+    patch = min(int(math.ceil(2 * 1.15 * size * side)) + 2, height, width)
+    cx, cy = p["cx"][b, k] * width, p["cy"][b, k] * height  # pixels
+    ox = (cx - patch / 2).floor().long().clamp(0, width - patch)
+    oy = (cy - patch / 2).floor().long().clamp(0, height - patch)
+    grid = torch.arange(patch)
+    px = (ox[:, None] + grid)[:, None, :]  # (M, 1, P)
+    py = (oy[:, None] + grid)[:, :, None]  # (M, P, 1)
+    dx = (px + 0.5 - cx[:, None, None]) / side
+    dy = (py + 0.5 - cy[:, None, None]) / side
+    theta = p["theta"][b, k]
+    cos, sin = theta.cos()[:, None, None], theta.sin()[:, None, None]
+    u, v = cos * dx + sin * dy, -sin * dx + cos * dy
+    r = p["r"][b, k][:, None, None]
+    shape = p["shape"][b, k][:, None, None]
+    inside, sphere = _inside(shape, u, v, r)
+    circle = shape == 1
+    shade = torch.where(circle, 0.55 + 0.45 * sphere, 0.9 - 0.1 * v / r)
+    depth = p["z"][b, k][:, None, None] - torch.where(circle, 0.5 * r * sphere, 0.03 * u / r)
+    flat = (b[:, None, None] * height + py) * width + px  # (M, P, P) pixel index into (B*H*W)
+    where = flat[inside]
+    palette = torch.tensor(list(COLOURS.values()))
+    colour = palette[p["colour"][b, k]][:, None, None, :] * shade[..., None]  # (M, P, P, 3)
+    buffers["rgb"].index_put_((where,), colour[inside])
+    buffers["mask"].index_put_((where,), (shape + 1).expand_as(inside)[inside])
+    buffers["depth"].index_put_((where,), depth[inside])
+
+
+def _render(p: dict[str, Tensor], height: int, width: int, noise: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Images ``(B, 3, H, W)`` uint8, shape mask ``(B, H, W)`` long and depth ``(B, 1, H, W)``."""
+    n = p["r"].shape[0]
+    ys = ((torch.arange(height) + 0.5) / height - 0.5).view(1, height, 1, 1)
+    xs = ((torch.arange(width) + 0.5) / width - 0.5).view(1, 1, width, 1)
+    gx, gy = p["gradient"][:, 0].view(-1, 1, 1, 1), p["gradient"][:, 1].view(-1, 1, 1, 1)
+    rgb = (p["background"].view(-1, 1, 1, 3) + gx * xs + gy * ys).reshape(-1, 3)  # channels last
+    buffers = {
+        "rgb": rgb,
+        "mask": torch.zeros(n * height * width, dtype=torch.long),
+        "depth": torch.ones(n * height * width),
+    }
+    present = p["present"].clone()
+    main = present[:, :1].nonzero()
+    present[:, 0] = False
+    _draw(p, main, MAIN_SIZE[1], height, width, buffers)
+    _draw(p, present.nonzero(), DISTRACTOR_SIZE[1], height, width, buffers)
+    image = buffers["rgb"].view(n, height, width, 3).permute(0, 3, 1, 2)
+    if noise is not None:
+        image = image + noise
+    image = image.mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
+    return image, buffers["mask"].view(n, height, width), buffers["depth"].view(n, 1, height, width)
+
+
+def generate_scenes(
+    n: int, height: int = 64, width: int = 64, max_objects: int = 3, noise: float = 0.04, seed: int = 0, stream: int = 0
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """``n`` scenes: images ``(n, 3, H, W)`` uint8 and every task's targets (see module doc)."""
+    seeds = np.random.SeedSequence([seed, stream])
+    rng = np.random.default_rng(seeds)
+    params = _sample(rng, n, max_objects, width / height)
+    images = torch.empty((n, 3, height, width), dtype=torch.uint8)
+    mask = torch.empty((n, height, width), dtype=torch.long)
+    depth = torch.empty((n, 1, height, width), dtype=torch.float32)
+    bank = None
+    if noise > 0:  # a bank of noise fields, one picked per image: cheaper than fresh noise per pixel
+        gen = torch.Generator().manual_seed(int(seeds.generate_state(1)[0]))
+        bank = noise * torch.randn((_NOISE_BANK, 3, height, width), generator=gen)
+    pick = torch.from_numpy(rng.integers(0, _NOISE_BANK, n))
+    for start in range(0, n, _CHUNK):
+        part = {k: torch.from_numpy(v[start : start + _CHUNK]) for k, v in params.items()}
+        part = {k: v.float() if v.is_floating_point() else v.long() if v.dtype != torch.bool else v for k, v in part.items()}
+        chunk_noise = bank[pick[start : start + _CHUNK]] if bank is not None else None
+        images[start : start + _CHUNK], mask[start : start + _CHUNK], depth[start : start + _CHUNK] = _render(
+            part, height, width, chunk_noise
+        )
+    present = torch.from_numpy(params["present"])
+    targets = {
+        "colour": torch.from_numpy(params["colour"][:, 0]).long(),
+        "shape": torch.from_numpy(params["shape"][:, 0]).long(),
+        "size": torch.from_numpy(params["r"][:, 0]).float(),
+        "position": torch.from_numpy(np.stack([params["cx"][:, 0], params["cy"][:, 0]], axis=1)).float(),
+        "count": present.sum(dim=1).long() - 1,
+        "mask": mask,
+        "depth": depth,
+    }
+    return images, targets
+
+
+def _hide(target: Tensor, rate: float, rng: np.random.Generator) -> Tensor:
+    hide = torch.from_numpy(rng.random(len(target)) < rate).view(-1, *([1] * (target.dim() - 1)))
+    missing = math.nan if target.is_floating_point() else -1
+    return target.masked_fill(hide, missing)
+
+
+@register_source("scenes")
+def scenes(
+    tasks: list[TaskSpec],
+    n_train: int = 8000,
+    n_val: int = 1000,
+    n_test: int = 1000,
+    image_size: int | Sequence[int] = 64,
+    max_objects: int = 3,
+    noise: float = 0.04,
+    seed: int = 0,
+    missing_rate: dict[str, float] | None = None,
+) -> MultiTaskData:
+    """Generated scenes; ``missing_rate[task]`` hides that share of the task's train labels."""
+    problems = check_scene_tasks(tasks, max_objects)
+    if problems:
+        raise ValueError("scenes: " + "; ".join(problems) + ".")
+    if not 1 <= max_objects <= 6:
+        raise ValueError(f"scenes: max_objects must be in 1..6, got {max_objects}.")
+    height, width = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+    if min(height, width) < 8:
+        raise ValueError(f"scenes: image_size must be at least 8 pixels, got {image_size}.")
+    splits = {}
+    hide_rng = np.random.default_rng(np.random.SeedSequence([seed, 99]))
+    for stream, (name, n) in enumerate(zip(_SPLITS, (n_train, n_val, n_test))):
+        if n <= 0:
+            continue
+        images, targets = generate_scenes(n, height, width, max_objects, noise, seed, stream)
+        targets = {t.name: targets[t.name] for t in tasks}
+        for spec in tasks:
+            if spec.name == "count" and spec.kind == "regression":
+                targets["count"] = targets["count"].float() + 1.0  # regressed: the number of objects itself
+        if name == "train":
+            for task, rate in (missing_rate or {}).items():
+                targets[task] = _hide(targets[task], rate, hide_rng)
+        splits[name] = Split(images, targets)
+    return MultiTaskData(
+        tasks,
+        splits,
+        description=f"scenes ({height}x{width}, up to {max_objects} objects, seed {seed})",
+        extra={"generator": {"height": height, "width": width, "max_objects": max_objects, "noise": noise, "seed": seed}},
+    )
