@@ -21,6 +21,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from mtl_models import MultiTaskData, atomic_write_json, atomic_write_text
+from mtl_models.data import format_data_report
 from spaces import HIDDEN_PREFIX, Experiment, define_space, fixed_config, optuna_point
 
 from ._fixed import FixedConfigs
@@ -77,6 +78,17 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, **kwargs)
     else:  # "local": always a fresh local Ray, never a cluster someone `ray start`-ed on this machine
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
+
+
+def trial_base_config(exp: Experiment, data: MultiTaskData) -> dict[str, Any]:
+    """The config every trial and baseline shares: the space's fixed keys plus how data is fed.
+
+    ``loader`` (mode, workers, memory budget, augmentations, the trial's GPU share)
+    is read by the trainer's data feeds; it changes speed, not results, except for
+    the augmentations, which the config records so a row can be rebuilt exactly.
+    """
+    loader = {**exp.data.loader_config(exp.search.resources.cpu), "gpu_share": exp.search.resources.gpu}
+    return {**fixed_config(exp, data.input_spec()), "loader": loader}
 
 
 def _run_config(name: str, storage: Path, callbacks: list) -> tune.RunConfig:
@@ -191,12 +203,13 @@ def run_experiment(
     run_dir = Path(run_dir).resolve()
     if run_dir.exists() and any(run_dir.iterdir()):
         raise FileExistsError(f"{str(run_dir)!r} is not empty; choose a new --out directory.")
-    run_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    print(f"Loading data ({exp.data.source}) ...", flush=True)
-    data = exp.load_data()
+    print(f"Loading and checking data ({exp.data.source}) ...", flush=True)
+    data = exp.load_data()  # every row checked here: a bad dataset stops the run before Ray starts
+    print(format_data_report(data), flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     _write_run_files(exp, run_dir, data)
-    fixed = fixed_config(exp, data.input_spec())
+    fixed = trial_base_config(exp, data)
     init_ray(address, num_cpus)
     print(f"Ray: {ray.cluster_resources()}; results in {run_dir}", flush=True)
     baseline = run_baselines(exp, run_dir, data, fixed)

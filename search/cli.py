@@ -1,9 +1,26 @@
-"""The ``mtlsearch`` command line: run, report, export."""
+"""The ``mtlsearch`` command line: check-data, run, report, export."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    from mtl_models.data import format_data_report, make_feeds
+    from spaces import load_experiment
+
+    exp = load_experiment(args.experiment)
+    data = exp.load_data()
+    print(format_data_report(data))
+    loader = exp.data.loader_config(exp.search.resources.cpu)
+    feeds = make_feeds(data, [t.name for t in exp.tasks], "cpu", {**loader, "gpu_share": exp.search.resources.gpu})
+    mode = feeds["train"].mode
+    augment = ", ".join(a["name"] for a in loader["augment"]) or "none"
+    print(f"Loader: {loader['mode']} -> {mode} on this machine's CPU; augmentations: {augment}")
+    print(f"OK: {sum(len(s) for s in data.splits.values())} rows checked, no problems.")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -51,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
+    check = sub.add_parser(
+        "check-data", help="check every row of an experiment's data (files, images, labels) and summarise the labels"
+    )
+    check.add_argument("experiment", type=Path, help="experiment YAML file")
+    check.set_defaults(func=_check_data)
+
     run = sub.add_parser("run", help="run an experiment: baselines, then the search, then the report")
     run.add_argument("experiment", type=Path, help="experiment YAML file")
     run.add_argument("--out", type=Path, required=True, help="run directory to create (results, report, checkpoints)")
@@ -74,12 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mtl_models import DataFileError
     from spaces import ExperimentError
 
     args = build_parser().parse_args(argv)
+    data_log = logging.getLogger("mtlsearch.data")
+    if not data_log.handlers:  # decoding progress on long first runs
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        data_log.addHandler(handler)
+        data_log.setLevel(logging.INFO)
     try:
         return args.func(args)
-    except (ExperimentError, FileExistsError, FileNotFoundError) as exc:
+    except (ExperimentError, DataFileError, FileExistsError, FileNotFoundError) as exc:
         print(f"mtlsearch: error: {exc}", file=sys.stderr)
         return 2
 

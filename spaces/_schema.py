@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -28,21 +27,13 @@ from pydantic import (
 )
 
 from mtl_models import MultiTaskData, TaskSpec, available_backbones, available_task_kinds, load_data, stage_names
+from mtl_models.data import prepare_for_trials
 
+from ._common import _resolve, _Strict
+from ._data import DATA_SOURCES, DataConfig, FilesData, MultiMNISTData, augment_problems
 from ._yaml import ExperimentError, format_loc, line_of, load_yaml
 
 SEARCHED_FAMILIES = ("hard_split", "cross_stitch")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _resolve(path: Path | None, info: ValidationInfo) -> Path | None:
-    if path is None or path.is_absolute():
-        return path
-    base = (info.context or {}).get("base_dir")
-    return (Path(base) / path).resolve() if base else path
 
 
 class TaskConfig(_Strict):
@@ -92,41 +83,6 @@ class BackboneConfig(_Strict):
         if v is not None and not v.is_file():
             raise ValueError(f"weights file {str(v)!r} does not exist")
         return v
-
-
-class MultiMNISTData(_Strict):
-    """The built-in MultiMNIST of real digits (tasks ``left`` and ``right``)."""
-
-    source: Literal["multimnist"]
-    n_train: PositiveInt = 6000
-    n_val: PositiveInt = 1000
-    n_test: NonNegativeInt = 1000
-    canvas: int = Field(36, ge=28, le=56)
-    seed: int | None = None
-    missing_rate: dict[str, Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(default_factory=dict)
-
-
-class FilesData(_Strict):
-    """The seed's data files, one per split: ``path, label_task1, label_task2, ...``."""
-
-    source: Literal["files"]
-    train: Path
-    val: Path
-    test: Path | None = None
-    image_size: tuple[PositiveInt, PositiveInt] = (64, 64)
-    channels: Literal[1, 3] = 3
-
-    @field_validator("train", "val", "test")
-    @classmethod
-    def _file_exists(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        v = _resolve(v, info)
-        if v is not None and not v.is_file():
-            raise ValueError(f"data file {str(v)!r} does not exist")
-        return v
-
-
-DataConfig = Annotated[Union[MultiMNISTData, FilesData], Field(discriminator="source")]
-DATA_SOURCES = [m.model_fields["source"].annotation.__args__[0] for m in (MultiMNISTData, FilesData)]
 
 
 class HeadConfig(_Strict):
@@ -314,13 +270,13 @@ class Experiment(_Strict):
             raise ValueError(
                 f"space.loss_weights: keys {sorted(self.space.loss_weights)} must be exactly the tasks {names}"
             )
-        if isinstance(self.data, MultiMNISTData):
-            unknown = sorted(set(names) - {"left", "right"})
-            if unknown:
-                raise ValueError(f"tasks: multimnist has tasks ['left', 'right']; unknown task name(s): {unknown}")
-            unknown = sorted(set(self.data.missing_rate) - set(names))
-            if unknown:
-                raise ValueError(f"data.missing_rate: unknown task name(s) {unknown}; allowed: {names}")
+        specs = self.task_specs()
+        for index, message in self.data.check_tasks(specs):
+            if message.startswith("data."):
+                raise ValueError(message)
+            raise ValueError(f"tasks{'' if index is None else f'[{index}]'}: {message}")
+        for message in augment_problems(self.data, specs):
+            raise ValueError(message)
         n = self.num_stages()
         sp = self.space.split_point
         low, high = (sp, sp) if isinstance(sp, int) else ((sp.low, sp.high) if sp else (0, n))
@@ -360,11 +316,18 @@ class Experiment(_Strict):
                 raise ValueError(f"{where}: loss_weights must give a positive weight for each task {names}")
 
     def load_data(self) -> MultiTaskData:
-        """Load (or generate) the experiment's dataset."""
-        options = self.data.model_dump(exclude={"source"})
-        if isinstance(self.data, MultiMNISTData) and options["seed"] is None:
+        """Load (or generate) the experiment's dataset, checking every row.
+
+        Raises :class:`mtl_models.DataErrors` naming each bad file, line and column.
+        Generators without a ``seed`` use the experiment's; so does a ``split``.
+        """
+        options = self.data.source_options()
+        if "seed" in options and options["seed"] is None:
             options["seed"] = self.seed
-        return load_data(self.data.source, self.task_specs(), **options)
+        if options.get("split") is not None and options["split"].get("seed") is None:
+            options["split"] = {**options["split"], "seed": self.seed}
+        data = load_data(self.data.source, self.task_specs(), **options)
+        return prepare_for_trials(data, self.data.loader, self.data.memory_budget_mb)
 
     def stage_names(self) -> list[str]:
         return stage_names(self.backbone.name, self.in_channels(), **self.backbone.options)
@@ -373,7 +336,7 @@ class Experiment(_Strict):
         return len(self.stage_names())
 
     def in_channels(self) -> int:
-        return 1 if isinstance(self.data, MultiMNISTData) else self.data.channels
+        return self.data.channels_in()
 
     def task_specs(self) -> list[TaskSpec]:
         return [t.spec() for t in self.tasks]
