@@ -120,20 +120,17 @@ def _sample(rng: np.random.Generator, n: int, k: int, aspect: float) -> dict[str
     }
 
 
-def _inside(shape: Tensor, u: Tensor, v: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
-    """Whether each point ``(u, v)`` (object frame) is inside the shape, and the sphere height."""
-    rho2 = (u * u + v * v) / (r * r)
+def _inside(shape: int, u: Tensor, v: Tensor, r: Tensor) -> Tensor:
+    """Whether each point ``(u, v)`` (in the object's rotated frame) is inside ``SHAPES[shape]``."""
+    if shape == 1:
+        return u * u + v * v <= r * r
     au, av = u.abs(), v.abs()
-    tests = (
-        torch.maximum(au, av) <= 0.8 * r,
-        rho2 <= 1.0,
-        (v <= 0.5 * r) & (math.sqrt(3) * au <= v + r),
-        ((au <= r / 3) & (av <= r)) | ((av <= r / 3) & (au <= r)),
-    )
-    inside = torch.zeros_like(rho2, dtype=torch.bool)
-    for i, test in enumerate(tests):
-        inside |= test & (shape == i)
-    return inside, (1.0 - rho2).clamp_min(0.0).sqrt()
+    if shape == 0:
+        return torch.maximum(au, av) <= 0.8 * r
+    if shape == 2:
+        return (v <= 0.5 * r) & (math.sqrt(3) * au <= v + r)
+    third = r / 3
+    return ((au <= third) & (av <= r)) | ((av <= third) & (au <= r))
 
 
 def _draw(
@@ -142,83 +139,108 @@ def _draw(
     """Draw ``objects`` (rows of ``(image, slot)``) into ``buffers`` within a patch around each.
 
     Objects never overlap (see ``_sample``), so each pixel is written at most once and
-    no depth test is needed; rendering only a patch per object is what makes this fast.
+    no depth test is needed; rendering only a patch per object, one shape at a time,
+    is what makes this fast.
     """
-    b, k = objects[:, 0], objects[:, 1]
     side = min(height, width)
     patch = min(int(math.ceil(2 * 1.15 * size * side)) + 2, height, width)
-    cx, cy = p["cx"][b, k] * width, p["cy"][b, k] * height  # pixels
-    ox = (cx - patch / 2).floor().long().clamp(0, width - patch)
-    oy = (cy - patch / 2).floor().long().clamp(0, height - patch)
     grid = torch.arange(patch)
-    px = (ox[:, None] + grid)[:, None, :]  # (M, 1, P)
-    py = (oy[:, None] + grid)[:, :, None]  # (M, P, 1)
-    dx = (px + 0.5 - cx[:, None, None]) / side
-    dy = (py + 0.5 - cy[:, None, None]) / side
-    theta = p["theta"][b, k]
-    cos, sin = theta.cos()[:, None, None], theta.sin()[:, None, None]
-    u, v = cos * dx + sin * dy, -sin * dx + cos * dy
-    r = p["r"][b, k][:, None, None]
-    shape = p["shape"][b, k][:, None, None]
-    inside, sphere = _inside(shape, u, v, r)
-    circle = shape == 1
-    shade = torch.where(circle, 0.55 + 0.45 * sphere, 0.9 - 0.1 * v / r)
-    depth = p["z"][b, k][:, None, None] - torch.where(circle, 0.5 * r * sphere, 0.03 * u / r)
-    flat = (b[:, None, None] * height + py) * width + px  # (M, P, P) pixel index into (B*H*W)
-    where = flat[inside]
     palette = torch.tensor(list(COLOURS.values()))
-    colour = palette[p["colour"][b, k]][:, None, None, :] * shade[..., None]  # (M, P, P, 3)
-    buffers["rgb"].index_put_((where,), colour[inside])
-    buffers["mask"].index_put_((where,), (shape + 1).expand_as(inside)[inside])
-    buffers["depth"].index_put_((where,), depth[inside])
+    kinds = p["shape"][objects[:, 0], objects[:, 1]]
+    for shape in range(len(SHAPES)):
+        chosen = objects[kinds == shape]
+        if len(chosen) == 0:
+            continue
+        b, k = chosen[:, 0], chosen[:, 1]
+        cx, cy = p["cx"][b, k] * width, p["cy"][b, k] * height  # pixels
+        ox = (cx - patch / 2).floor().long().clamp(0, width - patch)
+        oy = (cy - patch / 2).floor().long().clamp(0, height - patch)
+        px = (ox[:, None] + grid)[:, None, :]  # (M, 1, P)
+        py = (oy[:, None] + grid)[:, :, None]  # (M, P, 1)
+        dx = (px + 0.5 - cx[:, None, None]) / side
+        dy = (py + 0.5 - cy[:, None, None]) / side
+        theta = p["theta"][b, k]
+        cos, sin = theta.cos()[:, None, None], theta.sin()[:, None, None]
+        u, v = cos * dx + sin * dy, -sin * dx + cos * dy
+        r = p["r"][b, k][:, None, None]
+        inside = _inside(shape, u, v, r)
+        m = inside.nonzero(as_tuple=True)[0]  # object of each inside pixel
+        ui, vi, ri = u[inside], v[inside], r.expand_as(u)[inside]
+        if shape == 1:  # a sphere: shaded and bulging towards the viewer
+            sphere = (1.0 - (ui * ui + vi * vi) / (ri * ri)).clamp_min(0.0).sqrt()
+            shade, depth = 0.55 + 0.45 * sphere, p["z"][b, k][m] - 0.5 * ri * sphere
+        else:  # a slightly tilted plane
+            shade, depth = 0.9 - 0.1 * vi / ri, p["z"][b, k][m] - 0.03 * ui / ri
+        where = ((b[:, None, None] * height + py) * width + px)[inside]  # pixel index into (B*H*W)
+        buffers["rgb"].index_put_((where,), palette[p["colour"][b, k][m]] * shade[:, None])
+        if "mask" in buffers:
+            buffers["mask"].index_put_((where,), torch.full((len(where),), shape + 1, dtype=torch.uint8))
+            buffers["depth"].index_put_((where,), depth)
 
 
-def _render(p: dict[str, Tensor], height: int, width: int, noise: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-    """Images ``(B, 3, H, W)`` uint8, shape mask ``(B, H, W)`` long and depth ``(B, 1, H, W)``."""
+def _render(
+    p: dict[str, Tensor], height: int, width: int, noise: Tensor | None, dense: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Images ``(B, 3, H, W)`` uint8 and, when ``dense``, the shape mask ``(B, H, W)`` and depth ``(B, 1, H, W)``.
+
+    Colours are worked in 0..255 with the 0.5 of rounding folded into the
+    background, so quantising is one add, one clamp and one cast.
+    """
     n = p["r"].shape[0]
     ys = ((torch.arange(height) + 0.5) / height - 0.5).view(1, height, 1, 1)
     xs = ((torch.arange(width) + 0.5) / width - 0.5).view(1, 1, width, 1)
     gx, gy = p["gradient"][:, 0].view(-1, 1, 1, 1), p["gradient"][:, 1].view(-1, 1, 1, 1)
-    rgb = (p["background"].view(-1, 1, 1, 3) + gx * xs + gy * ys).reshape(-1, 3)  # channels last
-    buffers = {
-        "rgb": rgb,
-        "mask": torch.zeros(n * height * width, dtype=torch.long),
-        "depth": torch.ones(n * height * width),
-    }
+    rgb = (p["background"].view(-1, 1, 1, 3) + gx * xs + gy * ys).reshape(-1, 3)  # channels last, in [0, 1]
+    buffers = {"rgb": rgb}
+    if dense:
+        buffers["mask"] = torch.zeros(n * height * width, dtype=torch.uint8)
+        buffers["depth"] = torch.ones(n * height * width)
     present = p["present"].clone()
     main = present[:, :1].nonzero()
     present[:, 0] = False
     _draw(p, main, MAIN_SIZE[1], height, width, buffers)
     _draw(p, present.nonzero(), DISTRACTOR_SIZE[1], height, width, buffers)
-    image = buffers["rgb"].view(n, height, width, 3).permute(0, 3, 1, 2)
-    if noise is not None:
-        image = image + noise
-    image = image.mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
+    image = buffers["rgb"].view(n, height, width, 3).permute(0, 3, 1, 2).mul(255.0)
+    image = image.add_(noise if noise is not None else 0.5).clamp_(0.0, 255.0).to(torch.uint8)  # noise holds the 0.5
+    if not dense:
+        return image, None, None
     return image, buffers["mask"].view(n, height, width), buffers["depth"].view(n, 1, height, width)
 
 
 def generate_scenes(
-    n: int, height: int = 64, width: int = 64, max_objects: int = 3, noise: float = 0.04, seed: int = 0, stream: int = 0
+    n: int,
+    height: int = 64,
+    width: int = 64,
+    max_objects: int = 3,
+    noise: float = 0.04,
+    seed: int = 0,
+    stream: int = 0,
+    dense: bool = True,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """``n`` scenes: images ``(n, 3, H, W)`` uint8 and every task's targets (see module doc)."""
+    """``n`` scenes: images ``(n, 3, H, W)`` uint8 and every task's targets (see module doc).
+
+    ``dense=False`` skips the ``mask`` and ``depth`` targets (they cost more memory
+    than the images). ``stream`` selects an independent stream of the same ``seed``.
+    """
     seeds = np.random.SeedSequence([seed, stream])
     rng = np.random.default_rng(seeds)
     params = _sample(rng, n, max_objects, width / height)
     images = torch.empty((n, 3, height, width), dtype=torch.uint8)
-    mask = torch.empty((n, height, width), dtype=torch.long)
-    depth = torch.empty((n, 1, height, width), dtype=torch.float32)
+    mask = torch.empty((n, height, width), dtype=torch.uint8) if dense else None
+    depth = torch.empty((n, 1, height, width), dtype=torch.float32) if dense else None
     bank = None
-    if noise > 0:  # a bank of noise fields, one picked per image: cheaper than fresh noise per pixel
+    if noise > 0:  # a bank of noise fields (in 0..255, plus the rounding 0.5), one picked per image
         gen = torch.Generator().manual_seed(int(seeds.generate_state(1)[0]))
-        bank = noise * torch.randn((_NOISE_BANK, 3, height, width), generator=gen)
+        bank = (255.0 * noise) * torch.randn((_NOISE_BANK, 3, height, width), generator=gen) + 0.5
     pick = torch.from_numpy(rng.integers(0, _NOISE_BANK, n))
     for start in range(0, n, _CHUNK):
-        part = {k: torch.from_numpy(v[start : start + _CHUNK]) for k, v in params.items()}
+        stop = min(start + _CHUNK, n)
+        part = {k: torch.from_numpy(v[start:stop]) for k, v in params.items()}
         part = {k: v.float() if v.is_floating_point() else v.long() if v.dtype != torch.bool else v for k, v in part.items()}
-        chunk_noise = bank[pick[start : start + _CHUNK]] if bank is not None else None
-        images[start : start + _CHUNK], mask[start : start + _CHUNK], depth[start : start + _CHUNK] = _render(
-            part, height, width, chunk_noise
-        )
+        chunk_noise = bank[pick[start:stop]] if bank is not None else None
+        images[start:stop], chunk_mask, chunk_depth = _render(part, height, width, chunk_noise, dense)
+        if dense:
+            mask[start:stop], depth[start:stop] = chunk_mask, chunk_depth  # type: ignore[index]
     present = torch.from_numpy(params["present"])
     targets = {
         "colour": torch.from_numpy(params["colour"][:, 0]).long(),
@@ -226,9 +248,9 @@ def generate_scenes(
         "size": torch.from_numpy(params["r"][:, 0]).float(),
         "position": torch.from_numpy(np.stack([params["cx"][:, 0], params["cy"][:, 0]], axis=1)).float(),
         "count": present.sum(dim=1).long() - 1,
-        "mask": mask,
-        "depth": depth,
     }
+    if dense:
+        targets["mask"], targets["depth"] = mask.long(), depth  # type: ignore[union-attr]
     return images, targets
 
 
@@ -264,7 +286,8 @@ def scenes(
     for stream, (name, n) in enumerate(zip(_SPLITS, (n_train, n_val, n_test))):
         if n <= 0:
             continue
-        images, targets = generate_scenes(n, height, width, max_objects, noise, seed, stream)
+        dense = any(t.name in ("mask", "depth") for t in tasks)
+        images, targets = generate_scenes(n, height, width, max_objects, noise, seed, stream, dense)
         targets = {t.name: targets[t.name] for t in tasks}
         for spec in tasks:
             if spec.name == "count" and spec.kind == "regression":
