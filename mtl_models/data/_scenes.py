@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
