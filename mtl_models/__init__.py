@@ -7,6 +7,7 @@ an exported bundle holds.
 """
 from ._bundle import load, load_checkpoint_state, load_config, save_bundle, save_checkpoint_state
 from ._delta import delta_m
+from ._describe import describe_config
 from ._io import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
 from ._train import (
     NonFiniteLossError,
@@ -18,7 +19,7 @@ from ._train import (
     resolve_device,
     seed_everything,
 )
-from .backbones import Stage, available_backbones, build_backbone, register_backbone, stage_names
+from .backbones import Stage, available_backbones, backbone_options, build_backbone, register_backbone, stage_names
 from .data import DataErrors, DataFeed, DataFileError, MultiTaskData, Split, available_sources, load_data, register_source
 from .families import (
     BranchedModel,

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 
 from .data import DataFeed, MultiTaskData, Split, iterate_batches, make_feeds
@@ -83,8 +84,27 @@ class Trainer:
         self.feeds = make_feeds(data, model.task_names, self.device, config.get("loader"))
         self.batch_size = int(config.get("batch_size", 128))
         self.grad_clip = config.get("grad_clip")
+        self.alternating = config.get("optimization", "joint") == "alternating"
+        self.class_weights = self._class_weights(config.get("class_weighting", "none"))
         self.generator = torch.Generator().manual_seed(int(config.get("seed", 0)))
         self.epoch = 0
+
+    def _class_weights(self, mode: str) -> dict[str, Tensor | None]:
+        """Per task, the kind's class weights from the train labels (``balanced``) or None."""
+        if mode in (None, "none"):
+            return {spec.name: None for spec in self.tasks}
+        if mode != "balanced":
+            raise ValueError(f"class_weighting must be 'none' or 'balanced', got {mode!r}.")
+        targets = self.feeds["train"].split.targets
+        weights = {spec.name: spec.kind_impl.balanced_weights(spec, targets[spec.name]) for spec in self.tasks}
+        return {name: w.to(self.device) if w is not None else None for name, w in weights.items()}
+
+    def _total_loss(self, losses: dict[str, Tensor], step: int) -> Tensor:
+        """Joint: the loss weighting's combination. Alternating (seed 002): one task's loss
+        per step, the tasks taking turns."""
+        if self.alternating:
+            return losses[self.tasks[step % len(self.tasks)].name]
+        return self.weighting.combine(losses, self.model)
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over the train split; returns the mean total and per-task losses."""
@@ -96,13 +116,16 @@ class Trainer:
         for x, targets in batches:
             if x.shape[0] < 2:  # batch norm cannot train on a single sample
                 continue
+            self.optimizer.zero_grad(set_to_none=True)  # before the loss: GradNorm sets its own grads there
             outputs = model.member_outputs(x)
             losses = {
-                spec.name: sum(spec.kind_impl.loss(spec, out, targets[spec.name]) for out in outputs[spec.name])
+                spec.name: sum(
+                    spec.kind_impl.loss(spec, out, targets[spec.name], self.class_weights[spec.name])
+                    for out in outputs[spec.name]
+                )
                 for spec in self.tasks
             }
-            total = self.weighting.combine(losses, model)
-            self.optimizer.zero_grad(set_to_none=True)
+            total = self._total_loss(losses, steps)
             total.backward()
             if self.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), float(self.grad_clip))

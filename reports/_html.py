@@ -11,7 +11,7 @@ from typing import Any, Callable
 import pandas as pd
 import plotly.graph_objects as go
 
-from mtl_models import atomic_write_text
+from mtl_models import atomic_write_text, describe_config
 
 from ._results import load_results, metric_column, searched, single_task_summary, task_specs
 
@@ -33,22 +33,11 @@ def _count(value: Any) -> str:
 
 
 def _structure(row: pd.Series) -> str:
-    family = row.get("family")
-    if family == "hard_split":
-        if pd.isna(row.get("split_point")):
-            return ""
-        k = int(row["split_point"])
-        return f"k={k}: first {k} stage{'s' if k != 1 else ''} shared" if k else "k=0: nothing shared but the input"
-    if family == "cross_stitch":
-        return (
-            f"&alpha; init ({row['alpha_same']:.2f}, {row['alpha_diff']:.2f}), "
-            f"unit lr &times;{row['lr_multiplier']:.3g}"
-        )
-    if family == "ensemble":
-        return f"{int(row['ensemble_size'])} single-task nets per task, averaged"
-    if family == "single_task":
+    if row.get("family") == "single_task":
         return "one network per task (mean over seeds)"
-    return ""
+    if row.get("family") == "ensemble":
+        return f"{int(row['ensemble_size'])} single-task nets per task, averaged"
+    return html.escape(describe_config(json.loads(row["config"]))) if isinstance(row.get("config"), str) else ""
 
 
 def _leaderboard(results: pd.DataFrame) -> str:
@@ -92,7 +81,10 @@ def _split_plot(results: pd.DataFrame) -> go.Figure:
     trials = trials[trials["delta_m"].notna()]
     fig = go.Figure()
     for family, group in trials.groupby("family"):
-        x = [f"k={int(k)}" for k in group["split_point"]] if family == "hard_split" else ["cross-stitch"] * len(group)
+        if family == "hard_split":
+            x = [f"k={int(k)}" if t == "single" else f"{t} tree" for k, t in zip(group["split_point"], group["tree"])]
+        else:
+            x = ["cross-stitch"] * len(group)
         pruned = group["status"] != "finished"
         fig.add_trace(
             go.Scatter(
@@ -113,7 +105,9 @@ def _split_plot(results: pd.DataFrame) -> go.Figure:
     for _, row in ensemble.iterrows():
         fig.add_hline(y=row["delta_m"], line_dash="dot", line_color=_FAMILY_COLORS["ensemble"], annotation_text="ensemble")
     fig.add_hline(y=0.0, line_color=_FAMILY_COLORS["single_task"], annotation_text="single-task")
-    order = sorted({f"k={int(k)}" for k in trials["split_point"].dropna()}, key=lambda s: int(s[2:])) + ["cross-stitch"]
+    singles = trials[trials["tree"] == "single"]
+    order = sorted({f"k={int(k)}" for k in singles["split_point"]}, key=lambda s: int(s[2:]))
+    order += ["per_task tree", "grouped tree", "cross-stitch"]
     fig.update_layout(
         title="Δ<sub>m</sub> by sharing structure (open markers: pruned, Δ<sub>m</sub> at the pruning epoch)",
         xaxis={"title": "hard split: stages shared (k) / cross-stitch", "categoryorder": "array", "categoryarray": order},

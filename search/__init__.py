@@ -5,9 +5,19 @@ builds the results table from a run directory; ``OptunaPrunerScheduler`` lets an
 Optuna pruner stop Tune trials.
 """
 from ._baselines import baseline_configs, compose_ensemble, single_task_baseline
-from ._progress import ProgressPrinter, describe
+from ._progress import ProgressPrinter
 from ._pruning import OptunaPrunerScheduler
-from ._runner import RunResult, init_ray, run_baselines, run_experiment, run_search
+from ._optuna import MTLOptunaSearch, trial_outcome
+from ._runner import (
+    Baselines,
+    RunResult,
+    SearchInterrupted,
+    init_ray,
+    resume_experiment,
+    run_baselines,
+    run_experiment,
+    run_search,
+)
 from ._table import collect_results, write_results
 from ._trainable import OBJECTIVE, train_trial
 

@@ -7,20 +7,7 @@ from typing import Any
 
 from ray import tune
 
-
-def describe(config: dict[str, Any]) -> str:
-    """A short label of a trial config: ``hard_split(k=2)``, ``cross_stitch(0.90/0.10, x120)``, ..."""
-    family = config.get("family")
-    if family == "hard_split":
-        return f"hard_split(k={config.get('split_point')})"
-    if family == "cross_stitch":
-        return (
-            f"cross_stitch({config.get('alpha_same', 0):.2f}/{config.get('alpha_diff', 0):.2f},"
-            f" lr x{config.get('lr_multiplier', 1):.0f})"
-        )
-    if family == "single_task":
-        return f"single_task({config.get('task')}, seed {config.get('seed')})"
-    return str(family)
+from mtl_models import describe_config
 
 
 class ProgressPrinter(tune.Callback):
@@ -38,7 +25,7 @@ class ProgressPrinter(tune.Callback):
         number = self.numbers.setdefault(trial.trial_id, len(self.numbers) + 1)
         elapsed = time.monotonic() - self.started
         print(
-            f"[{self.phase} {elapsed:6.0f}s] #{number:<3} {describe(trial.config):<40} {text}",
+            f"[{self.phase} {elapsed:6.0f}s] #{number:<3} {describe_config(trial.config):<44} {text}",
             file=sys.stdout,  # looked up per call: the callback is pickled with Tune's state
             flush=True,
         )

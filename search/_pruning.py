@@ -11,22 +11,24 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
+    from ._optuna import MTLOptunaSearch
+
 
 class OptunaPrunerScheduler(FIFOScheduler):
     """Stop Tune trials when an Optuna pruner (median, successive halving, ...) says so.
 
-    Each Tune trial is mirrored by a trial of a private in-memory Optuna study that
-    holds only what pruners read: the trial's intermediate values (the ``metric``
-    of each report, at step ``training_iteration - 1``, i.e. the 0-based epoch as in
-    Optuna's examples, so ``n_warmup_steps=k`` protects a trial's first ``k``
-    epochs) and its final state. After each result
-    the scheduler reports the value and asks ``trial.should_prune()``, i.e. the
-    pruner's own ``prune(study, trial)``; a ``True`` stops the Tune trial. Pruned
-    trials enter the study as PRUNED and finished ones as COMPLETE, exactly as in a
-    plain Optuna optimisation loop, so each pruner keeps its documented behaviour.
+    After each result the scheduler reports the ``metric`` to the trial's Optuna
+    trial, at step ``training_iteration - 1`` (the 0-based epoch, as in Optuna's
+    examples, so ``n_warmup_steps=k`` protects a trial's first ``k`` epochs), and asks
+    ``trial.should_prune()``, i.e. the pruner's own ``prune(study, trial)``; ``True``
+    stops the Tune trial. Every pruner thus keeps its documented behaviour.
 
-    Being separate from the searcher, it works with any Tune search algorithm. Trials
-    for which ``exempt(config)`` is true (baselines) are never pruned.
+    With ``searcher`` (the search's :class:`MTLOptunaSearch`) the Optuna trials are
+    the sampler's own: one study holds the sampler's history and the pruner's, it is
+    persisted with the searcher, and it comes back whole when a search is resumed;
+    the searcher tells how each trial ended. Without one (any other Tune searcher) the
+    scheduler keeps a private in-memory study and tells it itself. Trials for which
+    ``exempt(config)`` is true are never pruned.
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class OptunaPrunerScheduler(FIFOScheduler):
         metric: str,
         mode: str = "max",
         exempt: Callable[[dict[str, Any]], bool] | None = None,
+        searcher: "MTLOptunaSearch | None" = None,
     ) -> None:
         super().__init__()
         if mode not in ("min", "max"):
@@ -43,61 +46,70 @@ class OptunaPrunerScheduler(FIFOScheduler):
         self._mode = mode
         self._pruner = pruner
         self._exempt = exempt or (lambda config: False)
-        self._study = optuna.create_study(
-            direction="maximize" if mode == "max" else "minimize",
-            pruner=pruner,
-            sampler=optuna.samplers.RandomSampler(seed=0),
-        )
-        self._trials: dict[str, optuna.Trial] = {}
-        self._finished: set[str] = set()
+        self._searcher = searcher
+        self._own_study = None
+        if searcher is None:
+            self._own_study = optuna.create_study(
+                direction="maximize" if mode == "max" else "minimize",
+                pruner=pruner,
+                sampler=optuna.samplers.RandomSampler(seed=0),
+            )
+        self._own_trials: dict[str, optuna.Trial] = {}
+        self._ended: set[str] = set()
         self.pruned: dict[str, int] = {}  # trial id -> reports it made before it was pruned
 
     @property
     def study(self) -> optuna.Study:
-        return self._study
+        return self._searcher.study if self._searcher is not None else self._own_study
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         return True  # metric and mode are the scheduler's own; a searcher's do not override them
 
-    def _optuna_trial(self, trial_id: str) -> optuna.Trial:
-        if trial_id not in self._trials:
-            self._trials[trial_id] = self._study.ask()
-        return self._trials[trial_id]
+    def _report(self, trial: "Trial", result: dict) -> optuna.Trial | None:
+        if self._searcher is not None:
+            return self._searcher.report(trial.trial_id, result)
+        value = result.get(self._metric)
+        if value is None or not math.isfinite(float(value)):
+            return None
+        if trial.trial_id not in self._own_trials:
+            self._own_trials[trial.trial_id] = self._own_study.ask()
+        ot_trial = self._own_trials[trial.trial_id]
+        ot_trial.report(float(value), int(result[TRAINING_ITERATION]) - 1)
+        return ot_trial
 
     def on_trial_result(self, tune_controller: Any, trial: "Trial", result: dict) -> str:
-        value = result.get(self._metric)
-        if self._exempt(trial.config) or value is None or trial.trial_id in self._finished:
+        if self._exempt(trial.config) or trial.trial_id in self._ended:
             return TrialScheduler.CONTINUE
-        value = float(value)
-        if not math.isfinite(value):
+        ot_trial = self._report(trial, result)
+        if ot_trial is None or not ot_trial.should_prune():
             return TrialScheduler.CONTINUE
-        step = int(result[TRAINING_ITERATION]) - 1
-        ot_trial = self._optuna_trial(trial.trial_id)
-        ot_trial.report(value, step)
-        if ot_trial.should_prune():
-            self._study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
-            self._finished.add(trial.trial_id)
-            self.pruned[trial.trial_id] = step + 1
-            return TrialScheduler.STOP
-        return TrialScheduler.CONTINUE
+        self._ended.add(trial.trial_id)
+        self.pruned[trial.trial_id] = int(result[TRAINING_ITERATION])
+        if self._own_study is not None:
+            self._own_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        return TrialScheduler.STOP
 
-    def _finish(self, trial: "Trial", state: optuna.trial.TrialState, value: float | None = None) -> None:
-        if trial.trial_id in self._finished or trial.trial_id not in self._trials:
+    def _end(self, trial: "Trial", result: dict | None, failed: bool) -> None:
+        if trial.trial_id in self._ended:
             return
-        self._finished.add(trial.trial_id)
-        if value is None or not math.isfinite(value):
-            state, value = optuna.trial.TrialState.FAIL, None
-        self._study.tell(self._trials[trial.trial_id], value, state=state)
+        self._ended.add(trial.trial_id)
+        ot_trial = self._own_trials.get(trial.trial_id)
+        if self._own_study is None or ot_trial is None:
+            return  # the searcher tells its study how the trial ended
+        value = (result or {}).get(self._metric)
+        if failed or value is None or not math.isfinite(float(value)):
+            self._own_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            self._own_study.tell(ot_trial, float(value))
 
     def on_trial_complete(self, tune_controller: Any, trial: "Trial", result: dict) -> None:
-        value = (result or {}).get(self._metric)
-        self._finish(trial, optuna.trial.TrialState.COMPLETE, None if value is None else float(value))
+        self._end(trial, result, failed=False)
 
     def on_trial_error(self, tune_controller: Any, trial: "Trial") -> None:
-        self._finish(trial, optuna.trial.TrialState.FAIL)
+        self._end(trial, None, failed=True)
 
     def on_trial_remove(self, tune_controller: Any, trial: "Trial") -> None:
-        self._finish(trial, optuna.trial.TrialState.FAIL)
+        self._end(trial, None, failed=True)
 
     def debug_string(self) -> str:
         return f"Using Optuna pruner {type(self._pruner).__name__} on {self._metric!r} ({self._mode})."

@@ -18,14 +18,14 @@ import pandas as pd
 import ray
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
-from ray.tune.search.optuna import OptunaSearch
 
-from mtl_models import MultiTaskData, atomic_write_json, atomic_write_text
+from mtl_models import MultiTaskData, atomic_path, atomic_write_json, atomic_write_text
 from mtl_models.data import format_data_report
-from spaces import HIDDEN_PREFIX, Experiment, define_space, fixed_config, optuna_point
+from spaces import Experiment, define_space, fixed_config, load_experiment, optuna_point
 
+from ._baselines import ENSEMBLE_DIR, ENSEMBLE_RESULT, baseline_configs, compose_ensemble, ensemble_size, single_task_baseline
 from ._fixed import FixedConfigs
-from ._baselines import baseline_configs, compose_ensemble, ensemble_size, single_task_baseline
+from ._optuna import MTLOptunaSearch
 from ._progress import ProgressPrinter
 from ._pruning import OptunaPrunerScheduler
 from ._table import collect_results, write_results
@@ -35,24 +35,7 @@ log = logging.getLogger("mtlsearch")
 
 STUDY_FILE = "optuna.db"
 STUDY_NAME = "search"
-
-
-class _OptunaSearch(OptunaSearch):
-    """Ray's ``OptunaSearch`` returning only config keys: Optuna parameters that are a
-    means to a value (``_``-prefixed raw draws) stay in the study, out of the config."""
-
-    def suggest(self, trial_id: str) -> dict | None:
-        config = super().suggest(trial_id)
-        if isinstance(config, dict):
-            config = {k: v for k, v in config.items() if not k.startswith(HIDDEN_PREFIX)}
-        return config
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    results: pd.DataFrame
-    baseline: dict[str, float]
+FIXED_CONFIG_FILE = "fixed_config.json"
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -91,13 +74,15 @@ def trial_base_config(exp: Experiment, data: MultiTaskData) -> dict[str, Any]:
     return {**fixed_config(exp, data.input_spec()), "loader": loader}
 
 
-def _run_config(name: str, storage: Path, callbacks: list) -> tune.RunConfig:
+def _run_config(name: str, storage: Path, callbacks: list, max_failures: int) -> tune.RunConfig:
     return tune.RunConfig(
         name=name,
         storage_path=str(storage),
         verbose=0,
         callbacks=callbacks,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # a trial whose worker or node dies restarts from its last (per-epoch) checkpoint
+        failure_config=tune.FailureConfig(max_failures=max_failures),
     )
 
 
@@ -109,14 +94,59 @@ def _resources(exp: Experiment) -> dict[str, float]:
     return {"cpu": exp.search.resources.cpu, "gpu": exp.search.resources.gpu}
 
 
-def _write_run_files(exp: Experiment, run_dir: Path, data: MultiTaskData) -> None:
+@dataclass
+class RunResult:
+    run_dir: Path
+    results: pd.DataFrame
+    baseline: dict[str, float]
+
+
+class SearchInterrupted(RuntimeError):
+    """A phase ended before its trials did (Ctrl-C); ``mtlsearch resume RUN`` continues it."""
+
+
+@dataclass
+class Baselines:
+    """What the search needs of the baselines: ``B_t`` per task, and the checkpoint of
+    each task's first single-task network (to start cross-stitch columns from)."""
+
+    metrics: dict[str, float]
+    checkpoints: dict[str, str]
+
+
+def _fit(path: Path, trainable: Any, make_tuner: Any, resume: bool) -> None:
+    """Fit a phase's Tuner; on resume, restore it: finished trials are kept (not rerun),
+    unfinished ones continue from their last checkpoint, the searcher's state returns."""
+    if resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        tuner = make_tuner()
+    tuner.fit()
+
+
+def _check_complete(run_dir: Path, phase: str, expected: int) -> pd.DataFrame:
+    results, _ = collect_results(run_dir)
+    rows = results[results["phase"] == phase]
+    unfinished = int(rows["status"].isin(["running", "pending"]).sum())
+    if unfinished or len(rows) < expected:
+        write_results(run_dir)
+        raise SearchInterrupted(
+            f"The {phase} phase stopped with {len(rows) - unfinished} of {expected} trials ended. "
+            f"Continue with: mtlsearch resume {run_dir}"
+        )
+    return results
+
+
+def _write_run_files(exp: Experiment, run_dir: Path, data: MultiTaskData, fixed: dict[str, Any]) -> None:
     if exp.source_path is not None:
-        shutil.copyfile(exp.source_path, run_dir / "experiment.yaml")
+        with atomic_path(run_dir / "experiment.yaml") as tmp:
+            shutil.copyfile(exp.source_path, tmp)
     atomic_write_text(run_dir / "experiment.json", exp.model_dump_json(indent=2))
+    atomic_write_json(run_dir / FIXED_CONFIG_FILE, fixed)
     atomic_write_json(
         run_dir / "run.json",
         {
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "started": _now(),
             "command": sys.argv,
             "host": platform.node(),
             "python": platform.python_version(),
@@ -127,6 +157,10 @@ def _write_run_files(exp: Experiment, run_dir: Path, data: MultiTaskData) -> Non
     )
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def _versions() -> dict[str, str]:
     import plotly
     import torch
@@ -134,21 +168,28 @@ def _versions() -> dict[str, str]:
     return {"torch": torch.__version__, "ray": ray.__version__, "optuna": optuna.__version__, "plotly": plotly.__version__}
 
 
-def run_baselines(exp: Experiment, run_dir: Path, data: MultiTaskData, fixed: dict[str, Any]) -> dict[str, float]:
-    """Train the single-task baseline trials, compose the ensemble; return ``B_t`` per task."""
+def run_baselines(
+    exp: Experiment, run_dir: Path, data: MultiTaskData, fixed: dict[str, Any], resume: bool = False
+) -> Baselines:
+    """Train the single-task baseline trials and compose the ensemble."""
     configs = baseline_configs(exp, fixed)
-    trainable = tune.with_parameters(train_trial, data=data, baseline=None, cpus=exp.search.resources.cpu)
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, _resources(exp)),
-        tune_config=tune.TuneConfig(
-            search_alg=FixedConfigs(configs),
-            num_samples=len(configs),
-            trial_dirname_creator=_dirname,
-        ),
-        run_config=_run_config("baselines", run_dir, [ProgressPrinter("baselines", len(configs), None)]),
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, data=data, baseline=None, cpus=exp.search.resources.cpu), _resources(exp)
     )
-    tuner.fit()
-    results, _ = collect_results(run_dir)
+
+    def make_tuner() -> tune.Tuner:
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=FixedConfigs(configs), num_samples=len(configs), trial_dirname_creator=_dirname
+            ),
+            run_config=_run_config(
+                "baselines", run_dir, [ProgressPrinter("baselines", len(configs), None)], exp.search.max_failures
+            ),
+        )
+
+    _fit(run_dir / "baselines", trainable, make_tuner, resume)
+    results = _check_complete(run_dir, "baselines", len(configs))
     tasks = exp.task_specs()
     baseline = single_task_baseline(results, tasks)
     missing = [t.name for t in tasks if t.name not in baseline]
@@ -158,66 +199,132 @@ def run_baselines(exp: Experiment, run_dir: Path, data: MultiTaskData, fixed: di
             f"The single-task baseline failed for task(s) {missing}, so Delta_m cannot be computed. "
             f"Errors: {errors or 'none recorded'}; see {run_dir / 'baselines'}."
         )
-    if ensemble_size(exp) > 1:
-        finished = results[(results["family"] == "single_task") & (results["status"] == "finished")]
-        members = {t.name: finished.loc[finished["task"] == t.name, "checkpoint"].tolist() for t in tasks}
+    finished = results[(results["family"] == "single_task") & (results["status"] == "finished")]
+    finished = finished.sort_values("ensemble_member")
+    members = {t.name: finished.loc[finished["task"] == t.name, "checkpoint"].tolist() for t in tasks}
+    if ensemble_size(exp) > 1 and not (run_dir / "baselines" / ENSEMBLE_DIR / ENSEMBLE_RESULT).is_file():
         compose_ensemble(fixed, members, data, run_dir)
-    return baseline
+    return Baselines(baseline, {task: paths[0] for task, paths in members.items()})
 
 
 def run_search(
-    exp: Experiment, run_dir: Path, data: MultiTaskData, fixed: dict[str, Any], baseline: dict[str, float]
+    exp: Experiment,
+    run_dir: Path,
+    data: MultiTaskData,
+    fixed: dict[str, Any],
+    baselines: Baselines,
+    resume: bool = False,
 ) -> None:
     """The Optuna-sampled, Optuna-pruned search over the experiment's space."""
-    storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}")
-    searcher: Any = _OptunaSearch(
-        space=define_space(exp, fixed),
-        metric=OBJECTIVE,
-        mode="max",
-        sampler=exp.search.sampler.build(exp.seed),
-        study_name=STUDY_NAME,
-        storage=storage,
-        points_to_evaluate=[optuna_point(p) for p in exp.search.points_to_evaluate] or None,
-    )
-    if exp.search.max_concurrent:
-        searcher = ConcurrencyLimiter(searcher, max_concurrent=exp.search.max_concurrent)
-    scheduler = OptunaPrunerScheduler(exp.search.pruner.build(exp.train.epochs), metric=OBJECTIVE, mode="max")
-    trainable = tune.with_parameters(train_trial, data=data, baseline=baseline, cpus=exp.search.resources.cpu)
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, _resources(exp)),
-        tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=exp.search.num_trials,
-            trial_dirname_creator=_dirname,
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            train_trial,
+            data=data,
+            baseline=baselines.metrics,
+            cpus=exp.search.resources.cpu,
+            single_task_checkpoints=baselines.checkpoints,
         ),
-        run_config=_run_config("search", run_dir, [ProgressPrinter("search", exp.search.num_trials, OBJECTIVE)]),
+        _resources(exp),
     )
-    tuner.fit()
+
+    def make_tuner() -> tune.Tuner:
+        pruner = exp.search.pruner.build(exp.train.epochs)
+        searcher = MTLOptunaSearch(
+            space=define_space(exp, fixed),
+            metric=OBJECTIVE,
+            mode="max",
+            sampler=exp.search.sampler.build(exp.seed),
+            pruner=pruner,
+            study_name=STUDY_NAME,
+            storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}"),
+            points_to_evaluate=[optuna_point(p) for p in exp.search.points_to_evaluate] or None,
+        )
+        scheduler = OptunaPrunerScheduler(pruner, metric=OBJECTIVE, mode="max", searcher=searcher)
+        limited = ConcurrencyLimiter(searcher, max_concurrent=exp.search.max_concurrent) if exp.search.max_concurrent else searcher
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=limited,
+                scheduler=scheduler,
+                num_samples=exp.search.num_trials,
+                trial_dirname_creator=_dirname,
+            ),
+            run_config=_run_config(
+                "search", run_dir, [ProgressPrinter("search", exp.search.num_trials, OBJECTIVE)], exp.search.max_failures
+            ),
+        )
+
+    _fit(run_dir / "search", trainable, make_tuner, resume)
+    _check_complete(run_dir, "search", exp.search.num_trials)
+
+
+def _execute(
+    exp: Experiment,
+    run_dir: Path,
+    data: MultiTaskData,
+    fixed: dict[str, Any],
+    address: str | None,
+    num_cpus: int | None,
+    resume: bool,
+) -> RunResult:
+    started = time.monotonic()
+    init_ray(address, num_cpus)
+    print(f"Ray: {ray.cluster_resources()}; results in {run_dir}", flush=True)
+    baselines = run_baselines(exp, run_dir, data, fixed, resume)
+    print("Single-task baseline (val): " + ", ".join(f"{t}={v:.4g}" for t, v in baselines.metrics.items()), flush=True)
+    run_search(exp, run_dir, data, fixed, baselines, resume)
+    results = write_results(run_dir)
+    print(f"Search done in {time.monotonic() - started:.0f}s: {_status_counts(results)}", flush=True)
+    return RunResult(run_dir, results, baselines.metrics)
 
 
 def run_experiment(
     exp: Experiment, run_dir: str | Path, address: str | None = None, num_cpus: int | None = None
 ) -> RunResult:
-    """Baselines, then the search; writes ``results.parquet``/``curves.parquet`` in ``run_dir``."""
+    """Baselines, then the search; writes ``results.parquet``/``curves.parquet`` in ``run_dir``.
+
+    Raises :class:`SearchInterrupted` when stopped early (Ctrl-C); the run directory
+    then holds all that finished, and :func:`resume_experiment` continues it.
+    """
     run_dir = Path(run_dir).resolve()
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise FileExistsError(f"{str(run_dir)!r} is not empty; choose a new --out directory.")
-    started = time.monotonic()
+        raise FileExistsError(
+            f"{str(run_dir)!r} is not empty; choose a new --out directory, or continue that run with "
+            f"`mtlsearch resume {run_dir}`."
+        )
     print(f"Loading and checking data ({exp.data.source}) ...", flush=True)
     data = exp.load_data()  # every row checked here: a bad dataset stops the run before Ray starts
     print(format_data_report(data), flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_run_files(exp, run_dir, data)
     fixed = trial_base_config(exp, data)
-    init_ray(address, num_cpus)
-    print(f"Ray: {ray.cluster_resources()}; results in {run_dir}", flush=True)
-    baseline = run_baselines(exp, run_dir, data, fixed)
-    print("Single-task baseline (val): " + ", ".join(f"{t}={v:.4g}" for t, v in baseline.items()), flush=True)
-    run_search(exp, run_dir, data, fixed, baseline)
-    results = write_results(run_dir)
-    print(f"Search done in {time.monotonic() - started:.0f}s: {_status_counts(results)}", flush=True)
-    return RunResult(run_dir, results, baseline)
+    _write_run_files(exp, run_dir, data, fixed)
+    return _execute(exp, run_dir, data, fixed, address, num_cpus, resume=False)
+
+
+def resume_experiment(run_dir: str | Path, address: str | None = None, num_cpus: int | None = None) -> RunResult:
+    """Continue a run after Ctrl-C, a killed driver or a lost head node.
+
+    Finished trials are kept exactly once; unfinished ones continue from their last
+    checkpoint; the Optuna study (sampler history and pruner state, ``optuna.db``) and
+    the searcher's state are restored, so finished configs are not proposed again.
+    """
+    run_dir = Path(run_dir).resolve()
+    for name in ("experiment.json", FIXED_CONFIG_FILE):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{str(run_dir / name)!r} is missing; is {str(run_dir)!r} an mtlsearch run?")
+    exp = load_experiment(run_dir / "experiment.json")
+    fixed = json.loads((run_dir / FIXED_CONFIG_FILE).read_text())
+    print(f"Resuming {run_dir}; loading data ({exp.data.source}) ...", flush=True)
+    data = exp.load_data()
+    if data.input_spec() != fixed["input"]:
+        raise RuntimeError(
+            f"The data of {run_dir} changed since the run started (input statistics differ: "
+            f"{data.input_spec()} vs {fixed['input']}); resuming would mix two datasets."
+        )
+    run = json.loads((run_dir / "run.json").read_text())
+    run.setdefault("resumed", []).append({"at": _now(), "command": sys.argv})
+    atomic_write_json(run_dir / "run.json", run)
+    return _execute(exp, run_dir, data, fixed, address, num_cpus, resume=True)
 
 
 def _status_counts(results: pd.DataFrame) -> str:

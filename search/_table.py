@@ -28,14 +28,22 @@ CONFIG_COLUMNS = (
     "task",
     "ensemble_member",
     "ensemble_size",
+    "tree",
     "split_point",
     "alpha_same",
     "alpha_diff",
     "lr_multiplier",
-    "lr",
+    "column_init",
     "loss_weighting",
+    "gradnorm_alpha",
+    "dwa_temperature",
+    "optimization",
+    "class_weighting",
+    "grad_clip",
+    "lr",
     "seed",
 )
+MAPPING_COLUMNS = ("split_points", "task_groups", "group_split_points", "loss_weights")
 _STATUS = {"ERROR": "errored", "RUNNING": "running", "PENDING": "pending", "PAUSED": "pending"}
 
 
@@ -43,19 +51,27 @@ def _has_experiment(path: Path) -> bool:
     return path.is_dir() and any(path.glob("experiment_state-*.json"))
 
 
-def _error_message(trial_path: Path) -> str | None:
+def _error(trial_path: Path) -> tuple[str | None, str | None]:
+    """The last line of a trial's ``error.txt`` and the exception type named in it."""
     error = trial_path / "error.txt"
     if not error.is_file():
-        return None
+        return None, None
     lines = [line.strip() for line in error.read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1] if lines else "unknown error"
+    message = lines[-1] if lines else "unknown error"
+    kind = message.split(":", 1)[0].rsplit(".", 1)[-1] if ":" in message else None
+    return message, kind
 
 
 def _config_columns(config: dict[str, Any]) -> dict[str, Any]:
+    """The config's searched keys as columns; mappings become ``key/<name>`` columns."""
     row = {k: config.get(k) for k in CONFIG_COLUMNS}
     row["backbone"] = (config.get("backbone") or {}).get("name")
-    for task, w in (config.get("loss_weights") or {}).items():
-        row[f"loss_weights/{task}"] = w
+    stages = config.get("cross_stitch_stages")
+    row["cross_stitch_stages"] = None if config.get("family") != "cross_stitch" else (
+        "all" if stages is None else ",".join(str(s) for s in stages))
+    for key in MAPPING_COLUMNS:
+        for name, value in (config.get(key) or {}).items():
+            row[f"{key}/{name}"] = value
     return row
 
 
@@ -69,23 +85,31 @@ def _trial_rows(run_dir: Path, phase: str) -> tuple[list[dict], list[pd.DataFram
     for trial in analysis.trials:
         config = {k: v for k, v in trial.config.items() if not k.startswith("_")}
         df = frames.get(trial.trial_id)
+        if df is not None and not df.empty and "epoch" in df:
+            # a trial restarted from a checkpoint repeats the epochs after it: keep each epoch once, the last
+            df = df.drop_duplicates(subset="epoch", keep="last").sort_values("epoch")
         last: dict[str, Any] = {} if df is None or df.empty else df.iloc[-1].to_dict()
         epochs_run = int(last.get("epoch", 0) or 0)
         status = _STATUS.get(trial.status)
         if status is None:  # TERMINATED: finished its budget, or stopped early by the pruner
             status = "finished" if epochs_run >= int(config["epochs"]) else "pruned"
         checkpoint = trial.checkpoint.path if trial.checkpoint is not None else None
+        error, error_type = _error(Path(trial.path))
         rows.append(
             {
                 "trial_id": trial.trial_id,
                 "phase": phase,
                 **_config_columns(config),
+                # the last reported metrics, and the loss weights as they ended (dynamic schemes move them)
                 **{k: v for k, v in last.items() if k.startswith(("val/", "loss"))},
                 "params": last.get("params"),
                 "epochs_run": epochs_run,
                 "epochs": int(config["epochs"]),
                 "status": status,
-                "error": _error_message(Path(trial.path)),
+                "error": error if status == "errored" else None,
+                "error_type": error_type if status == "errored" else None,
+                "retries": int(trial.num_failures),
+                "node_id": last.get("node_id"),
                 "time_total_s": last.get("time_total_s"),
                 "checkpoint": checkpoint,
                 "config": json.dumps(config, sort_keys=True),
@@ -116,6 +140,9 @@ def _ensemble_row(run_dir: Path) -> dict[str, Any] | None:
         "epochs": int(config["epochs"]),
         "status": "finished",
         "error": None,
+        "error_type": None,
+        "retries": 0,
+        "node_id": None,
         "time_total_s": None,
         "checkpoint": str(path.parent),
         "config": json.dumps(config, sort_keys=True),

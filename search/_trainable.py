@@ -6,6 +6,7 @@ import tempfile
 import time
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -30,6 +31,7 @@ def train_trial(
     data: MultiTaskData,
     baseline: dict[str, float] | None = None,
     cpus: float = 1.0,
+    single_task_checkpoints: dict[str, str] | None = None,
 ) -> None:
     """Train the model ``config`` describes for ``config['epochs']`` epochs, reporting each.
 
@@ -37,19 +39,25 @@ def train_trial(
     (``val/<task>/<metric>``), the current loss weights and, when the single-task
     ``baseline`` (``{task: primary metric}``) is known, ``delta_m``; it checkpoints
     the whole training state, so a restarted trial resumes at the next epoch.
+    A cross-stitch config with ``column_init: single_task`` starts its columns from
+    ``single_task_checkpoints[task]`` (this run's single-task baselines).
     """
     torch.set_num_threads(max(1, int(cpus)))
     seed_everything(int(config["seed"]))
     model = build_model(config)
-    trainer = Trainer(model, data, config)
     checkpoint = tune.get_checkpoint()
+    if checkpoint is None and config.get("column_init") == "single_task":
+        model.init_columns_from(_single_task_models(config, single_task_checkpoints))
+    trainer = Trainer(model, data, config)
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trainer.load_state_dict(load_checkpoint_state(directory, map_location=trainer.device))
     params = count_parameters(model)
     higher = {t.name: t.higher_is_better for t in model.tasks}
+    node = ray.get_runtime_context().get_node_id()
     while trainer.epoch < int(config["epochs"]):
         start = time.perf_counter()
+        inject_fault(config.get("fault"), trainer)
         losses = trainer.train_epoch()
         val = trainer.evaluate("val")
         metrics: dict[str, Any] = {
@@ -57,7 +65,9 @@ def train_trial(
             **flatten_metrics("val", val),
             **{f"loss_weights/{t}": w for t, w in trainer.weighting.weights().items()},
             "epoch": trainer.epoch,
+            "epochs": int(config["epochs"]),
             "params": params,
+            "node_id": node,
             "epoch_time_s": time.perf_counter() - start,
         }
         if baseline:
@@ -66,3 +76,27 @@ def train_trial(
         with tempfile.TemporaryDirectory() as directory:
             save_checkpoint_state(trainer.state_dict(), directory)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def _single_task_models(config: dict[str, Any], checkpoints: dict[str, str] | None) -> dict[str, Any]:
+    if not checkpoints:
+        raise ValueError("column_init 'single_task' needs the single-task baselines' checkpoints; none were given.")
+    models = {}
+    for spec in config["tasks"]:
+        single = build_model({**config, "family": "single_task", "task": spec["name"]})
+        single.load_state_dict(load_checkpoint_state(checkpoints[spec["name"]])["model"])
+        models[spec["name"]] = single
+    return models
+
+
+def inject_fault(fault: dict[str, Any] | None, trainer: Trainer) -> None:
+    """Fail the coming epoch as ``fault`` says (resilience tests; see ``search.inject_faults``)."""
+    if not fault or int(fault["epoch"]) != trainer.epoch + 1:
+        return
+    if fault["kind"] == "raise":
+        raise RuntimeError(f"injected fault at epoch {fault['epoch']}")
+    if fault["kind"] == "oom":
+        raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected fault at epoch {fault['epoch']})")
+    with torch.no_grad():  # "nan": poison the weights; the trainer's own check must catch the loss
+        for p in trainer.model.parameters():
+            p.fill_(float("nan"))

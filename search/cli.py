@@ -44,6 +44,17 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume(args: argparse.Namespace) -> int:
+    from reports import write_report
+
+    from ._runner import resume_experiment
+
+    result = resume_experiment(args.run, address=args.address, num_cpus=args.num_cpus)
+    print(f"Results: {result.run_dir / 'results.parquet'}")
+    print(f"Report:  {write_report(result.run_dir)}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from reports import write_report
 
@@ -83,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-concurrent", type=int, help="override search.max_concurrent")
     run.set_defaults(func=_run)
 
+    resume = sub.add_parser("resume", help="continue a run stopped by Ctrl-C, a killed driver or a lost node")
+    resume.add_argument("run", type=Path, help="run directory")
+    resume.add_argument("--address", help="join an existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    resume.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    resume.set_defaults(func=_resume)
+
     report = sub.add_parser("report", help="(re)build results.parquet and report.html of a run, also while it runs")
     report.add_argument("run", type=Path, help="run directory")
     report.add_argument("--out", type=Path, help="report file (default: RUN/report.html)")
@@ -100,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     from mtl_models import DataFileError
     from spaces import ExperimentError
 
+    from ._runner import SearchInterrupted
+
     args = build_parser().parse_args(argv)
     data_log = logging.getLogger("mtlsearch.data")
     if not data_log.handlers:  # decoding progress on long first runs
@@ -109,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         data_log.setLevel(logging.INFO)
     try:
         return args.func(args)
+    except SearchInterrupted as exc:
+        print(f"mtlsearch: interrupted: {exc}", file=sys.stderr)
+        return 130
     except (ExperimentError, DataFileError, FileExistsError, FileNotFoundError) as exc:
         print(f"mtlsearch: error: {exc}", file=sys.stderr)
         return 2

@@ -100,6 +100,11 @@ class _DataBase(_Strict):
     def channels_in(self) -> int:
         return int(getattr(self, "channels", 3))
 
+    def input_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the images the models see."""
+        size = getattr(self, "image_size")
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
     def check_tasks(self, tasks: list[TaskSpec]) -> list[tuple[int | None, str]]:
         """``(task index or None, message)`` per task the source cannot provide."""
         return []
@@ -130,6 +135,9 @@ class MultiMNISTData(_DataBase):
 
     def channels_in(self) -> int:
         return 1
+
+    def input_size(self) -> tuple[int, int]:
+        return self.canvas, self.canvas
 
     def check_tasks(self, tasks: list[TaskSpec]) -> list[tuple[int | None, str]]:
         names = [t.name for t in tasks]

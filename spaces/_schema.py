@@ -6,8 +6,12 @@ field, what was given and what is allowed. Code after this trusts the values.
 """
 from __future__ import annotations
 
+import functools
+import importlib
 import inspect
+import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -26,7 +30,15 @@ from pydantic import (
     model_validator,
 )
 
-from mtl_models import MultiTaskData, TaskSpec, available_backbones, available_task_kinds, load_data, stage_names
+from mtl_models import (
+    MultiTaskData,
+    TaskSpec,
+    available_backbones,
+    available_task_kinds,
+    backbone_options,
+    build_backbone,
+    load_data,
+)
 from mtl_models.data import prepare_for_trials
 
 from ._common import _resolve, _Strict
@@ -75,6 +87,16 @@ class BackboneConfig(_Strict):
         if v not in available_backbones():
             raise ValueError(f"unknown backbone {v!r}; allowed: {', '.join(available_backbones())}")
         return v
+
+    @model_validator(mode="after")
+    def _known_options(self) -> "BackboneConfig":
+        allowed = backbone_options(self.name)
+        unknown = sorted(set(self.options) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"backbone.options: {self.name!r} takes no option(s) {unknown}; allowed: {', '.join(allowed) or 'none'}"
+            )
+        return self
 
     @field_validator("weights")
     @classmethod
@@ -137,20 +159,62 @@ class IntRange(_Strict):
 FloatParam = Union[float, FloatRange]
 IntParam = Union[int, IntRange]
 
+Tree = Literal["single", "per_task", "grouped"]
+ColumnInit = Literal["backbone", "single_task"]
+Weighting = Literal["static", "uncertainty", "dwa", "gradnorm"]
+Optimization = Literal["joint", "alternating"]
+ClassWeighting = Literal["none", "balanced"]
+
+
+def choices(value: Any) -> list[Any]:
+    """A categorical space entry: one value (fixed) or a list (searched)."""
+    return list(value) if isinstance(value, list) else [value]
+
 
 class SpaceConfig(_Strict):
-    """What the search may choose. A plain value fixes a parameter; a range searches it."""
+    """What the search may choose. A plain value fixes a parameter, a range searches a
+    number, a list searches a categorical choice.
+
+    Hard splits: ``tree`` is ``single`` (one ``split_point``), ``per_task`` (one split
+    point per task) or ``grouped`` (a shared trunk, then up to ``max_groups`` groups of
+    tasks with their own branches, then one branch per task); ``branches`` fixes an
+    explicit tree instead. Cross-stitch: ``cross_stitch_stages`` is ``all``, ``search``
+    (a searched subset) or a list of stage indices; ``column_init`` is ``backbone``
+    (as the backbone section builds it: random or its weights file) or
+    ``single_task`` (from this run's single-task baselines, Misra et al.'s second
+    recipe). Losses: ``loss_weighting`` (``static`` with ``loss_weights``,
+    ``uncertainty``, ``dwa``, ``gradnorm``), ``optimization`` (``joint`` or
+    ``alternating``, seed 002), ``class_weighting`` (``none`` or ``balanced``, seed
+    001), ``grad_clip``.
+    """
 
     families: list[Literal["hard_split", "cross_stitch"]] = Field(
         default_factory=lambda: list(SEARCHED_FAMILIES), min_length=1
     )
+    tree: Union[Tree, list[Tree]] = "single"
     split_point: IntParam | None = None
+    max_groups: PositiveInt | None = None
+    branches: list[list[list[str]]] | None = None
     alpha_same: FloatParam = FloatRange(low=0.5, high=1.0)
     alpha_diff: FloatParam = FloatRange(low=0.0, high=0.5)
     lr_multiplier: FloatParam = FloatRange(low=1.0, high=1000.0, log=True)
-    cross_stitch_stages: list[NonNegativeInt] | None = None
+    cross_stitch_stages: Union[Literal["all", "search"], list[NonNegativeInt]] = "all"
+    column_init: Union[ColumnInit, list[ColumnInit]] = "backbone"
+    loss_weighting: Union[Weighting, list[Weighting]] = "static"
     loss_weights: Union[Literal["simplex", "equal"], dict[str, PositiveFloat]] = "simplex"
+    gradnorm_alpha: FloatParam = 1.5
+    dwa_temperature: FloatParam = 2.0
+    optimization: Union[Optimization, list[Optimization]] = "joint"
+    class_weighting: Union[ClassWeighting, list[ClassWeighting]] = "none"
+    grad_clip: FloatParam | None = None
     lr: FloatParam | None = None
+
+    @field_validator("tree", "column_init", "loss_weighting", "optimization", "class_weighting")
+    @classmethod
+    def _non_empty(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("give one value or a non-empty list of values to search")
+        return v
 
     @field_validator("alpha_same", "alpha_diff")
     @classmethod
@@ -160,7 +224,7 @@ class SpaceConfig(_Strict):
             raise ValueError(f"cross-stitch alphas must lie in [0, 1] (Misra et al. 2016), got {v}")
         return v
 
-    @field_validator("lr_multiplier", "lr")
+    @field_validator("lr_multiplier", "lr", "grad_clip", "dwa_temperature")
     @classmethod
     def _positive(cls, v: FloatParam | None) -> FloatParam | None:
         low = v if isinstance(v, (int, float)) or v is None else v.low
@@ -226,13 +290,33 @@ class ResourcesConfig(_Strict):
     gpu: NonNegativeFloat = 0.0
 
 
+class FaultConfig(_Strict):
+    """Fault injection, to test a search's resilience: the trial fails at ``epoch``.
+
+    ``raise``: an exception; ``nan``: the weights turn NaN so the loss does; ``oom``:
+    ``torch.cuda.OutOfMemoryError``.
+    """
+
+    kind: Literal["raise", "nan", "oom"]
+    epoch: PositiveInt = 1
+
+
 class SearchConfig(_Strict):
+    """How the search runs: trials, concurrency, sampler, pruner, resources, retries.
+
+    ``max_failures``: how often a trial is restarted from its last checkpoint after its
+    worker or node dies (or it raises). ``inject_faults``: ``{trial number: fault}``
+    for resilience tests (trial numbers count the searched trials from 0).
+    """
+
     num_trials: PositiveInt = 20
     max_concurrent: PositiveInt | None = None
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
     resources: ResourcesConfig = ResourcesConfig()
     points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
+    max_failures: NonNegativeInt = 2
+    inject_faults: dict[NonNegativeInt, FaultConfig] = Field(default_factory=dict)
 
 
 class BaselinesConfig(_Strict):
@@ -248,6 +332,7 @@ class Experiment(_Strict):
 
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
+    plugins: list[str] = Field(default_factory=list)
     data: DataConfig
     tasks: list[TaskConfig] = Field(min_length=1)
     backbone: BackboneConfig
@@ -257,6 +342,16 @@ class Experiment(_Strict):
     search: SearchConfig = SearchConfig()
     baselines: BaselinesConfig = BaselinesConfig()
     source_path: Path | None = Field(None, exclude=True)
+
+    @field_validator("plugins")
+    @classmethod
+    def _importable(cls, v: list[str]) -> list[str]:
+        for module in v:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise ValueError(f"cannot import plugin module {module!r}: {exc}") from None
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> "Experiment":
@@ -277,7 +372,13 @@ class Experiment(_Strict):
             raise ValueError(f"tasks{'' if index is None else f'[{index}]'}: {message}")
         for message in augment_problems(self.data, specs):
             raise ValueError(message)
-        n = self.num_stages()
+        facts = self._backbone_facts()
+        if facts.error:
+            raise ValueError(
+                f"backbone: {self.backbone.name!r} cannot process {self.input_size()[0]}x{self.input_size()[1]} "
+                f"inputs ({facts.error}); use larger images (data.image_size) or another backbone"
+            )
+        n = len(facts.stage_names)
         sp = self.space.split_point
         low, high = (sp, sp) if isinstance(sp, int) else ((sp.low, sp.high) if sp else (0, n))
         if not 0 <= low <= high <= n:
@@ -285,29 +386,64 @@ class Experiment(_Strict):
                 f"space.split_point: {sp} is outside 0..{n} for backbone {self.backbone.name!r} "
                 f"(stages: {', '.join(self.stage_names())})"
             )
-        bad = [s for s in self.space.cross_stitch_stages or [] if s >= n]
+        stitch = self.space.cross_stitch_stages
+        bad = [s for s in stitch if s >= n] if isinstance(stitch, list) else []
         if bad:
             raise ValueError(f"space.cross_stitch_stages: {bad} out of range; stages are 0..{n - 1}")
+        if self.space.branches is not None:
+            self._check_branches(self.space.branches, names, n)
+        dense = [t.name for t in self.tasks if t.spec().kind_impl.dense]
+        if dense and not self._last_stage_spatial():
+            raise ValueError(f"tasks: dense task(s) {dense} need a backbone whose last stage outputs maps, not vectors")
         for i, point in enumerate(self.search.points_to_evaluate):
             self._check_point(i, point, names, low, high)
         return self
 
+    @staticmethod
+    def _check_branches(branches: list[list[list[str]]], names: list[str], n: int) -> None:
+        where = "space.branches"
+        if len(branches) != n:
+            raise ValueError(f"{where}: {len(branches)} stages given; the backbone has {n}")
+        previous = [set(names)]
+        for s, part in enumerate(branches):
+            flat = [t for g in part for t in g]
+            if sorted(flat) != sorted(names):
+                raise ValueError(f"{where}[{s}]: the groups must hold each task exactly once: {names}")
+            for group in part:
+                if not any(set(group) <= parent for parent in previous):
+                    raise ValueError(f"{where}[{s}]: group {group} merges branches of stage {s - 1}; branches only split")
+            previous = [set(g) for g in part]
+
+    def _last_stage_spatial(self) -> bool:
+        return self._backbone_facts().last_spatial
+
     def _check_point(self, i: int, point: dict[str, Any], names: list[str], low: int, high: int) -> None:
+        """A starting point may give any searched parameter, by its config key."""
         where = f"search.points_to_evaluate[{i}]"
-        allowed = ("family", "split_point", "alpha_same", "alpha_diff", "lr_multiplier", "lr", "loss_weights")
+        floats = ("alpha_same", "alpha_diff", "lr_multiplier", "gradnorm_alpha", "dwa_temperature", "grad_clip", "lr")
+        categoricals = ("tree", "column_init", "loss_weighting", "optimization", "class_weighting")
+        allowed = ("family", "split_point", "split_points", *floats, *categoricals, "loss_weights")
         unknown = sorted(set(point) - set(allowed))
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
         if "family" in point and point["family"] not in self.space.families:
             raise ValueError(f"{where}: family {point['family']!r} is not searched; allowed: {self.space.families}")
-        if "split_point" in point and not (isinstance(point["split_point"], int) and low <= point["split_point"] <= high):
-            raise ValueError(f"{where}: split_point {point['split_point']!r} must be an integer in {low}..{high}")
-        for key in ("alpha_same", "alpha_diff", "lr_multiplier", "lr"):
+        splits = [point["split_point"]] if "split_point" in point else []
+        splits += list((point.get("split_points") or {}).values())
+        if "split_points" in point and set(point["split_points"]) != set(names):
+            raise ValueError(f"{where}: split_points must give a split point for each task {names}")
+        for k in splits:
+            if not (isinstance(k, int) and low <= k <= high):
+                raise ValueError(f"{where}: split point {k!r} must be an integer in {low}..{high}")
+        for key in floats:
             param = getattr(self.space, key)
             if key in point and isinstance(param, FloatRange) and not param.low <= point[key] <= param.high:
                 raise ValueError(f"{where}: {key} {point[key]!r} is outside the space's [{param.low}, {param.high}]")
             if key in point and not isinstance(param, FloatRange):
                 raise ValueError(f"{where}: {key} is not searched (fixed to {param}); remove it from the point")
+        for key in categoricals:
+            if key in point and point[key] not in choices(getattr(self.space, key)):
+                raise ValueError(f"{where}: {key} {point[key]!r} is not among the space's {choices(getattr(self.space, key))}")
         weights = point.get("loss_weights")
         if weights is not None:
             if self.space.loss_weights != "simplex":
@@ -329,8 +465,17 @@ class Experiment(_Strict):
         data = load_data(self.data.source, self.task_specs(), **options)
         return prepare_for_trials(data, self.data.loader, self.data.memory_budget_mb)
 
+    def _backbone_facts(self) -> "BackboneFacts":
+        return backbone_facts(
+            self.backbone.name, self.in_channels(), json.dumps(self.backbone.options, sort_keys=True), self.input_size()
+        )
+
     def stage_names(self) -> list[str]:
-        return stage_names(self.backbone.name, self.in_channels(), **self.backbone.options)
+        return list(self._backbone_facts().stage_names)
+
+    def input_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the images the models see."""
+        return self.data.input_size()
 
     def num_stages(self) -> int:
         return len(self.stage_names())
@@ -346,6 +491,31 @@ class Experiment(_Strict):
         if sp is None:
             return 0, self.num_stages()
         return (sp, sp) if isinstance(sp, int) else (sp.low, sp.high)
+
+
+@dataclass(frozen=True)
+class BackboneFacts:
+    stage_names: tuple[str, ...]
+    last_spatial: bool
+    error: str | None  # why a dry run at the experiment's input size failed
+
+
+@functools.lru_cache(maxsize=32)
+def backbone_facts(name: str, in_channels: int, options_json: str, size: tuple[int, int]) -> BackboneFacts:
+    """Build the backbone once and push a zero image of ``size`` through it (validation only)."""
+    import torch
+
+    stages = build_backbone(name, in_channels, **json.loads(options_json))
+    error = None
+    x = torch.zeros(1, in_channels, *size)
+    with torch.no_grad():
+        for stage in stages:
+            try:
+                x = stage.module.eval()(x)
+            except RuntimeError as exc:
+                error = f"stage {stage.name!r} fails: {str(exc).splitlines()[0]}"
+                break
+    return BackboneFacts(tuple(s.name for s in stages), stages[-1].spatial, error)
 
 
 def load_experiment(path: str | Path) -> Experiment:

@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from ._schema import Experiment, FloatRange, IntRange
+from ._schema import Experiment, FloatRange, choices
 
 HIDDEN_PREFIX = "_"
 
@@ -47,6 +47,9 @@ def fixed_config(exp: Experiment, input_spec: dict[str, Any]) -> dict[str, Any]:
         "seed": exp.seed,
         "loss_weighting": "static",
         "loss_weights": loss_weights,
+        "optimization": "joint",
+        "class_weighting": "none",
+        "plugins": list(exp.plugins),
     }
 
 
@@ -78,15 +81,19 @@ def simplex_weights(trial: optuna.Trial, task_names: list[str]) -> dict[str, flo
 class SpaceSampler:
     """The define-by-run function of an experiment: ``sampler(trial) -> config``.
 
-    A class rather than a closure so that Ray Tune can pickle it with the searcher's
-    state (resume needs it).
+    Only valid combinations are sampled: each parameter is asked for only when the
+    choices before it make it matter (a split point only for hard splits, the alphas
+    only for cross-stitch, GradNorm's alpha only with GradNorm, ...). A class rather
+    than a closure so that Ray Tune can pickle it with the searcher's state.
     """
 
     def __init__(self, exp: Experiment, fixed: dict[str, Any]) -> None:
         self.space = exp.space
         self.task_names = [t.name for t in exp.tasks]
         self.split_range = exp.split_point_range()
+        self.num_stages = exp.num_stages()
         self.fixed = dict(fixed)
+        self.faults = {n: f.model_dump() for n, f in exp.search.inject_faults.items()}
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         space = self.space
@@ -94,17 +101,63 @@ class SpaceSampler:
         family = _categorical(trial, "family", list(space.families))
         config["family"] = family
         if family == "hard_split":
-            config["split_point"] = _int(trial, "split_point", *self.split_range)
+            config.update(self._tree(trial))
         elif family == "cross_stitch":
             config["alpha_same"] = _float(trial, "alpha_same", space.alpha_same)
             config["alpha_diff"] = _float(trial, "alpha_diff", space.alpha_diff)
             config["lr_multiplier"] = _float(trial, "lr_multiplier", space.lr_multiplier)
-            config["cross_stitch_stages"] = space.cross_stitch_stages
-        if space.loss_weights == "simplex":
-            config["loss_weights"] = simplex_weights(trial, self.task_names)
+            config["cross_stitch_stages"] = self._stitch_stages(trial)
+            config["column_init"] = _categorical(trial, "column_init", choices(space.column_init))
+        config["optimization"] = _categorical(trial, "optimization", choices(space.optimization))
+        if config["optimization"] == "joint":
+            config.update(self._weighting(trial))
+        config["class_weighting"] = _categorical(trial, "class_weighting", choices(space.class_weighting))
+        if space.grad_clip is not None:
+            config["grad_clip"] = _float(trial, "grad_clip", space.grad_clip)
         if space.lr is not None:
             config["lr"] = _float(trial, "lr", space.lr)
+        if trial.number in self.faults:
+            config["fault"] = self.faults[trial.number]
         return config
+
+    def _tree(self, trial: optuna.Trial) -> dict[str, Any]:
+        if self.space.branches is not None:
+            return {"tree": "branches", "branches": self.space.branches}
+        low, high = self.split_range
+        tree = _categorical(trial, "tree", choices(self.space.tree))
+        out: dict[str, Any] = {"tree": tree}
+        if tree == "single":
+            out["split_point"] = _int(trial, "split_point", low, high)
+        elif tree == "per_task":
+            out["split_points"] = {t: _int(trial, f"split_point.{t}", low, high) for t in self.task_names}
+        else:  # grouped: a trunk, then groups of tasks, then one branch each
+            out["split_point"] = _int(trial, "split_point", low, high)
+            groups = list(range(self.space.max_groups or max(len(self.task_names) - 1, 1)))
+            out["task_groups"] = {t: _categorical(trial, f"task_group.{t}", groups) for t in self.task_names}
+            used = sorted(set(out["task_groups"].values()))
+            out["group_split_points"] = {str(g): _int(trial, f"group_split_point.{g}", low, high) for g in used}
+            out["task_groups"] = {t: str(g) for t, g in out["task_groups"].items()}
+        return out
+
+    def _stitch_stages(self, trial: optuna.Trial) -> list[int] | None:
+        stages = self.space.cross_stitch_stages
+        if stages == "all":
+            return None
+        if stages == "search":
+            return [s for s in range(self.num_stages) if trial.suggest_categorical(f"stitch.{s}", [True, False])]
+        return list(stages)
+
+    def _weighting(self, trial: optuna.Trial) -> dict[str, Any]:
+        space = self.space
+        scheme = _categorical(trial, "loss_weighting", choices(space.loss_weighting))
+        out: dict[str, Any] = {"loss_weighting": scheme}
+        if scheme == "static" and space.loss_weights == "simplex":
+            out["loss_weights"] = simplex_weights(trial, self.task_names)
+        elif scheme == "gradnorm":
+            out["gradnorm_alpha"] = _float(trial, "gradnorm_alpha", space.gradnorm_alpha)
+        elif scheme == "dwa":
+            out["dwa_temperature"] = _float(trial, "dwa_temperature", space.dwa_temperature)
+        return out
 
 
 def define_space(exp: Experiment, fixed: dict[str, Any]) -> SpaceSampler:
@@ -115,10 +168,13 @@ def define_space(exp: Experiment, fixed: dict[str, Any]) -> SpaceSampler:
 def optuna_point(point: dict[str, Any]) -> dict[str, Any]:
     """A user's starting point (config keys) as Optuna parameters, for ``enqueue_trial``.
 
+    ``split_points: {t: k}`` becomes the per-task parameters ``split_point.<t>``.
     ``loss_weights: {t: w}`` becomes the raw draws ``u_t = exp(-w_t)``, which
     :func:`simplex_weights` maps back to ``w`` exactly (after normalising).
     """
-    out = {k: v for k, v in point.items() if k != "loss_weights"}
+    out = {k: v for k, v in point.items() if k not in ("loss_weights", "split_points")}
+    for task, k in (point.get("split_points") or {}).items():
+        out[f"split_point.{task}"] = k
     weights = point.get("loss_weights") or {}
     total = sum(weights.values()) or 1.0
     for task, w in weights.items():

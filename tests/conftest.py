@@ -72,13 +72,18 @@ def random_data(tasks: list[dict[str, Any]], n: int = 48, seed: int = 0) -> mm.M
     return mm.MultiTaskData(specs, splits, description="random")
 
 
-@pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray for the whole session (2 CPUs), shut down at the end."""
-    import ray
-
+@pytest.fixture(scope="module")
+def ray_local(_ray_session):
+    """A local Ray (2 CPUs), started once and shared; restarted if a test shut it down."""
     from search import init_ray
 
     init_ray(num_cpus=2)
+
+
+@pytest.fixture(scope="session")
+def _ray_session():
+    import ray
+
     yield
-    ray.shutdown()
+    if ray.is_initialized():
+        ray.shutdown()

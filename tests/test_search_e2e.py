@@ -27,15 +27,25 @@ EXPERIMENT = {
     "backbone": {"name": "small_cnn", "options": {"widths": [8, 16]}},
     "head": {"pool_size": 2},
     "train": {"epochs": 3, "batch_size": 64, "lr": 0.01, "device": "cpu"},
-    "space": {"lr": {"low": 1e-5, "high": 0.02, "log": True}},
+    "space": {
+        "lr": {"low": 1e-5, "high": 0.02, "log": True},
+        "tree": ["single", "per_task"],
+        "column_init": ["backbone", "single_task"],
+        "loss_weighting": ["static", "uncertainty", "gradnorm"],
+        "class_weighting": ["none", "balanced"],
+    },
     "search": {
-        "num_trials": 3,
+        "num_trials": 4,
         "max_concurrent": 1,
         "pruner": {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 1},
         "points_to_evaluate": [
-            {"family": "hard_split", "split_point": 1, "lr": 0.01},
-            {"family": "hard_split", "split_point": 1, "lr": 0.00001},  # learns nothing: pruned
-            {"family": "cross_stitch", "alpha_same": 0.9, "alpha_diff": 0.1, "lr_multiplier": 10.0, "lr": 0.01},
+            {"family": "hard_split", "tree": "single", "split_point": 1, "lr": 0.01, "loss_weighting": "static",
+             "class_weighting": "none"},
+            {"family": "hard_split", "tree": "single", "split_point": 1, "lr": 0.00001},  # learns nothing: pruned
+            {"family": "cross_stitch", "alpha_same": 0.9, "alpha_diff": 0.1, "lr_multiplier": 10.0, "lr": 0.01,
+             "column_init": "single_task", "loss_weighting": "uncertainty"},
+            {"family": "hard_split", "tree": "per_task", "split_points": {"left": 1, "right": 2}, "lr": 0.01,
+             "loss_weighting": "gradnorm", "class_weighting": "balanced"},
         ],
     },
     "baselines": {"ensemble": True},
@@ -59,7 +69,7 @@ def test_search_runs_prunes_and_writes_the_table(run) -> None:
     assert sorted(baselines["family"]) == ["ensemble"] + ["single_task"] * 4
     assert set(baselines["status"]) == {"finished"}
     searched = results[results["phase"] == "search"].reset_index(drop=True)
-    assert len(searched) == 3
+    assert len(searched) == 4
     assert searched[searched["lr"] == 0.01]["status"].iloc[0] == "finished"
     slow = searched[searched["lr"] == 0.00001].iloc[0]
     assert slow["status"] == "pruned" and slow["epochs_run"] == 2
@@ -77,6 +87,20 @@ def test_search_runs_prunes_and_writes_the_table(run) -> None:
     curves = pd.read_parquet(run.run_dir / "curves.parquet")
     assert len(curves[curves["trial_id"] == slow["trial_id"]]) == 2
     assert (run.run_dir / "optuna.db").is_file()
+
+
+def test_every_sharing_and_loss_option_is_a_column(run) -> None:
+    results = pd.read_parquet(run.run_dir / "results.parquet")
+    searched = results[results["phase"] == "search"]
+    stitched = searched[searched["family"] == "cross_stitch"].iloc[0]
+    assert stitched["column_init"] == "single_task" and stitched["loss_weighting"] == "uncertainty"
+    assert stitched["cross_stitch_stages"] == "all"
+    tree = searched[searched["tree"] == "per_task"].iloc[0]
+    assert (tree["split_points/left"], tree["split_points/right"]) == (1, 2)
+    assert tree["loss_weighting"] == "gradnorm" and tree["class_weighting"] == "balanced"
+    # dynamic schemes: the table holds the weights as they ended, not the initial ones
+    assert tree["loss_weights/left"] + tree["loss_weights/right"] == pytest.approx(1.0)
+    assert stitched["loss_weights/left"] != pytest.approx(stitched["loss_weights/right"])
 
 
 def test_search_trial_configs_are_the_sampled_ones(run) -> None:

@@ -38,10 +38,11 @@ def with_change(path: str, value) -> dict:
     node = doc
     for p in parents:
         node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+    key = int(last) if isinstance(node, list) else last
     if value is _DELETE:
-        del node[last]
+        del node[key]
     else:
-        node[last] = value
+        node[key] = value
     return doc
 
 
@@ -67,11 +68,11 @@ def test_valid_experiment_loads(tmp_path: Path) -> None:
         ("train.optimizer", "adamm", "train.optimizer: Input should be 'adam', 'adamw' or 'sgd' (got 'adamm')"),
         ("train.epochs", 0, "train.epochs: Input should be greater than 0 (got 0)"),
         ("train.epoch", 3, "train.epoch: unknown field 'epoch'; allowed: epochs, batch_size"),
-        ("tasks.1.kind", "segmentatio", "tasks[1].kind: unknown task kind 'segmentatio'; allowed: classification"),
+        ("tasks.1.kind", "segmentatio", "tasks[1].kind: unknown task kind 'segmentatio'; allowed: binary, classification, dense_regression, multilabel, regression, segmentation"),
         ("tasks.1.name", "left", "tasks: duplicate task name(s) ['left']"),
         ("tasks.0.classes", None, "Task 'left': kind 'classification' needs 'classes' >= 2"),
         ("tasks.0.metric", "mae", "metric 'mae' is not valid for kind 'classification'; allowed: accuracy"),
-        ("backbone.name", "resnet99", "backbone.name: unknown backbone 'resnet99'; allowed: resnet18, small_cnn"),
+        ("backbone.name", "resnet99", "backbone.name: unknown backbone 'resnet99'; allowed: alexnet, mobilenet_v3_small, resnet18, resnet34, small_cnn, squeezenet1_1, vgg11_bn"),
         ("backbone.weights", "missing.pth", "backbone.weights: weights file"),
         ("data.source", "imagenet", "data.source: unknown or missing source 'imagenet'; allowed: 'multimnist', 'files'"),
         ("data.missing_rate", {"lft": 0.1}, "data.missing_rate: unknown task name(s) ['lft']; allowed: ['left', 'right']"),
@@ -88,10 +89,21 @@ def test_valid_experiment_loads(tmp_path: Path) -> None:
         ("search.pruner", {"name": "asha"}, "search.pruner.name: Input should be 'median', 'percentile', 'successive_halving'"),
         ("search.sampler", {"name": "cmaes"}, "search.sampler.name: Input should be 'tpe' or 'random' (got 'cmaes')"),
         ("search.resources", {"gpu": -1}, "search.resources.gpu: Input should be greater than or equal to 0"),
-        ("search.points_to_evaluate", [{"family": "hard_split", "split_point": 7}], "search.points_to_evaluate[0]: split_point 7 must be an integer in 0..3"),
+        ("search.points_to_evaluate", [{"family": "hard_split", "split_point": 7}], "search.points_to_evaluate[0]: split point 7 must be an integer in 0..3"),
         ("search.points_to_evaluate", [{"familly": "hard_split"}], "search.points_to_evaluate[0]: unknown key(s) ['familly']"),
         ("search.points_to_evaluate", [{"lr": 1.0}], "search.points_to_evaluate[0]: lr 1.0 is outside the space's [0.0001, 0.01]"),
         ("tasks", [{"name": "left", "kind": "classification", "classes": 10}], "tasks: multi-task search needs at least 2 tasks"),
+        ("space.tree", ["single", "forest"], "space.tree: Input should be 'single', 'per_task' or 'grouped'"),
+        ("space.loss_weighting", "pcgrad", "space.loss_weighting: Input should be 'static', 'uncertainty', 'dwa' or 'gradnorm'"),
+        ("space.optimization", [], "space.optimization: give one value or a non-empty list of values to search"),
+        ("space.cross_stitch_stages", "some", "space.cross_stitch_stages: Input should be 'all' or 'search'"),
+        ("space.branches", [[["left", "right"]], [["left"], ["right"]]], "space.branches: 2 stages given; the backbone has 3"),
+        ("space.branches", [[["left"], ["right"]], [["left", "right"]], [["left"], ["right"]]], "space.branches[1]: group ['left', 'right'] merges branches of stage 0"),
+        ("space.branches", [[["left"]], [["left"], ["right"]], [["left"], ["right"]]], "space.branches[0]: the groups must hold each task exactly once"),
+        ("plugins", ["no_such_module_xyz"], "plugins: cannot import plugin module 'no_such_module_xyz'"),
+        ("search.points_to_evaluate", [{"loss_weighting": "gradnorm"}], "search.points_to_evaluate[0]: loss_weighting 'gradnorm' is not among the space's ['static']"),
+        ("backbone", {"name": "alexnet"}, "backbone: 'alexnet' cannot process 36x36 inputs (stage 'conv5' fails"),
+        ("backbone", {"name": "resnet18", "options": {"widths": [4]}}, "backbone.options: 'resnet18' takes no option(s) ['widths']; allowed: none"),
         ("backbone", _DELETE, "backbone: Field required"),
     ],
 )
@@ -101,6 +113,16 @@ def test_invalid_experiment_names_field_and_allowed_values(tmp_path: Path, chang
         spaces.load_experiment(path)
     assert message in str(info.value)
     assert str(path) in str(info.value)
+
+
+def test_dense_tasks_need_a_backbone_ending_in_maps(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").write_text("path,label,mask\n")
+    doc = copy.deepcopy(BASE)
+    doc["data"] = {"source": "files", "train": "train.csv", "val": "train.csv", "image_size": [64, 64]}
+    doc["tasks"] = [{"name": "label", "kind": "classification", "classes": 3}, {"name": "mask", "kind": "segmentation", "classes": 3}]
+    doc["backbone"] = {"name": "alexnet"}
+    with pytest.raises(spaces.ExperimentError, match=r"tasks: dense task\(s\) \['mask'\] need a backbone whose last stage outputs maps"):
+        spaces.load_experiment(write(tmp_path, doc))
 
 
 def test_errors_carry_the_yaml_line(tmp_path: Path) -> None:
@@ -141,6 +163,7 @@ def test_define_by_run_samples_only_valid_configs(tmp_path: Path) -> None:
         searched = {k for k in trial.params if not k.startswith(spaces.HIDDEN_PREFIX)}
         if family == "hard_split":
             assert searched == {"family", "split_point", "lr"}
+            assert config["tree"] == "single"
             assert 0 <= config["split_point"] <= 3
             assert "alpha_same" not in config
         else:
@@ -175,3 +198,64 @@ def test_points_to_evaluate_round_trip_through_optuna(tmp_path: Path) -> None:
     config = spaces.define_space(exp, spaces.fixed_config(exp, INPUT))(study.ask())
     assert {k: config[k] for k in ("family", "split_point", "lr")} == {"family": "hard_split", "split_point": 2, "lr": 0.003}
     assert config["loss_weights"] == pytest.approx({"left": 0.7, "right": 0.3})
+
+
+FULL_SPACE = {
+    "families": ["hard_split", "cross_stitch"],
+    "tree": ["single", "per_task", "grouped"],
+    "cross_stitch_stages": "search",
+    "column_init": ["backbone", "single_task"],
+    "loss_weighting": ["static", "uncertainty", "dwa", "gradnorm"],
+    "gradnorm_alpha": {"low": 0.5, "high": 2.0},
+    "dwa_temperature": {"low": 1.0, "high": 4.0},
+    "optimization": ["joint", "alternating"],
+    "class_weighting": ["none", "balanced"],
+    "grad_clip": {"low": 0.5, "high": 10.0, "log": True},
+    "lr": {"low": 1e-4, "high": 1e-2, "log": True},
+}
+
+
+def test_the_full_space_samples_every_option_and_only_valid_combinations(tmp_path: Path) -> None:
+    doc = copy.deepcopy(BASE)
+    doc["space"] = FULL_SPACE
+    exp = spaces.load_experiment(write(tmp_path, doc))
+    sample = spaces.define_space(exp, spaces.fixed_config(exp, INPUT))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen: dict[str, set] = {k: set() for k in ("tree", "loss_weighting", "optimization", "class_weighting", "column_init")}
+    for _ in range(80):
+        trial = study.ask()
+        config = sample(trial)
+        params = set(trial.params)
+        for key in seen:
+            if key in config:
+                seen[key].add(config[key])
+        if config["family"] == "hard_split":
+            assert not params & {"alpha_same", "column_init"} and not any(p.startswith("stitch.") for p in params)
+            tree = config["tree"]
+            assert ("split_points" in config) == (tree == "per_task")
+            assert ("task_groups" in config) == (tree == "grouped")
+        else:
+            assert "tree" not in config and not any(p.startswith("split_point") for p in params)
+            assert all(0 <= s < 3 for s in config["cross_stitch_stages"])
+        if config["optimization"] == "alternating":
+            assert "loss_weighting" not in params
+        assert ("gradnorm_alpha" in params) == (config.get("loss_weighting") == "gradnorm" and config["optimization"] == "joint")
+        assert ("dwa_temperature" in params) == (config.get("loss_weighting") == "dwa" and config["optimization"] == "joint")
+        model = mm.build_model(config)
+        assert set(model(__import__("torch").rand(1, 1, 36, 36))) == {"left", "right"}
+        study.tell(trial, 0.0)
+    assert seen["tree"] == {"single", "per_task", "grouped"}
+    assert seen["loss_weighting"] == {"static", "uncertainty", "dwa", "gradnorm"}
+    assert seen["optimization"] == {"joint", "alternating"}
+    assert seen["class_weighting"] == {"none", "balanced"}
+    assert seen["column_init"] == {"backbone", "single_task"}
+
+
+def test_points_with_per_task_split_points(tmp_path: Path) -> None:
+    doc = with_change("space", {"tree": ["single", "per_task"]})
+    exp = spaces.load_experiment(write(tmp_path, doc))
+    point = {"family": "hard_split", "tree": "per_task", "split_points": {"left": 1, "right": 3}}
+    study = optuna.create_study()
+    study.enqueue_trial(spaces.optuna_point(point))
+    config = spaces.define_space(exp, spaces.fixed_config(exp, INPUT))(study.ask())
+    assert config["split_points"] == {"left": 1, "right": 3}

@@ -2,6 +2,7 @@
 from ._registry import (
     Stage,
     available_backbones,
+    backbone_options,
     build_backbone,
     load_local_weights,
     register_backbone,
@@ -12,6 +13,7 @@ from . import _small_cnn, _torchvision  # noqa: F401  (register the built-in bac
 __all__ = [
     "Stage",
     "available_backbones",
+    "backbone_options",
     "build_backbone",
     "load_local_weights",
     "register_backbone",

@@ -16,11 +16,14 @@ class Stage:
     A split point is an index into the list of stages: stages ``0..k-1`` run before
     the split. ``out_channels`` sizes the heads and the cross-stitch units that
     follow the stage, so no model code needs to know which backbone it holds.
+    ``spatial`` is False for stages that output vectors ``(B, C)`` (fully connected
+    layers such as AlexNet's fc6/fc7) instead of maps ``(B, C, H, W)``.
     """
 
     name: str
     module: nn.Module
     out_channels: int
+    spatial: bool = True
 
 
 BackboneFactory = Callable[..., list[Stage]]
@@ -46,6 +49,14 @@ def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]
 
 def available_backbones() -> list[str]:
     return sorted(_BACKBONES)
+
+
+def backbone_options(name: str) -> list[str]:
+    """The options (keyword arguments besides ``in_channels`` and ``weights``) a backbone takes."""
+    import inspect
+
+    params = inspect.signature(_BACKBONES[name]).parameters
+    return [p for p in params if p not in ("in_channels", "weights")]
 
 
 def build_backbone(

@@ -10,8 +10,8 @@ insists on ``identity_CelebA.txt`` and ``list_bbox_celeba.txt`` and on every fil
 MD5 checksum, which a partial copy, a subset or a test fixture cannot satisfy; and
 because reading them here lets every bad row be reported with its file and line.
 
-Tasks: each attribute the experiment names is one task (``attribute_target`` maps it;
-today a 2-class ``classification`` task, a ``binary`` one as soon as that kind exists),
+Tasks: each attribute the experiment names is one task, of kind ``binary`` or a 2-class
+``classification`` (``attribute_target`` is the one place that maps the -1/1 values),
 and ``landmarks`` is a 10-value regression task (five (x, y) points of the aligned
 178x218 images, divided by the width and height, so in [0, 1] at any ``image_size``).
 """
@@ -53,12 +53,9 @@ ATTRIBUTE_KINDS = ("classification", "binary")
 def attribute_target(spec: TaskSpec, raw: np.ndarray) -> Tensor:
     """One attribute's CelebA values (-1/1) as ``spec``'s target; the only place that knows the kind.
 
-    ``classification`` (2 classes): long ``(N,)`` 0/1. ``binary``: float ``(N, 1)`` 0/1.
+    ``binary``: float ``(N,)`` 0/1. ``classification`` (2 classes): long ``(N,)`` 0/1.
     """
-    values = torch.from_numpy((raw + 1) // 2)
-    if spec.kind == "classification":
-        return values.long()
-    return values.to(spec.kind_impl.target_dtype).view(-1, 1)
+    return torch.from_numpy((raw + 1) // 2).to(spec.kind_impl.target_dtype)
 
 
 def celeba_task_map(
@@ -88,7 +85,7 @@ def celeba_task_map(
             continue
         mapping[spec.name] = attribute
         if spec.kind not in ATTRIBUTE_KINDS or (spec.kind == "classification" and spec.classes != 2):
-            problems.append(f"CelebA attribute task {spec.name!r} must be kind classification with classes: 2 (or binary)")
+            problems.append(f"CelebA attribute task {spec.name!r} must be kind binary (or classification with classes: 2)")
     return mapping, problems
 
 

@@ -119,11 +119,8 @@ class Numbers(LabelFormat):
 
 
 class ZeroOne(LabelFormat):
-    """0/1 flags, ``classes`` columns (default 1), stored ``(N, classes)`` float; -1/empty missing.
-
-    For the ``binary`` and ``multilabel`` kinds, whose targets are float 0/1 with NaN
-    for a missing label.
-    """
+    """0/1 flags, one column per attribute (``classes``), stored ``(N, classes)`` float;
+    -1 or empty is missing (NaN). The ``multilabel`` kind's format."""
 
     missing = math.nan
 
@@ -149,6 +146,16 @@ class ZeroOne(LabelFormat):
         return "allowed: 0 or 1, or -1 or empty for missing"
 
 
+class Flag(ZeroOne):
+    """One 0/1 column stored ``(N,)`` float; -1 or empty is missing (NaN). The ``binary`` kind's format."""
+
+    def columns(self, spec: TaskSpec) -> int:
+        return 1
+
+    def tensor(self, spec: TaskSpec, values: Sequence[Any]) -> Tensor:
+        return super().tensor(spec, values).reshape(len(values))
+
+
 _FORMATS: dict[str, LabelFormat] = {}
 
 
@@ -165,7 +172,7 @@ def register_label_format(kind: str) -> Callable[[type[LabelFormat]], type[Label
 for _kind, _format in (
     ("classification", ClassIndex),
     ("regression", Numbers),
-    ("binary", ZeroOne),
+    ("binary", Flag),
     ("multilabel", ZeroOne),
 ):
     register_label_format(_kind)(_format)

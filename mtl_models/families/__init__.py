@@ -9,7 +9,15 @@ from ._base import (
 )
 from ._cross_stitch import CrossStitchModel, CrossStitchUnit
 from ._ensemble import EnsembleModel
-from ._hard_split import BranchedModel, build_branched, split_point_partitions
+from ._hard_split import (
+    BranchedModel,
+    build_branched,
+    describe_tree,
+    grouped_partitions,
+    partitions_from_config,
+    per_task_partitions,
+    split_point_partitions,
+)
 
 __all__ = [
     "BranchedModel",
@@ -20,6 +28,10 @@ __all__ = [
     "available_families",
     "build_branched",
     "build_model",
+    "describe_tree",
+    "grouped_partitions",
+    "partitions_from_config",
+    "per_task_partitions",
     "count_parameters",
     "register_family",
     "split_point_partitions",

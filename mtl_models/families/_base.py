@@ -1,6 +1,7 @@
 """The base every multi-task model family implements, and the family registry."""
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
 import torch
@@ -71,7 +72,14 @@ def available_families() -> list[str]:
 
 
 def build_model(config: dict[str, Any]) -> MultiTaskModel:
-    """Build the model a plain config dict describes (the trial config, or an exported one)."""
+    """Build the model a plain config dict describes (the trial config, or an exported one).
+
+    Modules named in ``config['plugins']`` are imported first, so backbones, task kinds
+    or families that a user registers in their own module are found (also in Ray
+    workers and when a bundle is loaded elsewhere).
+    """
+    for module in config.get("plugins") or ():
+        importlib.import_module(module)
     family = config.get("family")
     try:
         builder = _FAMILIES[family]
@@ -100,12 +108,19 @@ def backbone_copies(config: dict[str, Any], n: int) -> list[list[Stage]]:
     ]
 
 
-def build_heads(config: dict[str, Any], tasks: list[TaskSpec], in_channels: int) -> nn.ModuleDict:
+def build_heads(config: dict[str, Any], tasks: list[TaskSpec], last: Stage) -> nn.ModuleDict:
+    """One head per task on the output of stage ``last``, as the task kinds build them."""
     head = config.get("head") or {}
+    size = config["input"].get("height"), config["input"].get("width")
     return nn.ModuleDict(
         {
             t.name: t.kind_impl.build_head(
-                t, in_channels, pool_size=int(head.get("pool_size", 1)), hidden=int(head.get("hidden", 0))
+                t,
+                last.out_channels,
+                spatial=last.spatial,
+                pool_size=int(head.get("pool_size", 1)),
+                hidden=int(head.get("hidden", 0)),
+                output_size=size if None not in size else None,
             )
             for t in tasks
         }

@@ -78,6 +78,23 @@ class CrossStitchModel(MultiTaskModel):
             {"params": list(self.units.parameters()), "lr_scale": self.lr_multiplier, "weight_decay": 0.0},
         ]
 
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The last cross-stitch unit: the deepest parameters every task's loss reaches."""
+        return list(self.units[str(self.stitch_after[-1])].parameters()) if self.stitch_after else []
+
+    def init_columns_from(self, singles: dict[str, MultiTaskModel]) -> None:
+        """Start each task's column and head from that task's single-task network
+        (Misra et al.'s second recipe: columns from single-task fine-tuned networks).
+
+        ``singles[task]`` is a single-task ``hard_split``/``single_task`` model with the
+        same backbone (one copy of every stage).
+        """
+        for i, task in enumerate(self.task_names):
+            single = singles[task]
+            for s, column_stage in enumerate(self.columns[i]):
+                column_stage.load_state_dict(single.blocks[s][0].state_dict())
+            self.heads[task].load_state_dict(single.heads[task].state_dict())
+
     def alphas(self) -> dict[str, Tensor]:
         """The learned ``alpha`` of each unit, keyed by the stage it follows, ``(T, T, C)``."""
         return {s: unit.alpha.detach().cpu() for s, unit in self.units.items()}
@@ -90,7 +107,7 @@ def cross_stitch(config: dict[str, Any]) -> CrossStitchModel:
     stages = config.get("cross_stitch_stages")
     if stages is None:
         stages = range(len(columns[0]))
-    heads = build_heads(config, tasks, columns[0][-1].out_channels)
+    heads = build_heads(config, tasks, columns[0][-1])
     return CrossStitchModel(
         tasks,
         config["input"],

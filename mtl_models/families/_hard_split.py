@@ -29,6 +29,87 @@ def split_point_partitions(task_names: Sequence[str], num_stages: int, split_poi
     return [[names] if s < split_point else [(t,) for t in names] for s in range(num_stages)]
 
 
+def per_task_partitions(task_names: Sequence[str], num_stages: int, split_points: dict[str, int]) -> list[Partition]:
+    """Task ``t`` leaves the shared trunk at stage ``split_points[t]`` (seed 000: colour early, style late)."""
+    out = []
+    for s in range(num_stages):
+        trunk = tuple(t for t in task_names if split_points[t] > s)
+        out.append(([trunk] if trunk else []) + [(t,) for t in task_names if t not in trunk])
+    return out
+
+
+def grouped_partitions(
+    task_names: Sequence[str],
+    num_stages: int,
+    split_point: int,
+    task_groups: dict[str, Any],
+    group_split_points: dict[str, int],
+) -> list[Partition]:
+    """A three-level tree: all tasks share stages ``< split_point``; then each group of
+    tasks (``task_groups[t]``) shares a branch up to its own ``group_split_points[g]``
+    (at least ``split_point``); then every task has its own stages."""
+    out = []
+    for s in range(num_stages):
+        if s < split_point:
+            out.append([tuple(task_names)])
+            continue
+        part: Partition = []
+        seen: set[str] = set()
+        for t in task_names:
+            group = str(task_groups[t])
+            if max(int(group_split_points[group]), split_point) > s:
+                if group not in seen:
+                    seen.add(group)
+                    part.append(tuple(u for u in task_names if str(task_groups[u]) == group))
+            else:
+                part.append((t,))
+        out.append(part)
+    return out
+
+
+def partitions_from_config(config: dict[str, Any], task_names: Sequence[str], num_stages: int) -> list[Partition]:
+    """The tree a hard-split config describes, by the first key present:
+
+    ``branches`` (explicit per-stage groups), ``split_points`` (one per task),
+    ``task_groups`` + ``group_split_points`` (+ ``split_point`` for the trunk), or a
+    single ``split_point``.
+    """
+    names = list(task_names)
+    if config.get("branches") is not None:
+        parts = [[tuple(g) for g in part] for part in config["branches"]]
+        if len(parts) != num_stages:
+            raise ValueError(f"branches: {len(parts)} stages given, the backbone has {num_stages}.")
+        return parts
+    if config.get("split_points"):
+        points = config["split_points"]
+        _check_range("split_points", points.values(), num_stages)
+        return per_task_partitions(names, num_stages, {t: int(points[t]) for t in names})
+    k = int(config.get("split_point", 0))
+    _check_range("split_point", [k], num_stages)
+    if config.get("task_groups"):
+        _check_range("group_split_points", config["group_split_points"].values(), num_stages)
+        return grouped_partitions(names, num_stages, k, config["task_groups"], config["group_split_points"])
+    return split_point_partitions(names, num_stages, k)
+
+
+def _check_range(key: str, values: Any, num_stages: int) -> None:
+    bad = [v for v in values if not 0 <= int(v) <= num_stages]
+    if bad:
+        raise ValueError(f"{key}: {bad} outside 0..{num_stages} for this backbone.")
+
+
+def describe_tree(partitions: list[Partition], stage_names: Sequence[str]) -> str:
+    """``conv1-conv2: {a,b,c} | conv3: {a,b} {c} | conv4: {a} {b} {c}``."""
+    pieces: list[tuple[list[str], str]] = []
+    for name, part in zip(stage_names, partitions):
+        text = " ".join("{" + ",".join(g) + "}" for g in part)
+        if pieces and pieces[-1][1] == text:
+            pieces[-1][0].append(name)
+        else:
+            pieces.append(([name], text))
+    return " | ".join(f"{n[0]}{'-' + n[-1] if len(n) > 1 else ''}: {t}" for n, t in pieces)
+
+
 class BranchedModel(MultiTaskModel):
     """Backbone stages arranged as a tree: stage ``s`` has one copy per group of ``partitions[s]``.
 
@@ -98,22 +179,17 @@ def build_branched(
     copies = backbone_copies(config, 1)
     partitions = make_partitions(len(copies[0]))
     copies += backbone_copies(config, max(len(p) for p in partitions) - 1)
-    heads = build_heads(config, tasks, copies[0][-1].out_channels)
+    heads = build_heads(config, tasks, copies[0][-1])
     return BranchedModel(tasks, config["input"], copies, partitions, heads)
 
 
 @register_family("hard_split")
 def hard_split(config: dict[str, Any]) -> BranchedModel:
-    """Stages before ``config['split_point']`` shared, a copy of the rest per task."""
+    """A tree of stages: one split point, one per task, grouped branches or explicit branches
+    (see :func:`partitions_from_config`)."""
     tasks = tasks_from_config(config)
-    k = int(config["split_point"])
-
-    def partitions(num_stages: int) -> list[Partition]:
-        if not 0 <= k <= num_stages:
-            raise ValueError(f"split_point must be in [0, {num_stages}] for this backbone, got {k}.")
-        return split_point_partitions([t.name for t in tasks], num_stages, k)
-
-    return build_branched(config, tasks, partitions)
+    names = [t.name for t in tasks]
+    return build_branched(config, tasks, lambda num_stages: partitions_from_config(config, names, num_stages))
 
 
 @register_family("single_task")

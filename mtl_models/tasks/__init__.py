@@ -8,7 +8,7 @@ from ._base import (
     masked_mean,
     register_task_kind,
 )
-from . import _classification, _regression  # noqa: F401  (register the built-in kinds)
+from . import _attributes, _classification, _dense, _regression  # noqa: F401  (register the built-in kinds)
 
 __all__ = [
     "MetricState",

@@ -89,14 +89,26 @@ class TaskKind(ABC):
     @abstractmethod
     def output_dim(self, spec: TaskSpec) -> int: ...
 
-    def build_head(self, spec: TaskSpec, in_channels: int, pool_size: int = 1, hidden: int = 0) -> nn.Module:
-        """A pooled head: ``(B, C, H, W) -> (B, output_dim)``.
+    dense: ClassVar[bool] = False  # per-pixel outputs at the input's size
+
+    def build_head(
+        self,
+        spec: TaskSpec,
+        in_channels: int,
+        *,
+        spatial: bool = True,
+        pool_size: int = 1,
+        hidden: int = 0,
+        output_size: tuple[int, int] | None = None,
+    ) -> nn.Module:
+        """A pooled head: ``(B, C, H, W)`` (or ``(B, C)`` when not ``spatial``) ``-> (B, output_dim)``.
 
         ``pool_size`` > 1 keeps a coarse spatial grid (where in the image a thing is);
-        ``hidden`` > 0 adds one hidden layer.
+        ``hidden`` > 0 adds one hidden layer. Dense kinds override this with a decoder
+        that returns ``(B, output_dim, *output_size)``.
         """
-        features = in_channels * pool_size * pool_size
-        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(pool_size), nn.Flatten()]
+        features = in_channels * pool_size * pool_size if spatial else in_channels
+        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(pool_size), nn.Flatten()] if spatial else []
         if hidden > 0:
             layers += [nn.Linear(features, hidden), nn.ReLU(inplace=True)]
             features = hidden
@@ -108,8 +120,16 @@ class TaskKind(ABC):
         """Boolean mask of labelled entries of ``target`` (same leading shape)."""
 
     @abstractmethod
-    def loss(self, spec: TaskSpec, pred: Tensor, target: Tensor) -> Tensor:
-        """Mean loss over the labelled entries; 0 (with a gradient path) when none are."""
+    def loss(self, spec: TaskSpec, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        """Mean loss over the labelled entries; 0 (with a gradient path) when none are.
+
+        ``weight``: the kind's class weights (see :meth:`balanced_weights`), or None.
+        """
+
+    def balanced_weights(self, spec: TaskSpec, target: Tensor) -> Tensor | None:
+        """Class weights against label imbalance (seed 001), from the train targets; None if
+        the kind has no classes."""
+        return None
 
     @abstractmethod
     def metric_state(self, spec: TaskSpec, device: torch.device) -> MetricState: ...

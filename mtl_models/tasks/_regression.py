@@ -8,7 +8,9 @@ from torch import Tensor
 from ._base import MetricState, TaskKind, TaskSpec, masked_mean, register_task_kind
 
 
-class _ErrorState(MetricState):
+class ErrorState(MetricState):
+    """MAE and RMSE over the non-NaN entries of any shape."""
+
     def __init__(self, device: torch.device) -> None:
         self.abs_sum = torch.zeros((), device=device, dtype=torch.float64)
         self.sq_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -30,7 +32,8 @@ class _ErrorState(MetricState):
 
 
 def _align(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    if target.dim() == 1:
+    """Targets ``(N,)`` for one value, or ``(N, H, W)`` for a one-channel map, gain the channel dim."""
+    if target.dim() == pred.dim() - 1:
         target = target.unsqueeze(1)
     return pred, target
 
@@ -57,7 +60,7 @@ class Regression(TaskKind):
     def valid_mask(self, target: Tensor) -> Tensor:
         return ~torch.isnan(target)
 
-    def loss(self, spec: TaskSpec, pred: Tensor, target: Tensor) -> Tensor:
+    def loss(self, spec: TaskSpec, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
         pred, target = _align(pred.float(), target)
         valid = self.valid_mask(target)
         fn = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}[spec.loss_name]
@@ -65,4 +68,4 @@ class Regression(TaskKind):
         return masked_mean(per_entry, valid)
 
     def metric_state(self, spec: TaskSpec, device: torch.device) -> MetricState:
-        return _ErrorState(device)
+        return ErrorState(device)

@@ -1,0 +1,49 @@
+"""One short, human-readable line per model config (progress lines, reports, cards)."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def describe_config(config: dict[str, Any]) -> str:
+    """``hard_split k=2``, ``hard_split per-task left:1 right:3``, ``cross_stitch a=(0.90, 0.10) lr x120``, ...
+
+    Loss weighting and optimisation are appended when they are not the defaults.
+    """
+    family = config.get("family")
+    if family == "hard_split":
+        if config.get("branches") is not None:
+            text = "hard_split explicit tree"
+        elif config.get("split_points"):
+            text = "hard_split per-task " + " ".join(f"{t}:{k}" for t, k in config["split_points"].items())
+        elif config.get("task_groups"):
+            groups: dict[str, list[str]] = {}
+            for task, group in config["task_groups"].items():
+                groups.setdefault(str(group), []).append(task)
+            branches = " ".join(
+                "{" + ",".join(ts) + "}:" + str(config["group_split_points"][g]) for g, ts in groups.items()
+            )
+            text = f"hard_split trunk:{config.get('split_point')} {branches}"
+        else:
+            text = f"hard_split k={config.get('split_point')}"
+    elif family == "cross_stitch":
+        stages = config.get("cross_stitch_stages")
+        where = "" if stages is None else " at " + ",".join(str(s) for s in stages)
+        init = " from single-task" if config.get("column_init") == "single_task" else ""
+        text = (
+            f"cross_stitch a=({config.get('alpha_same', 0):.2f}, {config.get('alpha_diff', 0):.2f})"
+            f" lr x{config.get('lr_multiplier', 1):.3g}{where}{init}"
+        )
+    elif family == "single_task":
+        text = f"single_task {config.get('task')} (seed {config.get('seed')})"
+    elif family == "ensemble":
+        text = f"ensemble of {config.get('ensemble_size')} per task"
+    else:
+        text = str(family)
+    extras = []
+    if config.get("optimization") == "alternating":
+        extras.append("alternating")
+    elif config.get("loss_weighting") not in (None, "static"):
+        extras.append(str(config["loss_weighting"]))
+    if config.get("class_weighting") == "balanced":
+        extras.append("balanced classes")
+    return text + (f" [{', '.join(extras)}]" if extras else "")

@@ -1,0 +1,115 @@
+"""Dense per-pixel tasks: semantic segmentation and dense regression (depth/normal-like).
+
+Both use a light decoder head: conv3x3-BN-ReLU, a 1x1 conv to the outputs, then
+bilinear upsampling to the input size, so outputs are ``(B, K, H, W)`` whatever the
+stage's resolution. Segmentation targets are class maps ``(N, H, W)`` (-1 = unlabelled
+pixel); dense-regression targets are ``(N, K, H, W)`` or ``(N, H, W)`` (NaN = missing).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._base import MetricState, TaskKind, TaskSpec, masked_mean, register_task_kind
+from ._counts import ConfusionState, inverse_frequency
+from ._regression import ErrorState
+
+
+class DenseHead(nn.Module):
+    """``(B, C, h, w) -> (B, out, H, W)`` with ``(H, W) = output_size``."""
+
+    def __init__(self, in_channels: int, out_channels: int, output_size: tuple[int, int], hidden: int = 64) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, out_channels, 1),
+        )
+        self.output_size = (int(output_size[0]), int(output_size[1]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.interpolate(self.body(x), size=self.output_size, mode="bilinear", align_corners=False)
+
+
+class _DenseKind(TaskKind):
+    dense = True
+
+    def build_head(
+        self,
+        spec: TaskSpec,
+        in_channels: int,
+        *,
+        spatial: bool = True,
+        pool_size: int = 1,
+        hidden: int = 0,
+        output_size: tuple[int, int] | None = None,
+    ) -> nn.Module:
+        if not spatial:
+            raise ValueError(f"Task {spec.name!r} ({self.name}) needs a spatial last stage, not vectors.")
+        if output_size is None:
+            raise ValueError(f"Task {spec.name!r} ({self.name}) needs the input size for its decoder.")
+        return DenseHead(in_channels, self.output_dim(spec), output_size, hidden=hidden or 64)
+
+
+@register_task_kind
+class Segmentation(_DenseKind):
+    name = "segmentation"
+    losses = ("cross_entropy",)
+    metrics = {"miou": True, "pixel_accuracy": True}
+    default_loss = "cross_entropy"
+    default_metric = "miou"
+    target_dtype = torch.long
+
+    def validate(self, spec: TaskSpec) -> None:
+        super().validate(spec)
+        if spec.classes is None or spec.classes < 2:
+            raise ValueError(f"Task {spec.name!r}: kind 'segmentation' needs 'classes' >= 2, got {spec.classes!r}.")
+
+    def output_dim(self, spec: TaskSpec) -> int:
+        return int(spec.classes)
+
+    def valid_mask(self, target: Tensor) -> Tensor:
+        return target >= 0
+
+    def loss(self, spec: TaskSpec, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        per_pixel = F.cross_entropy(pred.float(), target.clamp(min=0), weight=weight, reduction="none")
+        return masked_mean(per_pixel, self.valid_mask(target))
+
+    def balanced_weights(self, spec: TaskSpec, target: Tensor) -> Tensor:
+        labels = target[self.valid_mask(target)]
+        return inverse_frequency(torch.bincount(labels.flatten(), minlength=int(spec.classes)))
+
+    def metric_state(self, spec: TaskSpec, device: torch.device) -> MetricState:
+        return ConfusionState(int(spec.classes), device, ("miou", "pixel_accuracy"))
+
+    def combine(self, preds: list[Tensor]) -> Tensor:
+        probs = torch.stack([p.float().softmax(dim=1) for p in preds]).mean(dim=0)
+        return probs.clamp_min(1e-12).log()
+
+
+@register_task_kind
+class DenseRegression(_DenseKind):
+    name = "dense_regression"
+    losses = ("l1", "mse", "smooth_l1")
+    metrics = {"mae": False, "rmse": False}
+    default_loss = "l1"
+    default_metric = "mae"
+    target_dtype = torch.float32
+
+    def output_dim(self, spec: TaskSpec) -> int:
+        return int(spec.classes or 1)
+
+    def valid_mask(self, target: Tensor) -> Tensor:
+        return ~torch.isnan(target)
+
+    def loss(self, spec: TaskSpec, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        if target.dim() == 3:
+            target = target.unsqueeze(1)
+        fn = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}[spec.loss_name]
+        per_entry = fn(pred.float(), target.nan_to_num(), reduction="none")
+        return masked_mean(per_entry, self.valid_mask(target))
+
+    def metric_state(self, spec: TaskSpec, device: torch.device) -> MetricState:
+        return ErrorState(device)

@@ -1,0 +1,176 @@
+"""Searches that survive faults: failing trials, a killed driver, atomic writes, reproducibility."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+import mtl_models as mm
+import spaces
+from search import resume_experiment, run_experiment
+
+EXPERIMENT = {
+    "name": "faults",
+    "seed": 1,
+    "data": {"source": "multimnist", "n_train": 192, "n_val": 96, "n_test": 0},
+    "tasks": [
+        {"name": "left", "kind": "classification", "classes": 10},
+        {"name": "right", "kind": "classification", "classes": 10},
+    ],
+    "backbone": {"name": "small_cnn", "options": {"widths": [8, 16]}},
+    "train": {"epochs": 3, "batch_size": 64, "lr": 0.01, "device": "cpu"},
+    "space": {"lr": {"low": 1e-3, "high": 0.02, "log": True}},
+    "search": {
+        "num_trials": 6,
+        "max_concurrent": 1,
+        "sampler": {"name": "tpe", "n_startup_trials": 3},
+        "pruner": {"name": "nop"},
+        "max_failures": 0,
+        "inject_faults": {1: {"kind": "raise", "epoch": 2}, 2: {"kind": "nan", "epoch": 1}, 3: {"kind": "oom", "epoch": 1}},
+    },
+    "baselines": {"ensemble": False},
+}
+
+
+@pytest.fixture(scope="module")
+def experiment_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("faults") / "faults.yaml"
+    path.write_text(yaml.safe_dump(EXPERIMENT, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def clean_run(experiment_file: Path, ray_local):
+    """The experiment run once, uninterrupted."""
+    return run_experiment(spaces.load_experiment(experiment_file), experiment_file.parent / "clean")
+
+
+def searched(run_dir: Path) -> pd.DataFrame:
+    results = pd.read_parquet(run_dir / "results.parquet")
+    rows = results[results["phase"] == "search"].copy()
+    rows["number"] = [_number(run_dir, t) for t in rows["trial_id"]]
+    return rows.sort_values("number").reset_index(drop=True)
+
+
+def _number(run_dir: Path, trial_id: str) -> int:
+    """The Optuna trial number of a Tune trial (the order in which the sampler proposed it)."""
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    lr = json.loads(pd.read_parquet(run_dir / "results.parquet").set_index("trial_id").loc[trial_id, "config"])["lr"]
+    matches = [t.number for t in study.trials if t.params.get("lr") == lr]
+    assert len(matches) == 1
+    return matches[0]
+
+
+def test_failing_trials_are_recorded_and_the_search_goes_on(clean_run) -> None:
+    rows = searched(clean_run.run_dir)
+    assert len(rows) == 6
+    by_number = rows.set_index("number")
+    assert by_number.loc[1, "status"] == "errored" and by_number.loc[1, "epochs_run"] == 1
+    assert "injected fault at epoch 2" in by_number.loc[1, "error"]
+    assert by_number.loc[2, "error_type"] == "NonFiniteLossError" and by_number.loc[2, "epochs_run"] == 0
+    assert by_number.loc[3, "error_type"] == "OutOfMemoryError"
+    assert set(by_number.loc[[0, 4, 5], "status"]) == {"finished"}
+    assert by_number.loc[[0, 4, 5], "delta_m"].notna().all()
+
+
+def test_failed_trials_never_reach_the_study_as_values(clean_run) -> None:
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{clean_run.run_dir / 'optuna.db'}")
+    states = {t.number: t.state for t in study.trials}
+    assert [states[n] for n in (1, 2, 3)] == [optuna.trial.TrialState.FAIL] * 3
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(completed) == 3 and all(math.isfinite(t.value) for t in completed)
+    best = searched(clean_run.run_dir).query("status == 'finished'")["delta_m"].max()
+    assert study.best_value == pytest.approx(best)
+
+
+def test_report_lists_failed_trials_with_why(clean_run) -> None:
+    import reports
+
+    html = reports.write_report(clean_run.run_dir).read_text()
+    assert "injected fault at epoch 2" in html and "NonFiniteLossError" in html
+
+
+def _state_trials(search_dir: Path) -> list[dict]:
+    states = sorted(search_dir.glob("experiment_state-*.json"))
+    if not states:
+        return []
+    try:
+        data = json.loads(states[-1].read_text())
+    except json.JSONDecodeError:
+        return []
+    return [json.loads(t[0]) if isinstance(t[0], str) else t[0] for t in data["trial_data"]]
+
+
+def test_killed_driver_resumes_without_losing_or_repeating_trials(clean_run, experiment_file: Path) -> None:
+    """SIGKILL the driver mid-search, resume: every trial once, and the same configs and metrics
+    as the clean run of the same file and seed (so this also shows a run is reproducible on CPU)."""
+    run_dir = experiment_file.parent / "killed"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "search.cli", "run", str(experiment_file), "--out", str(run_dir), "--num-cpus", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            trials = _state_trials(run_dir / "search")
+            # kill once the snapshot holds the fifth trial and it has checkpointed an epoch
+            if len(trials) >= 5 and list((run_dir / "search").glob("*/checkpoint_*")):
+                newest = max((run_dir / "search").glob("*/"), key=lambda p: p.stat().st_mtime)
+                if list(newest.glob("checkpoint_*")):
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the search did not get far enough to be killed")
+        os.killpg(driver.pid, signal.SIGKILL)
+    finally:
+        driver.wait(timeout=30)
+    time.sleep(2)  # let the killed Ray's processes go
+    resumed = resume_experiment(run_dir)
+    rows, clean = searched(resumed.run_dir), searched(clean_run.run_dir)
+    assert len(rows) == 6 and rows["trial_id"].is_unique
+    assert rows["lr"].tolist() == clean["lr"].tolist()  # same proposals: sampler history intact
+    assert rows["status"].tolist() == clean["status"].tolist()
+    pd.testing.assert_series_equal(rows["delta_m"], clean["delta_m"], check_exact=False, rtol=1e-9)
+    curves = pd.read_parquet(resumed.run_dir / "curves.parquet")
+    assert not curves.duplicated(["trial_id", "epoch"]).any()
+    run = json.loads((resumed.run_dir / "run.json").read_text())
+    assert len(run["resumed"]) == 1
+
+
+def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path: Path) -> None:
+    target = tmp_path / "results.parquet"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with mm.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+    with mm.atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and list(tmp_path.iterdir()) == [target]
+
+
+def test_atomic_directory_replaces_a_bundle_whole(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    with mm.atomic_directory(bundle) as tmp:
+        (tmp / "a").write_text("1")
+    with pytest.raises(RuntimeError):
+        with mm.atomic_directory(bundle) as tmp:
+            (tmp / "b").write_text("2")
+            raise RuntimeError("killed")
+    assert [p.name for p in bundle.iterdir()] == ["a"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
