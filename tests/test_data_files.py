@@ -40,8 +40,8 @@ def write_images(root: Path, n: int, prefix: str = "img") -> list[str]:
     return names
 
 
-def load(train: Path, val: Path | None = None, **options) -> mm.MultiTaskData:
-    return mm.load_data("files", TASKS, train=train, val=val or train, image_size=SIZE, **options)
+def load(train: Path, val: Path | None = None, tasks: list[mm.TaskSpec] = TASKS, **options) -> mm.MultiTaskData:
+    return mm.load_data("files", tasks, train=train, val=val or train, image_size=SIZE, **options)
 
 
 # ---------------------------------------------------------------- accepted spellings
@@ -117,6 +117,18 @@ def test_a_task_with_several_values_takes_several_columns(tmp_path: Path) -> Non
     data = mm.load_data("files", tasks, train=path, val=path, image_size=SIZE)
     point = data.splits["train"].targets["point"]
     assert point.shape == (2, 2) and point[0].tolist() == [0.5, 0.25] and point[1].isnan().all()
+
+
+def test_binary_and_multilabel_columns(tmp_path: Path) -> None:
+    write_images(tmp_path, 3)
+    path = tmp_path / "train.csv"
+    path.write_text("path,smiling,attrs.0,attrs.1\nimg0.png,1,0,1\nimg1.png,-1,1,\nimg2.png,0,-1,0\n")
+    tasks = [mm.TaskSpec("smiling", "binary"), mm.TaskSpec("attrs", "multilabel", 2)]
+    train = mm.load_data("files", tasks, train=path, val=path, image_size=SIZE).splits["train"]
+    smiling, attrs = train.targets["smiling"], train.targets["attrs"]
+    assert smiling.shape == (3,) and smiling.dtype == torch.float32
+    assert smiling[[0, 2]].tolist() == [1.0, 0.0] and smiling[1].isnan()
+    assert attrs.shape == (3, 2) and attrs.nan_to_num(-9).tolist() == [[0, 1], [1, -9], [-9, 0]]
 
 
 def test_header_can_be_forced_and_extra_columns_ignored(tmp_path: Path) -> None:
@@ -247,6 +259,7 @@ CORPUS = [
     ("word as class", _files(train_csv="path,kind,size\na.png,cat,1\n", val_csv=GOOD_VAL), "train.csv", 2, 2, "kind", "label 'cat' is not an integer class index; allowed"),
     ("fractional class", _files(train_csv="path,kind,size\na.png,1.5,1\n", val_csv=GOOD_VAL), "train.csv", 2, 2, "kind", "label '1.5' is not an integer class index"),
     ("nan in a class column", _files(train_csv="path,kind,size\na.png,0,1\nb.png,NaN,2\n", val_csv=GOOD_VAL), "train.csv", 3, 2, "kind", "label 'NaN' is not an integer class index (a missing label is -1 or empty)"),
+    ("binary label not 0/1", _files(train_csv="path,kind,size\na.png,0,1\n", val_csv="path,kind,size,smiling\na.png,0,1,2\n"), "val.csv", 2, 4, "smiling", "label '2' is not 0 or 1; allowed: 0 or 1, or -1 or empty for missing."),
     ("word as number", _files(train_csv="path,kind,size\na.png,0,big\n", val_csv=GOOD_VAL), "train.csv", 2, 3, "size", "value 'big' is not a number"),
     ("infinite number", _files(train_csv="path,kind,size\na.png,0,inf\n", val_csv=GOOD_VAL), "train.csv", 2, 3, "size", "value 'inf' is not finite"),
     ("too few columns", _files(train_csv="path,kind,size\na.png,0,1\nb.png,1\n", val_csv=GOOD_VAL), "train.csv", 3, None, None, "expected 3 columns (path, kind, size), got 2."),
@@ -264,8 +277,11 @@ CORPUS = [
 def test_bad_input_is_refused_naming_file_line_and_column(tmp_path: Path, case: tuple) -> None:
     _, make, file, line, column, name, message = case
     make(tmp_path)
+    tasks = TASKS + [mm.TaskSpec("smiling", "binary")] if name == "smiling" else TASKS
+    if name == "smiling":  # the train file of that case has no smiling column: give it one
+        (tmp_path / "train.csv").write_text("path,kind,size,smiling\na.png,0,1,1\n")
     with pytest.raises(mm.DataFileError) as info:
-        load(tmp_path / "train.csv", tmp_path / "val.csv")
+        load(tmp_path / "train.csv", tmp_path / "val.csv", tasks)
     error = info.value
     located = [(Path(p.path).name, p.line, p.column, p.name) for p in getattr(error, "problems", [error])]
     assert (file, line, column, name) in located

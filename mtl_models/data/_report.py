@@ -7,6 +7,11 @@ _MAX_CLASSES_SHOWN = 12
 
 
 def _labels(entry: dict) -> str:
+    prefix = "pixels " if entry.get("unit") == "pixels" else ""
+    return prefix + _values(entry) if _values(entry) else ""
+
+
+def _values(entry: dict) -> str:
     if "counts" in entry:
         counts = entry["counts"]
         shown = " ".join(f"{c}:{n}" for c, n in enumerate(counts[:_MAX_CLASSES_SHOWN]))

@@ -159,7 +159,8 @@ class MultiTaskData:
         A row counts as labelled when all its entries are (dense targets: any pixel).
         Class-index targets add ``counts`` (per class) and ``imbalance`` (largest over
         smallest class count; ``None`` when a class has no rows); float targets add
-        ``mean``, ``std``, ``min`` and ``max`` of the labelled values.
+        ``mean``, ``std``, ``min`` and ``max`` of the labelled values (for binary and
+        multilabel tasks the mean is the positive rate). Dense targets count pixels.
         """
         out: dict[str, dict[str, Any]] = {}
         for split_name, split in self.splits.items():
@@ -192,7 +193,8 @@ class MultiTaskData:
                 out.append(f"{key}: {entry['missing_rate']:.0%} of the rows have no label.")
             empty = [c for c, n in enumerate(entry.get("counts", [])) if n == 0]
             if split_name == "train" and empty:
-                out.append(f"{key}: class(es) {empty} have no labelled train rows.")
+                what = "pixels" if entry.get("unit") == "pixels" else "rows"
+                out.append(f"{key}: class(es) {empty} have no labelled train {what}.")
         return out
 
 
@@ -202,15 +204,19 @@ def _rebuild_split(images: np.ndarray | None, targets: dict[str, Tensor], images
 
 
 def _label_stats(spec: TaskSpec, target: Tensor, valid: Tensor) -> dict[str, Any]:
-    if not target.dtype.is_floating_point and target.dim() == 1 and spec.classes:
-        counts = torch.bincount(target[valid].long(), minlength=int(spec.classes)).tolist()
+    """Class counts (class-index targets) or value statistics (float targets) of the labelled
+    entries; for dense targets these count pixels (``unit: pixels``)."""
+    out: dict[str, Any] = {"unit": "pixels"} if target.dim() >= 3 else {}
+    if not target.dtype.is_floating_point and spec.classes:
+        counts = torch.bincount(target[valid].long().flatten(), minlength=int(spec.classes)).tolist()
         smallest = min(counts)
-        return {"counts": counts, "imbalance": max(counts) / smallest if smallest else None}
-    if target.dtype.is_floating_point and target.dim() <= 2:
+        return {**out, "counts": counts, "imbalance": max(counts) / smallest if smallest else None}
+    if target.dtype.is_floating_point:
         values = target[valid].double()
         if values.numel() == 0:
             return {}
         return {
+            **out,
             "mean": float(values.mean()),
             "std": float(values.std()) if values.numel() > 1 else 0.0,
             "min": float(values.min()),
