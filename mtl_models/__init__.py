@@ -30,7 +30,7 @@ from ._train import (
     seed_everything,
 )
 from .backbones import Stage, available_backbones, backbone_options, build_backbone, register_backbone, stage_names
-from .data import DataFileError, MultiTaskData, Split, available_sources, load_data, register_source
+from .data import DataErrors, DataFeed, DataFileError, MultiTaskData, Split, available_sources, load_data, register_source
 from .families import (
     BranchedModel,
     CrossStitchModel,

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 
-from .data import MultiTaskData, Split
+from .data import DataFeed, MultiTaskData, Split, iterate_batches, make_feeds
 from .families import MultiTaskModel
 from .weighting import build_weighting
 
@@ -63,8 +63,9 @@ class Trainer:
 
     Holds the model, optimiser, loss weighting and the shuffling generator, so a
     trial can checkpoint after each epoch (``state_dict``) and resume exactly.
-    Data is moved to the device once; batches are gathered by index, with no
-    DataLoader and no host synchronisation inside an epoch.
+    Batches come from :func:`mtl_models.data.make_feeds` as ``config['loader']``
+    says: held on the device (gathered by index, no host synchronisation inside an
+    epoch) or streamed by a DataLoader; training batches are augmented there.
     """
 
     def __init__(
@@ -80,11 +81,7 @@ class Trainer:
         self.tasks = model.tasks
         self.weighting = build_weighting(model.task_names, config).to(self.device)
         self.optimizer = make_optimizer(model.param_groups() + self.weighting.param_groups(), config)
-        names = set(model.task_names)
-        self.splits = {
-            name: Split(split.images, {k: v for k, v in split.targets.items() if k in names}).to(self.device)
-            for name, split in data.splits.items()
-        }
+        self.feeds = make_feeds(data, model.task_names, self.device, config.get("loader"))
         self.batch_size = int(config.get("batch_size", 128))
         self.grad_clip = config.get("grad_clip")
         self.alternating = config.get("optimization", "joint") == "alternating"
@@ -98,8 +95,9 @@ class Trainer:
             return {spec.name: None for spec in self.tasks}
         if mode != "balanced":
             raise ValueError(f"class_weighting must be 'none' or 'balanced', got {mode!r}.")
-        targets = self.splits["train"].targets
-        return {spec.name: spec.kind_impl.balanced_weights(spec, targets[spec.name]) for spec in self.tasks}
+        targets = self.feeds["train"].split.targets
+        weights = {spec.name: spec.kind_impl.balanced_weights(spec, targets[spec.name]) for spec in self.tasks}
+        return {name: w.to(self.device) if w is not None else None for name, w in weights.items()}
 
     def _total_loss(self, losses: dict[str, Tensor], step: int) -> Tensor:
         """Joint: the loss weighting's combination. Alternating (seed 002): one task's loss
@@ -110,16 +108,14 @@ class Trainer:
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over the train split; returns the mean total and per-task losses."""
-        model, split = self.model, self.splits["train"]
+        model = self.model
         model.train()
-        order = torch.randperm(len(split), generator=self.generator).to(self.device)
         sums = torch.zeros(len(self.tasks) + 1, device=self.device)
         steps = 0
-        for start in range(0, len(split), self.batch_size):
-            index = order[start : start + self.batch_size]
-            if index.numel() < 2:  # batch norm cannot train on a single sample
+        batches = self.feeds["train"].batches(self.batch_size, shuffle=True, generator=self.generator, augment=True)
+        for x, targets in batches:
+            if x.shape[0] < 2:  # batch norm cannot train on a single sample
                 continue
-            x, targets = split.batch(index)
             self.optimizer.zero_grad(set_to_none=True)  # before the loss: GradNorm sets its own grads there
             outputs = model.member_outputs(x)
             losses = {
@@ -148,7 +144,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, split_name: str = "val") -> dict[str, dict[str, float]]:
         """Each task's metrics on a split: ``{task: {metric: value}}``."""
-        return evaluate(self.model, self.splits[split_name], self.batch_size * 2)
+        return evaluate(self.model, self.feeds[split_name], self.batch_size * 2)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -168,17 +164,15 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate(model: MultiTaskModel, split: Split, batch_size: int = 256) -> dict[str, dict[str, float]]:
-    """Metrics of ``model`` on ``split`` (already on the model's device or not)."""
+def evaluate(model: MultiTaskModel, split: Split | DataFeed, batch_size: int = 256) -> dict[str, dict[str, float]]:
+    """Metrics of ``model`` on ``split`` (a feed, or a split on the model's device or not)."""
     model.eval()
     device = next(model.parameters()).device
     states = {spec.name: spec.kind_impl.metric_state(spec, device) for spec in model.tasks}
-    for start in range(0, len(split), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(split)), device=split.images.device)
-        x, targets = split.batch(index)
-        outputs = model(x.to(device))
+    for x, targets in iterate_batches(split, batch_size, device=device):
+        outputs = model(x)
         for name, state in states.items():
-            state.update(outputs[name], targets[name].to(device))
+            state.update(outputs[name], targets[name])
     return {name: state.compute() for name, state in states.items()}
 
 

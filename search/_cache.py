@@ -6,8 +6,9 @@ refines a search reruns them for nothing. After a baselines phase completes, its
 experiment directory is stored under ``<cache>/baselines/<key>``; a later run with the
 same key copies it into its run directory instead of training.
 
-The key hashes the baselines' configs (everything but the searched keys), the data's
-bytes (every split's images and labels) and the torch version.
+The key hashes the baselines' configs (everything but the searched keys and the
+loader's speed settings), the data's bytes (every split's images and labels) and the
+torch version.
 """
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def data_fingerprint(data: MultiTaskData) -> str:
 
 
 def baselines_key(configs: list[dict[str, Any]], data: MultiTaskData) -> str:
+    # how data is fed changes speed, not results; the augmentations do change results
+    configs = [{**c, "loader": {"augment": c["loader"].get("augment")}} if "loader" in c else c for c in configs]
     material = {
         "configs": configs,
         "data": data_fingerprint(data),

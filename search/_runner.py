@@ -20,6 +20,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
 from mtl_models import MultiTaskData, atomic_path, atomic_write_json, atomic_write_text
+from mtl_models.data import format_data_report
 from spaces import Experiment, define_space, fixed_config, load_experiment, optuna_point
 
 from ._baselines import (
@@ -68,6 +69,17 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, **kwargs)
     else:  # "local": always a fresh local Ray, never a cluster someone `ray start`-ed on this machine
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
+
+
+def trial_base_config(exp: Experiment, data: MultiTaskData) -> dict[str, Any]:
+    """The config every trial and baseline shares: the space's fixed keys plus how data is fed.
+
+    ``loader`` (mode, workers, memory budget, augmentations, the trial's GPU share)
+    is read by the trainer's data feeds; it changes speed, not results, except for
+    the augmentations, which the config records so a row can be rebuilt exactly.
+    """
+    loader = {**exp.data.loader_config(exp.search.resources.cpu), "gpu_share": exp.search.resources.gpu}
+    return {**fixed_config(exp, data.input_spec()), "loader": loader}
 
 
 def _run_config(name: str, run_dir: Path, callbacks: list, max_failures: int) -> tune.RunConfig:
@@ -331,10 +343,11 @@ def run_experiment(
             f"{str(run_dir)!r} is not empty; choose a new --out directory, or continue that run with "
             f"`mtlsearch resume {run_dir}`."
         )
+    print(f"Loading and checking data ({exp.data.source}) ...", flush=True)
+    data = exp.load_data()  # every row checked here: a bad dataset stops the run before Ray starts
+    print(format_data_report(data), flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    print(f"Loading data ({exp.data.source}) ...", flush=True)
-    data = exp.load_data()
-    fixed = fixed_config(exp, data.input_spec())
+    fixed = trial_base_config(exp, data)
     if storage is not None:
         storage = f"{storage.rstrip('/')}/{run_dir.name}" if "://" in storage else str(Path(storage).resolve() / run_dir.name)
     _write_run_files(exp, run_dir, data, fixed, storage)

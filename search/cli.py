@@ -1,13 +1,30 @@
-"""The ``mtlsearch`` command line: run, report, select, export."""
+"""The ``mtlsearch`` command line: check-data, run, resume, report, select, export."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    from mtl_models.data import format_data_report, make_feeds
+    from spaces import load_experiment
+
+    exp = load_experiment(args.experiment)
+    data = exp.load_data()
+    print(format_data_report(data))
+    loader = exp.data.loader_config(exp.search.resources.cpu)
+    feeds = make_feeds(data, [t.name for t in exp.tasks], "cpu", {**loader, "gpu_share": exp.search.resources.gpu})
+    mode = feeds["train"].mode
+    augment = ", ".join(a["name"] for a in loader["augment"]) or "none"
+    print(f"Loader: {loader['mode']} -> {mode} on this machine's CPU; augmentations: {augment}")
+    print(f"OK: {sum(len(s) for s in data.splits.values())} rows checked, no problems.")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -145,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
+    check = sub.add_parser(
+        "check-data", help="check every row of an experiment's data (files, images, labels) and summarise the labels"
+    )
+    check.add_argument("experiment", type=Path, help="experiment YAML file")
+    check.set_defaults(func=_check_data)
+
     run = sub.add_parser("run", help="run an experiment: baselines, then the search, then the report")
     run.add_argument("experiment", type=Path, help="experiment YAML file")
     run.add_argument("--out", type=Path, required=True, help="run directory to create (results, report, checkpoints)")
@@ -197,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mtl_models import DataFileError
     from spaces import ExperimentError
 
     from ._runner import SearchInterrupted
@@ -204,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded in exported model cards
+    data_log = logging.getLogger("mtlsearch.data")
+    if not data_log.handlers:  # decoding progress on long first runs
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        data_log.addHandler(handler)
+        data_log.setLevel(logging.INFO)
     try:
         return args.func(args)
     except SearchInterrupted as exc:
@@ -211,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except KeyError:
         raise  # a bug, not a user error: keep the traceback
-    except (ExperimentError, FileExistsError, FileNotFoundError, LookupError, ValueError) as exc:
+    except (ExperimentError, DataFileError, FileExistsError, FileNotFoundError, LookupError, ValueError) as exc:
         print(f"mtlsearch: error: {exc}", file=sys.stderr)
         return 2
 

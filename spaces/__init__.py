@@ -22,6 +22,7 @@ from ._schema import (
     load_experiment,
     validate_experiment,
 )
+from ._data import AugmentConfig, CelebAData, DATA_SOURCES, ScenesData, SplitConfig
 from ._space import HIDDEN_PREFIX, SpaceSampler, define_space, fixed_config, optuna_point, simplex_weights
 from ._yaml import ExperimentError
 

@@ -12,9 +12,8 @@ import inspect
 import json
 import re
 from dataclasses import dataclass
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal, Union
 
 import optuna
 from pydantic import (
@@ -40,21 +39,13 @@ from mtl_models import (
     build_backbone,
     load_data,
 )
+from mtl_models.data import prepare_for_trials
 
+from ._common import _resolve, _Strict
+from ._data import DATA_SOURCES, DataConfig, FilesData, MultiMNISTData, augment_problems
 from ._yaml import ExperimentError, format_loc, line_of, load_yaml
 
 SEARCHED_FAMILIES = ("hard_split", "cross_stitch")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _resolve(path: Path | None, info: ValidationInfo) -> Path | None:
-    if path is None or path.is_absolute():
-        return path
-    base = (info.context or {}).get("base_dir")
-    return (Path(base) / path).resolve() if base else path
 
 
 class TaskConfig(_Strict):
@@ -114,41 +105,6 @@ class BackboneConfig(_Strict):
         if v is not None and not v.is_file():
             raise ValueError(f"weights file {str(v)!r} does not exist")
         return v
-
-
-class MultiMNISTData(_Strict):
-    """The built-in MultiMNIST of real digits (tasks ``left`` and ``right``)."""
-
-    source: Literal["multimnist"]
-    n_train: PositiveInt = 6000
-    n_val: PositiveInt = 1000
-    n_test: NonNegativeInt = 1000
-    canvas: int = Field(36, ge=28, le=56)
-    seed: int | None = None
-    missing_rate: dict[str, Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(default_factory=dict)
-
-
-class FilesData(_Strict):
-    """The seed's data files, one per split: ``path, label_task1, label_task2, ...``."""
-
-    source: Literal["files"]
-    train: Path
-    val: Path
-    test: Path | None = None
-    image_size: tuple[PositiveInt, PositiveInt] = (64, 64)
-    channels: Literal[1, 3] = 3
-
-    @field_validator("train", "val", "test")
-    @classmethod
-    def _file_exists(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        v = _resolve(v, info)
-        if v is not None and not v.is_file():
-            raise ValueError(f"data file {str(v)!r} does not exist")
-        return v
-
-
-DataConfig = Annotated[Union[MultiMNISTData, FilesData], Field(discriminator="source")]
-DATA_SOURCES = [m.model_fields["source"].annotation.__args__[0] for m in (MultiMNISTData, FilesData)]
 
 
 class HeadConfig(_Strict):
@@ -409,13 +365,13 @@ class Experiment(_Strict):
             raise ValueError(
                 f"space.loss_weights: keys {sorted(self.space.loss_weights)} must be exactly the tasks {names}"
             )
-        if isinstance(self.data, MultiMNISTData):
-            unknown = sorted(set(names) - {"left", "right"})
-            if unknown:
-                raise ValueError(f"tasks: multimnist has tasks ['left', 'right']; unknown task name(s): {unknown}")
-            unknown = sorted(set(self.data.missing_rate) - set(names))
-            if unknown:
-                raise ValueError(f"data.missing_rate: unknown task name(s) {unknown}; allowed: {names}")
+        specs = self.task_specs()
+        for index, message in self.data.check_tasks(specs):
+            if message.startswith("data."):
+                raise ValueError(message)
+            raise ValueError(f"tasks{'' if index is None else f'[{index}]'}: {message}")
+        for message in augment_problems(self.data, specs):
+            raise ValueError(message)
         facts = self._backbone_facts()
         if facts.error:
             raise ValueError(
@@ -496,11 +452,18 @@ class Experiment(_Strict):
                 raise ValueError(f"{where}: loss_weights must give a positive weight for each task {names}")
 
     def load_data(self) -> MultiTaskData:
-        """Load (or generate) the experiment's dataset."""
-        options = self.data.model_dump(exclude={"source"})
-        if isinstance(self.data, MultiMNISTData) and options["seed"] is None:
+        """Load (or generate) the experiment's dataset, checking every row.
+
+        Raises :class:`mtl_models.DataErrors` naming each bad file, line and column.
+        Generators without a ``seed`` use the experiment's; so does a ``split``.
+        """
+        options = self.data.source_options()
+        if "seed" in options and options["seed"] is None:
             options["seed"] = self.seed
-        return load_data(self.data.source, self.task_specs(), **options)
+        if options.get("split") is not None and options["split"].get("seed") is None:
+            options["split"] = {**options["split"], "seed": self.seed}
+        data = load_data(self.data.source, self.task_specs(), **options)
+        return prepare_for_trials(data, self.data.loader, self.data.memory_budget_mb)
 
     def _backbone_facts(self) -> "BackboneFacts":
         return backbone_facts(
@@ -512,15 +475,13 @@ class Experiment(_Strict):
 
     def input_size(self) -> tuple[int, int]:
         """``(height, width)`` of the images the models see."""
-        if isinstance(self.data, MultiMNISTData):
-            return self.data.canvas, self.data.canvas
-        return tuple(self.data.image_size)
+        return self.data.input_size()
 
     def num_stages(self) -> int:
         return len(self.stage_names())
 
     def in_channels(self) -> int:
-        return 1 if isinstance(self.data, MultiMNISTData) else self.data.channels
+        return self.data.channels_in()
 
     def task_specs(self) -> list[TaskSpec]:
         return [t.spec() for t in self.tasks]

@@ -1,11 +1,8 @@
-"""Datasets: the built-in MultiMNIST and the seed's data-file format."""
+"""Datasets: the built-in MultiMNIST (the quickstart's data)."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
-from torchvision.io import write_png
 
 import mtl_models as mm
 
@@ -59,63 +56,4 @@ def test_multimnist_missing_rate_hides_train_labels_of_one_task() -> None:
     assert summary["val/left"]["missing_rate"] == 0.0
 
 
-def _write_images(root: Path, n: int, channels: int = 3) -> list[str]:
-    g = torch.Generator().manual_seed(0)
-    names = []
-    for i in range(n):
-        name = f"img{i}.png"
-        write_png(torch.randint(0, 256, (channels, 10, 12), generator=g, dtype=torch.uint8), str(root / name))
-        names.append(name)
-    return names
-
-
-FILE_TASKS = [mm.TaskSpec("kind", "classification", 3), mm.TaskSpec("size", "regression")]
-
-
-@pytest.mark.parametrize("header", [True, False])
-def test_data_files_load_with_missing_labels(tmp_path: Path, header: bool) -> None:
-    names = _write_images(tmp_path, 4)
-    rows = [f"{names[0]},0,1.5", f"{names[1]},-1,2.0", f"{names[2]},2,", f"{tmp_path / names[3]},1,nan"]
-    text = ("path,kind,size\n" if header else "") + "\n".join(rows) + "\n"
-    (tmp_path / "train.csv").write_text(text)
-    (tmp_path / "val.csv").write_text(text)
-    data = mm.load_data("files", FILE_TASKS, train=tmp_path / "train.csv", val=tmp_path / "val.csv", image_size=(8, 8))
-    train = data.splits["train"]
-    assert train.images.shape == (4, 3, 8, 8)
-    assert train.targets["kind"].tolist() == [0, -1, 2, 1]
-    size = train.targets["size"].tolist()
-    assert size[:2] == [1.5, 2.0] and all(v != v for v in size[2:])  # NaN = missing
-
-
-@pytest.mark.parametrize(
-    "row,message",
-    [
-        ("img0.png,5,1.0", "line 2, column 'kind': label 5 is out of range; allowed: 0..2 or -1 for missing"),
-        ("img0.png,x,1.0", "line 2, column 'kind': label 'x' is not an integer class index"),
-        ("img0.png,1,abc", "line 2, column 'size': value 'abc' is not a number"),
-        ("img0.png,1", "line 2: expected 3 columns (path + 2 tasks), got 2"),
-        ("nothere.png,1,1.0", "line 2, column 'path': image"),
-    ],
-)
-def test_data_file_errors_name_file_line_and_column(tmp_path: Path, row: str, message: str) -> None:
-    _write_images(tmp_path, 1)
-    path = tmp_path / "train.csv"
-    path.write_text(f"path,kind,size\n{row}\n")
-    with pytest.raises(mm.DataFileError) as info:
-        mm.load_data("files", FILE_TASKS, train=path, val=path, image_size=(8, 8))
-    assert str(path) in str(info.value) and message in str(info.value)
-
-
-def test_corrupt_image_is_reported(tmp_path: Path) -> None:
-    (tmp_path / "bad.png").write_bytes(b"not a png at all")
-    path = tmp_path / "train.csv"
-    path.write_text("path,kind,size\nbad.png,1,1.0\n")
-    with pytest.raises(mm.DataFileError, match="could not be decoded"):
-        mm.load_data("files", FILE_TASKS, train=path, val=path, image_size=(8, 8))
-
-
-def test_header_must_name_the_tasks(tmp_path: Path) -> None:
-    path = tmp_path / "train.csv"
-    path.write_text("path,kind,colour\nimg0.png,1,1.0\n")
-    with pytest.raises(mm.DataFileError, match=r"unknown: \['colour'\]; missing: \['size'\]"):
-        mm.load_data("files", FILE_TASKS, train=path, val=path, image_size=(8, 8))
+# The data-file format (spellings, splits, cache, bad inputs) is tested in test_data_files.py.

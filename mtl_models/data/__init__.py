@@ -1,14 +1,37 @@
-"""Multi-task datasets: tensors per split, from data files or built-in generators."""
-from ._tensors import MultiTaskData, Split, available_sources, load_data, register_source
-from ._files import DataFileError, read_data_file
-from . import _multimnist  # noqa: F401  (register the built-in sources)
+"""Multi-task datasets: tensors per split, from data files, local dataset copies or generators.
 
-__all__ = [
-    "DataFileError",
-    "MultiTaskData",
-    "Split",
-    "available_sources",
-    "load_data",
-    "read_data_file",
-    "register_source",
-]
+Sources (``load_data(source, tasks, **options)``): ``files`` (the seed's data files),
+``celeba`` (a local CelebA copy), ``scenes`` (procedural multi-attribute scenes) and
+``multimnist`` (the quickstart's real digits). Every row is checked before training;
+problems come back together as :class:`DataErrors`, each naming file, line and column.
+Batches reach the model through :class:`DataFeed` (held on the device or streamed).
+"""
+from ._tensors import (
+    MultiTaskData,
+    Split,
+    available_sources,
+    load_data,
+    open_images_file,
+    register_source,
+    source_function,
+)
+from ._errors import MAX_LISTED, DataErrors, DataFileError, ProblemLog
+from ._labels import LabelError, LabelFormat, label_format, register_label_format
+from ._images import ImageRef, decode_images, default_cache_dir
+from ._files import read_data_file, split_indices
+from ._augment import (
+    Augmentation,
+    Pipeline,
+    augmentation_class,
+    augmentation_options,
+    available_augmentations,
+    build_augmentations,
+    register_augmentation,
+)
+from ._feed import LOADER_MODES, DataFeed, iterate_batches, make_feeds, memory_budget, prepare_for_trials, resolve_loader
+from ._report import format_data_report
+from . import _celeba, _multimnist, _scenes  # noqa: F401  (register the built-in sources)
+from ._celeba import ATTRIBUTES as CELEBA_ATTRIBUTES, attribute_target, celeba_task_map
+from ._scenes import check_scene_tasks, generate_scenes, scene_tasks
+
+__all__ = [name for name in dir() if not name.startswith("_")]

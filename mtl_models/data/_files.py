@@ -1,128 +1,357 @@
-"""The seed's data files: one table per split, ``path, label_task1, label_task2, ...``.
+"""The seed's data files as people write them: ``path, label_task1, label_task2, ...``.
 
-Images are decoded with torchvision and resized to ``image_size``. A missing label is
-``-1`` or empty for classification and empty or ``nan`` for regression; it is
-ignored by that task only. Paths are relative to the data file unless absolute.
+Accepted spellings (seed 000's Caffe image lists, seed 002's ``train.txt``):
+
+- any file name (``train.txt``, ``val.csv``, ...); one file per split, or one file
+  split by ratio (``split``: e.g. 60/25/15, seeded, optionally stratified by a task);
+- comma, tab or whitespace separated (``auto`` looks at the first row); blank lines
+  and lines starting with ``#`` are skipped; a UTF-8 byte-order mark is ignored;
+- with a header row (first cell ``path``/``image``/``file``/``filename``, or any cell
+  naming a task; columns may come in any order) or without one (columns in the
+  order of the experiment's ``tasks``);
+- image paths relative to the data file, absolute, or starting with ``~``;
+- labels in the task kind's format (see ``_labels.py``): a class index with ``-1`` or
+  empty for missing, numbers with empty or ``nan`` for missing; a task with ``k``
+  values takes ``k`` columns (header names ``name.0 .. name.{k-1}``).
+
+Every row is checked before anything is decoded for training: all problems are
+collected and raised together (:class:`DataErrors`), each naming file, line and column.
 """
 from __future__ import annotations
 
 import csv
-import math
-import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-import torch
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2.functional import resize
+import numpy as np
 
 from ..tasks import TaskSpec
-from ._tensors import MultiTaskData, Split, register_source
+from ._errors import DataFileError, ProblemLog
+from ._images import ImageRef, decode_images, default_cache_dir
+from ._labels import LabelError, label_format
+from ._tensors import MultiTaskData, Split, register_source, tensor_from_numpy
+
+PATH_WORDS = ("path", "image", "file", "filename", "image_path", "img", "images")
+DELIMITERS = {"comma": ",", "tab": "\t", "whitespace": None}
+SPLIT_NAMES = ("train", "val", "test")
 
 
-class DataFileError(ValueError):
-    """A problem in a data file, located by file, line and column."""
+@dataclass
+class Row:
+    """One data row: its line, its image and each task's parsed label."""
 
-    def __init__(self, path: Path | str, line: int | None, column: str | None, message: str) -> None:
-        where = str(path) + (f", line {line}" if line is not None else "") + (f", column {column!r}" if column else "")
-        super().__init__(f"{where}: {message}")
-        self.path, self.line, self.column = str(path), line, column
+    line: int
+    image: ImageRef
+    labels: dict[str, Any]
 
 
-def _parse_label(spec: TaskSpec, text: str, path: Path, line: int) -> float | int:
-    text = text.strip()
-    if spec.kind == "classification":
-        if text in ("", "-1"):
-            return -1
+@dataclass
+class Table:
+    """A parsed data file: rows that passed, and whether the file had a header."""
+
+    path: Path
+    rows: list[Row] = field(default_factory=list)
+    header: bool = False
+    columns: dict[str, list[int]] = field(default_factory=dict)  # task -> 0-based cell indices
+
+
+def _read_lines(path: Path, problems: ProblemLog) -> list[tuple[int, str]] | None:
+    if not path.exists():
+        problems.add(DataFileError(path, None, None, "data file does not exist."))
+        return None
+    if not path.is_file():
+        problems.add(DataFileError(path, None, None, "data file is not a file."))
+        return None
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        problems.add(DataFileError(path, line, None, f"not UTF-8 text (byte {raw[exc.start]:#04x}); is this a data file?"))
+        return None
+    return [(i, s) for i, s in enumerate(text.splitlines(), 1) if s.strip() and not s.lstrip().startswith("#")]
+
+
+def _splitter(first: str, delimiter: str) -> Any:
+    sep = DELIMITERS[delimiter] if delimiter != "auto" else ("," if "," in first else "\t" if "\t" in first else None)
+    if sep == ",":
+        return lambda s: [c.strip() for c in next(csv.reader([s], skipinitialspace=True))]
+    if sep == "\t":
+        return lambda s: [c.strip() for c in s.split("\t")]
+    return lambda s: s.split()
+
+
+def _looks_like_header(cells: list[str], names: set[str]) -> bool:
+    if cells[0].strip().lower() in PATH_WORDS or any(c in names for c in cells[1:]):
+        return True
+    labels = cells[1:]
+
+    def numeric(text: str) -> bool:
         try:
-            value = int(text)
+            float(text)
+            return True
         except ValueError:
-            raise DataFileError(path, line, spec.name, f"label {text!r} is not an integer class index.") from None
-        if not 0 <= value < int(spec.classes):
-            raise DataFileError(
-                path, line, spec.name, f"label {value} is out of range; allowed: 0..{int(spec.classes) - 1} or -1 for missing."
-            )
-        return value
-    if text == "" or text.lower() == "nan":
-        return math.nan
-    try:
-        return float(text)
-    except ValueError:
-        raise DataFileError(path, line, spec.name, f"value {text!r} is not a number (empty or nan for missing).") from None
+            return text == ""
+
+    return bool(labels) and not any(numeric(c) for c in labels)
 
 
-def read_data_file(path: Path, tasks: list[TaskSpec]) -> tuple[list[tuple[int, Path]], dict[str, list]]:
-    """Rows of one data file: ``(line, image path)`` and each task's labels, validated."""
-    if not path.is_file():
-        raise DataFileError(path, None, None, "data file does not exist.")
-    with path.open(newline="") as f:
-        rows = [(i + 1, row) for i, row in enumerate(csv.reader(f)) if row and any(c.strip() for c in row)]
-    if not rows:
-        raise DataFileError(path, None, None, "data file has no rows.")
-    task_names = [t.name for t in tasks]
-    first_line, first = rows[0]
-    header = [c.strip() for c in first]
-    if header[0].lower() == "path" or set(header[1:]) & set(task_names):
-        unknown = [c for c in header[1:] if c not in task_names]
-        missing = [t for t in task_names if t not in header[1:]]
-        if unknown or missing:
-            raise DataFileError(
-                path, first_line, None,
-                f"header columns {header[1:]} must name the experiment's tasks {task_names}"
-                + (f"; unknown: {unknown}" if unknown else "") + (f"; missing: {missing}" if missing else "") + ".",
+def _header_columns(
+    path: Path, line: int, cells: list[str], tasks: list[TaskSpec], ignore: Sequence[str], problems: ProblemLog
+) -> dict[str, list[int]] | None:
+    expected = {name: (spec, i) for spec in tasks for i, name in enumerate(label_format(spec).column_names(spec))}
+    seen: dict[str, int] = {}
+    found: dict[str, dict[int, int]] = {spec.name: {} for spec in tasks}
+    ok = True
+    for j, name in enumerate(cells[1:], 1):
+        if name in seen:
+            problems.add(DataFileError(path, line, j + 1, f"duplicate column name {name!r} (also column {seen[name] + 1}).", name))
+            ok = False
+            continue
+        seen[name] = j
+        if name in expected:
+            spec, offset = expected[name]
+            found[spec.name][offset] = j
+        elif name not in ignore:
+            problems.add(
+                DataFileError(
+                    path, line, j + 1,
+                    f"column {name!r} is not a task of the experiment; tasks: {[t.name for t in tasks]} "
+                    "(list it in data.ignore_columns to skip it).",
+                    name,
+                )
             )
-        columns = {t: header.index(t) for t in task_names}
-        rows = rows[1:]
+            ok = False
+    missing = [n for n, (spec, i) in expected.items() if i not in found[spec.name]]
+    if missing:
+        problems.add(
+            DataFileError(
+                path, line, None,
+                f"the header has no column for {missing}; expected columns: "
+                f"{', '.join(['path', *expected])} (any order).",
+            )
+        )
+        ok = False
+    if not ok:
+        return None
+    return {name: [offsets[i] for i in range(len(offsets))] for name, offsets in found.items()}
+
+
+def read_data_file(
+    path: Path | str,
+    tasks: list[TaskSpec],
+    problems: ProblemLog | None = None,
+    delimiter: str = "auto",
+    header: bool | str = "auto",
+    ignore_columns: Sequence[str] = (),
+) -> Table:
+    """Parse and check one data file; problems go to ``problems`` (raised here when not given).
+
+    Rows with a problem are left out of the returned table.
+    """
+    own = problems is None
+    problems = problems if problems is not None else ProblemLog()
+    path = Path(path)
+    table = Table(path)
+    lines = _read_lines(path, problems)
+    if lines is not None and not lines:
+        problems.add(DataFileError(path, None, None, "data file has no rows."))
+    if not lines:
+        if own:
+            problems.raise_if_any()
+        return table
+    split = _splitter(lines[0][1], delimiter)
+    formats = {spec.name: label_format(spec) for spec in tasks}
+    names = {n for spec in tasks for n in formats[spec.name].column_names(spec)} | set(ignore_columns)
+    first_line, first = lines[0][0], split(lines[0][1])
+    table.header = _looks_like_header(first, names) if header == "auto" else bool(header)
+    if table.header:
+        columns = _header_columns(path, first_line, first, tasks, ignore_columns, problems)
+        lines = lines[1:]
+        width = len(first)
+        if columns is None:
+            if own:
+                problems.raise_if_any()
+            return table
+        if not lines:
+            problems.add(DataFileError(path, None, None, "data file has a header but no data rows."))
     else:
-        columns = {t: i + 1 for i, t in enumerate(task_names)}
-    width = max(columns.values()) + 1
-    paths: list[tuple[int, Path]] = []
-    labels: dict[str, list] = {t: [] for t in task_names}
-    for line, row in rows:
-        if len(row) != width:
-            raise DataFileError(path, line, None, f"expected {width} columns (path + {len(task_names)} tasks), got {len(row)}.")
-        image = Path(row[0].strip())
-        paths.append((line, image if image.is_absolute() else path.parent / image))
+        columns, position = {}, 1
         for spec in tasks:
-            labels[spec.name].append(_parse_label(spec, row[columns[spec.name]], path, line))
-    return paths, labels
+            k = formats[spec.name].columns(spec)
+            columns[spec.name] = list(range(position, position + k))
+            position += k
+        width = position
+    table.columns = columns
+    header_names = first if table.header else ["path", *(n for spec in tasks for n in formats[spec.name].column_names(spec))]
+    layout = ", ".join(header_names)
+    for line, text in lines:
+        cells = split(text)
+        if len(cells) != width:
+            problems.add(DataFileError(path, line, None, f"expected {width} columns ({layout}), got {len(cells)}."))
+            continue
+        if not cells[0]:
+            problems.add(DataFileError(path, line, 1, "the image path is empty.", header_names[0]))
+            continue
+        image = Path(cells[0]).expanduser()
+        ref = ImageRef(image if image.is_absolute() else path.parent / image, path, line, 1, header_names[0])
+        labels, ok = {}, True
+        for spec in tasks:
+            cols = columns[spec.name]
+            try:
+                labels[spec.name] = formats[spec.name].parse(spec, [cells[c] for c in cols])
+            except LabelError as exc:
+                col = cols[exc.offset]
+                problems.add(DataFileError(path, line, col + 1, str(exc), header_names[col]))
+                ok = False
+        if ok:
+            table.rows.append(Row(line, ref, labels))
+    if own:
+        problems.raise_if_any()
+    return table
 
 
-def _decode(path: Path, channels: int, size: Sequence[int], data_file: Path, line: int) -> torch.Tensor:
-    if not path.is_file():
-        raise DataFileError(data_file, line, "path", f"image {str(path)!r} does not exist.")
-    try:
-        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec's
-            warnings.simplefilter("ignore", DeprecationWarning)
-            image = decode_image(data, mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
-    except (RuntimeError, ValueError) as exc:
-        raise DataFileError(data_file, line, "path", f"image {str(path)!r} could not be decoded ({exc}).") from None
-    return resize(image, list(size), antialias=True)
+def split_indices(
+    n: int, fractions: dict[str, float], seed: int, strata: Sequence[Any] | None = None
+) -> dict[str, np.ndarray]:
+    """Row indices per split: ``fractions`` of every stratum, chosen at random with ``seed``.
+
+    Each stratum (one value of ``strata``; all rows when ``None``) is shuffled and cut
+    by the largest-remainder rounding of its size times each fraction, so every split
+    gets each class in about the same proportion. Indices come back sorted.
+    """
+    rng = np.random.default_rng(seed)
+    keys = np.zeros(n, dtype=np.int64) if strata is None else np.asarray(strata)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in fractions}
+    for key in sorted(set(keys.tolist())):
+        members = rng.permutation(np.flatnonzero(keys == key))
+        exact = np.array([len(members) * f for f in fractions.values()])
+        counts = np.floor(exact).astype(int)
+        for i in np.argsort(-(exact - counts), kind="stable")[: len(members) - counts.sum()]:
+            counts[i] += 1
+        start = 0
+        for name, count in zip(fractions, counts):
+            parts[name].append(members[start : start + count])
+            start += count
+    return {name: np.sort(np.concatenate(p)) if p else np.zeros(0, dtype=np.int64) for name, p in parts.items()}
 
 
-def load_split(path: Path, tasks: list[TaskSpec], channels: int, image_size: Sequence[int]) -> Split:
-    paths, labels = read_data_file(path, tasks)
-    images = torch.stack([_decode(p, channels, image_size, path, line) for line, p in paths])
-    targets = {
-        t.name: torch.tensor(labels[t.name], dtype=t.kind_impl.target_dtype) for t in tasks
-    }
-    return Split(images, targets)
+def _labelled_everywhere(path: Path, split_name: str, rows: list[Row], tasks: list[TaskSpec], table: Table, problems: ProblemLog) -> None:
+    """A task with no label at all in train or val cannot be trained or scored."""
+    if split_name not in ("train", "val") or not rows:
+        return
+    for spec in tasks:
+        fmt = label_format(spec)
+        if all(_is_missing(row.labels[spec.name], fmt.missing) for row in rows):
+            col = table.columns[spec.name][0]
+            problems.add(
+                DataFileError(
+                    path, None, col + 1,
+                    f"task {spec.name!r} has no labelled row in the {split_name} split; "
+                    "its loss and metric would be undefined.",
+                    spec.name,
+                )
+            )
+
+
+def _is_missing(value: Any, missing: Any) -> bool:
+    """Whether a parsed label is the format's missing value (-1, or NaN: ``v != v``)."""
+    values = value if isinstance(value, list) else [value]
+    return all(v != v or v == missing for v in values)
 
 
 @register_source("files")
 def files(
     tasks: list[TaskSpec],
-    train: str | Path,
-    val: str | Path,
+    train: str | Path | None = None,
+    val: str | Path | None = None,
     test: str | Path | None = None,
+    file: str | Path | None = None,
+    split: dict[str, Any] | None = None,
     image_size: Sequence[int] = (64, 64),
     channels: int = 3,
+    delimiter: str = "auto",
+    header: bool | str = "auto",
+    ignore_columns: Sequence[str] = (),
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> MultiTaskData:
-    """One data file per split (``train``, ``val``, optional ``test``)."""
-    splits = {
-        name: load_split(Path(p), tasks, channels, image_size)
-        for name, p in (("train", train), ("val", val), ("test", test))
-        if p is not None
+    """Data files: one per split (``train``, ``val``, optional ``test``), or one ``file`` and a ``split``.
+
+    ``split`` is ``{train: 0.6, val: 0.25, test: 0.15, seed: 0, stratify: task}``
+    (``stratify`` optional: a class-index task). Images are decoded once and cached
+    under ``cache_dir`` (default :func:`default_cache_dir`) unless ``cache`` is false.
+    Raises :class:`DataErrors` listing every problem found.
+    """
+    problems = ProblemLog()
+    options = {"delimiter": delimiter, "header": header, "ignore_columns": ignore_columns}
+    split_rows: dict[str, tuple[Table, list[Row]]] = {}
+    if file is not None:
+        table = read_data_file(Path(file), tasks, problems, **options)
+        split = dict(split or {})
+        fractions = {n: float(split.get(n, 0.0)) for n in SPLIT_NAMES if float(split.get(n, 0.0)) > 0}
+        stratify = split.get("stratify")
+        strata = [row.labels[stratify] for row in table.rows] if stratify else None
+        chosen = split_indices(len(table.rows), fractions, int(split.get("seed", 0)), strata)
+        for name, index in chosen.items():
+            if table.rows and len(index) == 0:
+                problems.add(
+                    DataFileError(
+                        table.path, None, None,
+                        f"split {name!r} is empty: {len(table.rows)} rows x {fractions[name]} rounds to 0; "
+                        "add rows or change data.split.",
+                    )
+                )
+            split_rows[name] = (table, [table.rows[i] for i in index])
+    else:
+        for name, p in (("train", train), ("val", val), ("test", test)):
+            if p is not None:
+                table = read_data_file(Path(p), tasks, problems, **options)
+                split_rows[name] = (table, table.rows)
+    for name, (table, rows) in split_rows.items():
+        _labelled_everywhere(table.path, name, rows, tasks, table, problems)
+    size = tuple(int(s) for s in image_size)
+    if problems:  # check every image anyway, so one pass reports every problem
+        refs = {row.image: None for _, rows in split_rows.values() for row in rows}
+        decode_images(list(refs), channels, size, problems, validate_only=True)
+        problems.raise_if_any()
+    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    arrays = {
+        name: decode_images([row.image for row in rows], channels, size, problems, cache_dir=directory if cache else None)
+        for name, (_, rows) in split_rows.items()
     }
-    return MultiTaskData(tasks, splits, description=f"data files {train}, {val}, {test}")
+    problems.raise_if_any()
+    splits = {}
+    for name, (table, rows) in split_rows.items():
+        array = arrays[name]
+        targets = {spec.name: label_format(spec).tensor(spec, [row.labels[spec.name] for row in rows]) for spec in tasks}
+        images_file = getattr(array, "filename", None)
+        splits[name] = Split(tensor_from_numpy(array), targets, str(images_file) if images_file else None)
+    sources = sorted({str(table.path) for table, _ in split_rows.values()})
+    data = MultiTaskData(
+        tasks,
+        splits,
+        description=f"data files {', '.join(sources)}",
+        extra={"warnings": _duplicate_warnings(split_rows), "files": sources},
+    )
+    return data
+
+
+def _duplicate_warnings(split_rows: dict[str, tuple[Table, list[Row]]]) -> list[str]:
+    out = []
+    seen: dict[Path, str] = {}
+    for name, (_, rows) in split_rows.items():
+        paths = [row.image.path.resolve() for row in rows]
+        repeated = len(paths) - len(set(paths))
+        if repeated:
+            out.append(f"{name}: {repeated} row(s) repeat an image already listed in the same split.")
+        across: dict[str, list[Path]] = {}
+        for p in set(paths):
+            if p in seen:
+                across.setdefault(seen[p], []).append(p)
+            else:
+                seen[p] = name
+        for other, dupes in across.items():
+            out.append(f"{len(dupes)} image(s) are in both {other} and {name} (e.g. {str(sorted(dupes)[0])!r}): a leak between splits?")
+    return out
