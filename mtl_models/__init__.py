@@ -22,12 +22,14 @@ from ._io import atomic_directory, atomic_path, atomic_write_json, atomic_write_
 from ._train import (
     NonFiniteLossError,
     Trainer,
+    autocast_dtype,
     evaluate,
     flatten_metrics,
     make_optimizer,
     primary_metrics,
     resolve_device,
     seed_everything,
+    uses_channels_last,
 )
 from .backbones import Stage, available_backbones, backbone_options, build_backbone, register_backbone, stage_names
 from .data import DataErrors, DataFeed, DataFileError, MultiTaskData, Split, available_sources, load_data, register_source

@@ -115,7 +115,14 @@ class HeadConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Training settings shared by every trial and baseline (the same budget for all)."""
+    """Training settings shared by every trial and baseline (the same budget for all).
+
+    Speed settings (they change how fast, barely what is learned): ``precision``
+    ``auto`` trains in bf16 autocast on a GPU that supports it and fp32 elsewhere;
+    ``channels_last`` ``auto`` uses the channels-last memory format on GPUs;
+    ``compile`` wraps the training forward pass in ``torch.compile`` (pays a
+    compile time per trial; worth it for long trials).
+    """
 
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 128
@@ -125,6 +132,9 @@ class TrainConfig(_Strict):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     grad_clip: PositiveFloat | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: bool | Literal["auto"] = "auto"
+    compile: bool = False
 
 
 class FloatRange(_Strict):

@@ -1,6 +1,8 @@
 """Losses, metrics and missing labels; the trainer's determinism and resume."""
 from __future__ import annotations
 
+from typing import Any
+
 import math
 
 import pytest
@@ -124,3 +126,34 @@ def test_static_weights_are_normalised_and_applied() -> None:
 def test_delta_m(metrics, baseline, higher, expected) -> None:
     value = mm.delta_m(metrics, baseline, higher)
     assert (math.isnan(value) and math.isnan(expected)) or value == pytest.approx(expected)
+
+
+def _one_epoch(**speed: Any) -> tuple[dict[str, float], dict, mm.Trainer]:
+    tasks = make_tasks(2, ("classification", "regression"))
+    config = make_config("cross_stitch", tasks, **speed)
+    torch.manual_seed(0)
+    trainer = mm.Trainer(mm.build_model(config), random_data(tasks), config, device="cpu")
+    return trainer.train_epoch(), trainer.evaluate(), trainer
+
+
+def test_speed_settings_change_speed_not_what_is_learned() -> None:
+    reference, ref_val, plain = _one_epoch(precision="fp32")
+    assert plain.autocast is None and not plain.channels_last  # auto on CPU: fp32, default layout
+    bf16, bf16_val, trainer = _one_epoch(precision="bf16")
+    assert trainer.autocast is torch.bfloat16
+    assert bf16["loss"] != reference["loss"]  # autocast really ran in bf16 ...
+    assert bf16["loss"] == pytest.approx(reference["loss"], rel=0.05)  # ... and learned the same
+    assert bf16_val["t1"]["mae"] == pytest.approx(ref_val["t1"]["mae"], rel=0.15)
+    layout, layout_val, trainer = _one_epoch(channels_last=True)
+    conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert layout["loss"] == pytest.approx(reference["loss"], rel=1e-4)
+    assert layout_val["t0"] == pytest.approx(ref_val["t0"], rel=1e-4)
+
+
+def test_compiled_training_matches_eager() -> None:
+    reference, _, _ = _one_epoch(precision="fp32")
+    compiled, _, trainer = _one_epoch(precision="fp32", compile=True)
+    assert trainer._forward is not trainer.model.member_outputs
+    assert compiled["loss"] == pytest.approx(reference["loss"], rel=1e-4)
+    assert all(k in trainer.state_dict()["model"] for k in trainer.model.state_dict())  # no _orig_mod prefixes
