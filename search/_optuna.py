@@ -9,6 +9,8 @@ metric holds. Here:
 - a trial stopped early by the pruner is told PRUNED (Optuna's samplers treat pruned
   trials by their intermediate values, as in a plain Optuna loop);
 - intermediate values that are missing or not finite are not reported;
+- with several objectives (``metric`` and ``mode`` lists: Delta_m and costs) a trial
+  completes with one value per objective, and none is reported along the way;
 - Optuna parameters that are only a means to a value (``_``-prefixed raw draws) stay
   in the study and out of the trial config;
 - the study carries the pruner (``study.pruner``), so the scheduler's pruning
@@ -29,18 +31,22 @@ from ray.tune.search.optuna import OptunaSearch
 from spaces import HIDDEN_PREFIX
 
 
-def trial_outcome(result: dict | None, error: bool, metric: str) -> tuple[TrialState, float | None]:
-    """How an ended Tune trial enters the Optuna study: state and value."""
+def trial_outcome(
+    result: dict | None, error: bool, metric: str | list[str]
+) -> tuple[TrialState, float | list[float] | None]:
+    """How an ended Tune trial enters the Optuna study: state and value (a list of
+    values, one per objective, when ``metric`` is a list)."""
     result = result or {}
-    value = result.get(metric)
     if error or result.get("error"):
         return TrialState.FAIL, None
     epochs = result.get("epochs")  # the trial's budget, reported with every result
     if epochs is not None and int(result.get("epoch", 0)) < int(epochs):
         return TrialState.PRUNED, None
-    if value is None or not math.isfinite(float(value)):
+    values = [result.get(m) for m in (metric if isinstance(metric, list) else [metric])]
+    if any(v is None or not math.isfinite(float(v)) for v in values):
         return TrialState.FAIL, None
-    return TrialState.COMPLETE, float(value)
+    values = [float(v) for v in values]
+    return TrialState.COMPLETE, values if isinstance(metric, list) else values[0]
 
 
 class MTLOptunaSearch(OptunaSearch):
@@ -72,6 +78,8 @@ class MTLOptunaSearch(OptunaSearch):
         (unknown or ended trial, missing or non-finite value).
         """
         ot_trial = self._ot_trials.get(trial_id)
+        if isinstance(self.metric, list):  # Optuna keeps no intermediate values for several objectives
+            return None
         value = result.get(self.metric)
         if ot_trial is None or trial_id in self._completed_trials or value is None:
             return None

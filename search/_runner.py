@@ -17,6 +17,7 @@ import optuna
 import pandas as pd
 import ray
 from ray import tune
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from mtl_models import MultiTaskData, atomic_path, atomic_write_json, atomic_write_text
@@ -261,17 +262,18 @@ def run_search(
 
     def make_tuner() -> tune.Tuner:
         pruner = exp.search.pruner.build(exp.train.epochs)
+        multi = exp.search.multi_objective  # Delta_m and costs: a Pareto front, no pruning
         searcher = MTLOptunaSearch(
             space=define_space(exp, fixed),
-            metric=OBJECTIVE,
-            mode="max",
+            metric=list(exp.search.objectives) if multi else OBJECTIVE,
+            mode=exp.search.directions if multi else "max",
             sampler=exp.search.sampler.build(exp.seed),
             pruner=pruner,
             study_name=STUDY_NAME,
             storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}"),
             points_to_evaluate=[optuna_point(p) for p in exp.search.points_to_evaluate] or None,
         )
-        scheduler = OptunaPrunerScheduler(pruner, metric=OBJECTIVE, mode="max", searcher=searcher)
+        scheduler = FIFOScheduler() if multi else OptunaPrunerScheduler(pruner, metric=OBJECTIVE, mode="max", searcher=searcher)
         limited = ConcurrencyLimiter(searcher, max_concurrent=exp.search.max_concurrent) if exp.search.max_concurrent else searcher
         return tune.Tuner(
             trainable,

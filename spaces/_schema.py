@@ -280,16 +280,23 @@ class PrunerConfig(BaseModel):
 
 
 class SamplerConfig(_Strict):
-    """Optuna's TPE (default) or random sampler."""
+    """Optuna's TPE (default), NSGA-II (multi-objective) or random sampler.
 
-    name: Literal["tpe", "random"] = "tpe"
+    TPE handles one objective and several alike; ``n_startup_trials`` random trials
+    come first. NSGA-II evolves ``population_size`` trials per generation.
+    """
+
+    name: Literal["tpe", "nsga2", "random"] = "tpe"
     n_startup_trials: NonNegativeInt = 5
+    population_size: int = Field(10, ge=2)
     seed: int | None = None
 
     def build(self, default_seed: int) -> optuna.samplers.BaseSampler:
         seed = self.seed if self.seed is not None else default_seed
         if self.name == "random":
             return optuna.samplers.RandomSampler(seed=seed)
+        if self.name == "nsga2":
+            return optuna.samplers.NSGAIISampler(population_size=self.population_size, seed=seed)
         return optuna.samplers.TPESampler(n_startup_trials=self.n_startup_trials, seed=seed, multivariate=True)
 
 
@@ -311,14 +318,25 @@ class FaultConfig(_Strict):
     epoch: PositiveInt = 1
 
 
+OBJECTIVE_DIRECTIONS = {"delta_m": "max", "params": "min", "flops": "min", "latency_ms_b1": "min", "latency_ms_bN": "min"}
+
+
 class SearchConfig(_Strict):
     """How the search runs: trials, concurrency, sampler, pruner, resources, retries.
 
+    ``objectives``: what the search optimises: ``[delta_m]`` (default), or Delta_m and
+    costs to minimise (``params``, ``flops``, ``latency_ms_b1``, ``latency_ms_bN``),
+    a multi-objective search whose result is a Pareto front. Optuna's pruners judge
+    one objective, so a multi-objective search does not prune (the default pruner
+    turns to ``nop``; naming another is an error).
     ``max_failures``: how often a trial is restarted from its last checkpoint after its
     worker or node dies (or it raises). ``inject_faults``: ``{trial number: fault}``
     for resilience tests (trial numbers count the searched trials from 0).
     """
 
+    objectives: list[Literal["delta_m", "params", "flops", "latency_ms_b1", "latency_ms_bN"]] = Field(
+        default_factory=lambda: ["delta_m"], min_length=1
+    )
     num_trials: PositiveInt = 20
     max_concurrent: PositiveInt | None = None
     sampler: SamplerConfig = SamplerConfig()
@@ -327,6 +345,33 @@ class SearchConfig(_Strict):
     points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
     max_failures: NonNegativeInt = 2
     inject_faults: dict[NonNegativeInt, FaultConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _objectives(self) -> "SearchConfig":
+        if self.objectives[0] != "delta_m" or len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(
+                f"objectives: the first must be delta_m and none repeated, got {self.objectives}; "
+                f"allowed after delta_m: {', '.join(list(OBJECTIVE_DIRECTIONS)[1:])}"
+            )
+        if self.multi_objective:
+            if "pruner" in self.model_fields_set and self.pruner.name != "nop":
+                raise ValueError(
+                    f"pruner: {self.pruner.name!r} judges a single objective; a multi-objective search "
+                    f"(objectives {self.objectives}) cannot prune; set pruner: {{name: nop}} or drop it"
+                )
+            object.__setattr__(self, "pruner", PrunerConfig(name="nop"))
+        elif self.sampler.name == "nsga2":
+            raise ValueError("sampler: nsga2 is for multi-objective searches; with one objective use tpe or random")
+        return self
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def directions(self) -> list[str]:
+        """``max``/``min`` per objective."""
+        return [OBJECTIVE_DIRECTIONS[o] for o in self.objectives]
 
 
 class BaselinesConfig(_Strict):

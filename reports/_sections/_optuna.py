@@ -48,14 +48,19 @@ def _run_importance(run: RunData) -> list[Block]:
         "ranked among that family's trials, the shared ones (family, learning rate) among all; fANOVA "
         "estimates are rough with few trials.</p>"
     ]
-    blocks.append(_importances(complete))
-    fig = optuna.visualization.plot_parallel_coordinate(study, params=params, target_name="Δm")
+    blocks.append(_importances(complete, study.directions))
+    fig = optuna.visualization.plot_parallel_coordinate(study, params=params, target=_delta_m, target_name="Δm")
     fig.update_layout(title="Parallel coordinates: each line a trial, coloured by Δm", height=460)
     blocks.append(fig)
     return blocks
 
 
-def _importances(trials: list[optuna.trial.FrozenTrial]) -> Block:
+def _delta_m(trial: optuna.trial.FrozenTrial) -> float:
+    """Delta_m, the first objective (multi-objective studies also hold costs)."""
+    return trial.values[0]
+
+
+def _importances(trials: list[optuna.trial.FrozenTrial], directions: list) -> Block:
     """fANOVA importances per scope: all trials (shared parameters), then each family's trials."""
     scopes: list[tuple[str, list[optuna.trial.FrozenTrial]]] = [("all trials", trials)]
     families = sorted({t.params.get("family") for t in trials if isinstance(t.params.get("family"), str)})
@@ -68,10 +73,10 @@ def _importances(trials: list[optuna.trial.FrozenTrial]) -> Block:
         if len(group) < 2 or not params:
             skipped.append(f"{scope} ({len(group)} trials)")
             continue
-        study = optuna.create_study(direction="maximize")
+        study = optuna.create_study(directions=directions)
         study.add_trials(group)
         values = optuna.importance.get_param_importances(
-            study, params=params, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+            study, params=params, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=_delta_m
         )
         names = list(values)[::-1]
         fig.add_trace(
