@@ -23,14 +23,12 @@ interpolated linearly between its timestamps) divided by the window's length.
 
 Ratios printed: packed k vs packed 1 (what packing gains over one trial per GPU),
 bare k vs bare 1, and packed vs bare at the same k (what Ray + the Trainer cost).
-``config["precision"]`` and ``config["channels_last"]`` are passed to the Trainer; the
-result file records whether the installed Trainer reads them (``trainer_reads``): when it
-does not, the packed side trains in fp32 while the bare side uses bf16.
+Both sides train in the same precision and memory format (``--precision``,
+``--channels-last``: the Trainer's ``config["precision"]``/``config["channels_last"]``).
 """
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import multiprocessing as mp
@@ -41,7 +39,6 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +50,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import mtl_models as mm  # noqa: E402
+from bench._common import RESULTS, machine  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 TASKS = [
     {"name": "left", "kind": "classification", "classes": 10, "loss": None, "metric": None},
     {"name": "right", "kind": "classification", "classes": 10, "loss": None, "metric": None},
@@ -201,7 +198,7 @@ def bare_worker(rank: int, config: dict[str, Any], settings: dict[str, Any], bar
         torch.manual_seed(rank)
         device = torch.device(config["device"])
         model = mm.build_model(config).to(device).train()
-        channels_last = bool(config["channels_last"])
+        channels_last = mm.uses_channels_last(config, device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = mm.make_optimizer(model.param_groups(), config)
@@ -211,14 +208,14 @@ def bare_worker(rank: int, config: dict[str, Any], settings: dict[str, Any], bar
         images = torch.randint(0, 256, (n, *shape), dtype=torch.uint8, device=device)
         specs = model.tasks
         labels = {s.name: torch.randint(0, s.classes, (n,), device=device) for s in specs}
-        bf16 = config["precision"] == "bf16" or (config["precision"] == "auto" and device.type == "cuda")
+        autocast = mm.autocast_dtype(config, device)
 
         def step() -> None:
             index = torch.randint(0, n, (batch,), device=device)
             x = images[index].float().div_(255.0)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 outputs = model(x)
                 loss = sum(s.kind_impl.loss(s, outputs[s.name], labels[s.name][index], None) for s in specs)
             optimizer.zero_grad(set_to_none=True)
@@ -325,40 +322,6 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
 
 
-def machine() -> dict[str, Any]:
-    cpu_model = None
-    try:
-        cpu_model = next(
-            line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    info: dict[str, Any] = {"host": platform.node(), "cpu_count": os.cpu_count(), "cpu_model": cpu_model,
-                            "platform": platform.platform()}
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        info.update(gpu_name=props.name, gpu_count=torch.cuda.device_count(),
-                    gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda)
-    else:
-        info.update(gpu_name=None, gpu_count=0)
-    return info
-
-
-def versions() -> dict[str, str]:
-    import optuna
-    import ray
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
-            "optuna": optuna.__version__}
-
-
-def trainer_reads() -> dict[str, bool]:
-    """Whether the installed Trainer reads the config's precision / channels_last keys."""
-    source = inspect.getsource(sys.modules[mm.Trainer.__module__])
-    return {key: f'"{key}"' in source or f"'{key}'" in source for key in ("precision", "channels_last")}
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -408,12 +371,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    reads = trainer_reads()
-    wanted = {"precision": args.precision != "fp32", "channels_last": args.channels_last}
-    missing = [k for k, v in reads.items() if wanted[k] and not v]
-    if missing:
-        print(f"note: this Trainer does not read {missing}: the packed side trains without them "
-              f"(precision {args.precision!r} / channels_last {args.channels_last} apply to the bare side only).")
     ray.init(address="local", num_cpus=args.num_cpus, num_gpus=1 if args.device == "cuda" else 0,
              include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     storage = Path(tempfile.mkdtemp(prefix="gpu_packing_"))
@@ -436,16 +393,14 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "benchmark": "gpu_packing",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **machine(),
         "command": [sys.executable, *sys.argv],
-        "machine": machine(),
-        "versions": versions(),
         "settings": {
             "device": args.device, "models": args.models, "counts": args.counts, "steps": args.steps,
             "chunk": args.chunk, "warmup": args.warmup, "batch": args.batch, "precision": args.precision,
             "channels_last": args.channels_last, "ray_num_cpus": args.num_cpus,
             "cpus_per_trial": {str(k): cpus_per_participant(args, k) for k in args.counts},
-            "trainer_reads": reads, "model_configs": {m: model_config(m, args, 1) for m in args.models},
+            "model_configs": {m: model_config(m, args, 1) for m in args.models},
         },
         "results": {m: {"by_k": r, "ratios": ratios(r)} for m, r in results.items()},
         "wall_s": round(time.perf_counter() - started, 1),

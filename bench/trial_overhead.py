@@ -22,7 +22,6 @@ import argparse
 import statistics
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -138,13 +137,21 @@ def bench_trainer(config: dict[str, Any], data: mm.MultiTaskData, device: torch.
 
 def bench_trial(config: dict[str, Any], data: mm.MultiTaskData, device: torch.device, epochs: int, cpus: int) -> dict[str, Any]:
     """A Ray Tune trial's reported epoch times (train + validate + report + checkpoint)
-    against the bare loop's train + validate, side by side in this process's time."""
+    against the bare loop's train + validate, timed just before and just after the trial."""
     import ray
     from ray import tune
 
     from search import train_trial
 
     n = len(data.splits["train"])
+    torch.set_num_threads(cpus)
+    bare = BareLoop(config, data, device)
+    bare.epoch()
+
+    def bare_epochs(k: int) -> list[float]:
+        return [timed(lambda: (bare.epoch(), bare.validate()), device) for _ in range(k)]
+
+    bare_times = bare_epochs(max(1, epochs // 2))  # bare epochs before and after the trial: both see the same load
     ray.init(num_cpus=cpus, num_gpus=1 if device.type == "cuda" else 0, include_dashboard=False,
              log_to_driver=False, configure_logging=False)
     try:
@@ -164,11 +171,9 @@ def bench_trial(config: dict[str, Any], data: mm.MultiTaskData, device: torch.de
             frame = results[0].metrics_dataframe
     finally:
         ray.shutdown()
-    epoch_times = frame["epoch_time_s"].tolist()[1:]  # the first epoch warms up
+    epoch_times = frame["time_this_iter_s"].tolist()[1:]  # report to report: also checkpoint + report; epoch 1 warms up
     torch.set_num_threads(cpus)
-    bare = BareLoop(config, data, device)
-    bare.epoch()
-    bare_times = [timed(lambda: (bare.epoch(), bare.validate()), device) for _ in range(len(epoch_times))]
+    bare_times += bare_epochs(max(1, epochs // 2))
     trial_rate, bare_rate = n / statistics.median(epoch_times), n / statistics.median(bare_times)
     return {
         "samples_per_s": {"trial": trial_rate, "bare": bare_rate},

@@ -139,7 +139,7 @@ def _trial_rows(run_dir: Path, phase: str) -> tuple[list[dict], list[pd.DataFram
             }
         )
         if df is not None and not df.empty:
-            keep = [c for c in df.columns if c.startswith(("val/", "loss")) or c in ("epoch", "delta_m", "time_total_s", "timestamp")]
+            keep = [c for c in df.columns if c.startswith(("val/", "loss")) or c in ("epoch", "delta_m", "time_total_s", "timestamp", "wall_time")]
             curve = df[keep].copy()
             curve.insert(0, "trial_id", trial.trial_id)
             curve.insert(1, "phase", phase)

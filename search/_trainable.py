@@ -74,6 +74,7 @@ def train_trial(
             "node_id": node,
             **cost,
             "epoch_time_s": time.perf_counter() - start,
+            "wall_time": time.time(),  # when the epoch ended (orders epochs across trials and nodes)
         }
         if baseline:
             value = delta_m(primary_metrics(model.tasks, val), baseline, higher)

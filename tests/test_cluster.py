@@ -6,7 +6,6 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 from ray import tune

@@ -13,7 +13,7 @@ import yaml
 import mtl_models as mm
 import reports
 import spaces
-from search import run_experiment, write_results
+from search import run_experiment
 from search.cli import main as cli
 
 EXPERIMENT = {
