@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo
 
@@ -19,3 +20,11 @@ def _resolve(path: Path | None, info: ValidationInfo) -> Path | None:
         return path
     base = (info.context or {}).get("base_dir")
     return (Path(base) / path).resolve() if base else path
+
+
+def _registered(what: str, name: str, available: Iterable[str]) -> str:
+    """``name`` if it is one of ``available`` (a registry's names), else a ValueError listing them."""
+    available = list(available)
+    if name not in available:
+        raise ValueError(f"unknown {what} {name!r}; allowed: {', '.join(available)}")
+    return name

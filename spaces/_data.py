@@ -34,7 +34,7 @@ from mtl_models.data import (
     check_scene_tasks,
 )
 
-from ._common import _resolve, _Strict
+from ._common import _registered, _resolve, _Strict
 
 DENSE_KINDS = ("segmentation", "dense_regression")
 
@@ -50,9 +50,7 @@ class AugmentConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in available_augmentations():
-            raise ValueError(f"unknown augmentation {v!r}; allowed: {', '.join(available_augmentations())}")
-        return v
+        return _registered("augmentation", v, available_augmentations())
 
     @model_validator(mode="after")
     def _options(self) -> "AugmentConfig":

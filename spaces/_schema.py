@@ -41,7 +41,7 @@ from mtl_models import (
 )
 from mtl_models.data import prepare_for_trials
 
-from ._common import _resolve, _Strict
+from ._common import _registered, _resolve, _Strict
 from ._data import DATA_SOURCES, DataConfig, FilesData, MultiMNISTData, augment_problems
 from ._yaml import ExperimentError, format_loc, line_of, load_yaml
 
@@ -60,9 +60,7 @@ class TaskConfig(_Strict):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, v: str) -> str:
-        if v not in available_task_kinds():
-            raise ValueError(f"unknown task kind {v!r}; allowed: {', '.join(available_task_kinds())}")
-        return v
+        return _registered("task kind", v, available_task_kinds())
 
     @model_validator(mode="after")
     def _valid_for_kind(self) -> "TaskConfig":
@@ -84,9 +82,7 @@ class BackboneConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _known_backbone(cls, v: str) -> str:
-        if v not in available_backbones():
-            raise ValueError(f"unknown backbone {v!r}; allowed: {', '.join(available_backbones())}")
-        return v
+        return _registered("backbone", v, available_backbones())
 
     @model_validator(mode="after")
     def _known_options(self) -> "BackboneConfig":

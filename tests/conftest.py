@@ -20,6 +20,23 @@ CLASSIFICATION = {"name": "digit", "kind": "classification", "classes": 4}
 REGRESSION = {"name": "size", "kind": "regression", "classes": 2}
 
 
+def tiny_experiment(**sections: Any) -> dict[str, Any]:
+    """A small experiment file's content: MultiMNIST's two digit tasks, a 2-stage CNN,
+    3 epochs on CPU; ``sections`` (``data``, ``space``, ``search``, ...) replace the base's."""
+    base = {
+        "name": "tiny",
+        "seed": 0,
+        "data": {"source": "multimnist", "n_train": 256, "n_val": 128, "n_test": 0},
+        "tasks": [
+            {"name": "left", "kind": "classification", "classes": 10},
+            {"name": "right", "kind": "classification", "classes": 10},
+        ],
+        "backbone": {"name": "small_cnn", "options": {"widths": [8, 16]}},
+        "train": {"epochs": 3, "batch_size": 64, "lr": 0.01, "device": "cpu"},
+    }
+    return {**base, **sections}
+
+
 def make_tasks(n: int, kinds: tuple[str, ...] = ("classification",)) -> list[dict[str, Any]]:
     """``n`` task dicts cycling through ``kinds``."""
     out = []

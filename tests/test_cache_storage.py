@@ -16,20 +16,18 @@ from search._cache import baselines_key
 from search._runner import baseline_configs
 from spaces import fixed_config
 
-EXPERIMENT = {
+from conftest import tiny_experiment
+
+
+EXPERIMENT = tiny_experiment(**{
     "name": "cache",
     "seed": 3,
     "data": {"source": "multimnist", "n_train": 128, "n_val": 64, "n_test": 0},
-    "tasks": [
-        {"name": "left", "kind": "classification", "classes": 10},
-        {"name": "right", "kind": "classification", "classes": 10},
-    ],
-    "backbone": {"name": "small_cnn", "options": {"widths": [8, 16]}},
     "train": {"epochs": 2, "batch_size": 64, "lr": 0.01, "device": "cpu"},
     "space": {"families": ["hard_split"], "split_point": 1},
     "search": {"num_trials": 1, "max_concurrent": 1, "pruner": {"name": "nop"}},
     "baselines": {"ensemble": True, "ensemble_size": 2},
-}
+})
 
 
 def _load(tmp_path: Path, **changes) -> spaces.Experiment:

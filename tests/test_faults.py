@@ -19,15 +19,13 @@ import mtl_models as mm
 import spaces
 from search import resume_experiment, run_experiment
 
-EXPERIMENT = {
+from conftest import tiny_experiment
+
+
+EXPERIMENT = tiny_experiment(**{
     "name": "faults",
     "seed": 1,
     "data": {"source": "multimnist", "n_train": 192, "n_val": 96, "n_test": 0},
-    "tasks": [
-        {"name": "left", "kind": "classification", "classes": 10},
-        {"name": "right", "kind": "classification", "classes": 10},
-    ],
-    "backbone": {"name": "small_cnn", "options": {"widths": [8, 16]}},
     "train": {"epochs": 3, "batch_size": 64, "lr": 0.01, "device": "cpu"},
     "space": {"lr": {"low": 1e-3, "high": 0.02, "log": True}},
     "search": {
@@ -39,7 +37,7 @@ EXPERIMENT = {
         "inject_faults": {1: {"kind": "raise", "epoch": 2}, 2: {"kind": "nan", "epoch": 1}, 3: {"kind": "oom", "epoch": 1}},
     },
     "baselines": {"ensemble": False},
-}
+})
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,13 @@ import yaml
 import spaces
 from search import run_experiment
 
-EXPERIMENT = {
+from conftest import tiny_experiment
+
+
+EXPERIMENT = tiny_experiment(**{
     "name": "pareto",
     "seed": 0,
     "data": {"source": "multimnist", "n_train": 128, "n_val": 64, "n_test": 0},
-    "tasks": [
-        {"name": "left", "kind": "classification", "classes": 10},
-        {"name": "right", "kind": "classification", "classes": 10},
-    ],
-    "backbone": {"name": "small_cnn", "options": {"widths": [8, 16]}},
     "train": {"epochs": 2, "batch_size": 64, "lr": 0.01, "device": "cpu"},
     "space": {"families": ["hard_split", "cross_stitch"], "split_point": {"low": 0, "high": 2}},
     "search": {
@@ -29,7 +27,7 @@ EXPERIMENT = {
         "sampler": {"name": "tpe", "n_startup_trials": 2},
     },
     "baselines": {"ensemble": False},
-}
+})
 
 
 def test_multi_objective_search_tells_optuna_delta_m_and_parameters(tmp_path: Path, ray_local) -> None:

@@ -29,17 +29,12 @@ from search import run_experiment
 from search.cli import main as cli
 
 import chromium
-from conftest import make_config, make_tasks
+from conftest import make_config, make_tasks, tiny_experiment
 
-EXPERIMENT = {
+EXPERIMENT = tiny_experiment(**{
     "name": "tiny-report",
     "seed": 0,
     "data": {"source": "multimnist", "n_train": 256, "n_val": 128, "n_test": 128},
-    "tasks": [
-        {"name": "left", "kind": "classification", "classes": 10},
-        {"name": "right", "kind": "classification", "classes": 10},
-    ],
-    "backbone": {"name": "small_cnn", "options": {"widths": [8, 16]}},
     "head": {"pool_size": 2},
     "train": {"epochs": 3, "batch_size": 64, "lr": 0.01, "device": "cpu"},
     "space": {"lr": {"low": 1e-5, "high": 0.02, "log": True}},
@@ -54,7 +49,7 @@ EXPERIMENT = {
         ],
     },
     "baselines": {"ensemble": True},
-}
+})
 TASKS = ("left", "right")
 
 

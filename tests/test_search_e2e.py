@@ -16,15 +16,13 @@ import spaces
 from search import run_experiment
 from search.cli import main as cli
 
-EXPERIMENT = {
+from conftest import tiny_experiment
+
+
+EXPERIMENT = tiny_experiment(**{
     "name": "tiny",
     "seed": 0,
     "data": {"source": "multimnist", "n_train": 256, "n_val": 128, "n_test": 0},
-    "tasks": [
-        {"name": "left", "kind": "classification", "classes": 10},
-        {"name": "right", "kind": "classification", "classes": 10},
-    ],
-    "backbone": {"name": "small_cnn", "options": {"widths": [8, 16]}},
     "head": {"pool_size": 2},
     "train": {"epochs": 3, "batch_size": 64, "lr": 0.01, "device": "cpu"},
     "space": {
@@ -49,7 +47,7 @@ EXPERIMENT = {
         ],
     },
     "baselines": {"ensemble": True},
-}
+})
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,8 @@ def with_change(path: str, value) -> dict:
 _DELETE = object()
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")))
+# every experiment file in examples/ (cluster.yaml is a Ray cluster-launcher config, see test_cluster_yaml.py)
+@pytest.mark.parametrize("path", sorted(p for p in (ROOT / "examples").glob("*.yaml") if p.name != "cluster.yaml"))
 def test_examples_are_valid(path: Path) -> None:
     exp = spaces.load_experiment(path)
     assert len(exp.tasks) >= 2
@@ -87,7 +88,10 @@ def test_valid_experiment_loads(tmp_path: Path) -> None:
         ("space.cross_stitch_stages", [0, 5], "space.cross_stitch_stages: [5] out of range; stages are 0..2"),
         ("search.pruner", {"name": "median", "n_warmup": 2}, "search.pruner: unknown argument(s) ['n_warmup'] for pruner 'median'; allowed: interval_steps"),
         ("search.pruner", {"name": "asha"}, "search.pruner.name: Input should be 'median', 'percentile', 'successive_halving'"),
-        ("search.sampler", {"name": "cmaes"}, "search.sampler.name: Input should be 'tpe' or 'random' (got 'cmaes')"),
+        ("search.sampler", {"name": "cmaes"}, "search.sampler.name: Input should be 'tpe', 'nsga2' or 'random' (got 'cmaes')"),
+        ("search.objectives", ["params", "delta_m"], "search: objectives: the first must be delta_m and none repeated, got ['params', 'delta_m']; allowed after delta_m: params, flops, latency_ms_b1, latency_ms_bN"),
+        ("search.objectives", ["delta_m", "size"], "search.objectives[1]: Input should be 'delta_m', 'params', 'flops', 'latency_ms_b1' or 'latency_ms_bN' (got 'size')"),
+        ("train.precision", "fp16", "train.precision: Input should be 'auto', 'fp32' or 'bf16' (got 'fp16')"),
         ("search.resources", {"gpu": -1}, "search.resources.gpu: Input should be greater than or equal to 0"),
         ("search.points_to_evaluate", [{"family": "hard_split", "split_point": 7}], "search.points_to_evaluate[0]: split point 7 must be an integer in 0..3"),
         ("search.points_to_evaluate", [{"familly": "hard_split"}], "search.points_to_evaluate[0]: unknown key(s) ['familly']"),
