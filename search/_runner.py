@@ -72,6 +72,28 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
 
 
+def check_resources(exp: Experiment, address: str | None = None) -> None:
+    """Refuse a trial size no node of the Ray cluster can hold: its trials would wait forever.
+
+    On a local Ray that is an error (``ValueError``). On a cluster joined with
+    ``address`` (or ``RAY_ADDRESS``) an autoscaler may still add such a node, so it
+    is a warning.
+    """
+    need = {"CPU": exp.search.resources.cpu, "GPU": exp.search.resources.gpu}
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(all(node.get(k, 0.0) >= v for k, v in need.items() if v) for node in nodes):
+        return
+    have = "; ".join(f"cpu {n.get('CPU', 0):g}, gpu {n.get('GPU', 0):g}" for n in nodes) or "none"
+    message = (
+        f"search.resources: each trial asks for cpu {need['CPU']:g}, gpu {need['GPU']:g}, but no node of this "
+        f"Ray cluster has that much (nodes: {have}); its trials would wait forever."
+    )
+    if address or os.environ.get("RAY_ADDRESS"):
+        print(f"Warning: {message} Waiting for the autoscaler to add such a node.", flush=True)
+        return
+    raise ValueError(f"{message} Lower search.resources (or start Ray with more: --num-cpus).")
+
+
 def trial_base_config(exp: Experiment, data: MultiTaskData) -> dict[str, Any]:
     """The config every trial and baseline shares: the space's fixed keys plus how data is fed.
 
@@ -348,6 +370,8 @@ def run_experiment(
     print(f"Loading and checking data ({exp.data.source}) ...", flush=True)
     data = exp.load_data()  # every row checked here: a bad dataset stops the run before Ray starts
     print(format_data_report(data), flush=True)
+    init_ray(address, num_cpus)
+    check_resources(exp, address)  # before the run directory exists: nothing half-written
     run_dir.mkdir(parents=True, exist_ok=True)
     fixed = trial_base_config(exp, data)
     if storage is not None:
@@ -378,6 +402,8 @@ def resume_experiment(
             f"The data of {run_dir} changed since the run started (input statistics differ: "
             f"{data.input_spec()} vs {fixed['input']}); resuming would mix two datasets."
         )
+    init_ray(address, num_cpus)
+    check_resources(exp, address)
     run = json.loads((run_dir / "run.json").read_text())
     run.setdefault("resumed", []).append({"at": _now(), "command": sys.argv})
     atomic_write_json(run_dir / "run.json", run)

@@ -158,3 +158,15 @@ def test_cli_refuses_bad_experiments_before_starting(tmp_path: Path, capsys) -> 
     err = capsys.readouterr().err
     assert "train.epochs: Input should be greater than 0" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_trials_larger_than_any_node_are_refused_before_starting(tmp_path: Path, ray_local, capsys) -> None:
+    """On the 2-CPU local Ray a 4-CPU (or a 1-GPU) trial would wait forever: refused, no run directory."""
+    for resources, asked in (({"cpu": 4}, "cpu 4, gpu 0"), ({"cpu": 1, "gpu": 1}, "cpu 1, gpu 1")):
+        path = tmp_path / "big.yaml"
+        path.write_text(yaml.safe_dump(dict(EXPERIMENT, search={"num_trials": 1, "resources": resources})))
+        assert cli(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert f"search.resources: each trial asks for {asked}, but no node of this Ray cluster has that much" in err
+        assert "cpu 2, gpu 0" in err  # what the nodes have
+        assert not (tmp_path / "out").exists()
