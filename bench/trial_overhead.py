@@ -11,6 +11,10 @@ load on the machine hits both alike. Three figures, each samples/s over the bare
 - ``trial``: a whole Ray Tune trial (``search.train_trial``: train, validate, report,
   checkpoint every epoch), its samples/s from Tune's reported epoch times against a
   bare loop that also validates each epoch;
+- ``startup``: the wall time of a search of many one-epoch trials (``trials``, two
+  at a time), each trial in a fresh Ray actor (a new process that imports torch and
+  builds its optimiser, about 3 s on a laptop CPU) against actors reused from trial to
+  trial (``reuse_actors``, what mtlsearch's Tuner runs do);
 - on CUDA the ``trainer`` figure runs with the trial's defaults (bf16, channels_last)
   and the bare loop with the same.
 
@@ -183,6 +187,42 @@ def bench_trial(config: dict[str, Any], data: mm.MultiTaskData, device: torch.de
     }
 
 
+def bench_startup(config: dict[str, Any], data: mm.MultiTaskData, device: torch.device, trials: int, cpus: int) -> dict[str, Any]:
+    """Wall seconds per trial of ``trials`` one-epoch trials, ``cpus`` at a time, with fresh
+    actors and with reused ones (alternating twice, so load hits both alike)."""
+    import ray
+    from ray import tune
+
+    from search import train_trial
+
+    gpu = 1.0 / cpus if device.type == "cuda" else 0.0
+
+    def search(reuse: bool) -> float:
+        ray.init(num_cpus=cpus, num_gpus=1 if gpu else 0, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+        try:
+            with tempfile.TemporaryDirectory() as storage:
+                tuner = tune.Tuner(
+                    tune.with_resources(tune.with_parameters(train_trial, data=data, baseline=None, cpus=1),
+                                        {"cpu": 1, "gpu": gpu}),
+                    param_space={**config, "epochs": 1, "seed": tune.grid_search(list(range(trials)))},
+                    tune_config=tune.TuneConfig(reuse_actors=reuse),
+                    run_config=tune.RunConfig(storage_path=storage, name="startup", verbose=0),
+                )
+                start = time.perf_counter()
+                tuner.fit()
+                return (time.perf_counter() - start) / trials
+        finally:
+            ray.shutdown()
+
+    times: dict[str, list[float]] = {"fresh": [], "reused": []}
+    for _ in range(2):
+        times["fresh"].append(search(False))
+        times["reused"].append(search(True))
+    fresh, reused = statistics.median(times["fresh"]), statistics.median(times["reused"])
+    return {"trials": trials, "s_per_trial": times, "ratio_fresh_over_reused": fresh / reused}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -191,7 +231,8 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--family", default="hard_split", choices=["hard_split", "cross_stitch"])
-    parser.add_argument("--no-trial", action="store_true", help="skip the Ray Tune trial figure")
+    parser.add_argument("--no-trial", action="store_true", help="skip the Ray Tune trial and startup figures")
+    parser.add_argument("--startup-trials", type=int, default=12, help="one-epoch trials of the startup figure")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA GPU is visible here.")
@@ -207,6 +248,11 @@ def main() -> None:
         result["trial"] = bench_trial(config, data, device, args.repeats + 1, args.threads)
         print(f"Ray Tune trial (train+val+report+checkpoint): {result['trial']['samples_per_s']['trial']:.0f} samples/s, "
               f"bare train+val {result['trial']['samples_per_s']['bare']:.0f} samples/s -> ratio {result['trial']['ratio']:.3f}")
+        small = make_data(args.n_train // 6, args.n_train // 12)  # short trials: startup matters most there
+        result["startup"] = bench_startup(config, small, device, args.startup_trials, args.threads)
+        per = {k: statistics.median(v) for k, v in result["startup"]["s_per_trial"].items()}
+        print(f"One-epoch trials, wall per trial: fresh actors {per['fresh']:.2f} s, reused actors "
+              f"{per['reused']:.2f} s -> {result['startup']['ratio_fresh_over_reused']:.2f}x")
     path = write_result("trial_overhead" + ("_cuda" if args.device == "cuda" else ""), result)
     print(f"Wrote {path}")
 

@@ -45,6 +45,11 @@ log = logging.getLogger("mtlsearch")
 STUDY_FILE = "optuna.db"
 STUDY_NAME = "search"
 FIXED_CONFIG_FILE = "fixed_config.json"
+# Trials run one after another in the same Ray actors: no new process per trial, which
+# would import torch and build its optimiser (torch._dynamo) again, about 2 s of a CPU
+# each; `python -m bench.trial_overhead` measures it (its "startup" figure). Every trial
+# seeds, sizes its threads and builds its model itself, so none inherits another's state.
+REUSE_ACTORS = True
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -234,7 +239,8 @@ def run_baselines(
         return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=FixedConfigs(configs), num_samples=len(configs), trial_dirname_creator=_dirname
+                search_alg=FixedConfigs(configs), num_samples=len(configs), trial_dirname_creator=_dirname,
+                reuse_actors=REUSE_ACTORS,
             ),
             run_config=_run_config(
                 "baselines", run_dir, [ProgressPrinter("baselines", len(configs), None)], exp.search.max_failures
@@ -304,6 +310,7 @@ def run_search(
                 scheduler=scheduler,
                 num_samples=exp.search.num_trials,
                 trial_dirname_creator=_dirname,
+                reuse_actors=REUSE_ACTORS,
             ),
             run_config=_run_config(
                 "search", run_dir, [ProgressPrinter("search", exp.search.num_trials, OBJECTIVE)], exp.search.max_failures

@@ -106,6 +106,8 @@ def inject_fault(fault: dict[str, Any] | None, trainer: Trainer) -> None:
     with torch.no_grad():  # "nan": poison the weights; the trainer's own check must catch the loss
         for p in trainer.model.parameters():
             p.fill_(float("nan"))
+
+
 def _cost_metrics(model: torch.nn.Module, config: dict[str, Any], batch_size: int) -> dict[str, Any]:
     """The model's inference cost on the trial's device, as constant per-epoch metrics."""
     cost = measure_cost(model, config["input"], batch_size).to_dict()

@@ -7,10 +7,8 @@ torchvision would download, copied by hand), loaded before the network is cut. W
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import torch
-import torchvision
 from torch import nn
 
 from ._registry import Stage, load_local_weights, register_backbone
@@ -36,15 +34,19 @@ def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     return new
 
 
-def _network(ctor: Callable[..., nn.Module], weights: str | Path | None) -> nn.Module:
-    net = ctor(weights=None)
+def _network(name: str, weights: str | Path | None) -> nn.Module:
+    """torchvision's network ``name``, random init or ``weights``. torchvision is imported
+    here, not at module import: it costs a second and most runs never need it."""
+    import torchvision
+
+    net = getattr(torchvision.models, name)(weights=None)
     if weights is not None:
         load_local_weights(net, weights)
     return net
 
 
-def _resnet(ctor: Callable[..., nn.Module], in_channels: int, weights: str | Path | None) -> list[Stage]:
-    net = _network(ctor, weights)
+def _resnet(name: str, in_channels: int, weights: str | Path | None) -> list[Stage]:
+    net = _network(name, weights)
     stem = nn.Sequential(_adapt_first_conv(net.conv1, in_channels), net.bn1, net.relu, net.maxpool)
     widths = [net.layer1[-1].conv2.out_channels, net.layer2[-1].conv2.out_channels,
               net.layer3[-1].conv2.out_channels, net.layer4[-1].conv2.out_channels]
@@ -57,13 +59,13 @@ def _resnet(ctor: Callable[..., nn.Module], in_channels: int, weights: str | Pat
 @register_backbone("resnet18")
 def resnet18(in_channels: int, weights: str | Path | None = None) -> list[Stage]:
     """ResNet-18: ``stem`` (conv1, bn, relu, maxpool), ``layer1``..``layer4`` (64..512 channels)."""
-    return _resnet(torchvision.models.resnet18, in_channels, weights)
+    return _resnet("resnet18", in_channels, weights)
 
 
 @register_backbone("resnet34")
 def resnet34(in_channels: int, weights: str | Path | None = None) -> list[Stage]:
     """ResNet-34: ``stem``, ``layer1``..``layer4`` (64..512 channels)."""
-    return _resnet(torchvision.models.resnet34, in_channels, weights)
+    return _resnet("resnet34", in_channels, weights)
 
 
 @register_backbone("squeezenet1_1")
@@ -73,7 +75,7 @@ def squeezenet1_1(in_channels: int, weights: str | Path | None = None) -> list[S
     Seed 002's flower network shares the layers up to ``fire8`` and gives each task
     its own ``fire9`` and classifier: ``split_point: 8``.
     """
-    f = _network(torchvision.models.squeezenet1_1, weights).features
+    f = _network("squeezenet1_1", weights).features
     conv1 = nn.Sequential(_adapt_first_conv(f[0], in_channels), f[1], f[2])
     return [
         Stage("conv1", conv1, 64),
@@ -91,7 +93,7 @@ def squeezenet1_1(in_channels: int, weights: str | Path | None = None) -> list[S
 @register_backbone("mobilenet_v3_small")
 def mobilenet_v3_small(in_channels: int, weights: str | Path | None = None) -> list[Stage]:
     """MobileNetV3-Small cut where the resolution halves: ``stem``, ``block1``..``block4``, ``head``."""
-    f = _network(torchvision.models.mobilenet_v3_small, weights).features
+    f = _network("mobilenet_v3_small", weights).features
     stem = f[0]
     stem[0] = _adapt_first_conv(stem[0], in_channels)
     return [
@@ -107,7 +109,7 @@ def mobilenet_v3_small(in_channels: int, weights: str | Path | None = None) -> l
 @register_backbone("vgg11_bn")
 def vgg11_bn(in_channels: int, weights: str | Path | None = None) -> list[Stage]:
     """VGG-11 with batch norm, one stage per block ending in a max-pool: ``conv1``..``conv5``."""
-    f = _network(torchvision.models.vgg11_bn, weights).features
+    f = _network("vgg11_bn", weights).features
     first = nn.Sequential(_adapt_first_conv(f[0], in_channels), *f[1:4])
     return [
         Stage("conv1", first, 64),
@@ -125,7 +127,7 @@ def alexnet(in_channels: int, weights: str | Path | None = None) -> list[Stage]:
     Misra et al. (2016) sweep the split from fc8 down to no sharing over exactly these
     layers. ``fc6``/``fc7`` output vectors; inputs must be at least 63x63 pixels.
     """
-    net = _network(torchvision.models.alexnet, weights)
+    net = _network("alexnet", weights)
     f, c = net.features, net.classifier
     return [
         Stage("conv1", nn.Sequential(_adapt_first_conv(f[0], in_channels), f[1], f[2]), 64),

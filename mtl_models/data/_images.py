@@ -22,8 +22,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2.functional import resize
 
 from ._errors import DataFileError, ProblemLog
 
@@ -88,6 +86,9 @@ def decode_file(path: Path, channels: int, size: Sequence[int]) -> torch.Tensor:
     torchvision decodes PNG, JPEG, GIF and WebP; anything else (BMP, TIFF, ...) goes
     through Pillow. Grey images are repeated to RGB and alpha is dropped as asked.
     """
+    from torchvision.io import ImageReadMode, decode_image  # here: importing torchvision costs a second
+    from torchvision.transforms.v2.functional import resize
+
     data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
     try:
         with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec's
