@@ -19,6 +19,7 @@ from ._delta import delta_m
 from ._describe import describe_config
 from ._deploy import TaskOutputs, example_input, export_onnx, export_torchscript
 from ._io import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
+from ._plugins import import_plugin, is_plugin_path
 from ._train import (
     NonFiniteLossError,
     Trainer,

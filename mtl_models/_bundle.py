@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -10,12 +11,14 @@ from torch import Tensor
 
 from ._deploy import INPUT_NAME, example_input, export_onnx, export_torchscript
 from ._io import atomic_directory
+from ._plugins import is_plugin_path
 from .families import MultiTaskModel, build_model
 
 CHECKPOINT_STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
 CARD_FILE = "card.json"
+PLUGINS_DIR = "plugins"
 
 Exporter = Callable[[MultiTaskModel, Path, Tensor], Path]
 # Serving formats a bundle can hold: name -> (file in the bundle, exporter).
@@ -39,6 +42,8 @@ def save_bundle(
     :data:`BUNDLE_EXPORTS` (``torchscript``: ``model.ts``, ``onnx``: ``model.onnx``);
     both take ``images`` ``(B, C, H, W)`` in [0, 1] and return one tensor per task
     in the order the card's ``outputs`` lists. The card also records ``files``.
+    Plugins given as paths (``.py`` files, package folders) are copied into the
+    bundle's ``plugins/``, so the bundle loads wherever mtl_models is installed.
     """
     unknown = [name for name in exports if name not in BUNDLE_EXPORTS]
     if unknown:
@@ -50,6 +55,7 @@ def save_bundle(
     card["input_name"] = INPUT_NAME
     card["files"] = {"config": CONFIG_FILE, "weights": WEIGHTS_FILE, "card": CARD_FILE}
     with atomic_directory(directory) as tmp:
+        config = _bundle_plugins(config, tmp)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / WEIGHTS_FILE)
         example = example_input(config["input"])
@@ -59,6 +65,24 @@ def save_bundle(
             card["files"][name] = filename
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
     return directory
+
+
+def _bundle_plugins(config: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """Copy the config's plugin files and folders into ``directory/plugins``; the config
+    then names them relative to the bundle."""
+    entries = []
+    for entry in config.get("plugins") or ():
+        path = Path(entry)
+        if is_plugin_path(entry) and path.exists():
+            target = directory / PLUGINS_DIR / path.name
+            target.parent.mkdir(exist_ok=True)
+            if path.is_dir():
+                shutil.copytree(path, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copyfile(path, target)
+            entry = f"{PLUGINS_DIR}/{path.name}"
+        entries.append(entry)
+    return {**config, "plugins": entries} if entries else config
 
 
 def load(directory: str | Path, map_location: str | torch.device = "cpu") -> MultiTaskModel:
@@ -78,11 +102,17 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> Mul
 
 
 def load_config(directory: str | Path) -> dict[str, Any]:
-    """The plain model config a bundle was exported with."""
+    """The plain model config a bundle was exported with (its plugin paths made absolute)."""
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} is missing; is {str(directory)!r} an exported bundle?")
-    return json.loads(path.read_text())
+    config = json.loads(path.read_text())
+    if config.get("plugins"):
+        config["plugins"] = [
+            str((Path(directory) / e).resolve()) if is_plugin_path(e) and not Path(e).is_absolute() else e
+            for e in config["plugins"]
+        ]
+    return config
 
 
 def load_card(directory: str | Path) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Run an experiment: baselines, then the Optuna-guided search, as Ray Tune trials."""
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -11,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import optuna
 import pandas as pd
@@ -20,7 +21,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from mtl_models import MultiTaskData, atomic_path, atomic_write_json, atomic_write_text
+from mtl_models import MultiTaskData, atomic_path, atomic_write_json, atomic_write_text, is_plugin_path
 from mtl_models.data import format_data_report
 from spaces import Experiment, define_space, fixed_config, load_experiment, optuna_point
 
@@ -52,11 +53,13 @@ FIXED_CONFIG_FILE = "fixed_config.json"
 REUSE_ACTORS = True
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None, plugins: Sequence[str] = ()) -> None:
     """Start a local Ray (default) or join the cluster at ``address`` (or ``RAY_ADDRESS``).
 
-    Joining a cluster ships this package's code to it (``runtime_env.py_modules``);
-    the cluster needs the dependencies installed.
+    Joining a cluster ships this package's code and the experiment's ``plugins`` (those
+    not installed as packages) to it (``runtime_env.py_modules``); the cluster needs the
+    dependencies installed. A local Ray's trials import plugin paths themselves. When
+    Ray is already running, it is used as it is.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if ray.is_initialized():
@@ -71,10 +74,25 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         import search
         import spaces
 
-        kwargs["runtime_env"] = {"py_modules": [mtl_models, spaces, search, reports]}
+        kwargs["runtime_env"] = {"py_modules": [mtl_models, spaces, search, reports, *_shipped_plugins(plugins)]}
         ray.init(address=address, **kwargs)
     else:  # "local": always a fresh local Ray, never a cluster someone `ray start`-ed on this machine
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
+
+
+def _shipped_plugins(plugins: Sequence[str]) -> list[Any]:
+    """What of the plugins a cluster gets from the driver: plugin files and folders, and
+    the top-level package of plugin modules that are not installed (site-packages)."""
+    shipped: list[Any] = []
+    for entry in plugins:
+        if is_plugin_path(entry):
+            shipped.append(entry)
+            continue
+        module = importlib.import_module(entry.split(".")[0])
+        where = getattr(module, "__file__", None) or ""
+        if "site-packages" not in where and "dist-packages" not in where:
+            shipped.append(module)
+    return shipped
 
 
 def check_resources(exp: Experiment, address: str | None = None) -> None:
@@ -341,7 +359,7 @@ def _execute(
     cache_dir: Path | None,
 ) -> RunResult:
     started = time.monotonic()
-    init_ray(address, num_cpus)
+    init_ray(address, num_cpus, exp.plugins)
     print(f"Ray: {ray.cluster_resources()}; results in {run_dir}", flush=True)
     baselines = run_baselines(exp, run_dir, data, fixed, resume, cache_dir)
     print("Single-task baseline (val): " + ", ".join(f"{t}={v:.4g}" for t, v in baselines.metrics.items()), flush=True)
@@ -377,7 +395,7 @@ def run_experiment(
     print(f"Loading and checking data ({exp.data.source}) ...", flush=True)
     data = exp.load_data()  # every row checked here: a bad dataset stops the run before Ray starts
     print(format_data_report(data), flush=True)
-    init_ray(address, num_cpus)
+    init_ray(address, num_cpus, exp.plugins)
     check_resources(exp, address)  # before the run directory exists: nothing half-written
     run_dir.mkdir(parents=True, exist_ok=True)
     fixed = trial_base_config(exp, data)
@@ -409,7 +427,7 @@ def resume_experiment(
             f"The data of {run_dir} changed since the run started (input statistics differ: "
             f"{data.input_spec()} vs {fixed['input']}); resuming would mix two datasets."
         )
-    init_ray(address, num_cpus)
+    init_ray(address, num_cpus, exp.plugins)
     check_resources(exp, address)
     run = json.loads((run_dir / "run.json").read_text())
     run.setdefault("resumed", []).append({"at": _now(), "command": sys.argv})

@@ -9,10 +9,8 @@ from ._schema import (
     BackboneConfig,
     BaselinesConfig,
     Experiment,
-    FilesData,
     FloatRange,
     IntRange,
-    MultiMNISTData,
     PrunerConfig,
     SamplerConfig,
     SearchConfig,
@@ -22,7 +20,7 @@ from ._schema import (
     load_experiment,
     validate_experiment,
 )
-from ._data import AugmentConfig, CelebAData, DATA_SOURCES, ScenesData, SplitConfig
+from ._data import DATA_SOURCES, AugmentConfig, CelebAData, FilesData, MultiMNISTData, ScenesData, SplitConfig
 from ._space import HIDDEN_PREFIX, SpaceSampler, define_space, fixed_config, optuna_point, simplex_weights
 from ._yaml import ExperimentError
 

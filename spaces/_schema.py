@@ -7,7 +7,6 @@ field, what was given and what is allowed. Code after this trusts the values.
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import json
 import re
@@ -37,12 +36,14 @@ from mtl_models import (
     available_task_kinds,
     backbone_options,
     build_backbone,
+    import_plugin,
+    is_plugin_path,
     load_data,
 )
 from mtl_models.data import prepare_for_trials
 
 from ._common import _registered, _resolve, _Strict
-from ._data import DATA_SOURCES, DataConfig, FilesData, MultiMNISTData, augment_problems
+from ._data import DATA_SOURCES, DataConfig, augment_problems
 from ._yaml import ExperimentError, format_loc, line_of, load_yaml
 
 SEARCHED_FAMILIES = ("hard_split", "cross_stitch")
@@ -396,13 +397,22 @@ class Experiment(_Strict):
 
     @field_validator("plugins")
     @classmethod
-    def _importable(cls, v: list[str]) -> list[str]:
-        for module in v:
+    def _importable(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        """Import each plugin now (it registers what the rest of the file names); a path is
+        taken relative to the experiment file and kept absolute."""
+        resolved = []
+        for entry in v:
+            if is_plugin_path(entry):
+                path = _resolve(Path(entry), info)
+                if not path.exists():
+                    raise ValueError(f"plugin {entry!r}: {str(path)!r} does not exist; give a .py file, a package folder or a module name")
+                entry = str(path)
             try:
-                importlib.import_module(module)
+                import_plugin(entry)
             except ImportError as exc:
-                raise ValueError(f"cannot import plugin module {module!r}: {exc}") from None
-        return v
+                raise ValueError(f"cannot import plugin module {entry!r}: {exc}") from None
+            resolved.append(entry)
+        return resolved
 
     @model_validator(mode="after")
     def _consistent(self) -> "Experiment":

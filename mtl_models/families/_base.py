@@ -1,12 +1,12 @@
 """The base every multi-task model family implements, and the family registry."""
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
+from .._plugins import import_plugin
 from ..backbones import Stage, build_backbone
 from ..tasks import TaskSpec
 
@@ -74,12 +74,12 @@ def available_families() -> list[str]:
 def build_model(config: dict[str, Any]) -> MultiTaskModel:
     """Build the model a plain config dict describes (the trial config, or an exported one).
 
-    Modules named in ``config['plugins']`` are imported first, so backbones, task kinds
-    or families that a user registers in their own module are found (also in Ray
-    workers and when a bundle is loaded elsewhere).
+    The plugins in ``config['plugins']`` (module names or module paths) are imported
+    first, so backbones, task kinds or families that a user registers in their own
+    module are found (also in Ray workers and when a bundle is loaded elsewhere).
     """
-    for module in config.get("plugins") or ():
-        importlib.import_module(module)
+    for entry in config.get("plugins") or ():
+        import_plugin(entry)
     family = config.get("family")
     try:
         builder = _FAMILIES[family]
