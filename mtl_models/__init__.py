@@ -11,6 +11,7 @@ from ._bundle import (
     load_card,
     load_checkpoint_state,
     load_config,
+    load_single_task_models,
     save_bundle,
     save_checkpoint_state,
 )

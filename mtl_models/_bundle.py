@@ -115,6 +115,20 @@ def load_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
+def load_single_task_models(config: dict[str, Any], checkpoints: dict[str, str] | None) -> dict[str, MultiTaskModel]:
+    """Per task, the single-task network of ``config``'s backbone and task, with the weights
+    of ``checkpoints[task]`` (a run's single-task baselines): what ``column_init:
+    single_task`` starts cross-stitch columns from."""
+    if not checkpoints:
+        raise ValueError("column_init 'single_task' needs the single-task baselines' checkpoints; none were given.")
+    models = {}
+    for spec in config["tasks"]:
+        single = build_model({**config, "family": "single_task", "task": spec["name"]})
+        single.load_state_dict(load_checkpoint_state(checkpoints[spec["name"]])["model"])
+        models[spec["name"]] = single
+    return models
+
+
 def load_card(directory: str | Path) -> dict[str, Any]:
     """A bundle's model card: tasks, metrics with baselines, cost, data, provenance, ``outputs`` order."""
     path = Path(directory) / CARD_FILE

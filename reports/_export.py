@@ -8,12 +8,13 @@ import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
 from mtl_models import BUNDLE_EXPORTS, atomic_write_text, build_model, load_checkpoint_state, save_bundle
 
+from ._retrain import retrain as _retrain
 from ._results import best_trial, metric_column, single_task_summary
 from ._run import RunData, load_run
 from ._select import delta_vs
@@ -38,6 +39,9 @@ def export_trial(
     formats: Sequence[str] = tuple(BUNDLE_EXPORTS),
     command: Sequence[str] | None = None,
     evaluate: bool = True,
+    retrain: bool = False,
+    device: str | None = None,
+    progress: Callable[[str], None] = print,
 ) -> Path:
     """Write the bundle of ``trial_id`` (default: the best finished searched trial) to ``out``.
 
@@ -47,6 +51,10 @@ def export_trial(
     ``outputs`` order), ``card.json`` and a readable ``README.md`` model card: tasks,
     metrics against both baselines (validation, and test where evaluated), cost,
     data, and the commands that produced it. Written atomically.
+
+    ``retrain``: train the config again from scratch on train + val (same seed and
+    epochs, on ``device``, default the trial's) and export that model instead; the
+    card's ``retrained`` says so and gives its held-out test metrics.
     """
     run_dir = Path(run_dir)
     run = load_run(run_dir, evaluate=evaluate, also=[trial_id] if trial_id else [])
@@ -54,9 +62,13 @@ def export_trial(
     if not isinstance(row.get("checkpoint"), str):
         raise LookupError(f"Trial {row['trial_id']!r} ({row['status']}) has no checkpoint to export.")
     config = json.loads(row["config"])
-    model = build_model(config)
-    model.load_state_dict(load_checkpoint_state(row["checkpoint"])["model"])
     card = model_card(run, row, command)
+    if retrain:
+        retrained = _retrain(run, row, device=device, progress=progress)
+        model, card["retrained"] = retrained.model, retrained.info
+    else:
+        model = build_model(config)
+        model.load_state_dict(load_checkpoint_state(row["checkpoint"])["model"])
     out = save_bundle(model, config, out, card, exports=formats)
     card = json.loads((out / "card.json").read_text())
     atomic_write_text(out / CARD_MARKDOWN, card_markdown(card))
@@ -155,6 +167,11 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"{_show(d['vs_ensemble'], '+.2f')} % vs the ensemble"
         )
     lines.append(f"- {card['test_split_note']}")
+    if card.get("retrained"):
+        r = card["retrained"]
+        lines.append(f"- **Retrained** on {' + '.join(r['on'])} ({r['rows']} rows, {r['epochs']} epochs): {r['note']}")
+        for task, metrics in (r["test"] or {}).items():
+            lines.append(f"  - {task} (test, retrained): " + ", ".join(f"{k} {_show(v)}" for k, v in metrics.items()))
     cost = card["cost"]
     lines += [
         "",

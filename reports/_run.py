@@ -87,7 +87,7 @@ def load_run(
     )
     chosen = shortlist(results, tasks)
     if evaluate:
-        loader = _data_loader(run_dir) if experiment else None
+        loader = data_loader(run_dir) if experiment else None
         if loader is None:
             run.notes.append("No experiment.json in the run directory: the test split could not be evaluated.")
         evaluations = update_evaluations(run_dir, results, tasks, loader, chosen + list(also) + baseline_ids(results))
@@ -108,7 +108,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _data_loader(run_dir: Path) -> Callable[[], MultiTaskData]:
+def data_loader(run_dir: Path) -> Callable[[], MultiTaskData]:
     """Loads the run's data only when called (regenerating a report from the cache needs none)."""
 
     def load() -> MultiTaskData:

@@ -18,6 +18,7 @@ from mtl_models import (
     delta_m,
     flatten_metrics,
     load_checkpoint_state,
+    load_single_task_models,
     measure_cost,
     primary_metrics,
     save_checkpoint_state,
@@ -50,7 +51,7 @@ def train_trial(
     model = build_model(config)
     checkpoint = tune.get_checkpoint()
     if checkpoint is None and config.get("column_init") == "single_task":
-        model.init_columns_from(_single_task_models(config, single_task_checkpoints))
+        model.init_columns_from(load_single_task_models(config, single_task_checkpoints))
     trainer = Trainer(model, data, config)
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
@@ -82,17 +83,6 @@ def train_trial(
         with tempfile.TemporaryDirectory() as directory:
             save_checkpoint_state(trainer.state_dict(), directory)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-
-
-def _single_task_models(config: dict[str, Any], checkpoints: dict[str, str] | None) -> dict[str, Any]:
-    if not checkpoints:
-        raise ValueError("column_init 'single_task' needs the single-task baselines' checkpoints; none were given.")
-    models = {}
-    for spec in config["tasks"]:
-        single = build_model({**config, "family": "single_task", "task": spec["name"]})
-        single.load_state_dict(load_checkpoint_state(checkpoints[spec["name"]])["model"])
-        models[spec["name"]] = single
-    return models
 
 
 def inject_fault(fault: dict[str, Any] | None, trainer: Trainer) -> None:

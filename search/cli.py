@@ -143,7 +143,8 @@ def _export(args: argparse.Namespace) -> int:
     if args.best and args.trial:
         raise ValueError("Give --trial ID or --best, not both.")
     formats = [f for f in ("torchscript", "onnx") if f not in (args.no_format or [])]
-    out = export_trial(args.run, args.out, trial_id=args.trial, formats=formats, command=["mtlsearch", *args.argv])
+    out = export_trial(args.run, args.out, trial_id=args.trial, formats=formats, command=["mtlsearch", *args.argv],
+                       retrain=args.retrain, device=args.device)
     print(f"Exported trial to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     print(f"Load with mtl_models.load({str(out)!r})")
     return 0
@@ -215,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--best", action="store_true", help="the best finished searched trial by Delta_m (the default)")
     export.add_argument("--no-format", action="append", choices=["torchscript", "onnx"],
                         help="skip a serving format (e.g. where onnx is not installed); repeatable")
+    export.add_argument("--retrain", action="store_true",
+                        help="first train the config again from scratch on train + val (same seed and epochs); "
+                             "the test split stays held out")
+    export.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where --retrain trains (default: the trial's)")
     export.set_defaults(func=_export)
     return parser
 

@@ -143,6 +143,28 @@ def test_the_ensemble_can_be_exported_too(run, tmp_path: Path) -> None:
     assert isinstance(model, mm.EnsembleModel)
 
 
+def test_export_retrains_the_config_on_train_and_val(run, tmp_path: Path, capsys) -> None:
+    results = pd.read_parquet(run.run_dir / "results.parquet")
+    # the cross-stitch point starts its columns from the single-task baselines: retraining must too
+    row = results[(results.family == "cross_stitch") & (results.column_init == "single_task")].iloc[0]
+    out = tmp_path / "retrained"
+    assert cli(["export", str(run.run_dir), "--trial", row["trial_id"], "--out", str(out), "--retrain",
+                "--no-format", "onnx", "--no-format", "torchscript"]) == 0
+    printed = capsys.readouterr().out
+    assert "epoch 3/3 on train + val (384 rows)" in printed
+    card = json.loads((out / "card.json").read_text())
+    assert card["retrained"]["on"] == ["train", "val"] and card["retrained"]["rows"] == 256 + 128
+    assert card["retrained"]["test"] is None and "no test split" in card["retrained"]["note"]
+    assert "Retrained" in (out / "README.md").read_text()
+    searched = mm.load_checkpoint_state(row["checkpoint"])["model"]
+    retrained = torch.load(out / "weights.pt", weights_only=True)
+    assert searched.keys() == retrained.keys()
+    assert any(not torch.equal(searched[k], retrained[k]) for k in searched)
+    with pytest.raises(ValueError, match="the ensemble baseline is composed"):
+        reports.export_trial(run.run_dir, tmp_path / "ens", trial_id="ensemble", retrain=True)
+    assert not (tmp_path / "ens").exists()
+
+
 def test_report_command_rebuilds_from_the_run_directory(run, capsys) -> None:
     (run.run_dir / "results.parquet").unlink()
     assert cli(["report", str(run.run_dir), "--out", str(run.run_dir / "again.html")]) == 0

@@ -84,6 +84,14 @@ class Split:
             return self
         return Split(self.images.clone(), self.targets)
 
+    @staticmethod
+    def concat(splits: "list[Split]") -> "Split":
+        """The splits' rows one after another, in memory (e.g. train + val for a final fit)."""
+        return Split(
+            torch.cat([s.images for s in splits]),
+            {name: torch.cat([s.targets[name] for s in splits]) for name in splits[0].targets},
+        )
+
     def select(self, tasks: list[str]) -> "Split":
         """The same images with only ``tasks``' targets."""
         return Split(self.images, {k: v for k, v in self.targets.items() if k in tasks}, self.images_file)
