@@ -13,6 +13,10 @@ metric holds. Here:
   completes with one value per objective, and none is reported along the way;
 - Optuna parameters that are only a means to a value (``_``-prefixed raw draws) stay
   in the study and out of the trial config;
+- the sampler's random state is seeded for each trial from the seed and the trial's
+  number, so a proposal depends only on the study's history and its number: a
+  proposal that a killed driver had begun (some parameters stored, others not) is
+  completed on resume exactly as the uninterrupted search would have;
 - the study carries the pruner (``study.pruner``), so the scheduler's pruning
   decisions and the sampler (Hyperband's brackets with TPE) see the same study, and
   that study is what ``mtlsearch resume`` restores.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
@@ -52,8 +57,11 @@ def trial_outcome(
 class MTLOptunaSearch(OptunaSearch):
     """``OptunaSearch`` with exact trial outcomes and the pruner on its study (see module doc)."""
 
-    def __init__(self, *args: Any, pruner: optuna.pruners.BasePruner | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, pruner: optuna.pruners.BasePruner | None = None, seed: int | None = None, **kwargs: Any
+    ) -> None:
         self._pruner = pruner or optuna.pruners.NopPruner()
+        self._proposal_seed = seed  # not _seed: OptunaSearch's own (its default sampler's seed)
         self._reported: dict[str, set[int]] = {}
         self._orphans: list[int] = []  # Optuna _trial_ids
         super().__init__(*args, **kwargs)
@@ -110,11 +118,34 @@ class MTLOptunaSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict | None:
         if trial_id not in self._ot_trials and self._orphans:
             # hand an orphan out again: same number, same parameters, as if never interrupted
-            self._ot_trials[trial_id] = optuna.Trial(self._ot_study, self._orphans.pop(0))
+            orphan = self._orphans.pop(0)
+            self._seed_sampler(self._ot_study._storage.get_trial_number_from_id(orphan))
+            self._ot_study._thread_local.cached_all_trials = None  # as ask() does: the sampler reads the history anew
+            self._ot_trials[trial_id] = optuna.Trial(self._ot_study, orphan)
+        elif trial_id not in self._ot_trials:
+            self._seed_sampler(self._next_number())
         config = super().suggest(trial_id)
         if isinstance(config, dict):
             config = {k: v for k, v in config.items() if not k.startswith(HIDDEN_PREFIX)}
         return config
+
+    def _next_number(self) -> int:
+        """The number ``study.ask()`` gives next: the oldest waiting (enqueued) trial's, else a new one."""
+        trials = self._ot_study.get_trials(deepcopy=False)
+        waiting = [t.number for t in trials if t.state == TrialState.WAITING]
+        return min(waiting) if waiting else len(trials)
+
+    def _seed_sampler(self, number: int) -> None:
+        """Seed the sampler's random state (and that of its fallback random sampler: TPE's
+        and NSGA-II's first trials) for trial ``number``."""
+        if self._proposal_seed is None:
+            return
+        value = int(np.random.SeedSequence([self._proposal_seed, number]).generate_state(1)[0])
+        sampler = self._ot_study.sampler
+        for s in (sampler, getattr(sampler, "_random_sampler", None)):
+            state = getattr(s, "_rng", None)  # Optuna's LazyRandomState (Optuna 4-5)
+            if state is not None:
+                state.rng.seed(value)
 
     def restore(self, checkpoint_path: str) -> None:
         """Restore the searcher (Tune's resume) and find the study's orphans: trials the

@@ -314,6 +314,7 @@ def run_search(
             metric=list(exp.search.objectives) if multi else OBJECTIVE,
             mode=exp.search.directions if multi else "max",
             sampler=exp.search.sampler.build(exp.seed),
+            seed=exp.search.sampler.resolved_seed(exp.seed),
             pruner=pruner,
             study_name=STUDY_NAME,
             storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}"),

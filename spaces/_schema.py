@@ -288,8 +288,12 @@ class SamplerConfig(_Strict):
     population_size: int = Field(10, ge=2)
     seed: int | None = None
 
+    def resolved_seed(self, default_seed: int) -> int:
+        """``seed``, else the experiment's."""
+        return self.seed if self.seed is not None else default_seed
+
     def build(self, default_seed: int) -> optuna.samplers.BaseSampler:
-        seed = self.seed if self.seed is not None else default_seed
+        seed = self.resolved_seed(default_seed)
         if self.name == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         if self.name == "nsga2":

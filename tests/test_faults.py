@@ -200,3 +200,45 @@ def test_an_orphaned_proposal_is_handed_out_again_after_resume(tmp_path: Path) -
 
 def _lr_space(trial: optuna.Trial) -> None:
     trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+
+
+def _two_params(trial: optuna.Trial) -> None:
+    trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+    trial.suggest_float("alpha", 0.0, 1.0)
+
+
+def test_a_half_sampled_orphan_is_completed_as_the_uninterrupted_search_would(tmp_path: Path) -> None:
+    """The driver was killed between storing a proposal's first parameter and its second,
+    and Tune's last snapshot of the searcher is older than the trial before it: on resume
+    the second parameter is drawn as the uninterrupted search drew it, because the
+    sampler is seeded per trial number, not restored from the snapshot's random state."""
+    from search._optuna import MTLOptunaSearch
+
+    def searcher(db: str) -> MTLOptunaSearch:
+        return MTLOptunaSearch(
+            space=_two_params, metric="delta_m", mode="max", seed=7,
+            sampler=optuna.samplers.TPESampler(seed=7, n_startup_trials=1, multivariate=True),
+            study_name="search", storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / db}"),
+        )
+
+    clean = searcher("clean.db")
+    clean.suggest("a")
+    clean.on_trial_complete("a", {"delta_m": 1.0, "epoch": 1, "epochs": 1})
+    clean.suggest("x")
+    clean.on_trial_complete("x", {"delta_m": 0.5, "epoch": 1, "epochs": 1})
+    expected = clean.suggest("b")
+
+    killed = searcher("killed.db")
+    killed.suggest("a")
+    killed.on_trial_complete("a", {"delta_m": 1.0, "epoch": 1, "epochs": 1})
+    killed.save(str(tmp_path / "searcher.pkl"))  # Tune's last snapshot of the searcher: before "x"
+    killed.suggest("x")
+    killed.on_trial_complete("x", {"delta_m": 0.5, "epoch": 1, "epochs": 1})
+    killed._seed_sampler(2)
+    half = killed.study.ask()  # what the driver stored of the next proposal before it died
+    half.suggest_float("lr", 1e-3, 1e-1, log=True)
+
+    resumed = searcher("killed.db")
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    assert resumed.suggest("c") == expected
+    assert len(resumed.study.trials) == 3

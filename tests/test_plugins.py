@@ -33,6 +33,18 @@ def plugin_cnn(in_channels, weights=None, width=6):
 '''
 
 
+@pytest.fixture(autouse=True)
+def _forget_the_plugin():
+    """Leave the registry, modules and path as they were: other tests list the backbones."""
+    from mtl_models.backbones import _registry
+
+    path = list(sys.path)
+    yield
+    _registry._BACKBONES.pop("plugin_cnn", None)
+    sys.modules.pop("my_backbones", None)
+    sys.path[:] = path
+
+
 def write_experiment(folder: Path, **changes) -> Path:
     (folder / "my_backbones.py").write_text(PLUGIN)
     content = tiny_experiment(
