@@ -38,10 +38,8 @@ from ._fixed import FixedConfigs
 from ._optuna import MTLOptunaSearch
 from ._progress import ProgressPrinter
 from ._pruning import OptunaPrunerScheduler
-from ._table import collect_results, phase_path, storage_root, write_results
+from ._table import collect_results, drop_unreadable_errors, phase_path, storage_root, write_results
 from ._trainable import OBJECTIVE, train_trial
-
-log = logging.getLogger("mtlsearch")
 
 STUDY_FILE = "optuna.db"
 STUDY_NAME = "search"
@@ -178,6 +176,8 @@ def _fit(run_dir: Path, phase: str, expected: int, trainable: Any, make_tuner: A
     elif _ended(run_dir, phase) < expected:
         if not resume:
             raise FileExistsError(f"{path} already holds a {phase} experiment; resume the run instead.")
+        for dropped in drop_unreadable_errors(path):
+            print(f"Removed {dropped}: cut off when the driver died (the trial's error.txt keeps its error).", flush=True)
         tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False).fit()
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 from pyarrow import fs as pafs
-from ray import tune
+from ray import cloudpickle, tune
 from ray.tune import ExperimentAnalysis
 
 from mtl_models import atomic_path, delta_m
@@ -93,6 +93,25 @@ def _checkpoint_uri(checkpoint: Any, scheme: str | None) -> str | None:
     if checkpoint is None:
         return None
     return f"{scheme}://{checkpoint.path}" if scheme else checkpoint.path
+
+
+def drop_unreadable_errors(path: str) -> list[str]:
+    """Delete the trials' ``error.pkl`` files under the experiment at ``path`` that a killed
+    driver left unreadable (cut off mid-write): Ray Tune fails on them after a restore.
+    Each trial's ``error.txt`` keeps the error. Returns the files deleted."""
+    filesystem, root = pafs.FileSystem.from_uri(path)
+    dropped = []
+    for entry in filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+        pickled = f"{entry.path}/error.pkl"
+        if entry.type != pafs.FileType.Directory or filesystem.get_file_info(pickled).type != pafs.FileType.File:
+            continue
+        try:
+            with filesystem.open_input_stream(pickled) as f:
+                cloudpickle.loads(f.readall())
+        except Exception:  # truncated or empty: any unpickling error means the same
+            filesystem.delete_file(pickled)
+            dropped.append(pickled)
+    return dropped
 
 
 def _trial_rows(run_dir: Path, phase: str) -> tuple[list[dict], list[pd.DataFrame]]:

@@ -242,3 +242,23 @@ def test_a_half_sampled_orphan_is_completed_as_the_uninterrupted_search_would(tm
     resumed.restore(str(tmp_path / "searcher.pkl"))
     assert resumed.suggest("c") == expected
     assert len(resumed.study.trials) == 3
+
+
+def test_error_files_cut_off_by_a_killed_driver_are_dropped_before_restore(tmp_path: Path) -> None:
+    """Ray Tune's restore fails on an error.pkl that a SIGKILL cut off; error.txt keeps the error."""
+    from ray import cloudpickle
+
+    from search._table import drop_unreadable_errors
+
+    for name, content in (("cut", b""), ("half", cloudpickle.dumps(RuntimeError("boom"))[:10]),
+                          ("whole", cloudpickle.dumps(RuntimeError("boom"))), ("none", None)):
+        trial = tmp_path / "search" / name
+        trial.mkdir(parents=True)
+        (trial / "error.txt").write_text("RuntimeError: boom\n")
+        if content is not None:
+            (trial / "error.pkl").write_bytes(content)
+    dropped = drop_unreadable_errors(str(tmp_path / "search"))
+    assert sorted(Path(p).parent.name for p in dropped) == ["cut", "half"]
+    assert (tmp_path / "search" / "whole" / "error.pkl").is_file()
+    assert not (tmp_path / "search" / "cut" / "error.pkl").exists()
+    assert all((tmp_path / "search" / n / "error.txt").is_file() for n in ("cut", "half", "whole", "none"))

@@ -391,3 +391,21 @@ def test_export_refuses_unknown_trials_and_formats(run_dir: Path, report: Path, 
     with pytest.raises(ValueError, match=r"Unknown export format\(s\) \['tflite'\]; known: torchscript, onnx"):
         reports.export_trial(run_dir, tmp_path / "y", formats=["tflite"])
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_importances_say_so_when_every_trial_has_the_same_delta_m() -> None:
+    """fANOVA raises on zero variance (chance-level tiny runs do that): the report notes it instead."""
+    import optuna
+
+    from reports._sections._optuna import _importances
+
+    dist = {"family": optuna.distributions.CategoricalDistribution(["hard_split", "cross_stitch"]),
+            "lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+    trials = [
+        optuna.trial.create_trial(params={"family": f, "lr": lr}, distributions=dist, value=-38.8)
+        for f, lr in (("hard_split", 1e-3), ("cross_stitch", 1e-2), ("hard_split", 3e-3))
+    ]
+    block = _importances(trials, [optuna.study.StudyDirection.MAXIMIZE])
+    assert isinstance(block, str) and "all 3 trials at the same Δm" in block
+    trials.append(optuna.trial.create_trial(params={"family": "cross_stitch", "lr": 2e-3}, distributions=dist, value=5.0))
+    assert not isinstance(_importances(trials, [optuna.study.StudyDirection.MAXIMIZE]), str)

@@ -73,6 +73,9 @@ def _importances(trials: list[optuna.trial.FrozenTrial], directions: list) -> Bl
         if len(group) < 2 or not params:
             skipped.append(f"{scope} ({len(group)} trials)")
             continue
+        if len({_delta_m(t) for t in group}) < 2:  # fANOVA has nothing to attribute (and raises)
+            skipped.append(f"{scope} (all {len(group)} trials at the same Δm)")
+            continue
         study = optuna.create_study(directions=directions)
         study.add_trials(group)
         values = optuna.importance.get_param_importances(
@@ -84,7 +87,8 @@ def _importances(trials: list[optuna.trial.FrozenTrial], directions: list) -> Bl
                    name=f"{scope} (n={len(group)})", hovertemplate="%{y}: %{x:.2f}<extra></extra>")
         )
     if not fig.data:
-        return note("Too few completed trials for parameter importances.")
+        return note("Too few completed trials with different Δm for parameter importances"
+                    + (f": {', '.join(skipped)}." if skipped else "."))
     fig.update_layout(
         title="Parameter importances for Δm (fANOVA, per scope)", xaxis_title="importance (sums to 1 per scope)",
         height=160 + 28 * sum(len(t.y) for t in fig.data),
