@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import pandas as pd
@@ -33,7 +33,7 @@ class Retrained:
     """A config trained again on train + val: the model and what the card says of it."""
 
     model: MultiTaskModel
-    info: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any]
 
 
 def retrain(
@@ -41,7 +41,6 @@ def retrain(
     row: pd.Series,
     device: str | None = None,
     progress: Callable[[str], None] = print,
-    data: MultiTaskData | None = None,
 ) -> Retrained:
     """Train ``row``'s config from scratch on ``run``'s train + val splits for its epochs.
 
@@ -56,7 +55,7 @@ def retrain(
     config = json.loads(row["config"])
     if device is not None:
         config["device"] = device
-    data = data if data is not None else data_loader(run.run_dir)()
+    data = data_loader(run.run_dir)()
     test = data.splits.get("test")
     held_out = test if test is not None and len(test) else None
     both = Split.concat([data.splits["train"].materialize(), data.splits["val"].materialize()])

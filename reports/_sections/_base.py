@@ -129,6 +129,11 @@ def note(text: str) -> str:
     return f"<p class='note'>{text}</p>"
 
 
-def subheading(ctx: ReportContext, run: RunData) -> list[Block]:
-    """A run's name as a sub-heading, when the report compares several runs."""
-    return [f"<h3>{esc(run.name)} <span class='meta'>({esc(run.run_dir)})</span></h3>"] if ctx.multi else []
+def per_run(ctx: ReportContext, render: Callable[[RunData], list[Block]]) -> list[Block]:
+    """``render(run)`` for each run, under the run's name as a sub-heading when the report compares several."""
+    blocks: list[Block] = []
+    for run in ctx.runs:
+        if ctx.multi:
+            blocks.append(f"<h3>{esc(run.name)} <span class='meta'>({esc(run.run_dir)})</span></h3>")
+        blocks += render(run)
+    return blocks

@@ -17,17 +17,14 @@ from mtl_models import CrossStitchModel, build_model, load_checkpoint_state
 
 from .._results import searched
 from .._run import RunData
-from ._base import Block, ReportContext, esc, note, register_section, subheading
+from ._base import Block, ReportContext, esc, note, register_section, per_run
 
 MAX_TRIALS = 6
 
 
 @register_section("cross-stitch", "Cross-stitch units: what the alphas learned", order=50)
 def cross_stitch(ctx: ReportContext) -> list[Block]:
-    blocks: list[Block] = []
-    for run in ctx.runs:
-        blocks += subheading(ctx, run) + _run_alphas(run)
-    return blocks
+    return per_run(ctx, _run_alphas)
 
 
 def trial_alphas(row: pd.Series) -> dict[str, np.ndarray]:

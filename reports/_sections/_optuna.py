@@ -6,7 +6,7 @@ import optuna
 import plotly.graph_objects as go
 
 from .._run import RunData
-from ._base import Block, ReportContext, esc, note, register_section, subheading
+from ._base import Block, ReportContext, esc, note, register_section, per_run
 
 STUDY_FILE = "optuna.db"
 STUDY_NAME = "search"
@@ -14,10 +14,7 @@ STUDY_NAME = "search"
 
 @register_section("importance", "Search behaviour: what mattered", order=70)
 def importance(ctx: ReportContext) -> list[Block]:
-    blocks: list[Block] = []
-    for run in ctx.runs:
-        blocks += subheading(ctx, run) + _run_importance(run)
-    return blocks
+    return per_run(ctx, _run_importance)
 
 
 def load_study(run: RunData) -> optuna.Study | None:

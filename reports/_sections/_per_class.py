@@ -9,15 +9,12 @@ from plotly.subplots import make_subplots
 
 from .._run import RunData, class_table
 from .._select import best_per_objective
-from ._base import Block, ReportContext, esc, note, register_section, subheading
+from ._base import Block, ReportContext, esc, note, register_section, per_run
 
 
 @register_section("per-class", "Per-class gains over single-task", order=80)
 def per_class(ctx: ReportContext) -> list[Block]:
-    blocks: list[Block] = []
-    for run in ctx.runs:
-        blocks += subheading(ctx, run) + _run_per_class(run)
-    return blocks
+    return per_run(ctx, _run_per_class)
 
 
 def class_gains(run: RunData, trial_id: str) -> pd.DataFrame:

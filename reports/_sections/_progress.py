@@ -8,15 +8,12 @@ import plotly.graph_objects as go
 
 from .._results import searched
 from .._run import RunData
-from ._base import FAMILY_COLORS, Block, ReportContext, note, register_section, subheading
+from ._base import FAMILY_COLORS, Block, ReportContext, note, register_section, per_run
 
 
 @register_section("progress", "Search behaviour: progress and pruning", order=60)
 def progress(ctx: ReportContext) -> list[Block]:
-    blocks: list[Block] = []
-    for run in ctx.runs:
-        blocks += subheading(ctx, run) + _run_progress(run)
-    return blocks
+    return per_run(ctx, _run_progress)
 
 
 def epochs_in_order(run: RunData) -> pd.DataFrame:

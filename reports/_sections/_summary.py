@@ -15,18 +15,15 @@ from ._base import (
     fmt_flops,
     fmt_signed,
     note,
+    per_run,
     register_section,
     structure,
-    subheading,
 )
 
 
 @register_section("summary", "Summary: what to deploy", order=10)
 def summary(ctx: ReportContext) -> list[Block]:
-    blocks: list[Block] = []
-    for run in ctx.runs:
-        blocks += subheading(ctx, run) + _run_summary(run)
-    return blocks
+    return per_run(ctx, _run_summary)
 
 
 def _status_line(run: RunData) -> str:
