@@ -9,23 +9,38 @@ from ray import tune
 
 from mtl_models import describe_config
 
+_ENDED = ("TERMINATED", "ERROR")
+
+
+def trial_number(trial: Any) -> int:
+    """The trial's 1-based number in its phase: the counter Tune puts at the front of the
+    experiment tag (``"7_family=..."``). Tune restores it with the trial, so a resumed
+    run goes on numbering where the interrupted one stopped."""
+    head = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
+    return int(head) if head.isdigit() else 0
+
 
 class ProgressPrinter(tune.Callback):
-    """Prints each trial's epochs, its end (finished, pruned, errored) and the running count."""
+    """Prints each trial's epochs, its end (finished, pruned, errored) and the running count.
+
+    The count is read from Tune's trial list (every trial that ended, before an
+    interruption too), not kept here: Tune restores a callback as it was pickled
+    when the run started, so a count of its own would start again at 0 on resume.
+    """
 
     def __init__(self, phase: str, total: int, objective: str | None) -> None:
         self.phase = phase
         self.total = total
         self.objective = objective
-        self.done = 0
         self.started = time.monotonic()
-        self.numbers: dict[str, int] = {}
+
+    def setup(self, **info: Any) -> None:
+        self.started = time.monotonic()  # this driver's start: a resumed run counts from its own
 
     def _print(self, trial: Any, text: str) -> None:
-        number = self.numbers.setdefault(trial.trial_id, len(self.numbers) + 1)
         elapsed = time.monotonic() - self.started
         print(
-            f"[{self.phase} {elapsed:6.0f}s] #{number:<3} {describe_config(trial.config):<44} {text}",
+            f"[{self.phase} {elapsed:6.0f}s] #{trial_number(trial):<3} {describe_config(trial.config):<44} {text}",
             file=sys.stdout,  # looked up per call: the callback is pickled with Tune's state
             flush=True,
         )
@@ -37,16 +52,18 @@ class ProgressPrinter(tune.Callback):
         metrics = [f"{k[4:]}={v:.4g}" for k, v in result.items() if k.startswith("val/")]
         return " ".join(metrics[:4])
 
+    def _done(self, trials: list, trial: Any) -> str:
+        ended = {t.trial_id for t in trials if t.status in _ENDED} | {trial.trial_id}
+        return f"({len(ended)}/{self.total} done)"
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._print(trial, f"epoch {result.get('epoch')}/{trial.config.get('epochs')}  {self._score(result)}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.done += 1
         result = trial.last_result or {}
         epoch, epochs = result.get("epoch", 0), trial.config.get("epochs")
         how = "finished" if epoch >= epochs else f"pruned at epoch {epoch}"
-        self._print(trial, f"{how}  {self._score(result)}  ({self.done}/{self.total} done)")
+        self._print(trial, f"{how}  {self._score(result)}  {self._done(trials, trial)}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.done += 1
-        self._print(trial, f"errored (see {trial.path}/error.txt)  ({self.done}/{self.total} done)")
+        self._print(trial, f"errored (see {trial.path}/error.txt)  {self._done(trials, trial)}")

@@ -132,9 +132,9 @@ def _plain(value: object) -> object:
 def _describe(row: "pd.Series") -> str:
     import json
 
-    from ._progress import describe
+    from mtl_models import describe_config
 
-    return describe(json.loads(row["config"]))
+    return describe_config(json.loads(row["config"]))
 
 
 def _export(args: argparse.Namespace) -> int:

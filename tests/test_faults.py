@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,9 +110,10 @@ def _state_trials(search_dir: Path) -> list[dict]:
     return [json.loads(t[0]) if isinstance(t[0], str) else t[0] for t in data["trial_data"]]
 
 
-def test_killed_driver_resumes_without_losing_or_repeating_trials(clean_run, experiment_file: Path) -> None:
+def test_killed_driver_resumes_without_losing_or_repeating_trials(clean_run, experiment_file: Path, capsys) -> None:
     """SIGKILL the driver mid-search, resume: every trial once, and the same configs and metrics
-    as the clean run of the same file and seed (so this also shows a run is reproducible on CPU)."""
+    as the clean run of the same file and seed (so this also shows a run is reproducible on CPU).
+    The resumed driver's progress lines go on numbering trials and counting those done."""
     run_dir = experiment_file.parent / "killed"
     driver = subprocess.Popen(
         [sys.executable, "-m", "search.cli", "run", str(experiment_file), "--out", str(run_dir), "--num-cpus", "2"],
@@ -136,7 +138,13 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(clean_run, exp
     finally:
         driver.wait(timeout=30)
     time.sleep(2)  # let the killed Ray's processes go
+    ended = [t for t in _state_trials(run_dir / "search") if t["status"] in ("TERMINATED", "ERROR")]
+    capsys.readouterr()
     resumed = resume_experiment(run_dir)
+    ends = re.findall(r"^\[search .*#(\d+) .*\((\d+)/6 done\)$", capsys.readouterr().out, flags=re.M)
+    assert [int(done) for _, done in ends] == list(range(len(ended) + 1, 7))  # the count goes on to 6/6
+    numbered_before = {int(t["experiment_tag"].split("_")[0]) for t in ended}
+    assert sorted(int(number) for number, _ in ends) == sorted(set(range(1, 7)) - numbered_before)
     rows, clean = searched(resumed.run_dir), searched(clean_run.run_dir)
     assert len(rows) == 6 and rows["trial_id"].is_unique
     assert rows["lr"].tolist() == clean["lr"].tolist()  # same proposals: sampler history intact
