@@ -17,15 +17,17 @@ from ._bundle import (
 )
 from ._cost import COST_COLUMNS, Cost, count_flops, measure_cost, measure_latency
 from ._delta import delta_m
-from ._describe import describe_config
+from ._describe import config_key, describe_config
 from ._deploy import TaskOutputs, example_input, export_onnx, export_torchscript
 from ._io import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
 from ._plugins import import_plugin, is_plugin_path
+from ._schedule import SCHEDULES, LRSchedule, schedule_from_config
 from ._train import (
     NonFiniteLossError,
     Trainer,
     autocast_dtype,
     evaluate,
+    evaluate_model,
     flatten_metrics,
     make_optimizer,
     primary_metrics,

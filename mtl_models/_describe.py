@@ -1,7 +1,23 @@
-"""One short, human-readable line per model config (progress lines, reports, cards)."""
+"""One short, human-readable line per model config (progress lines, reports, cards), and
+the key that says when two configs train the same model."""
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
+
+# Keys that do not change what is trained: the seed (a config is trained with several),
+# the baseline bookkeeping, and the test-only fault injection.
+_NOT_THE_MODEL = frozenset({"seed", "ensemble_member", "fault"})
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """A short hash of everything in ``config`` that determines the trained model except the
+    seed: two trials with the same key differ only in their seed (the same config, trained
+    again), so their results are samples of one config's seed distribution."""
+    kept = {k: v for k, v in config.items() if k not in _NOT_THE_MODEL and not k.startswith("_")}
+    text = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def describe_config(config: dict[str, Any]) -> str:

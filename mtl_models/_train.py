@@ -10,8 +10,10 @@ import torch
 from torch import Tensor
 
 
+from ._schedule import make_scheduler, schedule_from_config, steps_per_epoch
 from .data import DataFeed, MultiTaskData, Split, iterate_batches, make_feeds
 from .families import MultiTaskModel
+from .tasks import TargetScale
 from .weighting import build_weighting
 
 
@@ -85,8 +87,9 @@ def make_optimizer(groups: list[dict[str, Any]], config: dict[str, Any]) -> torc
 class Trainer:
     """Trains one multi-task model epoch by epoch and evaluates it.
 
-    Holds the model, optimiser, loss weighting and the shuffling generator, so a
-    trial can checkpoint after each epoch (``state_dict``) and resume exactly.
+    Holds the model, optimiser, learning-rate schedule (per step, ``lr_schedule``:
+    cosine by default), loss weighting and the shuffling generator, so a trial can
+    checkpoint after each epoch (``state_dict``) and resume exactly.
     Batches come from :func:`mtl_models.data.make_feeds` as ``config['loader']``
     says: held on the device (gathered by index, no host synchronisation inside an
     epoch) or streamed by a DataLoader; training batches are augmented there. Losses
@@ -117,18 +120,24 @@ class Trainer:
         self.batch_size = int(config.get("batch_size", 128))
         self.grad_clip = config.get("grad_clip")
         self.alternating = config.get("optimization", "joint") == "alternating"
-        self.class_weights = self._class_weights(config.get("class_weighting", "none"))
+        self.loss_weights = self._loss_weights(config.get("class_weighting", "none"))
         self.generator = torch.Generator().manual_seed(int(config.get("seed", 0)))
+        self.schedule = schedule_from_config(config, steps_per_epoch(len(self.feeds["train"]), self.batch_size))
+        self.scheduler = make_scheduler(self.optimizer, self.schedule)
         self.epoch = 0
 
-    def _class_weights(self, mode: str) -> dict[str, Tensor | None]:
-        """Per task, the kind's class weights from the train labels (``balanced``) or None."""
-        if mode in (None, "none"):
-            return {spec.name: None for spec in self.tasks}
-        if mode != "balanced":
+    def _loss_weights(self, class_weighting: str | None) -> dict[str, Tensor | None]:
+        """Per task, what the kind's loss takes from the train labels: class weights
+        (``class_weighting: balanced``), the regression kinds' target scale, or None. Sets
+        the regression heads' :class:`~mtl_models.tasks.TargetScale` from the same labels."""
+        mode = class_weighting or "none"
+        if mode not in ("none", "balanced"):
             raise ValueError(f"class_weighting must be 'none' or 'balanced', got {mode!r}.")
         targets = self.feeds["train"].split.targets
-        weights = {spec.name: spec.kind_impl.balanced_weights(spec, targets[spec.name]) for spec in self.tasks}
+        for module in self.model.modules():  # regression heads: standardised outputs, from these labels
+            if isinstance(module, TargetScale):
+                module.fit(targets[module.task].to(module.mean.device))
+        weights = {spec.name: spec.kind_impl.loss_weight(spec, targets[spec.name], mode) for spec in self.tasks}
         return {name: w.to(self.device) if w is not None else None for name, w in weights.items()}
 
     def _total_loss(self, losses: dict[str, Tensor], step: int) -> Tensor:
@@ -153,7 +162,7 @@ class Trainer:
                 outputs = self._forward(self._input(x))
             losses = {  # in fp32, outside autocast
                 spec.name: sum(
-                    spec.kind_impl.loss(spec, out.float(), targets[spec.name], self.class_weights[spec.name])
+                    spec.kind_impl.loss(spec, out.float(), targets[spec.name], self.loss_weights[spec.name])
                     for out in outputs[spec.name]
                 )
                 for spec in self.tasks
@@ -163,6 +172,7 @@ class Trainer:
             if self.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), float(self.grad_clip))
             self.optimizer.step()
+            self.scheduler.step()
             sums += torch.stack([total.detach(), *(losses[s.name].detach() for s in self.tasks)])
             steps += 1
         means = (sums / max(steps, 1)).tolist()
@@ -180,16 +190,15 @@ class Trainer:
     def _input(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
-    @torch.no_grad()
     def evaluate(self, split_name: str = "val") -> dict[str, dict[str, float]]:
         """Each task's metrics on a split: ``{task: {metric: value}}`` (in the training precision)."""
-        with self._autocast():
-            return evaluate(self.model, self.feeds[split_name], self.batch_size * 2)
+        return evaluate(self.model, self.feeds[split_name], self.batch_size * 2, self.autocast)
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "weighting": self.weighting.state_dict(),
             "generator": self.generator.get_state(),
             "epoch": self.epoch,
@@ -198,22 +207,43 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         self.weighting.load_state_dict(state["weighting"])
         self.generator.set_state(state["generator"])
         self.epoch = int(state["epoch"])
 
 
 @torch.no_grad()
-def evaluate(model: MultiTaskModel, split: Split | DataFeed, batch_size: int = 256) -> dict[str, dict[str, float]]:
-    """Metrics of ``model`` on ``split`` (a feed, or a split on the model's device or not)."""
+def evaluate(
+    model: MultiTaskModel, split: Split | DataFeed, batch_size: int = 256, autocast: torch.dtype | None = None
+) -> dict[str, dict[str, float]]:
+    """Metrics of ``model`` on ``split`` (a feed, or a split on the model's device or not).
+
+    The forward pass runs in ``autocast`` (None: fp32); outputs are cast to fp32 before
+    the metrics, as in training.
+    """
     model.eval()
     device = next(model.parameters()).device
     states = {spec.name: spec.kind_impl.metric_state(spec, device) for spec in model.tasks}
     for x, targets in iterate_batches(split, batch_size, device=device):
-        outputs = model(x)
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            outputs = model(x)
         for name, state in states.items():
             state.update(outputs[name].float(), targets[name])
     return {name: state.compute() for name, state in states.items()}
+
+
+def evaluate_model(
+    model: MultiTaskModel, data: MultiTaskData, config: dict[str, Any], split: str = "val"
+) -> dict[str, dict[str, float]]:
+    """``model``'s metrics on ``data.splits[split]`` exactly as a trial of ``config`` measures
+    them: on the device the config resolves to here, through the same data feed, in the
+    same precision (``precision``) and batch size. For models composed outside a trial
+    (the ensemble), so that every validation number in a table is computed alike."""
+    device = resolve_device(config.get("device"))
+    model = model.to(device)
+    feed = make_feeds(data, model.task_names, device, config.get("loader"))[split]
+    return evaluate(model, feed, int(config.get("batch_size", 128)) * 2, autocast_dtype(config, device))
 
 
 def primary_metrics(model_tasks: list, metrics: dict[str, dict[str, float]]) -> dict[str, float]:

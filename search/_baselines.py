@@ -1,10 +1,13 @@
 """The baselines every searched config is measured against, run as Tune trials.
 
 Single-task: one network per task, same backbone, data, epochs and resources as the
-searched trials. With ``ensemble_size`` K, each task gets K single-task trials with
-seeds ``seed .. seed+K-1``; the single-task baseline ``B_t`` of Delta_m is their mean
-validation metric, and the ensemble baseline (Misra et al. 2016) averages the K
-members' predictions, so it costs no training of its own.
+searched trials, trained with ``S`` seeds ``seed .. seed+S-1``, ``S`` the larger of
+``baselines.seeds`` and the ensemble's size: the single-task baseline ``B_t`` of
+Delta_m is their mean validation metric, and their spread is the seed noise every
+comparison is judged against. The ensemble baseline (Misra et al. 2016) averages the
+predictions of the first ``ensemble_size`` of them per task, so it costs no training of
+its own; it is evaluated as a trial would be (a Ray task with a trial's resources, the
+same device, data feed and precision).
 """
 from __future__ import annotations
 
@@ -19,13 +22,12 @@ from mtl_models import (
     atomic_directory,
     build_model,
     count_parameters,
-    evaluate,
+    evaluate_model,
     flatten_metrics,
     load_checkpoint_state,
     measure_cost,
     save_checkpoint_state,
 )
-from mtl_models import MultiTaskModel
 from mtl_models.data import MultiTaskData
 from spaces import Experiment
 
@@ -40,11 +42,16 @@ def ensemble_size(exp: Experiment) -> int:
     return exp.baselines.ensemble_size or len(exp.tasks)
 
 
+def baseline_seeds(exp: Experiment) -> int:
+    """Single-task networks per task: ``baselines.seeds``, or more when the ensemble needs them."""
+    return max(exp.baselines.seeds, ensemble_size(exp))
+
+
 def baseline_configs(exp: Experiment, fixed: dict[str, Any]) -> list[dict[str, Any]]:
-    """One single-task config per task and ensemble member (member ``k`` uses seed ``seed + k``)."""
+    """One single-task config per task and seed (seed index ``k`` uses seed ``seed + k``)."""
     return [
         {**fixed, "family": "single_task", "task": t.name, "ensemble_member": k, "seed": exp.seed + k}
-        for k in range(ensemble_size(exp))
+        for k in range(baseline_seeds(exp))
         for t in exp.tasks
     ]
 
@@ -63,38 +70,51 @@ def single_task_baseline(results: pd.DataFrame, tasks: list[Any]) -> dict[str, f
 
 
 def compose_ensemble(
-    fixed: dict[str, Any], members: dict[str, list[str]], data: MultiTaskData, run_dir: Path
+    fixed: dict[str, Any], members: dict[str, list[str]], data: MultiTaskData, run_dir: Path, size: int,
+    resources: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Build the ensemble from the members' checkpoints, evaluate it, save it as a checkpoint.
+    """Build the ensemble of the first ``size`` members per task, evaluate it, save it.
 
-    Writes ``ensemble/{state.pt,result.json}`` under ``run_dir`` and returns
-    the result (config, validation metrics, parameters, member checkpoints).
+    The work runs as a Ray task with a trial's ``resources`` (``{"cpu": c, "gpu": g}``),
+    so the ensemble's validation metrics and cost are measured on the device, through the
+    data feed and in the precision its members' trials used. Writes
+    ``ensemble/{state.pt,result.json}`` under ``run_dir`` and returns the result
+    (config, validation metrics, parameters, cost, member checkpoints).
     """
-    size = min(len(paths) for paths in members.values())
+    import ray
+
+    resources = resources or {"cpu": 1.0, "gpu": 0.0}
+    task = ray.remote(_compose).options(num_cpus=resources["cpu"], num_gpus=resources["gpu"])
     config = {**fixed, "family": "ensemble", "ensemble_size": size}
-    model = build_model(config)
-    for task, paths in members.items():
-        for member, path in zip(model.members[task], paths[:size]):
-            member.load_state_dict(load_checkpoint_state(path)["model"])
-    metrics = {name: evaluate(model, split) for name, split in data.splits.items() if name == "val"}
-    target = run_dir / ENSEMBLE_DIR
-    row = {
-        "trial_id": "ensemble",
-        "config": config,
-        "metrics": flatten_metrics("val", metrics["val"]),
-        "params": count_parameters(model),
-        "cost": _ensemble_cost(model, fixed),
-        "epochs_run": int(fixed["epochs"]),
-        "members": members,
-    }
-    with atomic_directory(target) as tmp:
-        save_checkpoint_state({"model": model.state_dict()}, tmp)
+    chosen = {t: paths[:size] for t, paths in members.items()}
+    state, row = ray.get(task.remote(config, chosen, data, resources["cpu"]))
+    with atomic_directory(run_dir / ENSEMBLE_DIR) as tmp:
+        save_checkpoint_state({"model": state}, tmp)
         (tmp / ENSEMBLE_RESULT).write_text(json.dumps(row, indent=2, sort_keys=True))
     return row
 
 
-def _ensemble_cost(model: MultiTaskModel, fixed: dict[str, Any]) -> dict[str, Any]:
-    """The composed ensemble's inference cost, measured in the driver (the trials measure their own)."""
-    cost = measure_cost(model, fixed["input"], int(fixed.get("batch_size", 128))).to_dict()
+def _compose(
+    config: dict[str, Any], members: dict[str, list[str]], data: MultiTaskData, cpus: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """In a Ray worker: load the members, evaluate and cost the ensemble as a trial would."""
+    import torch
+
+    torch.set_num_threads(max(1, int(cpus)))
+    model = build_model(config)
+    for task, paths in members.items():
+        for member, path in zip(model.members[task], paths):
+            member.load_state_dict(load_checkpoint_state(path)["model"])
+    metrics = evaluate_model(model, data, config, "val")
+    cost = measure_cost(model, config["input"], int(config.get("batch_size", 128))).to_dict()
     cost["cost_device"] = cost.pop("device")
-    return cost
+    row = {
+        "trial_id": "ensemble",
+        "config": config,
+        "metrics": flatten_metrics("val", metrics),
+        "params": count_parameters(model),
+        "cost": cost,
+        "epochs_run": int(config["epochs"]),
+        "members": members,
+    }
+    return {k: v.cpu() for k, v in model.state_dict().items()}, row

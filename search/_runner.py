@@ -279,8 +279,9 @@ def run_baselines(
     finished = results[(results["family"] == "single_task") & (results["status"] == "finished")]
     finished = finished.sort_values("ensemble_member")
     members = {t.name: finished.loc[finished["task"] == t.name, "checkpoint"].tolist() for t in tasks}
-    if ensemble_size(exp) > 1 and not (run_dir / ENSEMBLE_DIR / ENSEMBLE_RESULT).is_file():
-        compose_ensemble(fixed, members, data, run_dir)
+    size = min([ensemble_size(exp), *map(len, members.values())])
+    if size > 1 and not (run_dir / ENSEMBLE_DIR / ENSEMBLE_RESULT).is_file():
+        compose_ensemble(fixed, members, data, run_dir, size, _resources(exp))
     if key is not None:
         store_baselines(cache_dir, key, *cached)
     return Baselines(baseline, {task: paths[0] for task, paths in members.items()})
@@ -318,7 +319,7 @@ def run_search(
             pruner=pruner,
             study_name=STUDY_NAME,
             storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}"),
-            points_to_evaluate=[optuna_point(p) for p in exp.search.points_to_evaluate] or None,
+            points_to_evaluate=[optuna_point(p, exp) for p in exp.search.points_to_evaluate] or None,
         )
         scheduler = FIFOScheduler() if multi else OptunaPrunerScheduler(pruner, metric=OBJECTIVE, mode="max", searcher=searcher)
         limited = ConcurrencyLimiter(searcher, max_concurrent=exp.search.max_concurrent) if exp.search.max_concurrent else searcher

@@ -114,6 +114,12 @@ class HeadConfig(_Strict):
 class TrainConfig(_Strict):
     """Training settings shared by every trial and baseline (the same budget for all).
 
+    ``lr_schedule``: the learning rate per optimisation step, after ``warmup_epochs`` of
+    linear warmup: ``cosine`` (default) decays it to zero by the last step, so the
+    last epoch, the one scored, is a stable estimate rather than a noisy sample of a
+    model still taking full steps; ``step`` multiplies it by ``lr_gamma`` at each of
+    ``lr_milestones`` (fractions of training); ``constant`` keeps it.
+
     Speed settings (they change how fast, barely what is learned): ``precision``
     ``auto`` trains in bf16 autocast on a GPU that supports it and fp32 elsewhere;
     ``channels_last`` ``auto`` uses the channels-last memory format on GPUs;
@@ -128,10 +134,27 @@ class TrainConfig(_Strict):
     weight_decay: NonNegativeFloat = 0.0
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     grad_clip: PositiveFloat | None = None
+    lr_schedule: Literal["constant", "cosine", "step"] = "cosine"
+    warmup_epochs: NonNegativeFloat = 0.0
+    lr_milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])
+    lr_gamma: PositiveFloat = 0.1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool | Literal["auto"] = "auto"
     compile: bool = False
+
+    @field_validator("lr_milestones")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 < m < 1.0 for m in v) or v != sorted(v):
+            raise ValueError(f"lr_milestones are increasing fractions of training in (0, 1), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _warmup_within_training(self) -> "TrainConfig":
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs})")
+        return self
 
 
 class FloatRange(_Strict):
@@ -173,6 +196,18 @@ Optimization = Literal["joint", "alternating"]
 ClassWeighting = Literal["none", "balanced"]
 
 
+# The units' learning-rate multiplier searched by default (``lr_multiplier: auto``), by
+# optimizer. SGD: the paper's 10^2-10^3 (a step on alpha scales with its tiny gradient).
+# Adam/AdamW: a step on alpha is about lr x multiplier whatever the gradient, so the
+# paper's range moves alpha by units per step and every unit amplifies its input;
+# bench/cross_stitch_lr.py measures alpha trajectories and accuracy over the range.
+LR_MULTIPLIER_RANGES: dict[str, FloatRange] = {
+    "sgd": FloatRange(low=10.0, high=1000.0, log=True),
+    "adam": FloatRange(low=0.1, high=10.0, log=True),
+    "adamw": FloatRange(low=0.1, high=10.0, log=True),
+}
+
+
 def choices(value: Any) -> list[Any]:
     """A categorical space entry: one value (fixed) or a list (searched)."""
     return list(value) if isinstance(value, list) else [value]
@@ -186,7 +221,11 @@ class SpaceConfig(_Strict):
     point per task) or ``grouped`` (a shared trunk, then up to ``max_groups`` groups of
     tasks with their own branches, then one branch per task); ``branches`` fixes an
     explicit tree instead. Cross-stitch: ``cross_stitch_stages`` is ``all``, ``search``
-    (a searched subset) or a list of stage indices; ``column_init`` is ``backbone``
+    (a searched subset) or a list of stage indices; ``alpha_diff`` ``convex`` (default)
+    gives every unit row the sum 1 with the rest shared evenly,
+    ``alpha_diff = (1 - alpha_same) / (T - 1)`` (the paper's 2-task pairs are convex), a
+    value or range samples it on its own; ``lr_multiplier`` ``auto`` (default) is the
+    range that suits the optimizer (:data:`LR_MULTIPLIER_RANGES`); ``column_init`` is ``backbone``
     (as the backbone section builds it: random or its weights file) or
     ``single_task`` (from this run's single-task baselines, Misra et al.'s second
     recipe). Losses: ``loss_weighting`` (``static`` with ``loss_weights``,
@@ -203,8 +242,8 @@ class SpaceConfig(_Strict):
     max_groups: PositiveInt | None = None
     branches: list[list[list[str]]] | None = None
     alpha_same: FloatParam = FloatRange(low=0.5, high=1.0)
-    alpha_diff: FloatParam = FloatRange(low=0.0, high=0.5)
-    lr_multiplier: FloatParam = FloatRange(low=1.0, high=1000.0, log=True)
+    alpha_diff: Union[Literal["convex"], FloatParam] = "convex"
+    lr_multiplier: Union[Literal["auto"], FloatParam] = "auto"
     cross_stitch_stages: Union[Literal["all", "search"], list[NonNegativeInt]] = "all"
     column_init: Union[ColumnInit, list[ColumnInit]] = "backbone"
     loss_weighting: Union[Weighting, list[Weighting]] = "static"
@@ -225,7 +264,9 @@ class SpaceConfig(_Strict):
 
     @field_validator("alpha_same", "alpha_diff")
     @classmethod
-    def _unit_interval(cls, v: FloatParam) -> FloatParam:
+    def _unit_interval(cls, v: FloatParam | str) -> FloatParam | str:
+        if isinstance(v, str):
+            return v
         low, high = (v, v) if isinstance(v, (int, float)) else (v.low, v.high)
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"cross-stitch alphas must lie in [0, 1] (Misra et al. 2016), got {v}")
@@ -233,7 +274,9 @@ class SpaceConfig(_Strict):
 
     @field_validator("lr_multiplier", "lr", "grad_clip", "dwa_temperature")
     @classmethod
-    def _positive(cls, v: FloatParam | None) -> FloatParam | None:
+    def _positive(cls, v: FloatParam | str | None) -> FloatParam | str | None:
+        if isinstance(v, str):
+            return v
         low = v if isinstance(v, (int, float)) or v is None else v.low
         if low is not None and low <= 0:
             raise ValueError(f"must be > 0, got {v}")
@@ -376,11 +419,50 @@ class SearchConfig(_Strict):
 
 
 class BaselinesConfig(_Strict):
-    """The baselines every searched config is compared with (Delta_m needs ``single_task``)."""
+    """The baselines every searched config is compared with (Delta_m needs ``single_task``).
+
+    ``seeds``: single-task networks per task, each with its own seed; their mean is
+    ``B_t`` and their spread the seed noise every difference is judged against (at least
+    2 to measure it). The ensemble averages ``ensemble_size`` of them per task (default:
+    the number of tasks, parameter-matched with a cross-stitch network); when it needs
+    more than ``seeds``, that many are trained.
+    """
 
     single_task: Literal[True] = True
+    seeds: PositiveInt = 3
     ensemble: bool = True
     ensemble_size: PositiveInt | None = None
+
+
+class ConfirmConfig(_Strict):
+    """The confirmation phase: after the search, the shortlist is trained again with fresh seeds.
+
+    The shortlist is the best config per objective, the Pareto-optimal ones (several
+    objectives) and the ``top_k`` by Delta_m, at most ``max_configs`` distinct configs;
+    each is trained with ``seeds`` seeds it was not trained with, as Ray Tune trials
+    without pruning. Its statistics over those seeds (the search's own run of it is
+    left out: it was chosen because it scored well) are what the report ranks and what
+    ``select`` and ``export --best`` use. ``top_k: 0`` or ``seeds: 0`` turns it off.
+    """
+
+    top_k: NonNegativeInt = 3
+    seeds: NonNegativeInt = 3
+    max_configs: PositiveInt = 6
+
+    @property
+    def enabled(self) -> bool:
+        return self.top_k > 0 and self.seeds > 0
+
+
+class SelectConfig(_Strict):
+    """How the deploy candidate is picked from the results.
+
+    ``max_task_drop``: how much a task may lose against single-task. ``noise`` (default):
+    no task may be worse beyond its noise (its 95 % interval lies below single-task);
+    a number: at most that many percent, relative (1.0: one percent); ``null``: no limit.
+    """
+
+    max_task_drop: Union[Literal["noise"], NonNegativeFloat, None] = "noise"
 
 
 class Experiment(_Strict):
@@ -397,6 +479,8 @@ class Experiment(_Strict):
     space: SpaceConfig = SpaceConfig()
     search: SearchConfig = SearchConfig()
     baselines: BaselinesConfig = BaselinesConfig()
+    confirm: ConfirmConfig = ConfirmConfig()
+    select: SelectConfig = SelectConfig()
     source_path: Path | None = Field(None, exclude=True)
 
     @field_validator("plugins")
@@ -486,6 +570,14 @@ class Experiment(_Strict):
         """A starting point may give any searched parameter, by its config key."""
         where = f"search.points_to_evaluate[{i}]"
         floats = ("alpha_same", "alpha_diff", "lr_multiplier", "gradnorm_alpha", "dwa_temperature", "grad_clip", "lr")
+        if self.space.alpha_diff == "convex" and "alpha_diff" in point:
+            same = point.get("alpha_same")
+            convex = None if same is None else (1.0 - float(same)) / (len(names) - 1)
+            if convex is None or abs(float(point["alpha_diff"]) - convex) > 1e-9:
+                raise ValueError(
+                    f"{where}: alpha_diff is derived from alpha_same (space.alpha_diff: convex, each unit row sums "
+                    f"to 1); give alpha_same only, or set space.alpha_diff to a value or range"
+                )
         categoricals = ("tree", "column_init", "loss_weighting", "optimization", "class_weighting")
         allowed = ("family", "split_point", "split_points", *floats, *categoricals, "loss_weights")
         unknown = sorted(set(point) - set(allowed))
@@ -501,7 +593,9 @@ class Experiment(_Strict):
             if not (isinstance(k, int) and low <= k <= high):
                 raise ValueError(f"{where}: split point {k!r} must be an integer in {low}..{high}")
         for key in floats:
-            param = getattr(self.space, key)
+            param = self.space_param(key)
+            if key == "alpha_diff" and param == "convex":
+                continue
             if key in point and isinstance(param, FloatRange) and not param.low <= point[key] <= param.high:
                 raise ValueError(f"{where}: {key} {point[key]!r} is outside the space's [{param.low}, {param.high}]")
             if key in point and not isinstance(param, FloatRange):
@@ -515,6 +609,14 @@ class Experiment(_Strict):
                 raise ValueError(f"{where}: loss_weights are only searched with space.loss_weights: simplex")
             if not isinstance(weights, dict) or set(weights) != set(names) or min(weights.values()) <= 0:
                 raise ValueError(f"{where}: loss_weights must give a positive weight for each task {names}")
+
+    def space_param(self, key: str) -> Any:
+        """``space.<key>`` with ``auto`` resolved: ``lr_multiplier: auto`` is the range for the
+        experiment's optimizer (:data:`LR_MULTIPLIER_RANGES`)."""
+        value = getattr(self.space, key)
+        if key == "lr_multiplier" and value == "auto":
+            return LR_MULTIPLIER_RANGES[self.train.optimizer]
+        return value
 
     def load_data(self) -> MultiTaskData:
         """Load (or generate) the experiment's dataset, checking every row.

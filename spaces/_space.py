@@ -40,6 +40,10 @@ def fixed_config(exp: Experiment, input_spec: dict[str, Any]) -> dict[str, Any]:
         "lr": exp.train.lr,
         "weight_decay": exp.train.weight_decay,
         "momentum": exp.train.momentum,
+        "lr_schedule": exp.train.lr_schedule,
+        "warmup_epochs": exp.train.warmup_epochs,
+        "lr_milestones": list(exp.train.lr_milestones),
+        "lr_gamma": exp.train.lr_gamma,
         "grad_clip": exp.train.grad_clip,
         "epochs": exp.train.epochs,
         "batch_size": exp.train.batch_size,
@@ -92,6 +96,7 @@ class SpaceSampler:
 
     def __init__(self, exp: Experiment, fixed: dict[str, Any]) -> None:
         self.space = exp.space
+        self.lr_multiplier = exp.space_param("lr_multiplier")
         self.task_names = [t.name for t in exp.tasks]
         self.split_range = exp.split_point_range()
         self.num_stages = exp.num_stages()
@@ -107,8 +112,11 @@ class SpaceSampler:
             config.update(self._tree(trial))
         elif family == "cross_stitch":
             config["alpha_same"] = _float(trial, "alpha_same", space.alpha_same)
-            config["alpha_diff"] = _float(trial, "alpha_diff", space.alpha_diff)
-            config["lr_multiplier"] = _float(trial, "lr_multiplier", space.lr_multiplier)
+            if space.alpha_diff == "convex":  # rows sum to 1: the rest shared evenly among the other tasks
+                config["alpha_diff"] = (1.0 - config["alpha_same"]) / (len(self.task_names) - 1)
+            else:
+                config["alpha_diff"] = _float(trial, "alpha_diff", space.alpha_diff)
+            config["lr_multiplier"] = _float(trial, "lr_multiplier", self.lr_multiplier)
             config["cross_stitch_stages"] = self._stitch_stages(trial)
             config["column_init"] = _categorical(trial, "column_init", choices(space.column_init))
         config["optimization"] = _categorical(trial, "optimization", choices(space.optimization))
@@ -168,14 +176,16 @@ def define_space(exp: Experiment, fixed: dict[str, Any]) -> SpaceSampler:
     return SpaceSampler(exp, fixed)
 
 
-def optuna_point(point: dict[str, Any]) -> dict[str, Any]:
+def optuna_point(point: dict[str, Any], exp: Experiment | None = None) -> dict[str, Any]:
     """A user's starting point (config keys) as Optuna parameters, for ``enqueue_trial``.
 
     ``split_points: {t: k}`` becomes the per-task parameters ``split_point.<t>``.
     ``loss_weights: {t: w}`` becomes the raw draws ``u_t = exp(-w_t)``, which
-    :func:`simplex_weights` maps back to ``w`` exactly (after normalising).
+    :func:`simplex_weights` maps back to ``w`` exactly (after normalising). A value the
+    space derives rather than samples (``alpha_diff`` of convex rows) is dropped.
     """
-    out = {k: v for k, v in point.items() if k not in ("loss_weights", "split_points")}
+    derived = {"alpha_diff"} if exp is not None and exp.space.alpha_diff == "convex" else set()
+    out = {k: v for k, v in point.items() if k not in ("loss_weights", "split_points", *derived)}
     for task, k in (point.get("split_points") or {}).items():
         out[f"split_point.{task}"] = k
     weights = point.get("loss_weights") or {}

@@ -4,8 +4,13 @@ One column (a full backbone) per task. After each chosen stage a cross-stitch un
 replaces every column's activation by a learned per-channel linear combination of all
 columns' activations: ``x~_i[c] = sum_j alpha[i, j, c] * x_j[c]`` (the paper's eq. 1,
 for any number of tasks). ``alpha`` starts at ``alpha_same`` on the diagonal and
-``alpha_diff`` elsewhere; the paper needs a learning rate 10^2-10^3 times the
-network's for the units to move, hence ``lr_multiplier``.
+``alpha_diff`` elsewhere. The paper's 2-task pairs, (0.9, 0.1) and (0.5, 0.5), are
+convex rows; for ``T`` tasks the search keeps rows convex with
+``alpha_diff = (1 - alpha_same) / (T - 1)`` (spaces), so a unit neither amplifies nor
+shrinks its input at the start. The units train at ``lr x lr_multiplier``: the paper's
+10^2-10^3 is for SGD, whose step scales with the tiny gradient on ``alpha``; under
+Adam-type optimisers the step is about the learning rate itself, so the search's
+default range depends on the optimizer (spaces, bench/cross_stitch_lr.py).
 """
 from __future__ import annotations
 
@@ -79,8 +84,15 @@ class CrossStitchModel(MultiTaskModel):
         ]
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """The last cross-stitch unit: the deepest parameters every task's loss reaches."""
-        return list(self.units[str(self.stitch_after[-1])].parameters()) if self.stitch_after else []
+        """GradNorm's ``W``: the deepest parameters every task's loss reaches, the stage that
+        feeds the last cross-stitch unit, in every column. Task ``i``'s output depends on
+        column ``j``'s stage through ``alpha[i, j]``, so each task's gradient reaches all of
+        them (the last unit's own ``alpha`` would not do: task ``i``'s loss reaches only its
+        row ``i``). Empty without units (nothing is shared)."""
+        if not self.stitch_after:
+            return []
+        stage = self.stitch_after[-1]
+        return [p for column in self.columns for p in column[stage].parameters()]
 
     def init_columns_from(self, singles: dict[str, MultiTaskModel]) -> None:
         """Start each task's column and head from that task's single-task network

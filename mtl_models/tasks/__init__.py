@@ -9,11 +9,13 @@ from ._base import (
     register_task_kind,
 )
 from . import _attributes, _classification, _dense, _regression  # noqa: F401  (register the built-in kinds)
+from ._regression import TargetScale
 
 __all__ = [
     "MetricState",
     "TaskKind",
     "TaskSpec",
+    "TargetScale",
     "available_task_kinds",
     "get_task_kind",
     "masked_mean",

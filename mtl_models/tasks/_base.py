@@ -131,6 +131,11 @@ class TaskKind(ABC):
         the kind has no classes."""
         return None
 
+    def loss_weight(self, spec: TaskSpec, target: Tensor, class_weighting: str = "none") -> Tensor | None:
+        """What :meth:`loss` takes as ``weight``, from the train split's targets: the class
+        weights with ``class_weighting: balanced``, else None."""
+        return self.balanced_weights(spec, target) if class_weighting == "balanced" else None
+
     @abstractmethod
     def metric_state(self, spec: TaskSpec, device: torch.device) -> MetricState: ...
 

@@ -7,13 +7,15 @@ pixel); dense-regression targets are ``(N, K, H, W)`` or ``(N, H, W)`` (NaN = mi
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import MetricState, TaskKind, TaskSpec, masked_mean, register_task_kind
 from ._counts import ConfusionState, inverse_frequency
-from ._regression import ErrorState
+from ._regression import ErrorState, TargetScale, scaled_error_loss, target_statistics
 
 
 class DenseHead(nn.Module):
@@ -105,11 +107,18 @@ class DenseRegression(_DenseKind):
         return ~torch.isnan(target)
 
     def loss(self, spec: TaskSpec, pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        """The loss on errors in units of ``weight``, the train maps' standard deviation (None: raw units)."""
         if target.dim() == 3:
             target = target.unsqueeze(1)
-        fn = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}[spec.loss_name]
-        per_entry = fn(pred.float(), target.nan_to_num(), reduction="none")
-        return masked_mean(per_entry, self.valid_mask(target))
+        return scaled_error_loss(spec.loss_name, pred.float(), target, self.valid_mask(target), weight)
+
+    def loss_weight(self, spec: TaskSpec, target: Tensor, class_weighting: str = "none") -> Tensor:
+        """The standard deviation of every labelled value of the train maps, shape ``(1, 1, 1, 1)``."""
+        return target_statistics(target, per_value=False)[1]
+
+    def build_head(self, spec: TaskSpec, in_channels: int, **options: Any) -> nn.Module:
+        """The decoder, predicting standardised values, then :class:`TargetScale` to raw units."""
+        return nn.Sequential(super().build_head(spec, in_channels, **options), TargetScale(spec.name, (1, 1, 1, 1)))
 
     def metric_state(self, spec: TaskSpec, device: torch.device) -> MetricState:
         return ErrorState(device)
