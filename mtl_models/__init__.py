@@ -30,6 +30,7 @@ from ._train import (
     evaluate_model,
     flatten_metrics,
     make_optimizer,
+    metric_key,
     primary_metrics,
     resolve_device,
     seed_everything,

@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 # Keys that do not change what is trained: the seed (a config is trained with several),
-# the baseline bookkeeping, and the test-only fault injection.
-_NOT_THE_MODEL = frozenset({"seed", "ensemble_member", "fault"})
+# bookkeeping (a baseline's member index, a confirmation run's role), and the test-only
+# fault injection.
+_NOT_THE_MODEL = frozenset({"seed", "ensemble_member", "reference", "fault"})
 
 
 def config_key(config: dict[str, Any]) -> str:

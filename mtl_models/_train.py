@@ -251,8 +251,13 @@ def primary_metrics(model_tasks: list, metrics: dict[str, dict[str, float]]) -> 
     return {spec.name: metrics[spec.name][spec.metric_name] for spec in model_tasks}
 
 
+def metric_key(split: str, task: str, metric: str) -> str:
+    """The name a metric is reported and tabled under: ``<split>/<task>/<metric>``."""
+    return f"{split}/{task}/{metric}"
+
+
 def flatten_metrics(prefix: str, metrics: dict[str, dict[str, float]]) -> dict[str, float]:
     """``{task: {metric: v}}`` -> ``{'prefix/task/metric': v}`` (the results-table column names)."""
-    return {f"{prefix}/{task}/{name}": value for task, d in metrics.items() for name, value in d.items()}
+    return {metric_key(prefix, task, name): value for task, d in metrics.items() for name, value in d.items()}
 
 

@@ -10,17 +10,37 @@ from ._export import export_trial, pick_trial
 from ._html import REPORT_FILE, build_report, write_report
 from ._pareto import pareto_mask
 from ._results import (
+    COST_COLUMNS,
     CURVES_FILE,
+    PHASES,
     RESULTS_FILE,
+    add_delta_m,
     best_trial,
+    confirmed,
+    ensemble_row,
+    finished,
     load_results,
     metric_column,
+    result_row,
+    row_metrics,
     searched,
+    single_task_baseline,
+    single_task_rows,
     single_task_summary,
     task_specs,
+    task_values,
 )
 from ._run import RunData, class_table, load_run
 from ._sections import SECTIONS, ReportContext, available_sections, register_section
-from ._select import Constraints, Objective, best_per_objective, delta_vs, parse_min_metric, select
+from ._select import (
+    Constraints,
+    Objective,
+    best_per_objective,
+    confirm_shortlist,
+    delta_vs,
+    parse_min_metric,
+    select,
+)
+from ._stats import BaselineNoise, Estimate, config_summary
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -33,6 +33,9 @@ table.data{border-collapse:collapse;font-size:.82em;width:100%;margin:.5em 0}
 .data tr.status-pruned,.data tr.status-errored{color:#888} .error{color:#b00}
 .best{font-size:1.05em;background:#f0fff0;padding:.6em;border-left:4px solid #2ca02c}
 .live{color:#b36b00} .note{color:#555;font-size:.88em} .meta{color:#666;font-size:.85em;font-weight:normal}
+.verdict{background:#f7f7fb;border-left:4px solid #4c78a8;padding:.3em .8em;margin:.8em 0}
+.verdict p{margin:.45em 0} .data tr.best{background:#f0fff0}
+.better{color:#1a7f37;font-weight:600} .worse{color:#b00;font-weight:600} .same{color:#555} .ci{color:#777;font-size:.9em}
 """
 
 # Sort a table's second tbody by a clicked column; the first tbody (baselines) stays pinned.

@@ -1,17 +1,58 @@
-"""Reading a run's results table, and the views every report section and export shares."""
+"""The results table: its files, column names, views and the single-task baseline.
+
+One module owns what a row of ``results.parquet`` means. ``search`` writes the table
+through it (row layout, Delta_m per row), reports, ``select`` and ``export`` read it
+through it; no other module spells a column name.
+
+Rows: one per trial of every phase (``baselines``, ``search``, ``confirm``) plus the
+composed ensemble. Columns: the config keys, ``config_key`` (the same for trials that
+differ only in their seed), ``seed``, each task's final validation metrics
+(``val/<task>/<metric>``; ``test/...`` where evaluated post hoc), ``delta_m`` against the
+single-task baseline, cost (``params``, ``flops``, ``latency_ms_b1``/``latency_ms_bN`` at
+``latency_batch`` on ``cost_device``), ``epochs_run``, ``warm_start_epochs`` (epochs the
+config was trained before its own: a cross-stitch network started from the single-task
+baselines) and ``budget_epochs`` (both), ``status``, ``error``, ``checkpoint`` and the
+whole ``config`` as JSON.
+"""
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
-from mtl_models import TaskSpec
+from mtl_models import TaskSpec, config_key, delta_m, metric_key
 
 RESULTS_FILE = "results.parquet"
 CURVES_FILE = "curves.parquet"
+PHASES = ("baselines", "search", "confirm")
+ENDED = ("finished", "pruned", "errored")
+CONFIG_COLUMNS = (
+    "family",
+    "task",
+    "ensemble_member",
+    "ensemble_size",
+    "tree",
+    "split_point",
+    "alpha_same",
+    "alpha_diff",
+    "lr_multiplier",
+    "column_init",
+    "loss_weighting",
+    "gradnorm_alpha",
+    "dwa_temperature",
+    "optimization",
+    "class_weighting",
+    "grad_clip",
+    "lr",
+    "seed",
+    "reference",
+)
+MAPPING_COLUMNS = ("split_points", "task_groups", "group_split_points", "loss_weights")
+# Cost as the trials report it; ``params`` is reported with them.
+COST_COLUMNS = ("flops", "latency_ms_b1", "latency_ms_bN", "latency_batch", "cost_device")
 
 
 def load_results(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -33,20 +74,150 @@ def task_specs(results: pd.DataFrame) -> list[TaskSpec]:
 
 
 def metric_column(spec: TaskSpec, split: str = "val") -> str:
-    return f"{split}/{spec.name}/{spec.metric_name}"
+    """The column of ``spec``'s primary metric on ``split`` (``val/<task>/<metric>``)."""
+    return metric_key(split, spec.name, spec.metric_name)
+
+
+# --- rows ----------------------------------------------------------------------------------
+
+
+def config_row(config: dict[str, Any]) -> dict[str, Any]:
+    """The config's columns: its searched keys, ``config_key``, mappings as ``key/<name>``."""
+    row = {k: config.get(k) for k in CONFIG_COLUMNS}
+    row["config_key"] = config_key(config)
+    row["backbone"] = (config.get("backbone") or {}).get("name")
+    stages = config.get("cross_stitch_stages")
+    row["cross_stitch_stages"] = None if config.get("family") != "cross_stitch" else (
+        "all" if stages is None else ",".join(str(s) for s in stages))
+    for key in MAPPING_COLUMNS:
+        for name, value in (config.get(key) or {}).items():
+            row[f"{key}/{name}"] = value
+    return row
+
+
+def result_row(
+    trial_id: str,
+    phase: str,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    *,
+    epochs_run: int,
+    status: str,
+    checkpoint: str | None,
+    error: str | None = None,
+    error_type: str | None = None,
+    retries: int = 0,
+) -> dict[str, Any]:
+    """One row of the table: a trial (or the composed ensemble) and what it reported last.
+
+    ``metrics``: the trial's last result: ``val/...``, ``loss...``, ``params``, the cost
+    columns, ``node_id``, ``time_total_s`` (what is missing stays empty).
+    """
+    warm = int(config["epochs"]) if config.get("column_init") == "single_task" else 0
+    return {
+        "trial_id": trial_id,
+        "phase": phase,
+        **config_row(config),
+        # the last reported metrics, and the loss weights as they ended (dynamic schemes move them)
+        **{k: v for k, v in metrics.items() if k.startswith(("val/", "loss"))},
+        "params": metrics.get("params"),
+        **{k: metrics.get(k) for k in COST_COLUMNS},
+        "epochs_run": int(epochs_run),
+        "epochs": int(config["epochs"]),
+        "warm_start_epochs": warm,
+        "budget_epochs": int(epochs_run) + warm,
+        "status": status,
+        "error": error if status == "errored" else None,
+        "error_type": error_type if status == "errored" else None,
+        "retries": int(retries),
+        "node_id": metrics.get("node_id"),
+        "time_total_s": metrics.get("time_total_s"),
+        "checkpoint": checkpoint,
+        "config": json.dumps(config, sort_keys=True),
+    }
+
+
+# --- views ---------------------------------------------------------------------------------
 
 
 def searched(results: pd.DataFrame) -> pd.DataFrame:
     return results[results["phase"] == "search"]
 
 
+def confirmed(results: pd.DataFrame) -> pd.DataFrame:
+    """The finished trials of the confirmation phase."""
+    return results[(results["phase"] == "confirm") & (results["status"] == "finished")]
+
+
+def finished(results: pd.DataFrame) -> pd.DataFrame:
+    """Finished rows with a Delta_m."""
+    return results[(results["status"] == "finished") & results["delta_m"].notna()]
+
+
+def single_task_rows(results: pd.DataFrame, task: str | None = None) -> pd.DataFrame:
+    """The finished single-task baseline trials (of ``task``), seed order."""
+    rows = results[(results["family"] == "single_task") & (results["status"] == "finished")]
+    if task is not None:
+        rows = rows[rows["task"] == task]
+    return rows.sort_values("ensemble_member") if "ensemble_member" in rows else rows
+
+
+def ensemble_row(results: pd.DataFrame) -> pd.Series | None:
+    rows = results[results["family"] == "ensemble"]
+    return rows.iloc[0] if len(rows) else None
+
+
 def best_trial(results: pd.DataFrame) -> pd.Series:
     """The finished searched trial with the highest Delta_m."""
-    done = searched(results)
-    done = done[(done["status"] == "finished") & done["delta_m"].notna()]
+    done = finished(searched(results))
     if done.empty:
         raise LookupError("No searched trial has finished with a Delta_m; nothing to pick.")
     return done.loc[done["delta_m"].idxmax()]
+
+
+def task_values(results: pd.DataFrame, spec: TaskSpec, split: str = "val") -> list[float]:
+    """The single-task baseline's finite values of ``spec``'s primary metric, one per seed."""
+    column = metric_column(spec, split)
+    rows = single_task_rows(results, spec.name)
+    if column not in rows:
+        return []
+    return [float(v) for v in rows[column] if v is not None and not pd.isna(v) and math.isfinite(float(v))]
+
+
+def single_task_baseline(results: pd.DataFrame, tasks: Iterable[TaskSpec], split: str = "val") -> dict[str, float]:
+    """``B_t``: the mean final metric of task ``t``'s finished single-task trials (all seeds)."""
+    out = {}
+    for spec in tasks:
+        values = task_values(results, spec, split)
+        if values:
+            out[spec.name] = sum(values) / len(values)
+    return out
+
+
+def row_metrics(row: pd.Series | dict[str, Any], tasks: Iterable[TaskSpec], split: str = "val") -> dict[str, float]:
+    """``{task: primary metric}`` of a row on ``split`` (NaN where missing)."""
+    out = {}
+    for spec in tasks:
+        value = row.get(metric_column(spec, split))
+        out[spec.name] = math.nan if value is None or pd.isna(value) else float(value)
+    return out
+
+
+def add_delta_m(results: pd.DataFrame, split: str = "val", column: str = "delta_m") -> pd.DataFrame:
+    """Add ``column`` (Delta_m on ``split`` against the single-task baseline's mean on it) to
+    every row; a single-task row is compared on its own task only. NaN while a task has no
+    finished single-task trial."""
+    tasks = task_specs(results)
+    baseline = single_task_baseline(results, tasks, split)
+    higher = {t.name: t.higher_is_better for t in tasks}
+    complete = len(baseline) == len(tasks)
+    values = []
+    for _, row in results.iterrows():
+        base = baseline if row["family"] != "single_task" else {row["task"]: baseline.get(row["task"], math.nan)}
+        values.append(delta_m(row_metrics(row, tasks, split), base, higher) if complete else math.nan)
+    results = results.copy()
+    results[column] = values
+    return results
 
 
 def single_task_summary(results: pd.DataFrame) -> dict[str, Any]:
@@ -54,14 +225,14 @@ def single_task_summary(results: pd.DataFrame) -> dict[str, Any]:
     ``test/...`` where evaluated), the spread (std) across seeds, and the summed
     parameters, FLOPs and latency of one network per task (run one after another)."""
     tasks = task_specs(results)
-    single = results[(results["family"] == "single_task") & (results["status"] == "finished")]
+    single = single_task_rows(results)
     row: dict[str, Any] = {"trial_id": "single-task", "family": "single_task", "delta_m": 0.0, "status": "finished"}
     params = 0.0
     for spec in tasks:
         rows = single[single["task"] == spec.name]
-        values = rows[metric_column(spec)].astype(float)
+        values = pd.Series(task_values(results, spec), dtype=float)
         row[metric_column(spec)] = values.mean()
-        row[f"{metric_column(spec)}:std"] = values.std(ddof=0) if len(values) > 1 else math.nan
+        row[f"{metric_column(spec)}:std"] = values.std(ddof=1) if len(values) > 1 else math.nan
         row[f"seeds:{spec.name}"] = len(values)
         test = metric_column(spec, "test")
         if test in rows:
@@ -76,4 +247,5 @@ def single_task_summary(results: pd.DataFrame) -> dict[str, Any]:
     if "latency_batch" in single and len(single):
         row["latency_batch"] = single["latency_batch"].iloc[0]
     row["epochs_run"] = int(single["epochs_run"].max()) if len(single) else 0
+    row["budget_epochs"] = row["epochs_run"]
     return row

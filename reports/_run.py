@@ -1,6 +1,7 @@
 """Everything a report knows about one run, loaded from its directory alone."""
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from mtl_models import MultiTaskData, TaskSpec, delta_m
+from mtl_models import MultiTaskData, TaskSpec
 
 from ._evaluate import (
     TRAIN_LABELS,
@@ -20,7 +21,8 @@ from ._evaluate import (
     test_columns,
     update_evaluations,
 )
-from ._results import load_results, metric_column, single_task_summary, task_specs
+from ._results import add_delta_m, load_results, single_task_summary, task_specs
+from ._select import Pick, deploy_pick
 
 
 @dataclass
@@ -48,6 +50,16 @@ class RunData:
     def single(self) -> dict[str, Any]:
         """The single-task baseline as one row (mean over seeds)."""
         return single_task_summary(self.results)
+
+    @property
+    def max_task_drop(self) -> str | float | None:
+        """The experiment's ``select.max_task_drop`` (default ``noise``)."""
+        return (self.experiment.get("select") or {}).get("max_task_drop", "noise")
+
+    @functools.cached_property
+    def pick(self) -> Pick:
+        """The ranked configs (confirmed ones when there are) and the deploy candidate."""
+        return deploy_pick(self.results, self.tasks, self.max_task_drop)
 
     @property
     def stage_names(self) -> list[str]:
@@ -137,33 +149,7 @@ def _merge(results: pd.DataFrame, evaluations: pd.DataFrame, tasks: list[TaskSpe
         return results
     for column in test.columns:
         results[column] = results["trial_id"].map(test[column])
-    results["test_delta_m"] = _test_delta_m(results, tasks)
-    return results
-
-
-def _test_delta_m(results: pd.DataFrame, tasks: list[TaskSpec]) -> list[float]:
-    """Delta_m on the test split, against the single-task networks' mean test metric."""
-    single = results[(results["family"] == "single_task") & (results["status"] == "finished")]
-    baseline = {}
-    for spec in tasks:
-        column = metric_column(spec, "test")
-        values = single.loc[single["task"] == spec.name, column].dropna() if column in single else pd.Series(dtype=float)
-        if len(values):
-            baseline[spec.name] = float(values.mean())
-    higher = {t.name: t.higher_is_better for t in tasks}
-    out = []
-    for _, row in results.iterrows():
-        metrics = {t.name: _float(row.get(metric_column(t, "test"))) for t in tasks}
-        if row["family"] == "single_task":
-            base = {row["task"]: baseline.get(row["task"], math.nan)}
-        else:
-            base = baseline
-        out.append(delta_m(metrics, base, higher) if len(baseline) == len(tasks) else math.nan)
-    return out
-
-
-def _float(value: Any) -> float:
-    return math.nan if value is None or pd.isna(value) else float(value)
+    return add_delta_m(results, split="test", column="test_delta_m")
 
 
 def class_table(run: RunData, trial_ids: list[str]) -> pd.DataFrame:

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
 from mtl_models import TaskSpec, delta_m
 
 from ._pareto import pareto_mask
-from ._results import metric_column, searched
+from ._results import confirmed, ensemble_row, finished, metric_column, searched
+from ._stats import BaselineNoise, config_summary
 
 SELECTABLE_STATUS = ("finished",)
 
@@ -127,3 +128,123 @@ def delta_vs(row: pd.Series | dict[str, Any], reference: pd.Series | dict[str, A
         return out
 
     return delta_m(metrics(row), metrics(reference), {t.name: t.higher_is_better for t in tasks})
+
+
+def confirm_shortlist(
+    results: pd.DataFrame, objectives: list[str], top_k: int, max_configs: int
+) -> list[pd.Series]:
+    """The configs the confirmation phase trains again, best Delta_m first, one row each.
+
+    A config's search score is its mean Delta_m over its finished search runs (a repeated
+    proposal ran with another seed). The shortlist: the ``top_k`` by that score, the best
+    by every objective and, with several objectives, the configs on the Pareto front of
+    Delta_m against each cost; at most ``max_configs``. The row given for a config is its
+    best search run (config and seeds used).
+    """
+    done = finished(searched(results))
+    if done.empty or top_k <= 0:
+        return []
+    score = done.groupby("config_key")["delta_m"].mean().sort_values(ascending=False)
+    best_runs = done.sort_values("delta_m", ascending=False).drop_duplicates("config_key").set_index("config_key")
+    chosen = list(score.index[:top_k])
+    per_config = best_runs.assign(delta_m=score)
+    for objective in objectives[1:]:  # the costs of a multi-objective search
+        if objective in per_config and per_config[objective].notna().all():
+            chosen.append(per_config[objective].astype(float).idxmin())
+            front = pareto_mask(per_config.reset_index(), "delta_m", objective)
+            chosen += list(per_config.index[list(front)])
+    order = {key: i for i, key in enumerate(score.index)}
+    unique = sorted(set(chosen), key=order.__getitem__)[:max_configs]
+    return [best_runs.loc[key].rename(key) for key in unique]
+
+
+@dataclass
+class Pick:
+    """The deploy candidate and the ranked configs it was chosen from.
+
+    ``source``: ``confirm`` (the confirmation phase's configs, each over its fresh seeds)
+    or ``search`` (no confirmation: every finished searched config, usually one run each,
+    its noise borrowed from the single-task seeds). ``table``: :func:`config_summary` of
+    that pool, best mean Delta_m first; ``chosen``: its best config that drops no task
+    beyond ``max_task_drop`` (None when every config does).
+    """
+
+    source: str
+    table: pd.DataFrame
+    chosen: pd.Series | None
+    noise: BaselineNoise
+    max_task_drop: str | float | None
+    has_default: bool
+    has_ensemble: bool
+
+    @property
+    def best_overall(self) -> pd.Series | None:
+        return self.table.iloc[0] if len(self.table) else None
+
+    def sentences(self, describe: Callable[[pd.Series], str]) -> list[str]:
+        """The verdict in words (plain text): which config to deploy and whether it beats
+        single-task, the ensemble and the no-search default beyond the noise."""
+        if self.table.empty:
+            return ["No config has finished yet; there is nothing to pick."]
+        if not self.noise.complete or self.noise.min_seeds < 2:
+            noise = "the single-task baseline has one seed per task, so its noise is unknown and no difference can be called beyond it (baselines.seeds >= 2 measures it)"
+        else:
+            noise = f"intervals are 95 % over seeds, against the single-task baseline's {self.noise.min_seeds} seeds per task"
+        where = (
+            "the confirmation phase (each shortlisted config trained again with fresh seeds)"
+            if self.source == "confirm" else
+            "the search (one run per config; a run's noise is taken from the single-task seeds; confirm.top_k > 0 retrains the shortlist with fresh seeds)"
+        )
+        out = [f"From {where}; {noise}."]
+        chosen = self.chosen
+        if chosen is None:
+            best = self.table.iloc[0]
+            out.append(
+                f"No config keeps every task within {self._drop_text()} of single-task; the best by Delta_m, "
+                f"{describe(best)} ({best['estimates']['delta_m'].text()}), loses {', '.join(best['dropped'])}."
+            )
+            return out
+        est = chosen["estimates"]["delta_m"]
+        verdict = {1: "beats single-task beyond the noise", 0: "is not distinguishable from single-task at this budget",
+                   -1: "is worse than single-task beyond the noise"}[est.verdict]
+        runs = f"{est.runs} seed{'s' if est.runs != 1 else ''}"
+        out.append(f"Deploy candidate: {describe(chosen)}, Delta_m {est.text()} over {runs}: it {verdict}.")
+        if chosen.name != self.table.index[0]:
+            best = self.table.iloc[0]
+            out.append(
+                f"The best by Delta_m, {describe(best)} ({best['estimates']['delta_m'].text()}), is not the pick: "
+                f"it loses {', '.join(best['dropped'])} beyond {self._drop_text()}."
+            )
+        if self.has_ensemble and "ensemble" in chosen["estimates"]:
+            vs = chosen["estimates"]["ensemble"]
+            word = {1: "beats", 0: "is not distinguishable from", -1: "is worse than"}[vs.verdict]
+            out.append(f"Against the ensemble it {word} it ({vs.text()} Delta_m points; the ensemble is one composition, its own noise not included).")
+        if self.has_default and "default" in chosen["estimates"] and chosen.get("reference") != "default":
+            vs = chosen["estimates"]["default"]
+            word = {1: "beats", 0: "is not distinguishable from", -1: "is worse than"}[vs.verdict]
+            out.append(f"Against the no-search default (everything shared, equal loss weights, the same seeds) it {word} it ({vs.text()}).")
+        if not (self.table["verdict_single"] == 1).any():
+            out.append("No config beats single-task beyond the noise at this budget.")
+        return out
+
+    def _drop_text(self) -> str:
+        if self.max_task_drop == "noise":
+            return "its noise"
+        return f"{self.max_task_drop} %" if self.max_task_drop is not None else "any limit"
+
+
+def deploy_pick(results: pd.DataFrame, tasks: list[TaskSpec], max_task_drop: str | float | None = "noise") -> Pick:
+    """Rank the configs (confirmed ones when the run has them) and pick the deploy candidate:
+    the best mean Delta_m among those that drop no task beyond ``max_task_drop``."""
+    noise = BaselineNoise(results, tasks)
+    ensemble = ensemble_row(results)
+    confirm = confirmed(results)
+    reference = confirm[confirm["reference"] == "default"] if "reference" in confirm else confirm.iloc[0:0]
+    if len(confirm):
+        pool, source = confirm, "confirm"
+    else:
+        pool, source = finished(searched(results)), "search"
+    table = config_summary(pool, tasks, noise, ensemble, [float(d) for d in reference["delta_m"]], max_task_drop)
+    candidates = table[table["task_drop_ok"]] if len(table) else table
+    chosen = candidates.iloc[0] if len(candidates) else None
+    return Pick(source, table, chosen, noise, max_task_drop, len(reference) > 0, ensemble is not None)

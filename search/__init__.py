@@ -4,7 +4,7 @@
 builds the results table from a run directory; ``OptunaPrunerScheduler`` lets any
 Optuna pruner stop Tune trials.
 """
-from ._baselines import baseline_configs, compose_ensemble, single_task_baseline
+from ._baselines import baseline_configs, compose_ensemble
 from ._progress import ProgressPrinter
 from ._pruning import OptunaPrunerScheduler
 from ._optuna import MTLOptunaSearch, trial_outcome
@@ -14,7 +14,9 @@ from ._runner import (
     SearchInterrupted,
     init_ray,
     resume_experiment,
+    confirm_configs,
     run_baselines,
+    run_confirm,
     run_experiment,
     run_search,
 )

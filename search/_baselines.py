@@ -12,11 +12,8 @@ same device, data feed and precision).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from mtl_models import (
     atomic_directory,
@@ -54,19 +51,6 @@ def baseline_configs(exp: Experiment, fixed: dict[str, Any]) -> list[dict[str, A
         for k in range(baseline_seeds(exp))
         for t in exp.tasks
     ]
-
-
-def single_task_baseline(results: pd.DataFrame, tasks: list[Any]) -> dict[str, float]:
-    """``B_t``: the mean final validation metric of task ``t``'s finished single-task trials."""
-    out = {}
-    for spec in tasks:
-        column = f"val/{spec.name}/{spec.metric_name}"
-        rows = results[(results["family"] == "single_task") & (results["task"] == spec.name)]
-        rows = rows[rows["status"] == "finished"]
-        values = [v for v in rows.get(column, pd.Series(dtype=float)).tolist() if math.isfinite(v)]
-        if values:
-            out[spec.name] = sum(values) / len(values)
-    return out
 
 
 def compose_ensemble(

@@ -19,7 +19,12 @@ metric holds. Here:
   completed on resume exactly as the uninterrupted search would have;
 - the study carries the pruner (``study.pruner``), so the scheduler's pruning
   decisions and the sampler (Hyperband's brackets with TPE) see the same study, and
-  that study is what ``mtlsearch resume`` restores.
+  that study is what ``mtlsearch resume`` restores;
+- a proposal identical to an earlier one (TPE repeats a categorical-only config that
+  looks good) is trained with the next seed, never the same (config, seed) twice: the
+  study is told that seed's value, so the sampler sees the config's seed noise rather
+  than a copy of one result, and the results table averages a config over its seeds.
+  Each Optuna trial records its ``config_key`` and ``seed`` (user attributes).
 
 This relies on ``OptunaSearch``'s ``_ot_study``/``_ot_trials`` (Ray 2.58-2.60).
 """
@@ -33,6 +38,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from mtl_models import config_key
 from spaces import HIDDEN_PREFIX
 
 
@@ -126,8 +132,26 @@ class MTLOptunaSearch(OptunaSearch):
             self._seed_sampler(self._next_number())
         config = super().suggest(trial_id)
         if isinstance(config, dict):
-            config = {k: v for k, v in config.items() if not k.startswith(HIDDEN_PREFIX)}
+            config = self._next_seed({k: v for k, v in config.items() if not k.startswith(HIDDEN_PREFIX)}, trial_id)
         return config
+
+    def _next_seed(self, config: dict[str, Any], trial_id: str) -> dict[str, Any]:
+        """``config`` with the seed after those earlier trials of the same config used.
+
+        Counts the study's trials numbered before this one whose ``config_key`` matches,
+        so the seed depends only on the history: the same on resume.
+        """
+        ot_trial = self._ot_trials[trial_id]
+        key = config_key(config)
+        number = ot_trial.number
+        repeats = sum(
+            1 for t in self._ot_study.get_trials(deepcopy=False)
+            if t.number < number and t.user_attrs.get("config_key") == key
+        )
+        seed = int(config.get("seed", 0)) + repeats
+        ot_trial.set_user_attr("config_key", key)
+        ot_trial.set_user_attr("seed", seed)
+        return {**config, "seed": seed}
 
     def _next_number(self) -> int:
         """The number ``study.ask()`` gives next: the oldest waiting (enqueued) trial's, else a new one."""

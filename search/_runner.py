@@ -23,6 +23,7 @@ from ray.tune.search import ConcurrencyLimiter
 
 from mtl_models import MultiTaskData, atomic_path, atomic_write_json, atomic_write_text, is_plugin_path
 from mtl_models.data import format_data_report
+from reports import confirm_shortlist, searched, single_task_baseline
 from spaces import Experiment, define_space, fixed_config, load_experiment, optuna_point
 
 from ._baselines import (
@@ -31,7 +32,6 @@ from ._baselines import (
     baseline_configs,
     compose_ensemble,
     ensemble_size,
-    single_task_baseline,
 )
 from ._cache import baselines_key, restore_baselines, store_baselines
 from ._fixed import FixedConfigs
@@ -268,7 +268,7 @@ def run_baselines(
     _fit(run_dir, "baselines", len(configs), trainable, make_tuner, resume or key is not None)
     results = _check_complete(run_dir, "baselines", len(configs))
     tasks = exp.task_specs()
-    baseline = single_task_baseline(results, tasks)
+    baseline = single_task_baseline(results, tasks)  # B_t: the mean over every finished seed
     missing = [t.name for t in tasks if t.name not in baseline]
     if missing:
         errors = results.loc[results["status"] == "errored", "error"].dropna().unique().tolist()
@@ -296,16 +296,7 @@ def run_search(
     resume: bool = False,
 ) -> None:
     """The Optuna-sampled, Optuna-pruned search over the experiment's space."""
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            train_trial,
-            data=data,
-            baseline=baselines.metrics,
-            cpus=exp.search.resources.cpu,
-            single_task_checkpoints=baselines.checkpoints,
-        ),
-        _resources(exp),
-    )
+    trainable = _trial_trainable(exp, data, baselines)
 
     def make_tuner() -> tune.Tuner:
         pruner = exp.search.pruner.build(exp.train.epochs)
@@ -342,6 +333,95 @@ def run_search(
     _fail_orphans(run_dir)
 
 
+def confirm_configs(exp: Experiment, fixed: dict[str, Any], results: pd.DataFrame) -> list[dict[str, Any]]:
+    """The confirmation phase's trials: each shortlisted config (``confirm_shortlist``) with
+    ``confirm.seeds`` seeds it was not trained with in the search (the first after the
+    experiment's seed), and, with ``confirm.default``, the no-search default with the same
+    seeds: everything shared (a hard split after the last stage), equal static loss
+    weights, joint optimisation."""
+    confirm = exp.confirm
+    if not confirm.enabled:
+        return []
+    configs = []
+    for row in confirm_shortlist(results, list(exp.search.objectives), confirm.top_k, confirm.max_configs):
+        config = json.loads(row["config"])
+        used = set(searched(results).loc[lambda r: r["config_key"] == row.name, "seed"].dropna().astype(int))
+        configs += [{**config, "seed": seed} for seed in _fresh_seeds(exp.seed, confirm.seeds, used)]
+    if confirm.default:
+        names = [t.name for t in exp.tasks]
+        default = {
+            **fixed, "family": "hard_split", "tree": "single", "split_point": exp.num_stages(),
+            "loss_weighting": "static", "loss_weights": {t: 1.0 / len(names) for t in names},
+            "optimization": "joint", "class_weighting": "none", "reference": "default",
+        }
+        configs += [{**default, "seed": seed} for seed in _fresh_seeds(exp.seed, confirm.seeds, set())]
+    return configs
+
+
+def _fresh_seeds(first: int, count: int, used: set[int]) -> list[int]:
+    seeds, seed = [], first + 1
+    while len(seeds) < count:
+        if seed not in used:
+            seeds.append(seed)
+        seed += 1
+    return seeds
+
+
+def run_confirm(
+    exp: Experiment,
+    run_dir: Path,
+    data: MultiTaskData,
+    fixed: dict[str, Any],
+    baselines: Baselines,
+    resume: bool = False,
+) -> None:
+    """Train the shortlist again with fresh seeds, as Ray Tune trials without pruning.
+
+    The configs are derived from the finished search alone (:func:`confirm_configs`), so a
+    resumed run asks for the same ones; finished confirmation trials are kept.
+    """
+    results, _ = collect_results(run_dir)
+    configs = confirm_configs(exp, fixed, results)
+    if not configs:
+        return
+    trainable = _trial_trainable(exp, data, baselines)
+
+    def make_tuner() -> tune.Tuner:
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=FixedConfigs(configs), num_samples=len(configs), trial_dirname_creator=_dirname,
+                reuse_actors=REUSE_ACTORS,
+            ),
+            run_config=_run_config(
+                "confirm", run_dir, [ProgressPrinter("confirm", len(configs), OBJECTIVE)], exp.search.max_failures
+            ),
+        )
+
+    print(
+        f"Confirming {len(configs) // max(exp.confirm.seeds, 1)} configs with {exp.confirm.seeds} fresh seeds each "
+        f"({len(configs)} trials, no pruning)",
+        flush=True,
+    )
+    _fit(run_dir, "confirm", len(configs), trainable, make_tuner, resume)
+    _check_complete(run_dir, "confirm", len(configs))
+
+
+def _trial_trainable(exp: Experiment, data: MultiTaskData, baselines: Baselines) -> Any:
+    """The trainable of searched and confirmation trials: Delta_m against the baseline, and
+    cross-stitch columns from the single-task checkpoints where asked."""
+    return tune.with_resources(
+        tune.with_parameters(
+            train_trial,
+            data=data,
+            baseline=baselines.metrics,
+            cpus=exp.search.resources.cpu,
+            single_task_checkpoints=baselines.checkpoints,
+        ),
+        _resources(exp),
+    )
+
+
 def _fail_orphans(run_dir: Path) -> None:
     """When every search trial has ended, Optuna trials still RUNNING are orphans a killed
     driver asked for and the resumed search did not need: tell them FAIL."""
@@ -366,6 +446,7 @@ def _execute(
     baselines = run_baselines(exp, run_dir, data, fixed, resume, cache_dir)
     print("Single-task baseline (val): " + ", ".join(f"{t}={v:.4g}" for t, v in baselines.metrics.items()), flush=True)
     run_search(exp, run_dir, data, fixed, baselines, resume)
+    run_confirm(exp, run_dir, data, fixed, baselines, resume)
     results = write_results(run_dir)
     print(f"Search done in {time.monotonic() - started:.0f}s: {_status_counts(results)}", flush=True)
     return RunResult(run_dir, results, baselines.metrics)

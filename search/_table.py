@@ -1,18 +1,13 @@
-"""One tidy results table per run, rebuilt from the run directory alone.
+"""Collect a run's results table from its Ray Tune experiments, and write it.
 
-``results.parquet``: one row per trial (baselines and searched), with the config
-keys as columns, each task's final validation metrics (``val/<task>/<metric>``),
-Delta_m against the single-task baseline, the inference cost (``params``,
-``flops`` per image, ``latency_ms_b1`` and ``latency_ms_bN`` at ``latency_batch``,
-measured on ``cost_device``; missing in runs made before it was measured), epochs run, status
-(finished / pruned / errored / running / pending), the error message, the
-checkpoint path and the whole config as JSON. ``curves.parquet``: one row per
-trial and epoch (learning curves).
+What a row means (its columns, Delta_m, the views the report takes) is owned by
+:mod:`reports._results`; this module only reads the trials (each phase's Tune
+experiment, possibly on shared or object storage) and the composed ensemble, and
+writes ``results.parquet`` and ``curves.parquet`` (one row per trial and epoch).
 """
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -21,34 +16,11 @@ from pyarrow import fs as pafs
 from ray import cloudpickle, tune
 from ray.tune import ExperimentAnalysis
 
-from mtl_models import atomic_path, delta_m
-from reports import CURVES_FILE, RESULTS_FILE, task_specs
+from mtl_models import atomic_path
+from reports import CURVES_FILE, PHASES, RESULTS_FILE, add_delta_m, result_row
 
-from ._baselines import ENSEMBLE_DIR, ENSEMBLE_RESULT, single_task_baseline
+from ._baselines import ENSEMBLE_DIR, ENSEMBLE_RESULT
 
-PHASES = ("baselines", "search")
-CONFIG_COLUMNS = (
-    "family",
-    "task",
-    "ensemble_member",
-    "ensemble_size",
-    "tree",
-    "split_point",
-    "alpha_same",
-    "alpha_diff",
-    "lr_multiplier",
-    "column_init",
-    "loss_weighting",
-    "gradnorm_alpha",
-    "dwa_temperature",
-    "optimization",
-    "class_weighting",
-    "grad_clip",
-    "lr",
-    "seed",
-)
-MAPPING_COLUMNS = ("split_points", "task_groups", "group_split_points", "loss_weights")
-COST_COLUMNS = ("flops", "latency_ms_b1", "latency_ms_bN", "latency_batch", "cost_device")
 _STATUS = {"ERROR": "errored", "RUNNING": "running", "PENDING": "pending", "PAUSED": "pending"}
 
 
@@ -74,19 +46,6 @@ def _error(filesystem: pafs.FileSystem, trial_path: str) -> tuple[str | None, st
     message = lines[-1] if lines else "unknown error"
     kind = message.split(":", 1)[0].rsplit(".", 1)[-1] if ":" in message else None
     return message, kind
-
-
-def _config_columns(config: dict[str, Any]) -> dict[str, Any]:
-    """The config's searched keys as columns; mappings become ``key/<name>`` columns."""
-    row = {k: config.get(k) for k in CONFIG_COLUMNS}
-    row["backbone"] = (config.get("backbone") or {}).get("name")
-    stages = config.get("cross_stitch_stages")
-    row["cross_stitch_stages"] = None if config.get("family") != "cross_stitch" else (
-        "all" if stages is None else ",".join(str(s) for s in stages))
-    for key in MAPPING_COLUMNS:
-        for name, value in (config.get(key) or {}).items():
-            row[f"{key}/{name}"] = value
-    return row
 
 
 def _checkpoint_uri(checkpoint: Any, scheme: str | None) -> str | None:
@@ -134,28 +93,13 @@ def _trial_rows(run_dir: Path, phase: str) -> tuple[list[dict], list[pd.DataFram
         status = _STATUS.get(trial.status)
         if status is None:  # TERMINATED: finished its budget, or stopped early by the pruner
             status = "finished" if epochs_run >= int(config["epochs"]) else "pruned"
-        checkpoint = _checkpoint_uri(trial.checkpoint, scheme)
         error, error_type = _error(filesystem, trial.path)
         rows.append(
-            {
-                "trial_id": trial.trial_id,
-                "phase": phase,
-                **_config_columns(config),
-                # the last reported metrics, and the loss weights as they ended (dynamic schemes move them)
-                **{k: v for k, v in last.items() if k.startswith(("val/", "loss"))},
-                "params": last.get("params"),
-                **{k: last.get(k) for k in COST_COLUMNS},
-                "epochs_run": epochs_run,
-                "epochs": int(config["epochs"]),
-                "status": status,
-                "error": error if status == "errored" else None,
-                "error_type": error_type if status == "errored" else None,
-                "retries": int(trial.num_failures),
-                "node_id": last.get("node_id"),
-                "time_total_s": last.get("time_total_s"),
-                "checkpoint": checkpoint,
-                "config": json.dumps(config, sort_keys=True),
-            }
+            result_row(
+                trial.trial_id, phase, config, last, epochs_run=epochs_run, status=status,
+                checkpoint=_checkpoint_uri(trial.checkpoint, scheme), error=error, error_type=error_type,
+                retries=int(trial.num_failures),
+            )
         )
         if df is not None and not df.empty:
             keep = [c for c in df.columns if c.startswith(("val/", "loss")) or c in ("epoch", "delta_m", "time_total_s", "timestamp", "wall_time")]
@@ -171,42 +115,11 @@ def _ensemble_row(run_dir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     result = json.loads(path.read_text())
-    config = result["config"]
-    return {
-        "trial_id": result["trial_id"],
-        "phase": "baselines",
-        **_config_columns(config),
-        **result["metrics"],
-        "params": result["params"],
-        **{k: (result.get("cost") or {}).get(k) for k in COST_COLUMNS},
-        "epochs_run": result["epochs_run"],
-        "epochs": int(config["epochs"]),
-        "status": "finished",
-        "error": None,
-        "error_type": None,
-        "retries": 0,
-        "node_id": None,
-        "time_total_s": None,
-        "checkpoint": str(path.parent),
-        "config": json.dumps(config, sort_keys=True),
-    }
-
-
-def add_delta_m(results: pd.DataFrame) -> pd.DataFrame:
-    """Add ``delta_m`` (vs the single-task baseline) to every row; a single-task row
-    is compared on its own task only."""
-    tasks = task_specs(results)
-    baseline = single_task_baseline(results, tasks)
-    higher = {t.name: t.higher_is_better for t in tasks}
-    values = []
-    for _, row in results.iterrows():
-        metrics = {t.name: row.get(f"val/{t.name}/{t.metric_name}", math.nan) for t in tasks}
-        metrics = {k: (math.nan if v is None or pd.isna(v) else float(v)) for k, v in metrics.items()}
-        base = baseline if row["family"] != "single_task" else {row["task"]: baseline.get(row["task"], math.nan)}
-        values.append(delta_m(metrics, base, higher) if len(baseline) == len(tasks) else math.nan)
-    results = results.copy()
-    results["delta_m"] = values
-    return results
+    metrics = {**result["metrics"], "params": result["params"], **(result.get("cost") or {})}
+    return result_row(
+        result["trial_id"], "baselines", result["config"], metrics, epochs_run=result["epochs_run"],
+        status="finished", checkpoint=str(path.parent),
+    )
 
 
 def collect_results(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -22,7 +22,9 @@ REGRESSION = {"name": "size", "kind": "regression", "classes": 2}
 
 def tiny_experiment(**sections: Any) -> dict[str, Any]:
     """A small experiment file's content: MultiMNIST's two digit tasks, a 2-stage CNN,
-    3 epochs on CPU; ``sections`` (``data``, ``space``, ``search``, ...) replace the base's."""
+    3 epochs on CPU, two single-task seeds and no confirmation phase (tests of those set
+    them); ``sections`` (``data``, ``space``, ``search``, ...) replace the base's, except
+    that ``baselines`` and ``confirm`` are merged into these defaults."""
     base = {
         "name": "tiny",
         "seed": 0,
@@ -34,7 +36,10 @@ def tiny_experiment(**sections: Any) -> dict[str, Any]:
         "backbone": {"name": "small_cnn", "options": {"widths": [8, 16]}},
         "train": {"epochs": 3, "batch_size": 64, "lr": 0.01, "device": "cpu"},
     }
-    return {**base, **sections}
+    merged = {**base, **sections}
+    merged["baselines"] = {"seeds": 2, **sections.get("baselines", {})}
+    merged["confirm"] = {"top_k": 0, **sections.get("confirm", {})}
+    return merged
 
 
 def make_tasks(n: int, kinds: tuple[str, ...] = ("classification",)) -> list[dict[str, Any]]:

@@ -219,11 +219,12 @@ def test_report_renders_in_chromium_without_errors(report: Path, tmp_path: Path)
     check = chromium.check_page(report, screenshot=tmp_path / "report.png")
     assert check.problems == []
     sections = {f["id"].split("-", 1)[1].rsplit("-", 1)[0] for f in check.figures}
-    assert sections == {"pareto", "split-sweep", "cross-stitch", "progress", "importance", "per-class"}
-    # heatmaps + histograms of the one cross-stitch trial, 2 of progress, parallel coordinates and
-    # importances (when the tiny trials' Delta_m differ at all; else the report says why not)
+    assert sections == {"summary", "pareto", "split-sweep", "cross-stitch", "progress", "importance", "per-class"}
+    # the summary's contributions, heatmaps + histograms of the one cross-stitch trial, 2 of progress,
+    # parallel coordinates and importances (when the tiny trials' Delta_m differ at all; else the
+    # report says why not)
     importances = "same Δm" not in html
-    assert len(check.figures) == 8 + importances
+    assert len(check.figures) == 9 + importances
     assert all(f["traces"] > 0 for f in check.figures)
     assert (tmp_path / "report.png").stat().st_size > 10_000
 

@@ -1,11 +1,25 @@
-"""Summary: what to deploy. The best config per objective, against both baselines, with cost."""
+"""Summary: what to deploy, in words and numbers, with the noise every number carries.
+
+First the verdict (whether the pick beats single-task, the ensemble and the no-search
+default beyond the seed noise, or that nothing does at this budget), then the ranked
+configs (confirmed over fresh seeds when the run has a confirmation phase) with 95 %
+intervals and each task's contribution to Delta_m, so that one task dominating a gain,
+or one task paying for it, shows at a glance. Then the best single runs of the search
+per objective, with the seed noise of one run, and the baselines.
+"""
 from __future__ import annotations
 
+import math
+
 import pandas as pd
+import plotly.graph_objects as go
+
+from mtl_models import TaskSpec
 
 from .._results import metric_column, searched
 from .._run import RunData
 from .._select import best_per_objective, delta_vs
+from .._stats import Estimate
 from ._base import (
     Block,
     ReportContext,
@@ -17,8 +31,11 @@ from ._base import (
     note,
     per_run,
     register_section,
+    short_label,
     structure,
 )
+
+TASK_COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d"]
 
 
 @register_section("summary", "Summary: what to deploy", order=10)
@@ -34,35 +51,150 @@ def _status_line(run: RunData) -> str:
         + ", ".join(f"{n} {esc(s)}" for s, n in sorted(counts.items()))
         + "."
     )
-    active = counts.get("running", 0) + counts.get("pending", 0)
+    confirm = run.results[run.results["phase"] == "confirm"]
+    if len(confirm):
+        text += f" <b>{len(confirm)}</b> confirmation trials ({(confirm['status'] == 'finished').sum()} finished)."
+    active = int(run.results["status"].isin(["running", "pending"]).sum())
     if active:
-        text += f" <b class='live'>The search is still running ({active} trials not done): this report is a snapshot.</b>"
+        text += f" <b class='live'>The run is still going ({active} trials not done): this report is a snapshot.</b>"
     return text + "</p>"
 
 
 def _run_summary(run: RunData) -> list[Block]:
-    tasks = run.tasks
-    results = run.results
     blocks: list[Block] = [_status_line(run)]
+    pick = run.pick
+    if pick.table.empty:
+        return blocks + [note("No searched trial has finished yet; the leaderboard below shows what has run.")]
+    sentences = pick.sentences(short_label)
+    blocks.append(
+        "<div class='verdict'>" + "".join(f"<p>{esc(s)}</p>" for s in sentences) + "</div>"
+    )
+    blocks.append(_ranking(run))
+    blocks.append(_contributions(run))
+    blocks += _single_runs(run)
+    return blocks
+
+
+def _interval(est: Estimate | None) -> str:
+    """A cell: the mean, its interval beneath, coloured by the verdict."""
+    if est is None or math.isnan(est.mean):
+        return "&ndash;"
+    cls = {1: "better", 0: "same", -1: "worse"}[est.verdict]
+    bounds = f"[{est.low:+.2f}, {est.high:+.2f}]" if est.measured else "[noise unknown]"
+    approx = " &asymp;" if est.approximate else ""
+    return f"<span class='{cls}'>{est.mean:+.2f}</span><br><span class='ci'>{bounds}{approx}</span>"
+
+
+def _ranking(run: RunData) -> str:
+    """The ranked configs with their intervals, per-task terms and the guardrail."""
+    pick, tasks = run.pick, run.tasks
+    table = pick.table
+    title = (
+        "Confirmed configs (fresh seeds; the search's own run is left out: it was chosen for scoring well)"
+        if pick.source == "confirm" else "Searched configs (one run each unless the search repeated a proposal)"
+    )
+    head = (
+        "<tr><th>#</th><th>config</th><th>seeds</th><th>&Delta;<sub>m</sub> vs single-task (95 % interval)</th>"
+        + ("<th>vs ensemble</th>" if pick.has_ensemble else "")
+        + ("<th>vs no-search default</th>" if pick.has_default else "")
+        + "".join(
+            f"<th>{esc(t.name)} {esc(t.metric_name)} {'&uarr;' if t.higher_is_better else '&darr;'}<br>"
+            f"<span class='ci'>term, % (contribution to &Delta;<sub>m</sub>)</span></th>"
+            for t in tasks
+        )
+        + "<th>params</th><th>epochs (with warm start)</th><th>deployable?</th></tr>"
+    )
+    rows = []
+    limit = 12
+    for i, (_, row) in enumerate(table.head(limit).iterrows()):
+        est = row["estimates"]
+        chosen = pick.chosen is not None and row["config_key"] == pick.chosen["config_key"]
+        label = esc(short_label(row)) + (" <i>(no-search default)</i>" if row.get("reference") == "default" else "")
+        cells = [f"<td>{i + 1}</td><td>{label}</td><td>{int(row['seeds'])}</td><td>{_interval(est['delta_m'])}</td>"]
+        if pick.has_ensemble:
+            cells.append(f"<td>{_interval(est.get('ensemble'))}</td>")
+        if pick.has_default:
+            cells.append(f"<td>{'&ndash;' if row.get('reference') == 'default' else _interval(est.get('default'))}</td>")
+        for spec in tasks:
+            cells.append(f"<td>{_task_cell(row, spec)}</td>")
+        budget = row.get("budget_epochs")
+        warm = row.get("warm_start_epochs") or 0
+        cells.append(f"<td>{fmt_count(row.get('params'))}</td>")
+        cells.append(f"<td>{fmt(budget, 3)}{' (incl. ' + fmt(warm, 3) + ' single-task)' if warm else ''}</td>")
+        ok = "<b>deploy candidate</b>" if chosen else ("yes" if row["task_drop_ok"] else
+                                                        f"<span class='worse'>no: {esc(', '.join(row['dropped']))} drop</span>")
+        cells.append(f"<td>{ok}</td>")
+        rows.append(f"<tr class='{'best' if chosen else ''}'>{''.join(cells)}</tr>")
+    more = f"<p class='note'>{len(table) - limit} more in the leaderboard.</p>" if len(table) > limit else ""
+    return (
+        f"<h3>{esc(title)}</h3><table class='data summary'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>{more}"
+        + note(
+            "Each cell gives the mean over the config's runs and, beneath, the 95 % interval of its difference "
+            "(Welch: the config's runs against the single-task seeds); green is better beyond the noise, red "
+            "worse beyond it, grey not distinguishable. &asymp; marks a single run, whose noise is taken to be "
+            "that of one single-task run. A task's term is its relative change against single-task in percent "
+            "(signed so that higher is better); &Delta;<sub>m</sub> is the mean of the terms, so each task "
+            f"contributes its term / {len(tasks)}. A config is deployable when no task "
+            + ("drops beyond its noise (select.max_task_drop: noise)." if run.max_task_drop == "noise" else
+               f"drops more than {esc(run.max_task_drop)} % (select.max_task_drop)." if run.max_task_drop is not None
+               else "&hellip; (select.max_task_drop: null, no limit).")
+        )
+    )
+
+
+def _task_cell(row: pd.Series, spec: TaskSpec) -> str:
+    value = row.get(metric_column(spec))
+    std = row.get(metric_column(spec) + ":std")
+    spread = f" &plusmn; {fmt(std, 2)}" if std is not None and not pd.isna(std) else ""
+    term: Estimate = row["estimates"][spec.name]
+    contribution = row.get(f"contribution/{spec.name}")
+    return (
+        f"{fmt(value)}{spread}<br>{_interval(term)}"
+        + (f" <span class='ci'>({contribution:+.2f})</span>" if contribution is not None and not pd.isna(contribution) else "")
+    )
+
+
+def _contributions(run: RunData) -> go.Figure:
+    """Each task's contribution to Delta_m, stacked per config: where a gain comes from."""
+    table = run.pick.table.head(12)
+    labels = [f"{i + 1}. {short_label(r)}" for i, (_, r) in enumerate(table.iterrows())]
+    fig = go.Figure()
+    for i, spec in enumerate(run.tasks):
+        fig.add_trace(
+            go.Bar(
+                y=labels, x=table[f"contribution/{spec.name}"], orientation="h", name=spec.name,
+                marker_color=TASK_COLORS[i % len(TASK_COLORS)],
+                hovertemplate=f"{spec.name}: %{{x:+.2f}} points of Δm<extra></extra>",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            y=labels, x=table["delta_m"], mode="markers", name="Δm (mean)", marker={"color": "black", "symbol": "diamond"},
+            error_x={"type": "data", "symmetric": False, "array": table["delta_m_high"] - table["delta_m"],
+                     "arrayminus": table["delta_m"] - table["delta_m_low"]},
+            hovertemplate="Δm %{x:+.2f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        barmode="relative", height=120 + 34 * len(table), title="Each task's contribution to Δm (points), with Δm's 95 % interval",
+        yaxis={"autorange": "reversed"}, xaxis_title="Δm points (term / number of tasks)", legend={"orientation": "h", "y": -0.2},
+    )
+    return fig
+
+
+def _single_runs(run: RunData) -> list[Block]:
+    """The search's best single runs per objective, and the baselines, with one run's seed noise."""
+    tasks, results = run.tasks, run.results
     objectives = best_per_objective(results, tasks)
     if not objectives:
-        return blocks + [note("No searched trial has finished yet; the leaderboard below shows what has run.")]
+        return []
+    noise = run.pick.noise
     single = run.single
     ensemble_rows = results[results["family"] == "ensemble"]
     ensemble = ensemble_rows.iloc[0] if len(ensemble_rows) else None
     test = run.has_test
-    best = objectives[0].row
-    vs_ens = delta_vs(best, ensemble, tasks) if ensemble is not None else None
-    blocks.append(
-        f"<p class='best'>Deploy candidate: trial <b>{esc(best['trial_id'])}</b>, <b>{esc(best['family'])}</b> "
-        f"&mdash; {structure(best)}. &Delta;<sub>m</sub> <b>{fmt_signed(best['delta_m'])}</b> vs single-task"
-        + (f", <b>{fmt_signed(vs_ens)}</b> vs the ensemble" if vs_ens is not None else "")
-        + " (validation)"
-        + (f"; on the test split {fmt_signed(best.get('test_delta_m'))} vs single-task" if test else "")
-        + f"; {fmt_count(best['params'])} parameters.</p>"
-    )
     splits = ["val", "test"] if test else ["val"]
-    head = "<tr><th>objective</th><th>trial</th><th>structure</th>"
+    head = "<tr><th>objective</th><th>trial</th><th>structure</th><th>seed</th>"
     for split in splits:
         head += f"<th>&Delta;<sub>m</sub> vs single ({split})</th><th>&Delta;<sub>m</sub> vs ensemble ({split})</th>"
     for spec in tasks:
@@ -75,36 +207,49 @@ def _run_summary(run: RunData) -> list[Block]:
     if ensemble is not None:
         reference_rows.append(("ensemble baseline", ensemble))
     for label, row, cls in [(o.label, o.row, "") for o in objectives] + [(l, r, "baseline") for l, r in reference_rows]:
-        cells = f"<td>{label}</td><td>{esc(row.get('trial_id'))}</td><td>{structure(row)}</td>"
+        seed = row.get("seed")
+        cells = (
+            f"<td>{label}</td><td>{esc(row.get('trial_id'))}</td><td>{structure(row)}</td>"
+            f"<td>{'' if seed is None or pd.isna(seed) else int(seed)}</td>"
+        )
         for split in splits:
             own = row.get("delta_m" if split == "val" else "test_delta_m")
-            cells += f"<td>{fmt_signed(own)}</td>"
+            searched_run = split == "val" and cls == "" and not pd.isna(own)
+            cells += f"<td>{_interval(noise.vs_single([float(own)])) if searched_run else fmt_signed(own)}</td>"
             cells += f"<td>{fmt_signed(delta_vs(row, ensemble, tasks, split)) if ensemble is not None else '&ndash;'}</td>"
         for spec in tasks:
             for split in splits:
-                cells += f"<td>{fmt(row.get(metric_column(spec, split)))}</td>"
+                column = metric_column(spec, split)
+                std = row.get(column + ":std")
+                spread = f" &plusmn; {fmt(std, 2)}" if std is not None and not pd.isna(std) else ""
+                cells += f"<td>{fmt(row.get(column))}{spread}</td>"
         cells += (
             f"<td>{fmt_count(row.get('params'))}</td><td>{fmt_flops(row.get('flops'))}</td>"
             f"<td>{fmt(row.get('latency_ms_b1'), 3)}</td><td>{fmt(row.get('latency_ms_bN'), 3)}</td>"
         )
         body.append(f"<tr class='{cls}'>{cells}</tr>")
-    blocks.append(f"<table class='data summary'><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>")
-    blocks.append(_explain(run, test))
-    return blocks
+    return [
+        "<h3>The search's best single runs, by objective</h3>",
+        f"<table class='data summary'><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>",
+        _explain(run, test),
+    ]
 
 
 def _explain(run: RunData, test: bool) -> str:
     batch = run.results["latency_batch"].dropna() if "latency_batch" in run.results else pd.Series(dtype=float)
     devices = run.results["cost_device"].dropna().unique().tolist() if "cost_device" in run.results else []
     parts = [
-        "&Delta;<sub>m</sub> is the mean relative gain over the baseline across tasks, signed so that positive "
-        "is better (Maninis et al. 2019); the single-task baseline is the mean of its seeds.",
+        "Each row is one run (one seed): its interval (&asymp;) takes its noise to be that of one single-task "
+        "run, so a best single run is also the luckiest of many draws; the confirmed configs above are the "
+        "numbers to trust. &Delta;<sub>m</sub> is the mean relative gain over the baseline across tasks, signed "
+        "so that positive is better (Maninis et al. 2019); the single-task baseline is the mean of its seeds "
+        "(&plusmn; their standard deviation).",
     ]
     if test:
         parts.append(
             f"The search chose on the validation split only. The test split was evaluated afterwards, only for "
-            f"the {len(run.shortlist)} shortlisted configs (the best per objective and the Pareto-optimal ones: "
-            f"{', '.join(esc(t) for t in run.shortlist)}) and the baselines; other trials have no test numbers."
+            f"the shortlisted configs ({', '.join(esc(t) for t in run.shortlist)}) and the baselines; other "
+            "trials have no test numbers."
         )
     else:
         parts.append("No test-split numbers: the data has no test split or the run's data could not be loaded.")
