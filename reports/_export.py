@@ -15,17 +15,31 @@ import pandas as pd
 from mtl_models import BUNDLE_EXPORTS, atomic_write_text, build_model, load_checkpoint_state, save_bundle
 
 from ._retrain import retrain as _retrain
-from ._results import best_trial, metric_column, single_task_summary
+from ._results import metric_column, single_task_summary
 from ._run import RunData, load_run
+from ._sections._base import short_label
 from ._select import delta_vs
 
 CARD_MARKDOWN = "README.md"
 
 
-def pick_trial(results: pd.DataFrame, trial_id: str | None = None) -> pd.Series:
-    """Trial ``trial_id``, or the best finished searched trial by Delta_m when ``None``."""
+def pick_trial(run: RunData, trial_id: str | None = None) -> pd.Series:
+    """Trial ``trial_id``, or, when ``None``, the deploy candidate's best run: the config with
+    the best mean Delta_m (over its confirmation seeds when the run has them) that drops no
+    task beyond ``select.max_task_drop``."""
+    results = run.results
     if trial_id is None:
-        return best_trial(results)
+        chosen = run.pick.chosen
+        if chosen is None:
+            if run.pick.table.empty:
+                raise LookupError("No searched trial has finished with a Delta_m; nothing to pick.")
+            raise LookupError(
+                "No config keeps every task within select.max_task_drop of single-task "
+                f"(best by Delta_m: trial {run.pick.table.iloc[0]['trial_id']}, which drops "
+                f"{', '.join(run.pick.table.iloc[0]['dropped'])}); export one with --trial ID, or list them with "
+                "`mtlsearch select RUN --max-task-drop none`."
+            )
+        trial_id = chosen["trial_id"]
     match = results[results["trial_id"] == trial_id]
     if match.empty:
         raise LookupError(f"No trial {trial_id!r} in this run; known: {', '.join(results['trial_id'].astype(str))}.")
@@ -58,7 +72,7 @@ def export_trial(
     """
     run_dir = Path(run_dir)
     run = load_run(run_dir, evaluate=evaluate, also=[trial_id] if trial_id else [])
-    row = pick_trial(run.results, trial_id)
+    row = pick_trial(run, trial_id)
     if not isinstance(row.get("checkpoint"), str):
         raise LookupError(f"Trial {row['trial_id']!r} ({row['status']}) has no checkpoint to export.")
     config = json.loads(row["config"])
@@ -104,6 +118,7 @@ def model_card(run: RunData, row: pd.Series, command: Sequence[str] | None = Non
         }
         for split in splits
     }
+    delta["note"] = "These are this exported run's own numbers (one seed); `config` gives the config's over its seeds."
     info = run.info
     export_command = list(command) if command is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
     return {
@@ -113,6 +128,7 @@ def model_card(run: RunData, row: pd.Series, command: Sequence[str] | None = Non
         "tasks": [t.to_dict() for t in tasks],
         "metrics": metrics,
         "delta_m": delta,
+        "config": config_statistics(run, row),
         "test_split_note": (
             "Test metrics were computed after the search, only for shortlisted configs; the search chose on validation."
             if "test" in splits else "No test-split metrics for this trial."
@@ -146,6 +162,36 @@ def model_card(run: RunData, row: pd.Series, command: Sequence[str] | None = Non
     }
 
 
+def config_statistics(run: RunData, row: pd.Series) -> dict[str, Any] | None:
+    """The exported run's config over its seeds, as the report ranks it: mean Delta_m with its
+    95 % interval against single-task, the ensemble and the no-search default, each task's
+    relative gain with its interval, the runs and seeds, and the verdict in words."""
+    pick = run.pick
+    match = pick.table[pick.table["config_key"] == row.get("config_key")] if len(pick.table) else pick.table
+    if match.empty:
+        return None
+    config = match.iloc[0]
+    estimates = config["estimates"]
+    return {
+        "source": pick.source,
+        "source_note": (
+            "retrained with fresh seeds in the confirmation phase (the search's own run left out)"
+            if pick.source == "confirm" else "the search's runs of this config (one run: its noise assumed from the single-task seeds)"
+        ),
+        "runs": list(config["trial_ids"]),
+        "seeds": list(config["seed_list"]),
+        "exported_run": row["trial_id"],
+        "delta_m_vs_single_task": estimates["delta_m"].as_dict(),
+        "delta_m_vs_ensemble": estimates["ensemble"].as_dict() if "ensemble" in estimates else None,
+        "delta_m_vs_no_search_default": estimates["default"].as_dict() if "default" in estimates else None,
+        "task_gain_percent": {t.name: estimates[t.name].as_dict() for t in run.tasks},
+        "dropped_tasks": list(config["dropped"]),
+        "deploy_candidate": pick.chosen is not None and pick.chosen["config_key"] == config["config_key"],
+        "verdict": pick.sentences(short_label) if pick.chosen is not None and pick.chosen["config_key"] == config["config_key"] else None,
+        "single_task_seeds": {t.name: pick.noise.seeds.get(t.name, 0) for t in run.tasks},
+    }
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     """The card as a short human-readable Markdown page (``README.md`` of the bundle)."""
     lines = [f"# {card['name']} ({card['family']})", ""]
@@ -161,9 +207,22 @@ def card_markdown(card: dict[str, Any]) -> str:
                 f"{_show(v['single_task'])} | {_show(v['ensemble'])} |"
             )
     lines.append("")
-    for split, d in card["delta_m"].items():
+    stats = card.get("config")
+    if stats:
+        est = stats["delta_m_vs_single_task"]
         lines.append(
-            f"- Delta_m ({split}): {_show(d['vs_single_task'], '+.2f')} % vs single-task, "
+            f"- **This config over {est['runs']} run(s)** ({stats['source_note']}): Delta_m {_interval(est)} "
+            "vs single-task (95 % interval)"
+            + (f", {_interval(stats['delta_m_vs_ensemble'])} vs the ensemble" if stats["delta_m_vs_ensemble"] else "")
+            + (f", {_interval(stats['delta_m_vs_no_search_default'])} vs the no-search default"
+               if stats["delta_m_vs_no_search_default"] else "")
+        )
+        lines += [f"  - {line}" for line in stats["verdict"] or []]
+    for split, d in card["delta_m"].items():
+        if split == "note":
+            continue
+        lines.append(
+            f"- Delta_m of this run ({split}): {_show(d['vs_single_task'], '+.2f')} % vs single-task, "
             f"{_show(d['vs_ensemble'], '+.2f')} % vs the ensemble"
         )
     lines.append(f"- {card['test_split_note']}")
@@ -195,6 +254,14 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _interval(est: dict[str, Any]) -> str:
+    if est["mean"] is None:
+        return "-"
+    if est["low"] is None:
+        return f"{est['mean']:+.2f} (noise unknown)"
+    return f"{est['mean']:+.2f} [{est['low']:+.2f}, {est['high']:+.2f}]" + (" (approximate: one run)" if est["approximate"] else "")
 
 
 def _show(value: Any, spec: str = ".4g") -> str:

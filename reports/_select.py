@@ -13,16 +13,15 @@ from ._pareto import pareto_mask
 from ._results import confirmed, ensemble_row, finished, metric_column, searched
 from ._stats import BaselineNoise, config_summary
 
-SELECTABLE_STATUS = ("finished",)
-
-
 @dataclass(frozen=True)
 class Constraints:
     """What a deployable config must satisfy; ``None`` leaves a limit open.
 
-    ``min_metric`` maps a task to the value its primary validation metric must at
-    least reach: ``>=`` for higher-is-better metrics (accuracy), ``<=`` for
-    lower-is-better ones (MAE), so "min" always means "at least this good".
+    ``min_metric`` maps a task to the value its primary validation metric (the config's
+    mean over its runs) must at least reach: ``>=`` for higher-is-better metrics
+    (accuracy), ``<=`` for lower-is-better ones (MAE), so "min" always means "at least
+    this good". ``max_task_drop``: how much any task may lose against single-task
+    (``noise``: nothing beyond its noise; a number: percent; None: no limit).
     """
 
     max_params: float | None = None
@@ -31,14 +30,19 @@ class Constraints:
     min_metric: dict[str, float] = field(default_factory=dict)
     families: tuple[str, ...] = ()
     include_baselines: bool = False
+    max_task_drop: str | float | None = "noise"
 
 
 def select(results: pd.DataFrame, tasks: list[TaskSpec], constraints: Constraints) -> pd.DataFrame:
-    """The finished configs that satisfy ``constraints``, best Delta_m first.
+    """The configs that satisfy ``constraints``, best mean Delta_m first: one row per config.
 
-    Adds ``pareto_params`` and ``pareto_latency`` (on the front of Delta_m against
-    parameters / latency among the qualifying configs) and ``pareto`` (either).
-    Raises ``ValueError`` naming the task or family when one is unknown.
+    The configs are those :func:`deploy_pick` ranks (the confirmed ones, over their fresh
+    seeds, when the run has a confirmation phase; else the searched ones), with their
+    intervals (``delta_m_low``/``_high``, ``seeds``) and the guardrail (``task_drop_ok``,
+    ``dropped``). ``trial_id`` is a config's best run, the one ``export`` writes. Adds
+    ``pareto_params`` and ``pareto_latency`` (on the front of Delta_m against parameters
+    / latency among the qualifying configs) and ``pareto`` (either). Raises
+    ``ValueError`` naming the task or family when one is unknown.
     """
     names = [t.name for t in tasks]
     unknown = sorted(set(constraints.min_metric) - set(names))
@@ -46,15 +50,20 @@ def select(results: pd.DataFrame, tasks: list[TaskSpec], constraints: Constraint
         raise ValueError(f"min_metric: unknown task(s) {unknown}; the run's tasks are {names}.")
     if constraints.latency not in ("latency_ms_b1", "latency_ms_bN"):
         raise ValueError(f"latency must be 'latency_ms_b1' or 'latency_ms_bN', got {constraints.latency!r}.")
-    pool = results if constraints.include_baselines else searched(results)
-    pool = pool[pool["status"].isin(SELECTABLE_STATUS) & (pool["family"] != "single_task")]
+    pool = deploy_pick(results, tasks, constraints.max_task_drop).table
+    if constraints.include_baselines:
+        ensemble = ensemble_row(results)
+        if ensemble is not None:
+            pool = pd.concat([pool, _baseline_config(ensemble, tasks)], ignore_index=True)
+    if pool.empty:
+        return pool
     if constraints.families:
         known = sorted(set(results["family"].dropna()))
         bad = sorted(set(constraints.families) - set(known))
         if bad:
             raise ValueError(f"family: {bad} not in this run; its families are {known}.")
         pool = pool[pool["family"].isin(constraints.families)]
-    keep = pd.Series(True, index=pool.index)
+    keep = pd.Series(True, index=pool.index) & pool["task_drop_ok"].astype(bool)
     if constraints.max_params is not None:
         keep &= pool["params"].astype(float) <= constraints.max_params
     if constraints.max_latency_ms is not None:
@@ -74,6 +83,17 @@ def select(results: pd.DataFrame, tasks: list[TaskSpec], constraints: Constraint
     chosen["pareto_latency"] = pareto_mask(chosen, "delta_m", constraints.latency) if has_latency else False
     chosen["pareto"] = chosen["pareto_params"] | chosen["pareto_latency"]
     return chosen.sort_values("delta_m", ascending=False)
+
+
+def _baseline_config(row: pd.Series, tasks: list[TaskSpec]) -> pd.DataFrame:
+    """The ensemble baseline as a one-row config table (one composition: no interval)."""
+    record = {k: row.get(k) for k in ("trial_id", "family", "config", "delta_m", "params", "flops",
+                                      "latency_ms_b1", "latency_ms_bN")}
+    record.update(config_key=row.get("config_key"), seeds=1, task_drop_ok=True, dropped=[],
+                  delta_m_low=float("nan"), delta_m_high=float("nan"), approximate=False)
+    for spec in tasks:
+        record[metric_column(spec)] = row.get(metric_column(spec))
+    return pd.DataFrame([record])
 
 
 def parse_min_metric(items: list[str]) -> dict[str, float]:

@@ -144,11 +144,12 @@ class BaselineNoise:
         t = len(self.tasks)
         return [(self.var[s.name] / (t**2 * self.seeds[s.name]), self.seeds[s.name] - 1) for s in self.tasks]
 
-    def std_text(self, spec: TaskSpec) -> str:
-        """``0.941 ± 0.012 (3 seeds)`` for a task's metric."""
-        values = self.seeds.get(spec.name, 0)
-        sd = math.sqrt(self.var[spec.name]) * abs(self.mean[spec.name]) / 100 if values > 1 else math.nan
-        return f"{self.mean[spec.name]:.4g} ± {sd:.2g} ({values} seeds)" if values > 1 else f"{self.mean[spec.name]:.4g} (1 seed)"
+    def metric_std(self, spec: TaskSpec) -> float | None:
+        """The standard deviation of one single-task run's metric on ``spec`` over the seeds
+        (None with fewer than two)."""
+        if self.seeds.get(spec.name, 0) < 2:
+            return None
+        return math.sqrt(self.var[spec.name]) * abs(self.mean[spec.name]) / 100.0
 
     def vs_single(self, deltas: Sequence[float]) -> Estimate:
         """A config's Delta_m runs against the single-task baseline (mean and interval)."""

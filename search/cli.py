@@ -81,6 +81,8 @@ def _report(args: argparse.Namespace) -> int:
 def _select(args: argparse.Namespace) -> int:
     import json
 
+    import pandas as pd
+
     from reports import Constraints, load_run, parse_min_metric, select
 
     run = load_run(args.run, evaluate=False)
@@ -91,31 +93,67 @@ def _select(args: argparse.Namespace) -> int:
         min_metric=parse_min_metric(args.min_metric or []),
         families=tuple(args.family or ()),
         include_baselines=args.include_baselines,
+        max_task_drop=run.max_task_drop if args.max_task_drop is None else _task_drop(args.max_task_drop),
     )
     chosen = select(run.results, run.tasks, constraints)
     metric_cols = [f"val/{t.name}/{t.metric_name}" for t in run.tasks]
-    test_cols = [c.replace("val/", "test/", 1) for c in metric_cols if c.replace("val/", "test/", 1) in chosen]
-    columns = ["trial_id", "family", "delta_m", *metric_cols, *test_cols, "params", "flops", "latency_ms_b1",
-               "latency_ms_bN", "pareto"]
-    columns = [c for c in columns if c in chosen]
+    costs = ["params", "flops", "latency_ms_b1", "latency_ms_bN"]
+    source = "confirmed over fresh seeds" if run.pick.source == "confirm" else "searched, one run per config"
     if args.json:
         records = [
-            {**{c: _plain(r[c]) for c in columns}, "config": json.loads(r["config"])} for _, r in chosen.iterrows()
+            {
+                "trial_id": r["trial_id"],
+                "family": r["family"],
+                "seeds": int(r["seeds"]),
+                "delta_m": {"mean": _plain(r["delta_m"]), "low": _plain(r.get("delta_m_low")),
+                            "high": _plain(r.get("delta_m_high")), "level": 0.95,
+                            "approximate": bool(r.get("approximate", False))},
+                **{c: _plain(r.get(c)) for c in metric_cols + costs if c in chosen},
+                "pareto": bool(r["pareto"]),
+                "config": json.loads(r["config"]),
+            }
+            for _, r in chosen.iterrows()
         ]
-        print(json.dumps({"run": str(args.run), "qualifying": records,
+        print(json.dumps({"run": str(args.run), "configs": source, "qualifying": records,
                           "pareto": [r["trial_id"] for r in records if r["pareto"]]}, indent=2))
         return 0
     if chosen.empty:
         print("No config meets these constraints.")
         return 1
-    table = chosen[columns].copy()
-    table["structure"] = [_describe(r) for _, r in chosen.iterrows()]
-    table["pareto"] = table["pareto"].map({True: "*", False: ""})
-    print(table[["trial_id", "structure", *columns[2:]]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    table = pd.DataFrame({
+        "trial_id": chosen["trial_id"],
+        "structure": [_describe(r) for _, r in chosen.iterrows()],
+        "seeds": chosen["seeds"].astype(int),
+        "delta_m": chosen["delta_m"],
+        "95% interval": [_bounds(r) for _, r in chosen.iterrows()],
+        **{c: chosen[c] for c in metric_cols + costs if c in chosen},
+        "pareto": chosen["pareto"].map({True: "*", False: ""}),
+    })
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     front = chosen.loc[chosen["pareto"], "trial_id"].tolist()
-    print(f"\n{len(chosen)} qualifying config(s); Pareto-optimal (Delta_m vs params / latency, *): {', '.join(front)}")
+    print(f"\n{len(chosen)} qualifying config(s), {source}; Pareto-optimal (Delta_m vs params / latency, *): "
+          f"{', '.join(front)}")
     print(f"Export one with: mtlsearch export {args.run} --trial {chosen['trial_id'].iloc[0]} --out DIR")
     return 0
+
+
+def _task_drop(value: str) -> str | float | None:
+    """``--max-task-drop``: ``noise``, ``none`` or a percentage."""
+    if value in ("noise", "none"):
+        return None if value == "none" else value
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--max-task-drop {value!r}: give noise, none or a percentage such as 1.0.") from None
+
+
+def _bounds(row: "pd.Series") -> str:
+    import math
+
+    low, high = row.get("delta_m_low"), row.get("delta_m_high")
+    if low is None or high is None or math.isnan(float(low)) or math.isnan(float(high)):
+        return "-"
+    return f"[{float(low):+.2f}, {float(high):+.2f}]" + (" ~" if row.get("approximate") else "")
 
 
 def _plain(value: object) -> object:
@@ -205,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="task's validation metric at least this good (>= for accuracy, <= for errors); repeatable")
     select.add_argument("--family", action="append", help="only this family (hard_split, cross_stitch, ...); repeatable")
     select.add_argument("--include-baselines", action="store_true", help="also consider the ensemble baseline")
+    select.add_argument("--max-task-drop", metavar="noise|none|PCT",
+                        help="how much any task may lose against single-task: noise (nothing beyond its noise), "
+                        "none (no limit) or a percentage (default: the experiment's select.max_task_drop)")
     select.add_argument("--json", action="store_true", help="print JSON (with each config) instead of a table")
     select.set_defaults(func=_select)
 

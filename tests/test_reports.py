@@ -283,11 +283,13 @@ def test_select_applies_every_constraint(run_dir: Path, report: Path) -> None:
     limit = float(done["params"].median())
     floor = float(done["val/left/accuracy"].min())
     chosen = reports.select(
-        run.results, run.tasks, reports.Constraints(max_params=limit, min_metric={"left": floor}, families=("hard_split",))
+        run.results, run.tasks, reports.Constraints(max_params=limit, min_metric={"left": floor},
+                                                    families=("hard_split",), max_task_drop=None)
     )
     expected = done[(done["params"] <= limit) & (done["val/left/accuracy"] >= floor) & (done["family"] == "hard_split")]
-    assert set(chosen["trial_id"]) == set(expected["trial_id"])
-    everything = reports.select(run.results, run.tasks, reports.Constraints())
+    assert set(chosen["trial_id"]) == set(expected["trial_id"])  # one config per trial here: no repeats
+    assert (chosen["seeds"] == 1).all() and chosen["approximate"].all()
+    everything = reports.select(run.results, run.tasks, reports.Constraints(max_task_drop=None))
     assert set(everything["trial_id"]) == set(done["trial_id"])
     front = everything[everything["pareto_params"]]
     for _, row in everything.iterrows():  # nothing off the front beats a front member on both counts
@@ -333,8 +335,9 @@ def test_bundle_holds_config_weights_card_and_serving_formats(bundle: Path, run_
         "README.md", "card.json", "config.json", "model.onnx", "model.ts", "weights.pt"
     ]
     card = mm.load_card(bundle)
-    results = reports.load_run(run_dir, evaluate=False).results
-    best = reports.best_trial(results)
+    run = reports.load_run(run_dir, evaluate=False)
+    results = run.results
+    best = results.set_index("trial_id", drop=False).loc[run.pick.chosen["trial_id"]]  # the deploy candidate
     assert card["trial_id"] == best["trial_id"] and card["outputs"] == list(TASKS)
     assert card["files"]["onnx"] == "model.onnx" and card["files"]["torchscript"] == "model.ts"
     assert card["metrics"]["left"]["val"]["model"] == best["val/left/accuracy"]
@@ -350,7 +353,8 @@ def test_bundle_holds_config_weights_card_and_serving_formats(bundle: Path, run_
 
 def test_load_rebuilds_the_exported_model(bundle: Path, run_dir: Path, data) -> None:
     model = mm.load(bundle)
-    best = reports.best_trial(pd.read_parquet(run_dir / "results.parquet"))
+    run = reports.load_run(run_dir, evaluate=False)
+    best = run.results.set_index("trial_id", drop=False).loc[run.pick.chosen["trial_id"]]
     metrics = mm.evaluate(model, data.splits["val"])
     for task in TASKS:
         assert metrics[task]["accuracy"] == pytest.approx(best[f"val/{task}/accuracy"], abs=1e-12)

@@ -119,8 +119,8 @@ def test_report_lists_the_baselines_and_is_self_contained(run) -> None:
 
 
 def test_export_then_load_reproduces_the_recorded_metric(run, tmp_path: Path) -> None:
-    results = pd.read_parquet(run.run_dir / "results.parquet")
-    best = reports.best_trial(results)
+    loaded = reports.load_run(run.run_dir, evaluate=False)
+    best = loaded.results.set_index("trial_id", drop=False).loc[loaded.pick.chosen["trial_id"]]  # the deploy candidate
     bundle = reports.export_trial(run.run_dir, tmp_path / "best")
     model = mm.load(bundle)
     card = json.loads((bundle / "card.json").read_text())

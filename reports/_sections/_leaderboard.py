@@ -9,7 +9,7 @@ import pandas as pd
 
 from mtl_models import TaskSpec
 
-from .._results import metric_column, searched
+from .._results import metric_column
 from .._run import RunData
 from ._base import (
     Block,
@@ -35,7 +35,9 @@ def leaderboard(ctx: ReportContext) -> list[Block]:
     columns: list[tuple[str, str]] = [("#", "num")]
     if multi:
         columns.append(("run", "text"))
-    columns += [("trial", "text"), ("family", "text"), ("structure", "text"), ("&Delta;<sub>m</sub> val (%)", "num")]
+    columns += [("trial", "text"), ("phase", "text"), ("family", "text"), ("structure", "text"), ("seed", "num"),
+                ("&Delta;<sub>m</sub> val (%) &plusmn; one run's noise", "num"),
+                ("config over its seeds: &Delta;<sub>m</sub> mean &plusmn; std (n)", "num")]
     if has_test:
         columns.append(("&Delta;<sub>m</sub> test (%)", "num"))
     for t in tasks:
@@ -43,7 +45,8 @@ def leaderboard(ctx: ReportContext) -> list[Block]:
         columns += [(f"{esc(t.name)} {esc(t.metric_name)} {arrow} {s}", "num") for s in splits]
     columns += [
         ("params", "num"), ("FLOPs", "num"), ("lat. b=1 (ms)", "num"), ("lat. b=N (ms)", "num"),
-        ("lr", "num"), ("epochs", "num"), ("status", "text"), ("why it stopped", "text"),
+        ("lr", "num"), ("epochs", "num"), ("epochs incl. warm start", "num"), ("status", "text"),
+        ("why it stopped", "text"),
     ]
     head = "".join(
         f"<th data-type='{kind}' title='click to sort'>{label}</th>" for label, kind in columns
@@ -53,7 +56,7 @@ def leaderboard(ctx: ReportContext) -> list[Block]:
         results = run.results
         pinned.append((run, pd.Series(run.single)))
         pinned += [(run, r) for _, r in results[results["family"] == "ensemble"].iterrows()]
-        trials = searched(results).copy()
+        trials = results[results["phase"].isin(["search", "confirm"])].copy()
         trials["_order"] = trials["status"].map(_STATUS_ORDER).fillna(9)
         trials = trials.sort_values(["_order", "delta_m"], ascending=[True, False])
         ranked += [(run, r) for _, r in trials.iterrows()]
@@ -61,12 +64,16 @@ def leaderboard(ctx: ReportContext) -> list[Block]:
         ranked.sort(key=lambda p: (_STATUS_ORDER.get(p[1]["status"], 9), -_num(p[1].get("delta_m"), -math.inf)))
     rows_pinned = [_row(run, row, "", "baseline", multi, tasks, splits, has_test) for run, row in pinned]
     rows_ranked = [
-        _row(run, row, str(i + 1), f"status-{row['status']}", multi, tasks, splits, has_test)
+        _row(run, row, str(i + 1), f"status-{row['status']} phase-{row['phase']}", multi, tasks, splits, has_test)
         for i, (run, row) in enumerate(ranked)
     ]
     return [
-        "<p>Click a column to sort; the baselines stay on top. Pruned trials show &Delta;<sub>m</sub> at the "
-        "epoch the Optuna pruner stopped them; hover over an error for the whole message.</p>",
+        "<p>Every trial of the search and of the confirmation phase (each shortlisted config again, with fresh "
+        "seeds). Click a column to sort; the baselines stay on top. A run's &Delta;<sub>m</sub> carries the seed "
+        "noise of one run (&plusmn; the standard deviation of one single-task run's &Delta;<sub>m</sub> over the "
+        "baseline's seeds); a config trained with several seeds also shows its mean and spread over them. Pruned "
+        "trials show &Delta;<sub>m</sub> at the epoch the Optuna pruner stopped them; hover over an error for the "
+        "whole message.</p>",
         f"<table class='data sortable leaderboard'><thead><tr>{head}</tr></thead>"
         f"<tbody class='pinned'>{''.join(rows_pinned)}</tbody><tbody>{''.join(rows_ranked)}</tbody></table>",
     ]
@@ -83,6 +90,21 @@ def _cell(text: str, value: Any = None, title: str | None = None) -> str:
     if title:
         attrs += f" title='{html.escape(title, quote=True)}'"
     return f"<td{attrs}>{text}</td>"
+
+
+def _config_cell(run: RunData, row: pd.Series) -> str:
+    """The row's config over all its finished runs (search and confirmation): mean Delta_m,
+    standard deviation and count, when it was trained more than once."""
+    key = row.get("config_key")
+    results = run.results
+    if missing(key) or "config_key" not in results:
+        return _cell("")
+    runs = results[(results["config_key"] == key) & (results["status"] == "finished")
+                   & results["phase"].isin(["search", "confirm"])]["delta_m"].dropna()
+    if len(runs) < 2:
+        return _cell("")
+    mean, std = float(runs.mean()), float(runs.std(ddof=1))
+    return _cell(f"{mean:+.3g} &plusmn; {std:.2g} ({len(runs)})", mean)
 
 
 def _why(row: pd.Series) -> tuple[str, str | None]:
@@ -116,11 +138,20 @@ def _row(
     cells = [_cell(rank, rank or None)]
     if multi:
         cells.append(_cell(esc(run.name)))
+    delta = row.get("delta_m")
+    noise = run.pick.noise
+    one_run = math.sqrt(noise.run_var()) if noise.complete and noise.min_seeds > 1 else math.nan
+    searched_row = row.get("phase") in ("search", "confirm")
+    spread = f" &plusmn; {one_run:.2g}" if searched_row and not missing(delta) and not math.isnan(one_run) else ""
+    seed = row.get("seed")
     cells += [
         _cell(esc(row.get("trial_id"))),
+        _cell(esc(row.get("phase") or "")),
         _cell(esc(row.get("family"))),
-        _cell(structure(row)),
-        _cell(fmt(row.get("delta_m"), 3), row.get("delta_m")),
+        _cell(structure(row) + (" <i>(no-search default)</i>" if row.get("reference") == "default" else "")),
+        _cell("" if missing(seed) else str(int(seed)), None if missing(seed) else int(seed)),
+        _cell(fmt(delta, 3) + spread, delta),
+        _config_cell(run, row) if searched_row else _cell(""),
     ]
     if has_test:
         cells.append(_cell(fmt(row.get("test_delta_m"), 3), row.get("test_delta_m")))
@@ -140,6 +171,7 @@ def _row(
         ("latency_ms_bN", fmt(row.get("latency_ms_bN"), 3)),
         ("lr", fmt(row.get("lr"), 3)),
         ("epochs_run", fmt(row.get("epochs_run"))),
+        ("budget_epochs", fmt(row.get("budget_epochs"))),
     ):
         cells.append(_cell(text, row.get(column)))
     why, title = _why(row)

@@ -38,10 +38,14 @@ def split_sweep(ctx: ReportContext) -> list[Block]:
                 continue
             shown = True
             colors = [FAMILY_COLORS["hard_split"]] * len(hard) + [FAMILY_COLORS["cross_stitch"]] * len(stitch)
+            noise = run.pick.noise
+            sd = noise.metric_std(spec)
             fig.add_trace(
                 go.Scatter(
-                    x=x, y=y, mode="markers", name=f"{prefix}finished trials", legendgroup=f"{prefix}trials",
-                    showlegend=col == 1, marker={"color": colors, "size": 10, "symbol": symbol},
+                    x=x, y=y, mode="markers", name=f"{prefix}finished trials (± one run's seed noise)",
+                    legendgroup=f"{prefix}trials", showlegend=col == 1,
+                    marker={"color": colors, "size": 10, "symbol": symbol},
+                    error_y={"type": "constant", "value": sd, "thickness": 1, "width": 3} if sd else None,
                     text=list(hard["trial_id"]) + list(stitch["trial_id"]),
                     hovertemplate="%{text}: %{y:.4g}<extra></extra>",
                 ),
@@ -60,7 +64,10 @@ def split_sweep(ctx: ReportContext) -> list[Block]:
             single = run.single.get(column)
             if single is not None:
                 fig.add_hline(y=single, line_color=FAMILY_COLORS["single_task"], line_dash="dash", row=1, col=col,
-                              annotation_text=f"{prefix}single-task", annotation_position="bottom right")
+                              annotation_text=f"{prefix}single-task (± std over seeds)", annotation_position="bottom right")
+                if sd:
+                    fig.add_hrect(y0=single - sd, y1=single + sd, fillcolor=FAMILY_COLORS["single_task"], opacity=0.12,
+                                  line_width=0, row=1, col=col)
             ensemble = run.results[run.results["family"] == "ensemble"]
             if len(ensemble) and column in ensemble:
                 fig.add_hline(y=float(ensemble[column].iloc[0]), line_color=FAMILY_COLORS["ensemble"], line_dash="dot",
@@ -74,7 +81,9 @@ def split_sweep(ctx: ReportContext) -> list[Block]:
     return [
         "<p>Validation metric of every finished hard-split trial by split point (stages before it shared, "
         "one copy of the rest per task), the cross-stitch trials in their own column, and the baselines. "
-        "The paper's motivating finding is that the best split differs per task.</p>",
+        "The paper's motivating finding is that the best split differs per task. The grey band is the "
+        "single-task baseline's mean &plusmn; its standard deviation over seeds, and each trial's bar the same "
+        "spread: one run's seed noise, against which a difference between split points has to be read.</p>",
         fig,
     ]
 

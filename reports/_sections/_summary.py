@@ -56,7 +56,7 @@ def _status_line(run: RunData) -> str:
         text += f" <b>{len(confirm)}</b> confirmation trials ({(confirm['status'] == 'finished').sum()} finished)."
     active = int(run.results["status"].isin(["running", "pending"]).sum())
     if active:
-        text += f" <b class='live'>The run is still going ({active} trials not done): this report is a snapshot.</b>"
+        text += f" <b class='live'>The run is still running ({active} trials not done): this report is a snapshot.</b>"
     return text + "</p>"
 
 
