@@ -57,10 +57,13 @@ def describe_config(config: dict[str, Any]) -> str:
     else:
         text = str(family)
     extras = []
+    weights = config.get("loss_weights") or {}
     if config.get("optimization") == "alternating":
         extras.append("alternating")
     elif config.get("loss_weighting") not in (None, "static"):
         extras.append(str(config["loss_weighting"]))
+    elif weights and max(weights.values()) - min(weights.values()) > 1e-9:
+        extras.append("w " + "/".join(f"{w:.2f}" for w in weights.values()))
     if config.get("class_weighting") == "balanced":
         extras.append("balanced classes")
     return text + (f" [{', '.join(extras)}]" if extras else "")

@@ -31,13 +31,15 @@ from ._results import (
     task_values,
 )
 from ._run import RunData, class_table, load_run
-from ._sections import SECTIONS, ReportContext, available_sections, register_section
+from ._sections import SECTIONS, ReportContext, available_sections, register_section, short_label
 from ._select import (
     Constraints,
     Objective,
     best_per_objective,
+    Pick,
     confirm_shortlist,
     delta_vs,
+    deploy_pick,
     parse_min_metric,
     select,
 )

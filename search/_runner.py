@@ -21,7 +21,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from mtl_models import MultiTaskData, atomic_path, atomic_write_json, atomic_write_text, is_plugin_path
+from mtl_models import MultiTaskData, atomic_path, atomic_write_json, atomic_write_text, config_key, is_plugin_path
 from mtl_models.data import format_data_report
 from reports import confirm_shortlist, searched, single_task_baseline
 from spaces import Experiment, define_space, fixed_config, load_experiment, optuna_point
@@ -334,27 +334,33 @@ def run_search(
 
 
 def confirm_configs(exp: Experiment, fixed: dict[str, Any], results: pd.DataFrame) -> list[dict[str, Any]]:
-    """The confirmation phase's trials: each shortlisted config (``confirm_shortlist``) with
-    ``confirm.seeds`` seeds it was not trained with in the search (the first after the
-    experiment's seed), and, with ``confirm.default``, the no-search default with the same
-    seeds: everything shared (a hard split after the last stage), equal static loss
-    weights, joint optimisation."""
+    """The confirmation phase's trials: each shortlisted config (``confirm_shortlist``) and,
+    with ``confirm.default``, the no-search default (everything shared: a hard split after
+    the last stage, equal static loss weights, joint optimisation), each with
+    ``confirm.seeds`` seeds that config was not trained with in the search (the first
+    after the experiment's seed). A default identical to a shortlisted config is that
+    config's runs, marked ``reference: default``: no (config, seed) is trained twice."""
     confirm = exp.confirm
     if not confirm.enabled:
         return []
-    configs = []
-    for row in confirm_shortlist(results, list(exp.search.objectives), confirm.top_k, confirm.max_configs):
-        config = json.loads(row["config"])
-        used = set(searched(results).loc[lambda r: r["config_key"] == row.name, "seed"].dropna().astype(int))
-        configs += [{**config, "seed": seed} for seed in _fresh_seeds(exp.seed, confirm.seeds, used)]
+    chosen = {
+        row.name: json.loads(row["config"])
+        for row in confirm_shortlist(results, list(exp.search.objectives), confirm.top_k, confirm.max_configs)
+    }
     if confirm.default:
         names = [t.name for t in exp.tasks]
         default = {
             **fixed, "family": "hard_split", "tree": "single", "split_point": exp.num_stages(),
             "loss_weighting": "static", "loss_weights": {t: 1.0 / len(names) for t in names},
-            "optimization": "joint", "class_weighting": "none", "reference": "default",
+            "optimization": "joint", "class_weighting": "none",
         }
-        configs += [{**default, "seed": seed} for seed in _fresh_seeds(exp.seed, confirm.seeds, set())]
+        key = config_key(default)
+        chosen[key] = {**chosen.get(key, default), "reference": "default"}
+    search = searched(results)
+    configs = []
+    for key, config in chosen.items():
+        used = set(search.loc[search["config_key"] == key, "seed"].dropna().astype(int))
+        configs += [{**config, "seed": seed} for seed in _fresh_seeds(exp.seed, confirm.seeds, used)]
     return configs
 
 
@@ -399,7 +405,7 @@ def run_confirm(
         )
 
     print(
-        f"Confirming {len(configs) // max(exp.confirm.seeds, 1)} configs with {exp.confirm.seeds} fresh seeds each "
+        f"Confirming {len(configs) // exp.confirm.seeds} configs with {exp.confirm.seeds} fresh seeds each "
         f"({len(configs)} trials, no pruning)",
         flush=True,
     )

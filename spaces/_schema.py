@@ -738,6 +738,8 @@ def _problems(exc: ValidationError, source: Path | None, node: Any, data: Any) -
     problems = []
     for loc, errors in grouped.items():
         specific = [e for e in errors if not e["type"].endswith(_TYPE_MISMATCH)] or errors
+        # a field that is a keyword or a range ('auto' | {low, high}): a range given gets the range's errors
+        specific = [e for e in specific if e["type"] != "literal_error"] or specific
         messages: list[str] = []
         for err in specific:
             msg = err["msg"].removeprefix("Value error, ")

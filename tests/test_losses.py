@@ -99,7 +99,7 @@ def test_trainer_uses_balanced_weights() -> None:
     config = make_config("hard_split", tasks, class_weighting="balanced")
     trainer = mm.Trainer(mm.build_model(config), data, config)
     counts = torch.bincount(data.splits["train"].targets["t0"], minlength=4).float()
-    torch.testing.assert_close(trainer.class_weights["t0"], counts.sum() / (4 * counts))
+    torch.testing.assert_close(trainer.loss_weights["t0"], counts.sum() / (4 * counts))
 
 
 # ---- loss weighting schemes -------------------------------------------------------

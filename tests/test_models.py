@@ -171,3 +171,23 @@ def test_bundle_round_trip_reproduces_outputs(tmp_path) -> None:
     for name, value in model(x).items():
         torch.testing.assert_close(loaded(x)[name], value)
     assert mm.load_config(tmp_path / "bundle") == config
+
+
+@pytest.mark.parametrize("family, extra", [("cross_stitch", {}), ("cross_stitch", {"cross_stitch_stages": [0, 1]}),
+                                           ("hard_split", {"split_point": 2})])
+def test_every_task_loss_reaches_every_shared_parameter(family: str, extra: dict) -> None:
+    """GradNorm compares the tasks' gradient norms on ``shared_parameters``: each task's loss must
+    reach every one of them (on cross-stitch the last unit's alphas would not do: task i's loss
+    reaches only its row i)."""
+    tasks = make_tasks(3)
+    model = mm.build_model(make_config(family, tasks, alpha_same=0.6, alpha_diff=0.2, **extra))
+    shared = model.shared_parameters()
+    assert shared
+    x = torch.rand(6, 3, 8, 8)
+    for task in model.task_names:
+        grads = torch.autograd.grad(model(x)[task].pow(2).mean(), shared, allow_unused=True)
+        assert all(g is not None and g.abs().sum() > 0 for g in grads), task
+    if family == "cross_stitch":
+        last = model.units[str(model.stitch_after[-1])].alpha
+        row = torch.autograd.grad(model(x)["t0"].pow(2).mean(), last)[0]
+        assert row[0].abs().sum() > 0 and row[1:].abs().sum() == 0  # why the alphas are not GradNorm's W

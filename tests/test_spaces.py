@@ -6,6 +6,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 import yaml
 
 import mtl_models as mm
@@ -171,9 +172,10 @@ def test_define_by_run_samples_only_valid_configs(tmp_path: Path) -> None:
             assert 0 <= config["split_point"] <= 3
             assert "alpha_same" not in config
         else:
-            assert searched == {"family", "alpha_same", "alpha_diff", "lr_multiplier", "lr"}
-            assert 0.5 <= config["alpha_same"] <= 1.0 and 0.0 <= config["alpha_diff"] <= 0.5
-            assert 1.0 <= config["lr_multiplier"] <= 1000.0
+            assert searched == {"family", "alpha_same", "lr_multiplier", "lr"}  # alpha_diff: convex rows
+            assert 0.5 <= config["alpha_same"] <= 1.0
+            assert config["alpha_diff"] == pytest.approx(1.0 - config["alpha_same"])
+            assert 0.1 <= config["lr_multiplier"] <= 10.0  # auto: Adam's range
             assert "split_point" not in config
         assert sum(config["loss_weights"].values()) == pytest.approx(1.0)
         assert min(config["loss_weights"].values()) > 0
@@ -263,3 +265,42 @@ def test_points_with_per_task_split_points(tmp_path: Path) -> None:
     study.enqueue_trial(spaces.optuna_point(point))
     config = spaces.define_space(exp, spaces.fixed_config(exp, INPUT))(study.ask())
     assert config["split_points"] == {"left": 1, "right": 3}
+
+
+def _four_tasks(**space) -> dict:
+    doc = copy.deepcopy(BASE)
+    doc["data"] = {"source": "scenes", "n_train": 32, "n_val": 16, "n_test": 0, "image_size": 16}
+    doc["tasks"] = [{"name": "colour", "kind": "classification", "classes": 6},
+                    {"name": "shape", "kind": "classification", "classes": 4},
+                    {"name": "size", "kind": "regression", "classes": 1},
+                    {"name": "count", "kind": "classification", "classes": 3}]
+    doc["space"] = {"families": ["cross_stitch"], **space}
+    return doc
+
+
+@pytest.mark.parametrize("optimizer, low, high", [("adam", 0.1, 10.0), ("adamw", 0.1, 10.0), ("sgd", 10.0, 100.0)])
+def test_cross_stitch_rows_are_convex_for_any_number_of_tasks(tmp_path: Path, optimizer: str, low: float, high: float) -> None:
+    doc = _four_tasks()
+    doc["train"] = {**doc["train"], "optimizer": optimizer}
+    exp = spaces.load_experiment(write(tmp_path, doc))
+    sampler = spaces.define_space(exp, spaces.fixed_config(exp, {"channels": 3, "height": 16, "width": 16}))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        trial = study.ask()
+        config = sampler(trial)
+        assert config["alpha_same"] + 3 * config["alpha_diff"] == pytest.approx(1.0)  # a unit neither amplifies nor shrinks
+        assert "alpha_diff" not in trial.params  # derived, not sampled
+        assert low <= config["lr_multiplier"] <= high  # lr_multiplier: auto, by optimizer
+        study.tell(trial, 0.0)
+    model = mm.build_model({**config, "family": "cross_stitch"})
+    for unit in model.units.values():
+        torch.testing.assert_close(unit.alpha.sum(dim=1), torch.ones_like(unit.alpha.sum(dim=1)))
+
+
+def test_a_starting_point_with_a_non_convex_alpha_diff_is_refused(tmp_path: Path) -> None:
+    doc = _four_tasks()
+    doc["search"] = {"points_to_evaluate": [{"family": "cross_stitch", "alpha_same": 0.7, "alpha_diff": 0.3}]}
+    with pytest.raises(spaces.ExperimentError, match="alpha_diff is derived from alpha_same"):
+        spaces.load_experiment(write(tmp_path, doc))
+    doc["search"]["points_to_evaluate"][0]["alpha_diff"] = 0.1  # (1 - 0.7) / 3: consistent, accepted
+    spaces.load_experiment(write(tmp_path, doc))

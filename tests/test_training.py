@@ -98,7 +98,7 @@ def test_trainer_is_deterministic_and_resumes_exactly(tmp_path) -> None:
 def test_non_finite_loss_raises() -> None:
     tasks = make_tasks(2, ("regression",))
     data = random_data(tasks)
-    data.splits["train"].targets["t0"][:] = 1e30  # squared error overflows float32
+    data.splits["train"].targets["t0"][:2] = float("inf")  # an infinite label: the loss cannot be finite
     config = make_config("hard_split", tasks)
     trainer = mm.Trainer(mm.build_model(config), data, config)
     with pytest.raises(mm.NonFiniteLossError, match="loss/t0"):
@@ -157,3 +157,90 @@ def test_compiled_training_matches_eager() -> None:
     assert trainer._forward is not trainer.model.member_outputs
     assert compiled["loss"] == pytest.approx(reference["loss"], rel=1e-4)
     assert all(k in trainer.state_dict()["model"] for k in trainer.model.state_dict())  # no _orig_mod prefixes
+
+
+# ---------------------------------------------------------------- learning-rate schedules
+
+
+@pytest.mark.parametrize(
+    "name, warmup, expected",
+    [
+        ("constant", 0, [1.0] * 8),
+        ("cosine", 0, [0.5 * (1 + math.cos(math.pi * s / 7)) for s in range(8)]),  # 1 down to 0 at the last step
+        ("cosine", 2, [0.5, 1.0] + [0.5 * (1 + math.cos(math.pi * s / 5)) for s in range(6)]),
+        ("step", 0, [1.0] * 4 + [0.1] * 2 + [0.01] * 2),  # milestones at 50 % and 75 % of 8 steps
+    ],
+)
+def test_schedule_factors(name: str, warmup: int, expected: list[float]) -> None:
+    schedule = mm.LRSchedule(name, total=8, warmup=warmup)
+    assert [schedule(s) for s in range(8)] == pytest.approx(expected, abs=1e-12)
+
+
+def test_trainer_steps_the_schedule_per_batch_and_ends_near_zero() -> None:
+    tasks = make_tasks(2)
+    data = random_data(tasks, n=48)  # batch 16: 3 steps per epoch
+    config = make_config("cross_stitch", tasks, epochs=2, lr=0.01, lr_multiplier=10.0)
+    trainer = mm.Trainer(mm.build_model(config), data, config)
+    seen = []
+    step = trainer.optimizer.step
+
+    def record(*args, **kwargs):
+        seen.append([g["lr"] for g in trainer.optimizer.param_groups])
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = record
+    for _ in range(2):
+        trainer.train_epoch()
+    factors = [0.5 * (1 + math.cos(math.pi * s / 5)) for s in range(6)]
+    assert [lrs[0] for lrs in seen] == pytest.approx([0.01 * f for f in factors])
+    assert [lrs[1] for lrs in seen] == pytest.approx([0.1 * f for f in factors])  # the units' group, x10
+    assert seen[-1][0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ensemble_and_trials_evaluate_in_the_same_precision() -> None:
+    """evaluate_model (the ensemble's path) gives exactly what a trial's trainer reports, in bf16 too."""
+    tasks = make_tasks(2)
+    data = random_data(tasks)
+    for precision in ("fp32", "bf16"):
+        config = make_config("hard_split", tasks, precision=precision, epochs=1)
+        trainer = mm.Trainer(mm.build_model(config), data, config)
+        trainer.train_epoch()
+        assert mm.evaluate_model(trainer.model, data, config) == trainer.evaluate("val")
+
+
+# ---------------------------------------------------------------- regression in label units
+
+
+def _regression_data(scale: float, n: int = 64) -> mm.MultiTaskData:
+    g = torch.Generator().manual_seed(0)
+    splits = {}
+    for name in ("train", "val"):
+        images = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8)
+        ink = images.float().mean(dim=(1, 2, 3)) / 255.0  # a fraction near 0.5 with a small spread
+        splits[name] = mm.Split(images, {"c": torch.randint(0, 3, (n,), generator=g), "r": ink * scale})
+    specs = [mm.TaskSpec("c", "classification", 3), mm.TaskSpec("r", "regression", 1)]
+    return mm.MultiTaskData(specs, splits, description="ink")
+
+
+def test_regression_heads_learn_the_same_whatever_the_label_units() -> None:
+    """Labels in other units (x1000) give the same training (losses in label std units) and
+    predictions in those units: the loss balance between tasks does not depend on units."""
+    tasks = [{"name": "c", "kind": "classification", "classes": 3, "loss": None, "metric": None},
+             {"name": "r", "kind": "regression", "classes": 1, "loss": None, "metric": None}]
+    config = make_config("hard_split", tasks, split_point=2, epochs=2)
+    trained = {}
+    for scale in (1.0, 1000.0):
+        mm.seed_everything(0)
+        trainer = mm.Trainer(mm.build_model(config), _regression_data(scale), config)
+        losses = [trainer.train_epoch() for _ in range(2)]
+        trained[scale] = (trainer, losses)
+    (small, small_losses), (large, large_losses) = trained[1.0], trained[1000.0]
+    for a, b in zip(small_losses, large_losses):
+        assert a == pytest.approx(b, rel=1e-4)
+    x = torch.rand(5, 3, 8, 8)
+    torch.testing.assert_close(large.model.eval()(x)["r"], 1000 * small.model.eval()(x)["r"], rtol=1e-3, atol=1e-3)
+    scale = next(m for m in small.model.modules() if isinstance(m, mm.tasks.TargetScale))
+    targets = small.feeds["train"].split.targets["r"]
+    assert scale.mean.item() == pytest.approx(targets.mean().item(), rel=1e-5)
+    assert scale.std.item() == pytest.approx(targets.std(unbiased=False).item(), rel=1e-5)
+    assert {k for k in small.model.state_dict() if "mean" in k or "std" in k} >= {"heads.r.1.mean", "heads.r.1.std"}
