@@ -38,7 +38,7 @@ from mtl_models import (
 )
 
 from ._pareto import pareto_mask
-from ._results import metric_column, searched
+from ._results import confirmed, finished, metric_column, searched
 
 EVALUATIONS_FILE = "evaluations.parquet"
 TRAIN_LABELS = "train-labels"
@@ -47,13 +47,14 @@ _COLUMNS = ["trial_id", "checkpoint", "split", "task", "metric", "value"]
 
 
 def shortlist(results: pd.DataFrame, tasks: list[TaskSpec], top_k: int = 3, limit: int = 8) -> list[str]:
-    """Searched trials worth a test evaluation: the best by Delta_m and per task, the Pareto
-    front of Delta_m against parameters and against latency, and the ``top_k`` by Delta_m;
-    at most ``limit``, best Delta_m first. Only finished trials with a Delta_m qualify."""
-    done = searched(results)
-    done = done[(done["status"] == "finished") & done["delta_m"].notna()].sort_values("delta_m", ascending=False)
+    """Trials worth a test evaluation: every finished confirmation trial (the configs the
+    report ranks, over their seeds), then searched ones: the best by Delta_m and per task,
+    the Pareto front of Delta_m against parameters and against latency, and the ``top_k``
+    by Delta_m, at most ``limit`` of these, best Delta_m first."""
+    confirm = list(finished(confirmed(results))["trial_id"])
+    done = finished(searched(results)).sort_values("delta_m", ascending=False)
     if done.empty:
-        return []
+        return confirm
     chosen: list[str] = list(done["trial_id"].head(top_k))
     for spec in tasks:
         column = metric_column(spec)
@@ -65,7 +66,7 @@ def shortlist(results: pd.DataFrame, tasks: list[TaskSpec], top_k: int = 3, limi
             chosen += list(done.loc[pareto_mask(done, "delta_m", cost), "trial_id"])
     order = {t: i for i, t in enumerate(done["trial_id"])}
     unique = sorted(set(chosen), key=order.__getitem__)
-    return unique[:limit]
+    return confirm + unique[:limit]
 
 
 def baseline_ids(results: pd.DataFrame) -> list[str]:

@@ -158,6 +158,8 @@ def shrunken_quickstart() -> dict:
     exp["search"].update(num_trials=3, max_concurrent=2)
     exp["search"]["sampler"]["n_startup_trials"] = 2
     exp["search"]["pruner"].update(n_startup_trials=1)
+    exp["baselines"] = {**exp.get("baselines", {}), "seeds": 2}
+    exp["confirm"] = {"top_k": 1, "seeds": 2}  # the phase runs, with the fewest trials that still give a spread
     return exp
 
 
