@@ -32,10 +32,10 @@ from mtl_models import (
     TaskSpec,
     atomic_path,
     build_model,
-    evaluate,
     load_checkpoint_state,
     measure_cost,
 )
+from mtl_models.data import iterate_batches
 
 from ._pareto import pareto_mask
 from ._results import confirmed, finished, metric_column, searched
@@ -164,11 +164,12 @@ def _load_model(row: pd.Series) -> torch.nn.Module:
 def _evaluation_rows(row: pd.Series, data: MultiTaskData, eval_split: str) -> list[dict[str, Any]]:
     model = _load_model(row)
     base = {"trial_id": row["trial_id"], "checkpoint": _checkpoint(row)}
+    metrics, classes = metrics_and_class_counts(model, data.splits[eval_split])
     out = []
     if eval_split == "test":
-        for task, metrics in evaluate(model, data.splits["test"]).items():
-            out += [{**base, "split": "test", "task": task, "metric": m, "value": float(v)} for m, v in metrics.items()]
-    for task, (correct, count) in per_class_counts(model, data.splits[eval_split]).items():
+        for task, values in metrics.items():
+            out += [{**base, "split": "test", "task": task, "metric": m, "value": float(v)} for m, v in values.items()]
+    for task, (correct, count) in classes.items():
         for c in range(len(count)):
             out.append({**base, "split": eval_split, "task": task, "metric": f"class_count/{c}", "value": float(count[c])})
             out.append(
@@ -199,23 +200,34 @@ def _label_rows(split: Split, tasks: list[TaskSpec]) -> list[dict[str, Any]]:
 
 
 @torch.no_grad()
-def per_class_counts(model: Any, split: Split, batch_size: int = 256) -> dict[str, tuple[list[int], list[int]]]:
-    """For each classification task of ``model``: (correct, labelled) counts per class on ``split``."""
+def metrics_and_class_counts(
+    model: Any, split: Split, batch_size: int = 256
+) -> tuple[dict[str, dict[str, float]], dict[str, tuple[list[int], list[int]]]]:
+    """In one pass over ``split``: each task's metrics (as :func:`mtl_models.evaluate`) and, for
+    each classification task, (correct, labelled) counts per class."""
+    model.eval()
+    device = next(model.parameters()).device
+    states = {s.name: s.kind_impl.metric_state(s, device) for s in model.tasks}
     specs = [s for s in model.tasks if s.kind == "classification"]
     correct = {s.name: torch.zeros(int(s.classes), dtype=torch.long) for s in specs}
     count = {s.name: torch.zeros(int(s.classes), dtype=torch.long) for s in specs}
-    device = next(model.parameters()).device
-    for start in range(0, len(split), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(split)), device=split.images.device)
-        x, targets = split.batch(index)
-        outputs = model(x.to(device))
+    for x, targets in iterate_batches(split, batch_size, device=device):
+        outputs = model(x)
+        for name, state in states.items():
+            state.update(outputs[name].float(), targets[name])
         for s in specs:
             target = targets[s.name].cpu()
             valid = target >= 0
             pred = outputs[s.name].argmax(dim=1).cpu()
             count[s.name] += torch.bincount(target[valid], minlength=int(s.classes))
             correct[s.name] += torch.bincount(target[valid & (pred == target)], minlength=int(s.classes))
-    return {s.name: (correct[s.name].tolist(), count[s.name].tolist()) for s in specs}
+    metrics = {name: state.compute() for name, state in states.items()}
+    return metrics, {s.name: (correct[s.name].tolist(), count[s.name].tolist()) for s in specs}
+
+
+def per_class_counts(model: Any, split: Split, batch_size: int = 256) -> dict[str, tuple[list[int], list[int]]]:
+    """For each classification task of ``model``: (correct, labelled) counts per class on ``split``."""
+    return metrics_and_class_counts(model, split, batch_size)[1]
 
 
 def test_columns(evaluations: pd.DataFrame) -> pd.DataFrame:

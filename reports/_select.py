@@ -229,6 +229,12 @@ class Pick:
                    -1: "is worse than single-task beyond the noise"}[est.verdict]
         runs = f"{est.runs} seed{'s' if est.runs != 1 else ''}"
         out.append(f"Deploy candidate: {describe(chosen)}, Delta_m {est.text()} over {runs}: it {verdict}.")
+        warm = chosen.get("warm_start_epochs") or 0
+        if warm:
+            out.append(
+                f"Its columns start from the single-task baselines: it trained {chosen.get('epochs_run', 0):.0f} epochs on top "
+                f"of their {warm:.0f}, more than the single-task networks it is compared with (budget_epochs in the table)."
+            )
         if chosen.name != self.table.index[0]:
             best = self.table.iloc[0]
             out.append(

@@ -45,9 +45,19 @@ def _run(args: argparse.Namespace) -> int:
         exp, args.out, address=args.address, num_cpus=args.num_cpus, storage=args.storage, cache_dir=_cache_dir(args)
     )
     report = write_report(result.run_dir)
+    _print_verdict(result.run_dir)
     print(f"Results: {result.run_dir / 'results.parquet'}")
     print(f"Report:  {report}")
     return 0
+
+
+def _print_verdict(run_dir: Path) -> None:
+    """The report summary's verdict, in words, on the terminal."""
+    from reports import load_run, short_label
+
+    run = load_run(run_dir, evaluate=False)
+    for sentence in run.pick.sentences(short_label):
+        print(sentence)
 
 
 def _cache_dir(args: argparse.Namespace) -> Path | None:
@@ -62,8 +72,10 @@ def _resume(args: argparse.Namespace) -> int:
     from ._runner import resume_experiment
 
     result = resume_experiment(args.run, address=args.address, num_cpus=args.num_cpus, cache_dir=_cache_dir(args))
+    report = write_report(result.run_dir)
+    _print_verdict(result.run_dir)
     print(f"Results: {result.run_dir / 'results.parquet'}")
-    print(f"Report:  {write_report(result.run_dir)}")
+    print(f"Report:  {report}")
     return 0
 
 

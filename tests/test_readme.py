@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,6 +170,7 @@ class Outcome:
     returncode: int
     stdout: str
     stderr: str
+    seconds: float = 0.0
 
 
 @pytest.fixture(scope="module")
@@ -195,8 +197,9 @@ def outcomes(workdir: Path) -> dict[str, Outcome]:
                 done[text] = Outcome(text, -1, "", "no trial id: `mtlsearch select runs/quick --json` listed none")
                 continue
             args[args.index("TRIAL_ID")] = trial
+        started = time.monotonic()
         proc = subprocess.run([_mtlsearch(), *args[1:]], cwd=workdir, capture_output=True, text=True, timeout=600)
-        done[text] = Outcome(text, proc.returncode, proc.stdout, proc.stderr)
+        done[text] = Outcome(text, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
     return done
 
 
@@ -212,6 +215,7 @@ def _first_trial(done: dict[str, Outcome]) -> str | None:
 @pytest.mark.parametrize("command", _all_runnable())
 def test_readme_command(command: str, outcomes: dict[str, Outcome], workdir: Path) -> None:
     out = outcomes[command]
+    print(f"{out.seconds:.1f}s: {command}")
     args = shlex.split(command)
     sub = args[1]
     if sub == "select" and "--json" not in args and out.returncode == 1:
