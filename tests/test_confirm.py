@@ -8,6 +8,7 @@ then the two best configs and the no-search default are confirmed with two fresh
 from __future__ import annotations
 
 import json
+import os
 from html import escape as html_escape
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import spaces
 from search import confirm_configs, resume_experiment, run_experiment
 from search.cli import main as cli
 
+import chromium
 from conftest import tiny_experiment
 
 EXPERIMENT = tiny_experiment(**{
@@ -142,3 +144,14 @@ def test_resuming_an_ended_run_trains_nothing(run_dir: Path, results: pd.DataFra
         resumed.results.sort_values("trial_id").reset_index(drop=True)[["trial_id", "phase", "delta_m"]],
         results.sort_values("trial_id").reset_index(drop=True)[["trial_id", "phase", "delta_m"]],
     )
+
+
+def test_the_report_with_a_confirmation_phase_renders_in_chromium(run_dir: Path) -> None:
+    if not chromium.available():
+        if os.environ.get("CI"):
+            pytest.fail(f"{chromium.CHROMIUM} is missing; .ci/run installs Debian's chromium.")
+        pytest.skip(f"{chromium.CHROMIUM} is not installed (apt-get install chromium)")
+    check = chromium.check_page(run_dir / "report.html")
+    assert check.problems == []
+    sections = {f["id"].split("-", 1)[1].rsplit("-", 1)[0] for f in check.figures}
+    assert "summary" in sections and all(f["traces"] > 0 for f in check.figures)
