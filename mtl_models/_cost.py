@@ -16,7 +16,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from .families import MultiTaskModel, count_parameters
 
 _MIN_TIMED_MS = 50.0
-COST_COLUMNS = ("params", "flops", "latency_ms_b1", "latency_ms_bN", "latency_batch")
+# A cost as the results table names it (``device`` is ``cost_device`` there).
+COST_COLUMNS = ("params", "flops", "latency_ms_b1", "latency_ms_bN", "latency_batch", "cost_device")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,12 @@ class Cost:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def columns(self) -> dict[str, Any]:
+        """The cost under the results table's column names (:data:`COST_COLUMNS`)."""
+        values = self.to_dict()
+        values["cost_device"] = values.pop("device")
+        return values
 
 
 def count_flops(model: MultiTaskModel, input_shape: tuple[int, int, int]) -> int:

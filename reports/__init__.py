@@ -10,7 +10,6 @@ from ._export import export_trial, pick_trial
 from ._html import REPORT_FILE, build_report, write_report
 from ._pareto import pareto_mask
 from ._results import (
-    COST_COLUMNS,
     CURVES_FILE,
     PHASES,
     RESULTS_FILE,

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from mtl_models import (
+    COST_COLUMNS,
     MultiTaskData,
     Split,
     TaskSpec,
@@ -34,6 +35,7 @@ from mtl_models import (
     build_model,
     load_checkpoint_state,
     measure_cost,
+    metric_key,
 )
 from mtl_models.data import iterate_batches
 
@@ -42,7 +44,7 @@ from ._results import confirmed, finished, metric_column, searched
 
 EVALUATIONS_FILE = "evaluations.parquet"
 TRAIN_LABELS = "train-labels"
-COST_METRICS = ("params", "flops", "latency_ms_b1", "latency_ms_bN", "latency_batch")
+COST_METRICS = tuple(c for c in COST_COLUMNS if c != "cost_device")  # the numeric ones
 _COLUMNS = ["trial_id", "checkpoint", "split", "task", "metric", "value"]
 
 
@@ -235,7 +237,7 @@ def test_columns(evaluations: pd.DataFrame) -> pd.DataFrame:
     test = evaluations[(evaluations["split"] == "test") & ~evaluations["metric"].str.startswith("class_")]
     if test.empty:
         return pd.DataFrame()
-    test = test.assign(column="test/" + test["task"] + "/" + test["metric"])
+    test = test.assign(column=[metric_key("test", t, m) for t, m in zip(test["task"], test["metric"])])
     return test.pivot_table(index="trial_id", columns="column", values="value", aggfunc="last")
 
 

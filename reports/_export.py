@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from mtl_models import BUNDLE_EXPORTS, atomic_write_text, build_model, load_checkpoint_state, save_bundle
+from mtl_models import BUNDLE_EXPORTS, COST_COLUMNS, atomic_write_text, build_model, load_checkpoint_state, save_bundle
 
 from ._retrain import retrain as _retrain
 from ._results import metric_column, single_task_summary
@@ -135,7 +135,7 @@ def model_card(run: RunData, row: pd.Series, command: Sequence[str] | None = Non
         ),
         "cost": {
             k: _plain(row.get(k))
-            for k in ("params", "flops", "latency_ms_b1", "latency_ms_bN", "latency_batch", "cost_device")
+            for k in COST_COLUMNS
         },
         "training": {
             "epochs": int(row["epochs_run"]),

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from mtl_models import TaskSpec, config_key, delta_m, metric_key
+from mtl_models import COST_COLUMNS, TaskSpec, config_key, delta_m, metric_key
 
 RESULTS_FILE = "results.parquet"
 CURVES_FILE = "curves.parquet"
@@ -51,8 +51,6 @@ CONFIG_COLUMNS = (
     "reference",
 )
 MAPPING_COLUMNS = ("split_points", "task_groups", "group_split_points", "loss_weights")
-# Cost as the trials report it; ``params`` is reported with them.
-COST_COLUMNS = ("flops", "latency_ms_b1", "latency_ms_bN", "latency_batch", "cost_device")
 
 
 def load_results(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -120,7 +118,6 @@ def result_row(
         **config_row(config),
         # the last reported metrics, and the loss weights as they ended (dynamic schemes move them)
         **{k: v for k, v in metrics.items() if k.startswith(("val/", "loss"))},
-        "params": metrics.get("params"),
         **{k: metrics.get(k) for k in COST_COLUMNS},
         "epochs_run": int(epochs_run),
         "epochs": int(config["epochs"]),

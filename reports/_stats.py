@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 from scipy import stats
 
-from mtl_models import TaskSpec
+from mtl_models import COST_COLUMNS, TaskSpec
 
 from ._results import metric_column, row_metrics, task_values
 
@@ -246,8 +246,7 @@ def config_summary(
             "approximate": estimate.approximate,
             "verdict_single": estimate.verdict,
         }
-        for column in ("params", "flops", "latency_ms_b1", "latency_ms_bN", "latency_batch", "cost_device",
-                       "warm_start_epochs", "budget_epochs", "epochs_run"):
+        for column in (*COST_COLUMNS, "warm_start_epochs", "budget_epochs", "epochs_run"):
             if column in group:
                 values = group[column].dropna()
                 record[column] = (values.iloc[0] if column == "cost_device" else float(values.astype(float).mean())) if len(values) else None

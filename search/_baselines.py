@@ -90,8 +90,7 @@ def _compose(
         for member, path in zip(model.members[task], paths):
             member.load_state_dict(load_checkpoint_state(path)["model"])
     metrics = evaluate_model(model, data, config, "val")
-    cost = measure_cost(model, config["input"], int(config.get("batch_size", 128))).to_dict()
-    cost["cost_device"] = cost.pop("device")
+    cost = measure_cost(model, config["input"], int(config.get("batch_size", 128))).columns()
     row = {
         "trial_id": "ensemble",
         "config": config,

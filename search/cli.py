@@ -95,7 +95,7 @@ def _select(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from reports import Constraints, load_run, parse_min_metric, select
+    from reports import Constraints, load_run, metric_column, parse_min_metric, select
 
     run = load_run(args.run, evaluate=False)
     constraints = Constraints(
@@ -108,7 +108,7 @@ def _select(args: argparse.Namespace) -> int:
         max_task_drop=run.max_task_drop if args.max_task_drop is None else _task_drop(args.max_task_drop),
     )
     chosen = select(run.results, run.tasks, constraints)
-    metric_cols = [f"val/{t.name}/{t.metric_name}" for t in run.tasks]
+    metric_cols = [metric_column(t) for t in run.tasks]
     costs = ["params", "flops", "latency_ms_b1", "latency_ms_bN"]
     source = "confirmed over fresh seeds" if run.pick.source == "confirm" else "searched, one run per config"
     if args.json:
