@@ -69,8 +69,8 @@ def leaderboard(ctx: ReportContext) -> list[Block]:
     ]
     return [
         "<p>Every trial of the search and of the confirmation phase (each shortlisted config again, with fresh "
-        "seeds). Click a column to sort; the baselines stay on top. A run's &Delta;<sub>m</sub> carries the seed "
-        "noise of one run (&plusmn; the standard deviation of one single-task run's &Delta;<sub>m</sub> over the "
+        "seeds). Click a column to sort; the baselines stay on top. A run's &Delta;<sub>m</sub> and task metrics "
+        "carry the seed noise of one run (&plusmn; the standard deviation of one single-task run's over the "
         "baseline's seeds); a config trained with several seeds also shows its mean and spread over them. Pruned "
         "trials show &Delta;<sub>m</sub> at the epoch the Optuna pruner stopped them; hover over an error for the "
         "whole message.</p>",
@@ -159,10 +159,10 @@ def _row(
         for split in splits:
             column = metric_column(t, split)
             value = row.get(column)
-            extra = ""
-            std = row.get(column + ":std")
-            if not missing(std):
-                extra = f" &plusmn; {fmt(std, 2)}"
+            std = row.get(column + ":std")  # the baseline's spread over its seeds
+            if missing(std) and searched_row and split == "val" and not missing(value):
+                std = noise.metric_std(t)  # one run's seed noise
+            extra = "" if std is None or missing(std) else f" &plusmn; {fmt(std, 2)}"
             cells.append(_cell(fmt(value) + extra, value))
     for column, text in (
         ("params", fmt_count(row.get("params"))),

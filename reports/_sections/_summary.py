@@ -220,7 +220,9 @@ def _single_runs(run: RunData) -> list[Block]:
         for spec in tasks:
             for split in splits:
                 column = metric_column(spec, split)
-                std = row.get(column + ":std")
+                std = row.get(column + ":std")  # the baseline's spread over its seeds
+                if (std is None or pd.isna(std)) and cls == "" and split == "val":
+                    std = noise.metric_std(spec)  # a search run: one run's seed noise
                 spread = f" &plusmn; {fmt(std, 2)}" if std is not None and not pd.isna(std) else ""
                 cells += f"<td>{fmt(row.get(column))}{spread}</td>"
         cells += (
