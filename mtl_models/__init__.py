@@ -39,6 +39,10 @@ from ._train import (
 from .backbones import Stage, available_backbones, backbone_options, build_backbone, register_backbone, stage_names
 from .data import DataErrors, DataFeed, DataFileError, MultiTaskData, Split, available_sources, load_data, register_source
 from .families import (
+    CROSS_STITCH_UNITS,
+    MTANModel,
+    NDDRUnit,
+    ScalarCrossStitchUnit,
     BranchedModel,
     CrossStitchModel,
     CrossStitchUnit,

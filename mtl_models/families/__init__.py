@@ -1,4 +1,4 @@
-"""Model families: hard split (tree), cross-stitch, single-task and ensemble baselines."""
+"""Model families: hard split (tree), cross-stitch (channel, scalar or NDDR units), MTAN, single-task and ensemble baselines."""
 from ._base import (
     MultiTaskModel,
     available_families,
@@ -7,8 +7,10 @@ from ._base import (
     register_family,
     tasks_from_config,
 )
-from ._cross_stitch import CrossStitchModel, CrossStitchUnit
+from ._cross_stitch import UNITS as CROSS_STITCH_UNITS
+from ._cross_stitch import CrossStitchModel, CrossStitchUnit, NDDRUnit, ScalarCrossStitchUnit
 from ._ensemble import EnsembleModel
+from ._mtan import MTANModel
 from ._hard_split import (
     BranchedModel,
     build_branched,
@@ -20,6 +22,10 @@ from ._hard_split import (
 )
 
 __all__ = [
+    "CROSS_STITCH_UNITS",
+    "MTANModel",
+    "NDDRUnit",
+    "ScalarCrossStitchUnit",
     "BranchedModel",
     "CrossStitchModel",
     "CrossStitchUnit",

@@ -11,6 +11,10 @@ shrinks its input at the start. The units train at ``lr x lr_multiplier``: the p
 10^2-10^3 is for SGD, whose step scales with the tiny gradient on ``alpha``; under
 Adam-type optimisers the step is about the learning rate itself, so the search's
 default range depends on the optimizer (spaces, bench/cross_stitch_lr.py).
+
+``cross_stitch_unit`` sets the units' granularity: ``channel`` (the paper's, one alpha per
+task pair and channel), ``scalar`` (one per task pair, as LibMTL implements it) or
+``nddr`` (NDDR-CNN's 1x1-convolution fusion of the concatenated columns).
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from ._base import MultiTaskModel, backbone_copies, build_heads, register_family
 class CrossStitchUnit(nn.Module):
     """Mixes ``T`` same-shaped activations ``(B, C, ...)`` per channel with ``alpha`` of shape ``(T, T, C)``."""
 
-    def __init__(self, num_tasks: int, channels: int, alpha_same: float, alpha_diff: float) -> None:
+    def __init__(self, num_tasks: int, channels: int, alpha_same: float, alpha_diff: float, spatial: bool = True) -> None:
         super().__init__()
         alpha = torch.full((num_tasks, num_tasks, channels), float(alpha_diff))
         alpha[torch.arange(num_tasks), torch.arange(num_tasks)] = float(alpha_same)
@@ -35,6 +39,72 @@ class CrossStitchUnit(nn.Module):
     def forward(self, xs: list[Tensor]) -> list[Tensor]:
         mixed = torch.einsum("ijc,jbc...->ibc...", self.alpha.to(xs[0].dtype), torch.stack(xs))
         return list(mixed.unbind(0))
+
+    def alphas(self) -> Tensor:
+        """``(T, T, C)``: how much of column ``j``'s channel ``c`` goes into column ``i``."""
+        return self.alpha.detach().cpu()
+
+
+class ScalarCrossStitchUnit(nn.Module):
+    """One ``alpha`` per pair of tasks, shared by all channels, ``(T, T)`` (LibMTL's cross-stitch)."""
+
+    def __init__(self, num_tasks: int, channels: int, alpha_same: float, alpha_diff: float, spatial: bool = True) -> None:
+        super().__init__()
+        alpha = torch.full((num_tasks, num_tasks), float(alpha_diff))
+        alpha.fill_diagonal_(float(alpha_same))
+        self.alpha = nn.Parameter(alpha)
+
+    def forward(self, xs: list[Tensor]) -> list[Tensor]:
+        mixed = torch.einsum("ij,jb...->ib...", self.alpha.to(xs[0].dtype), torch.stack(xs))
+        return list(mixed.unbind(0))
+
+    def alphas(self) -> Tensor:
+        return self.alpha.detach().cpu().unsqueeze(-1)
+
+
+class NDDRUnit(nn.Module):
+    """NDDR fusion (Gao, Ma, Zhao, Liu, Yuille, CVPR 2019): for each task, a 1x1 convolution
+    of all ``T`` columns' concatenated features ``(B, T C, ...) -> (B, C, ...)``, then batch
+    norm and ReLU. A cross-stitch unit is the special case whose convolution only mixes a
+    channel with the same channel of the other columns; NDDR learns any mix.
+
+    Initialised "identity-like", as NDDR-CNN and MTL-NAS do: channel ``c`` of task ``i``'s
+    output starts as ``alpha_same`` times its own column's channel ``c`` plus
+    ``alpha_diff`` times every other column's channel ``c``, all other weights zero. On
+    vectors (``spatial`` False) the convolution is a linear layer.
+    """
+
+    def __init__(self, num_tasks: int, channels: int, alpha_same: float, alpha_diff: float, spatial: bool = True) -> None:
+        super().__init__()
+        self.num_tasks, self.channels = num_tasks, channels
+        self.fuse = nn.ModuleList(
+            nn.Conv2d(num_tasks * channels, channels, 1, bias=False) if spatial
+            else nn.Linear(num_tasks * channels, channels, bias=False)
+            for _ in range(num_tasks)
+        )
+        self.norm = nn.ModuleList((nn.BatchNorm2d if spatial else nn.BatchNorm1d)(channels) for _ in range(num_tasks))
+        with torch.no_grad():
+            eye = torch.eye(channels)
+            for i, layer in enumerate(self.fuse):
+                blocks = [eye * (alpha_same if j == i else alpha_diff) for j in range(num_tasks)]
+                layer.weight.copy_(torch.cat(blocks, dim=1).view_as(layer.weight))
+
+    def forward(self, xs: list[Tensor]) -> list[Tensor]:
+        stacked = torch.cat(xs, dim=1)
+        return [torch.relu(norm(fuse(stacked))) for fuse, norm in zip(self.fuse, self.norm)]
+
+    def alphas(self) -> Tensor:
+        """``(T, T, C)``: the channel-diagonal of each column's block of each task's convolution
+        (what a cross-stitch unit would have; the rest of the learned mix is off it)."""
+        out = torch.empty(self.num_tasks, self.num_tasks, self.channels)
+        index = torch.arange(self.channels)
+        for i, layer in enumerate(self.fuse):
+            weight = layer.weight.detach().cpu().view(self.channels, self.num_tasks, self.channels)
+            out[i] = weight[index, :, index].T
+        return out
+
+
+UNITS: dict[str, type[nn.Module]] = {"channel": CrossStitchUnit, "scalar": ScalarCrossStitchUnit, "nddr": NDDRUnit}
 
 
 class CrossStitchModel(MultiTaskModel):
@@ -50,8 +120,11 @@ class CrossStitchModel(MultiTaskModel):
         alpha_diff: float,
         lr_multiplier: float,
         heads: nn.ModuleDict,
+        unit: str = "channel",
     ) -> None:
         super().__init__(tasks, input_spec)
+        if unit not in UNITS:
+            raise ValueError(f"cross_stitch_unit {unit!r} is not known; allowed: {', '.join(UNITS)}.")
         num_stages = len(columns[0])
         bad = [s for s in stitch_after if not 0 <= s < num_stages]
         if bad:
@@ -60,7 +133,7 @@ class CrossStitchModel(MultiTaskModel):
         self.stitch_after = sorted(set(int(s) for s in stitch_after))
         self.units = nn.ModuleDict(
             {
-                str(s): CrossStitchUnit(len(tasks), columns[0][s].out_channels, alpha_same, alpha_diff)
+                str(s): UNITS[unit](len(tasks), columns[0][s].out_channels, alpha_same, alpha_diff, columns[0][s].spatial)
                 for s in self.stitch_after
             }
         )
@@ -108,8 +181,9 @@ class CrossStitchModel(MultiTaskModel):
             self.heads[task].load_state_dict(single.heads[task].state_dict())
 
     def alphas(self) -> dict[str, Tensor]:
-        """The learned ``alpha`` of each unit, keyed by the stage it follows, ``(T, T, C)``."""
-        return {s: unit.alpha.detach().cpu() for s, unit in self.units.items()}
+        """The learned ``alpha`` of each unit, keyed by the stage it follows, ``(T, T, C)``
+        (``C`` = 1 for scalar units; the channel-diagonal for NDDR units)."""
+        return {s: unit.alphas() for s, unit in self.units.items()}
 
 
 @register_family("cross_stitch")
@@ -129,4 +203,5 @@ def cross_stitch(config: dict[str, Any]) -> CrossStitchModel:
         alpha_diff=float(config["alpha_diff"]),
         lr_multiplier=float(config.get("lr_multiplier", 1.0)),
         heads=heads,
+        unit=config.get("cross_stitch_unit") or "channel",
     )
