@@ -158,15 +158,7 @@ class Trainer:
             if x.shape[0] < 2:  # batch norm cannot train on a single sample
                 continue
             self.optimizer.zero_grad(set_to_none=True)  # before the loss: GradNorm sets its own grads there
-            with self._autocast():
-                outputs = self._forward(self._input(x))
-            losses = {  # in fp32, outside autocast
-                spec.name: sum(
-                    spec.kind_impl.loss(spec, out.float(), targets[spec.name], self.loss_weights[spec.name])
-                    for out in outputs[spec.name]
-                )
-                for spec in self.tasks
-            }
+            losses = self.losses(self.forward(x), targets)
             total = self._total_loss(losses, steps)
             total.backward()
             if self.grad_clip:
@@ -183,6 +175,21 @@ class Trainer:
             raise NonFiniteLossError(f"Non-finite training loss at epoch {self.epoch}: {', '.join(bad)}.")
         self.weighting.end_epoch({s.name: result[f"loss/{s.name}"] for s in self.tasks})
         return result
+
+    def forward(self, x: Tensor) -> dict[str, list[Tensor]]:
+        """The training forward pass: each task's member outputs, in the training precision."""
+        with self._autocast():
+            return self._forward(self._input(x))
+
+    def losses(self, outputs: dict[str, list[Tensor]], targets: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Each task's loss (summed over members), in fp32 outside autocast."""
+        return {
+            spec.name: sum(
+                spec.kind_impl.loss(spec, out.float(), targets[spec.name], self.loss_weights[spec.name])
+                for out in outputs[spec.name]
+            )
+            for spec in self.tasks
+        }
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None)
