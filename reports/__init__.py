@@ -10,6 +10,7 @@ from ._export import export_trial, pick_trial
 from ._html import REPORT_FILE, build_report, write_report
 from ._pareto import pareto_mask
 from ._results import (
+    AFFINITY_FILE,
     CURVES_FILE,
     PHASES,
     RESULTS_FILE,

@@ -27,6 +27,7 @@ from mtl_models import COST_COLUMNS, TaskSpec, config_key, delta_m, metric_key
 
 RESULTS_FILE = "results.parquet"
 CURVES_FILE = "curves.parquet"
+AFFINITY_FILE = "affinity.json"  # the task-affinity stage's matrices and proposed trees, when it ran
 PHASES = ("baselines", "search", "confirm")
 ENDED = ("finished", "pruned", "errored")
 CONFIG_COLUMNS = (
@@ -49,6 +50,8 @@ CONFIG_COLUMNS = (
     "lr",
     "seed",
     "reference",
+    "cross_stitch_unit",
+    "affinity_tree",
 )
 MAPPING_COLUMNS = ("split_points", "task_groups", "group_split_points", "loss_weights")
 
@@ -87,6 +90,9 @@ def config_row(config: dict[str, Any]) -> dict[str, Any]:
     stages = config.get("cross_stitch_stages")
     row["cross_stitch_stages"] = None if config.get("family") != "cross_stitch" else (
         "all" if stages is None else ",".join(str(s) for s in stages))
+    attended = config.get("mtan_stages")
+    row["mtan_stages"] = None if config.get("family") != "mtan" else (
+        "all" if attended is None else ",".join(str(s) for s in attended))
     for key in MAPPING_COLUMNS:
         for name, value in (config.get(key) or {}).items():
             row[f"{key}/{name}"] = value

@@ -21,7 +21,7 @@ from ._evaluate import (
     test_columns,
     update_evaluations,
 )
-from ._results import add_delta_m, load_results, single_task_summary, task_specs
+from ._results import AFFINITY_FILE, add_delta_m, load_results, single_task_summary, task_specs
 from ._select import Pick, deploy_pick
 
 
@@ -50,6 +50,11 @@ class RunData:
     def single(self) -> dict[str, Any]:
         """The single-task baseline as one row (mean over seeds)."""
         return single_task_summary(self.results)
+
+    @functools.cached_property
+    def affinity(self) -> dict[str, Any] | None:
+        """The task-affinity stage's result (``affinity.json``), when the run has one."""
+        return _read_json(self.run_dir / AFFINITY_FILE) or None
 
     @property
     def max_task_drop(self) -> str | float | None:

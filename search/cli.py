@@ -60,6 +60,26 @@ def _print_verdict(run_dir: Path) -> None:
         print(sentence)
 
 
+def _affinity(args: argparse.Namespace) -> int:
+    from mtl_models import atomic_write_json
+    from spaces import load_experiment
+
+    from ._affinity import affinity_in_ray, format_affinity
+    from ._runner import _resources, init_ray, trial_base_config
+
+    exp = load_experiment(args.experiment)
+    data = exp.load_data()
+    init_ray(args.address, args.num_cpus, exp.plugins)
+    fixed = trial_base_config(exp, data)
+    print(f"Measuring task affinity: {args.epochs} epochs of one fully shared {exp.backbone.name} ...", flush=True)
+    result = affinity_in_ray(fixed, data, args.epochs, args.every, _resources(exp), exp.stage_names(), args.max_groups)
+    print(format_affinity(result))
+    if args.out is not None:
+        atomic_write_json(args.out, result)
+        print(f"Affinity: {args.out}")
+    return 0
+
+
 def _cache_dir(args: argparse.Namespace) -> Path | None:
     from ._cache import default_cache_dir
 
@@ -230,6 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
                      "object-store URI (s3://bucket/prefix); default: the run directory")
     _cache_arguments(run)
     run.set_defaults(func=_run)
+
+    affinity = sub.add_parser(
+        "affinity", help="measure task affinity (TAG lookahead, per stage) on one shared network and propose branch trees"
+    )
+    affinity.add_argument("experiment", type=Path, help="experiment YAML file")
+    affinity.add_argument("--epochs", type=int, default=2, help="epochs of the shared network (default 2)")
+    affinity.add_argument("--every", type=int, default=5, help="measure every this many steps (default 5)")
+    affinity.add_argument("--max-groups", type=int, help="at most this many groups per stage in the proposed trees")
+    affinity.add_argument("--out", type=Path, help="write the matrices and trees as JSON here")
+    affinity.add_argument("--address", help="join an existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    affinity.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    affinity.set_defaults(func=_affinity)
 
     resume = sub.add_parser("resume", help="continue a run stopped by Ctrl-C, a killed driver or a lost node")
     resume.add_argument("run", type=Path, help="run directory")

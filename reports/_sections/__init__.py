@@ -1,6 +1,7 @@
 """Report sections: one module per section, each registered in order (see ``_base``)."""
 from ._base import SECTIONS, Block, ReportContext, Section, available_sections, register_section, short_label
 from . import (  # noqa: F401  (register the built-in sections)
+    _affinity,
     _cross_stitch,
     _leaderboard,
     _optuna,

@@ -1,0 +1,108 @@
+"""Task affinity (TAG, Fifty et al. 2021): the measured per-stage affinity between tasks,
+the branch trees it proposes, and how those trees fared in the search."""
+from __future__ import annotations
+
+import json
+import math
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .._run import RunData
+from .._stats import config_summary
+from ._base import Block, ReportContext, esc, note, per_run, register_section
+
+
+@register_section("affinity", "Task affinity: which tasks help each other, and where", order=45)
+def affinity(ctx: ReportContext) -> list[Block]:
+    return per_run(ctx, _run_affinity)
+
+
+def _run_affinity(run: RunData) -> list[Block]:
+    result = run.affinity
+    if not result:
+        return [note("This run measured no task affinity (the experiment's affinity.epochs is 0; "
+                     "`mtlsearch affinity EXPERIMENT.yaml` measures it on its own).")]
+    blocks: list[Block] = [
+        f"<p>One network with every stage shared trained for {result['epochs']} epochs; every few steps "
+        f"({result['steps']} measured), each task's update of one stage was tried alone and every task's loss "
+        "measured again: an entry is 1 &minus; L<sub>column</sub> after the row task's step / before it. Positive: "
+        "the row task's update helps the column task at that stage, so sharing it pays; negative: it hurts.</p>",
+        _heatmaps(result),
+        _trees(result),
+    ]
+    fared = _fared(run, result)
+    if fared:
+        blocks.append(fared)
+    return blocks
+
+
+def _heatmaps(result: dict) -> go.Figure:
+    tasks, stages = result["tasks"], result["stages"]
+    fig = make_subplots(rows=1, cols=len(stages), subplot_titles=[f"after {s}" for s in stages], horizontal_spacing=0.04)
+    scale = max((abs(v) for m in result["affinity"] for row in m for v in row), default=1.0) or 1.0
+    for col, matrix in enumerate(result["affinity"], start=1):
+        fig.add_trace(
+            go.Heatmap(
+                z=matrix, x=tasks, y=tasks, colorscale="RdBu", zmin=-scale, zmax=scale, showscale=col == 1,
+                colorbar={"title": "affinity"},
+                hovertemplate="%{y}'s step onto %{x}: %{z:.2e}<extra></extra>",
+            ),
+            row=1, col=col,
+        )
+        fig.update_yaxes(autorange="reversed", row=1, col=col)
+    fig.update_layout(title="Lookahead affinity per stage (row: the task whose step; column: the task affected)",
+                      height=340)
+    return fig
+
+
+def _trees(result: dict) -> str:
+    rows = []
+    for i, tree in enumerate(result["trees"]):
+        parts = "".join(
+            f"<td>{esc(' '.join('{' + ','.join(g) + '}' for g in part))}</td>" for part in tree["branches"]
+        )
+        rows.append(f"<tr><td>{i}</td><td>{esc(tree['name'])}</td>{parts}<td>{tree['score']:.2e}</td></tr>")
+    head = "".join(f"<th>{esc(s)}</th>" for s in result["stages"])
+    return (
+        "<h3>Branch trees the affinity proposes</h3><table class='data'><thead><tr><th>#</th><th>tree</th>"
+        f"{head}<th>score</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        + note("Per stage, the groups of tasks that share a copy of it (groups only split with depth). "
+               "The search was seeded with these trees (hard split, tree: affinity).")
+    )
+
+
+def _fared(run: RunData, result: dict) -> str | None:
+    """The proposed trees' results next to the search's best, with their intervals."""
+    results = run.results
+    if "affinity_tree" not in results:
+        return None
+    pool_phase = "confirm" if run.pick.source == "confirm" else "search"
+    pool = results[(results["phase"].isin([pool_phase, "search"])) & (results["status"] == "finished")
+                   & results["delta_m"].notna()]
+    trees = pool[pool["affinity_tree"].notna()]
+    if trees.empty:
+        return note("No trial of an affinity-proposed tree finished.")
+    summary = config_summary(trees, run.tasks, run.pick.noise)
+    best = run.pick.table.iloc[0] if len(run.pick.table) else None
+    rows = []
+    for _, row in summary.iterrows():
+        index = int(json.loads(row["config"]).get("affinity_tree"))
+        est = row["estimates"]["delta_m"]
+        rows.append(f"<tr><td>{index}. {esc(result['trees'][index]['name'])}</td><td>{int(row['seeds'])}</td>"
+                    f"<td>{esc(est.text())}</td></tr>")
+    text = ""
+    if best is not None:
+        top = summary.iloc[0]["estimates"]["delta_m"]
+        gap = best["delta_m"] - top.mean
+        within = not math.isnan(top.high) and best["delta_m"] <= top.high
+        text = (
+            f"The best affinity tree scores &Delta;<sub>m</sub> {top.mean:+.2f}; the best config of the run "
+            f"({pool_phase}) {best['delta_m']:+.2f}, {gap:+.2f} points apart: "
+            + ("within the affinity tree's noise." if within else "beyond the affinity tree's noise.")
+        )
+    return (
+        "<h3>How the proposed trees fared</h3><table class='data'><thead><tr><th>tree</th><th>runs</th>"
+        f"<th>&Delta;<sub>m</sub> (95 % interval)</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        + (f"<p>{text}</p>" if text else "")
+    )
