@@ -119,10 +119,12 @@ def run_dataset(name: str, work: Path, n_seeds: int) -> dict[str, Any]:
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     exp = spaces.load_experiment(path)
+    run_dir = work / f"{name}-run"
     started = time.monotonic()
-    result = run_experiment(exp, work / f"{name}-run", num_cpus=os.cpu_count(), cache_dir=None)
+    if not (run_dir / reports.RESULTS_FILE).is_file():  # a finished run in --work is reused
+        run_experiment(exp, run_dir, num_cpus=os.cpu_count(), cache_dir=None)
     search_seconds = time.monotonic() - started
-    run = reports.load_run(result.run_dir, evaluate=False)
+    run = reports.load_run(run_dir, evaluate=False)
     tasks, results = run.tasks, run.results
     baseline = reports.single_task_baseline(results, tasks)
     data = exp.load_data()
@@ -165,14 +167,15 @@ def run_dataset(name: str, work: Path, n_seeds: int) -> dict[str, Any]:
 
 def run_before(revision: str, name: str, work: Path) -> dict[str, Any]:
     """The same search with the code of ``revision`` (a git worktree), for the family medians."""
+    work = work.resolve()
     tree = work / f"before-{revision[:8]}"
     if not tree.exists():
         subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=ROOT, check=True,
                        capture_output=True)
-    doc = dataset_experiment(name, work)
-    for section in ("confirm", "select"):
-        doc.pop(section, None)
-    (doc.get("baselines") or {}).pop("seeds", None)
+    if name == "multimnist":  # that revision's own quickstart (its space keys and defaults)
+        doc = yaml.safe_load((tree / "examples" / "quickstart.yaml").read_text())
+    else:
+        doc = dataset_experiment(name, work)
     path = work / f"{name}-before.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     out_dir = work / f"{name}-before-run"
@@ -195,14 +198,15 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    work = args.work or Path(tempfile.mkdtemp(prefix="pick-holdup-"))
+    work = (args.work or Path(tempfile.mkdtemp(prefix="pick-holdup-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {**machine(), "seeds": args.seeds, "datasets": {}}
     for name in args.datasets:
         out["datasets"][name] = run_dataset(name, work, args.seeds)
+        write_result("pick_holdup", out)  # as it goes: a long run keeps what it measured
         if args.before:
             out["datasets"][name]["before"] = run_before(args.before, name, work)
-        write_result("pick_holdup", out)  # after each dataset: a long run keeps what it measured
+            write_result("pick_holdup", out)
     print(f"wrote {write_result('pick_holdup', out)}")
 
 
