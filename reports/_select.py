@@ -178,6 +178,9 @@ def confirm_shortlist(
     return [best_runs.loc[key].rename(key) for key in unique]
 
 
+_COMPARED = {1: "beats", 0: "is not distinguishable from", -1: "is worse than"}  # by an Estimate's verdict
+
+
 @dataclass
 class Pick:
     """The deploy candidate and the ranked configs it was chosen from.
@@ -196,10 +199,6 @@ class Pick:
     max_task_drop: str | float | None
     has_default: bool
     has_ensemble: bool
-
-    @property
-    def best_overall(self) -> pd.Series | None:
-        return self.table.iloc[0] if len(self.table) else None
 
     def sentences(self, describe: Callable[[pd.Series], str]) -> list[str]:
         """The verdict in words (plain text): which config to deploy and whether it beats
@@ -243,12 +242,10 @@ class Pick:
             )
         if self.has_ensemble and "ensemble" in chosen["estimates"]:
             vs = chosen["estimates"]["ensemble"]
-            word = {1: "beats", 0: "is not distinguishable from", -1: "is worse than"}[vs.verdict]
-            out.append(f"Against the ensemble it {word} it ({vs.text()} Delta_m points; the ensemble is one composition, its own noise not included).")
+            out.append(f"Against the ensemble it {_COMPARED[vs.verdict]} it ({vs.text()} Delta_m points; the ensemble is one composition, its own noise not included).")
         if self.has_default and "default" in chosen["estimates"] and chosen.get("reference") != "default":
             vs = chosen["estimates"]["default"]
-            word = {1: "beats", 0: "is not distinguishable from", -1: "is worse than"}[vs.verdict]
-            out.append(f"Against the no-search default (everything shared, equal loss weights, the same seeds) it {word} it ({vs.text()}).")
+            out.append(f"Against the no-search default (everything shared, equal loss weights, the same seeds) it {_COMPARED[vs.verdict]} it ({vs.text()}).")
         if not (self.table["verdict_single"] == 1).any():
             out.append("No config beats single-task beyond the noise at this budget.")
         return out
