@@ -19,13 +19,23 @@ metric holds. Here:
   completed on resume exactly as the uninterrupted search would have;
 - the study carries the pruner (``study.pruner``), so the scheduler's pruning
   decisions and the sampler (Hyperband's brackets with TPE) see the same study, and
-  that study is what ``mtlsearch resume`` restores.
+  that study is what ``mtlsearch resume`` restores;
+- intermediate values are reported at the trial's 0-based ``epoch`` (Tune's
+  ``training_iteration`` only where no epoch is reported), which stays right when a
+  trial restarts from an older checkpoint than its last one;
+- each Tune trial's config carries its Optuna trial under ``_optuna`` (``number``,
+  every parameter, raw draws included, and the sampler's system attributes), so the
+  study can be rebuilt from the trials alone (``mtlsearch resume --rebuild-study``, ``search._study``);
+- a restored searcher uses the study of the run directory it is resumed from, not the
+  path pickled in Tune's snapshot: a run directory copied or moved to another path or
+  host resumes on its own ``optuna.db`` (and never touches the old path).
 
 This relies on ``OptunaSearch``'s ``_ot_study``/``_ot_trials`` (Ray 2.58-2.60).
 """
 from __future__ import annotations
 
 import math
+import pickle
 from typing import Any
 
 import numpy as np
@@ -34,6 +44,9 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from spaces import HIDDEN_PREFIX
+
+OPTUNA_KEY = f"{HIDDEN_PREFIX}optuna"  # a Tune trial config's own Optuna trial: number, params, system_attrs
+TUNE_TRIAL_ATTR = "tune_trial_id"  # user attribute of the trials of a rebuilt study
 
 
 def trial_outcome(
@@ -93,7 +106,7 @@ class MTLOptunaSearch(OptunaSearch):
             return None
         if not math.isfinite(float(value)):
             return None
-        step = int(result["training_iteration"]) - 1
+        step = int(result.get("epoch") or result["training_iteration"]) - 1
         reported = self._reported.setdefault(trial_id, set())
         if step not in reported:  # the pruner scheduler reports first, then Tune calls us
             ot_trial.report(float(value), step)
@@ -127,6 +140,12 @@ class MTLOptunaSearch(OptunaSearch):
         config = super().suggest(trial_id)
         if isinstance(config, dict):
             config = {k: v for k, v in config.items() if not k.startswith(HIDDEN_PREFIX)}
+            ot_trial = self._ot_trials[trial_id]
+            config[OPTUNA_KEY] = {
+                "number": ot_trial.number,
+                "params": ot_trial.params,
+                "system_attrs": self._ot_study._storage.get_trial_system_attrs(ot_trial._trial_id),  # NSGA-II's generations
+            }
         return config
 
     def _next_number(self) -> int:
@@ -148,11 +167,54 @@ class MTLOptunaSearch(OptunaSearch):
                 state.rng.seed(value)
 
     def restore(self, checkpoint_path: str) -> None:
-        """Restore the searcher (Tune's resume) and find the study's orphans: trials the
-        killed driver asked for after its last snapshot, which no Tune trial runs. The
-        next suggestions hand them out again (their numbers and parameters), so the study
-        holds each proposal once; the runner fails any left over when the search ends."""
-        super().restore(checkpoint_path)
+        """Restore the searcher (Tune's resume) on this run's study and find its orphans.
+
+        The snapshot's state comes back, but its Optuna trials are looked up in the
+        study this searcher opened (the run directory's ``optuna.db``, wherever the run
+        directory is now). Orphans are trials the killed driver asked for after its last
+        snapshot, which no Tune trial runs: the next suggestions hand them out again
+        (their numbers and parameters), so the study holds each proposal once; the
+        runner fails any left over when the search ends."""
+        study, storage = self._ot_study, self._storage  # this run directory's optuna.db, opened in __init__
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(_DetachedStudyUnpickler(f).load())
+        self._ot_study, self._storage = study, storage
+        self._ot_trials = _rebind(study, self._ot_trials)
         known = {t._trial_id for t in self._ot_trials.values()}
         running = self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         self._orphans = [t._trial_id for t in sorted(running, key=lambda t: t.number) if t._trial_id not in known]
+
+
+class _DetachedRDBStorage(optuna.storages.RDBStorage):
+    """What an ``RDBStorage`` pickled in a searcher snapshot unpickles to: its URL, no
+    connection. Unpickling the real one would connect to (and create tables in) the
+    database at the path the snapshot was taken on, which a moved run no longer has."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+class _DetachedStudyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if name == "RDBStorage" and module.startswith("optuna.storages"):
+            return _DetachedRDBStorage
+        return super().find_class(module, name)
+
+
+def _rebind(study: optuna.Study, trials: dict[str, optuna.Trial]) -> dict[str, optuna.Trial]:
+    """The snapshot's Tune trial -> Optuna trial map on ``study``. A study rebuilt from the
+    trials names each trial's Tune trial (user attribute ``tune_trial_id``), since its
+    Optuna trial ids may differ; otherwise the ids are the snapshot's own."""
+    rebuilt = {t.user_attrs[TUNE_TRIAL_ATTR]: t._trial_id for t in study.get_trials(deepcopy=False)
+               if TUNE_TRIAL_ATTR in t.user_attrs}
+    known = {t._trial_id for t in study.get_trials(deepcopy=False)}
+    out = {}
+    for trial_id, old in trials.items():
+        ot_id = rebuilt.get(trial_id, old._trial_id)
+        if ot_id not in known:
+            raise RuntimeError(
+                f"optuna.db has no Optuna trial for Tune trial {trial_id}: the study is older than the "
+                f"search's trials. Resume with --rebuild-study to rebuild it from them."
+            )
+        out[trial_id] = optuna.Trial(study, ot_id)
+    return out
