@@ -116,7 +116,8 @@ def _unpickle(path: str, data: bytes, map_location: str | torch.device) -> dict[
     try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
     except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        raise CorruptCheckpointError(path, f"it cannot be read ({str(exc).splitlines()[0]})") from exc
+        first = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0]  # torch's first sentence
+        raise CorruptCheckpointError(path, f"it cannot be read ({first})") from exc
 
 
 def _manifest_problem(manifest: bytes, data: bytes) -> str | None:

@@ -1,13 +1,16 @@
 """Storage faults a test or benchmark injects into trials (``search.inject_faults``).
 
 The trial-level faults that need no model code live here: ``disk_full`` makes the
-checkpoint write of an epoch fail with a real ``ENOSPC`` from the kernel, and
-``times`` limits a fault to a trial's first attempts, so that a retry can succeed.
+checkpoint write of an epoch fail with a real ``ENOSPC`` from the kernel, ``hang``
+stops a trial's progress (a stuck filesystem) so that a test can kill the driver at a
+known point, and ``times`` limits a fault to a trial's first attempts, so that a retry
+or a resume gets past it.
 """
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +43,9 @@ def fault_fires(fault: dict[str, Any]) -> bool:
     attempt = len(list(folder.glob(f"{name}-*")))
     (folder / f"{name}-{attempt}").touch()
     return attempt < int(fault["times"])
+
+
+def hang() -> None:
+    """Make no progress until the trial is stopped (its actor killed, or the driver with it)."""
+    while True:
+        time.sleep(1.0)

@@ -83,6 +83,22 @@ class MTLOptunaSearch(OptunaSearch):
         super()._setup_study(mode)
         self._ot_study.pruner = self._pruner
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (into Tune's ``tuner.pkl``) without its study: unpickling would connect to
+        the database at the path it was made on. A resume attaches the study of the run
+        directory (``search._relocate.reattach``). Tune's searcher snapshots (``save``) keep the
+        whole state; :meth:`restore` reads them without connecting anywhere."""
+        state = self.__dict__.copy()
+        storage = state.pop("_storage", None)
+        state["_study_url"] = getattr(getattr(storage, "_backend", storage), "url", state.get("_study_url"))
+        return {**state, "_ot_study": None, "_storage": None, "_ot_trials": {}}
+
+    def use_study(self, storage: optuna.storages.BaseStorage) -> None:
+        """Continue the study named like this searcher's in ``storage`` (with this searcher's sampler and pruner)."""
+        self._storage = storage
+        self._ot_study = optuna.load_study(study_name=self._study_name, storage=storage, sampler=self._sampler)
+        self._ot_study.pruner = self._pruner
+
     @property
     def study(self) -> optuna.Study:
         return self._ot_study
@@ -175,11 +191,12 @@ class MTLOptunaSearch(OptunaSearch):
         snapshot, which no Tune trial runs: the next suggestions hand them out again
         (their numbers and parameters), so the study holds each proposal once; the
         runner fails any left over when the search ends."""
-        study, storage = self._ot_study, self._storage  # this run directory's optuna.db, opened in __init__
+        if self._ot_study is None:  # unpickled, not reattached (search._relocate): the study it was made on
+            self.use_study(optuna.storages.RDBStorage(self._study_url))
         with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(_DetachedStudyUnpickler(f).load())
-        self._ot_study, self._storage = study, storage
-        self._ot_trials = _rebind(study, self._ot_trials)
+            state = _DetachedStudyUnpickler(f).load()
+        state["_ot_trials"] = _rebind(self._ot_study, state["_ot_trials"])
+        self.__dict__.update({**state, "_ot_study": self._ot_study, "_storage": self._storage})
         known = {t._trial_id for t in self._ot_trials.values()}
         running = self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         self._orphans = [t._trial_id for t in sorted(running, key=lambda t: t.number) if t._trial_id not in known]

@@ -40,6 +40,7 @@ from ._progress import ProgressPrinter
 from ._pruning import OptunaPrunerScheduler
 from ._checkpoints import describe_damaged_checkpoints
 from ._lock import run_lock
+from ._relocate import RelocatableSearchGenerator, clear_driver_staging, reattach
 from ._study import STUDY_FILE, STUDY_NAME, check_study
 from ._study import rebuild_study as write_rebuilt_study
 from ._table import collect_results, drop_unreadable_errors, phase_path, storage_root, write_results
@@ -183,7 +184,10 @@ def _fit(run_dir: Path, phase: str, expected: int, trainable: Any, make_tuner: A
             print(f"Removed {dropped}: cut off when the driver died (the trial's error.txt keeps its error).", flush=True)
         for line in describe_damaged_checkpoints(path):
             print(line, flush=True)
-        tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False).fit()
+        clear_driver_staging(phase)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+        reattach(tuner, storage_root(run_dir), run_dir / STUDY_FILE)  # where the run directory is now
+        tuner.fit()
 
 
 def _ended(run_dir: Path, phase: str) -> int:
@@ -262,7 +266,8 @@ def run_baselines(
         return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=FixedConfigs(configs), num_samples=len(configs), trial_dirname_creator=_dirname,
+                search_alg=RelocatableSearchGenerator(FixedConfigs(configs)), num_samples=len(configs),
+                trial_dirname_creator=_dirname,
                 reuse_actors=REUSE_ACTORS,
             ),
             run_config=_run_config(
@@ -330,7 +335,7 @@ def run_search(
         return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=limited,
+                search_alg=RelocatableSearchGenerator(limited),
                 scheduler=scheduler,
                 num_samples=exp.search.num_trials,
                 trial_dirname_creator=_dirname,

@@ -6,7 +6,8 @@ The study is the sampler's memory: TPE proposes from it, the pruner judges by it
 
 - SQLite left mid-transaction (a hot ``optuna.db-journal`` after a crash) is fine:
   SQLite rolls the unfinished transaction back when the file is next opened, so the
-  study holds what was committed; the check opens it and says so;
+  study holds what was committed; the check does that (first on a scratch copy, so a
+  file the rollback cannot save is refused untouched) and says so;
 - a study that is locked by another process, unreadable (not a database, truncated,
   malformed), missing, or that knows fewer trials than the search has run stops the
   resume with :class:`StudyError`, which says what happened and offers
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sqlite3
 import tempfile
 from datetime import datetime, timezone
@@ -72,24 +74,38 @@ def check_study(run_dir: Path) -> list[str]:
     """Make sure a resume can continue ``run_dir``'s study; returns notes to print.
 
     Raises :class:`StudyError` (nothing changed) when the study is locked by another
-    process, unreadable, missing, or knows fewer trials than the search has run.
+    process, unreadable, missing, or knows fewer trials than the search has run. A hot
+    journal is rolled back in a scratch copy first, so a study that is damaged beyond
+    it is refused untouched; only a study it restores is rolled back in place.
     """
     path = run_dir / STUDY_FILE
     analysis = _searched_trials(run_dir)
+    ran = len(analysis.trials) if analysis is not None else 0
     if not path.is_file():
-        if analysis is not None:
-            raise StudyError(f"{path} is missing, but the search has run {len(analysis.trials)} trial(s). "
-                             + _rebuild_hint(run_dir))
+        if ran:
+            raise StudyError(f"{path} is missing, but the search has run {ran} trial(s). " + _rebuild_hint(run_dir))
         return []
     journal = path.with_name(path.name + "-journal")
-    notes = []
-    if journal.is_file() and journal.stat().st_size > 0:
-        notes.append(f"{path} was left in the middle of a transaction ({journal.name}); SQLite rolled it back, "
-                     f"so the study holds what was committed.")
+    if not (journal.is_file() and journal.stat().st_size > 0):
+        _inspect(run_dir, path, ran)
+        return []
+    with tempfile.TemporaryDirectory() as scratch:
+        shutil.copy2(path, Path(scratch) / path.name)
+        shutil.copy2(journal, Path(scratch) / journal.name)
+        _inspect(run_dir, Path(scratch) / path.name, ran)  # what the rollback would leave
+    _inspect(run_dir, path, ran)
+    return [f"{path} was left in the middle of a transaction ({journal.name}); SQLite rolled it back, "
+            f"so the study holds what was committed."]
+
+
+def _inspect(run_dir: Path, db: Path, ran: int) -> None:
+    """Open ``db`` as a resume will (a hot journal is rolled back) and check it; a
+    :class:`StudyError` names the run's ``optuna.db``."""
+    path = run_dir / STUDY_FILE
     try:
-        con = sqlite3.connect(path, timeout=LOCK_WAIT_S, isolation_level=None)
+        con = sqlite3.connect(db, timeout=LOCK_WAIT_S, isolation_level=None)
         try:
-            con.execute("BEGIN IMMEDIATE")  # the write lock a resume needs (a hot journal is rolled back first)
+            con.execute("BEGIN IMMEDIATE")  # the write lock a resume needs
             con.execute("ROLLBACK")
             problems = [row[0] for row in con.execute("PRAGMA quick_check")]
             study = con.execute("SELECT study_id FROM studies WHERE study_name = ?", (STUDY_NAME,)).fetchone()
@@ -111,12 +127,10 @@ def check_study(run_dir: Path) -> list[str]:
     if problems != ["ok"]:
         raise StudyError(f"{path} is damaged (SQLite's quick_check: {'; '.join(problems[:3])}). "
                          + _rebuild_hint(run_dir))
-    ran = len(analysis.trials) if analysis is not None else 0
     if ran and (study is None or known < ran):
         what = f"holds no study {STUDY_NAME!r}" if study is None else f"holds {known} trial(s)"
         raise StudyError(f"{path} {what}, but the search has run {ran}: it is not this run's study as it "
                          f"was (emptied, or an older copy). " + _rebuild_hint(run_dir))
-    return notes
 
 
 def rebuild_study(run_dir: Path) -> str:

@@ -26,7 +26,7 @@ from mtl_models import (
 )
 
 from ._checkpoints import newest_good_checkpoint
-from ._faults import fault_fires, inject_disk_full
+from ._faults import fault_fires, hang, inject_disk_full
 
 OBJECTIVE = "delta_m"
 
@@ -97,6 +97,8 @@ def inject_fault(fault: dict[str, Any] | None, trainer: Trainer) -> None:
         raise RuntimeError(f"injected fault at epoch {fault['epoch']}")
     if fault["kind"] == "oom":
         raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected fault at epoch {fault['epoch']})")
+    if fault["kind"] == "hang":
+        hang()
     with torch.no_grad():  # "nan": poison the weights; the trainer's own check must catch the loss
         for p in trainer.model.parameters():
             p.fill_(float("nan"))

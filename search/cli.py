@@ -276,7 +276,7 @@ OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # full disk, quota, fi
 
 def _out_of_space(exc: OSError, args: argparse.Namespace) -> str:
     """What to tell a user whose command ran out of disk space, and what to do next."""
-    where = f" ({exc.filename})" if exc.filename else ""
+    where = f" ({exc.filename})" if exc.filename else ""  # atomic writes name their file
     run = getattr(args, "out", None) if args.command == "run" else getattr(args, "run", None)
     again = {
         "run": f"continue the run with: mtlsearch resume {run}",

@@ -314,11 +314,13 @@ class FaultConfig(_Strict):
     ``raise``: an exception; ``nan``: the weights turn NaN so the loss does; ``oom``:
     ``torch.cuda.OutOfMemoryError``; ``disk_full``: writing the epoch's checkpoint fails
     with a real ``ENOSPC`` (its state file is opened on ``/dev/full``, the kernel's
-    always-full device). ``times``: on how many attempts of the trial the fault fires
-    (a retry from a checkpoint is an attempt; default: every one), counted on the node.
+    always-full device); ``hang``: the trial stops making progress before the epoch (a
+    stuck filesystem) until it is stopped, so a test can kill the driver at a known
+    point. ``times``: on how many attempts of the trial the fault fires (a retry or a
+    resume is an attempt; default: every one), counted on the node.
     """
 
-    kind: Literal["raise", "nan", "oom", "disk_full"]
+    kind: Literal["raise", "nan", "oom", "disk_full", "hang"]
     epoch: PositiveInt = 1
     times: PositiveInt | None = None
 
