@@ -196,6 +196,9 @@ class MTLOptunaSearch(OptunaSearch):
         with open(checkpoint_path, "rb") as f:
             state = _DetachedStudyUnpickler(f).load()
         state["_ot_trials"] = _rebind(self._ot_study, state["_ot_trials"])
+        # what the study holds, also what the killed driver reported after its snapshot
+        state["_reported"] = {tid: set(self._storage.get_trial(t._trial_id).intermediate_values)
+                              for tid, t in state["_ot_trials"].items()}
         self.__dict__.update({**state, "_ot_study": self._ot_study, "_storage": self._storage})
         known = {t._trial_id for t in self._ot_trials.values()}
         running = self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
