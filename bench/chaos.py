@@ -3,7 +3,9 @@
     python -m bench.chaos [--seed 16] [--trials 8] [--keep DIR]
 
 Runs one small search twice with the real ``mtlsearch`` command: once without faults,
-once while these are injected at times drawn from ``--seed``:
+once while these are injected at times drawn from ``--seed`` (seconds after the
+search's first reported epoch in that driver's life; what they hit depends on the
+machine's speed, which the JSON records):
 
 - trials' checkpoint writes fail with ENOSPC (``disk_full`` faults on random trials and
   epochs, once each: the retry must go on from the last whole checkpoint);
@@ -20,8 +22,12 @@ once while these are injected at times drawn from ``--seed``:
 
 Reports the searched trials finished (or pruned), retried and lost (target 0: every
 trial of the search ends finished or pruned, exactly once), whether the faulted search
-trained the same configs to the same Delta_m as the fault-free one, and the wall time
-of all its driver runs against the fault-free run's. Writes ``bench/results/chaos.json``.
+trained the same configs to the same Delta_m as the fault-free one (trials run one at a
+time, so TPE's proposals do not depend on which of two trials ends first), and the
+wall time of all its driver runs against the fault-free run's. "Retried" counts what
+the results table records (Tune's failure counts in its snapshots: a retry in a driver
+life that was killed before its next snapshot is not counted). Writes
+``bench/results/chaos.json``.
 """
 from __future__ import annotations
 
@@ -57,7 +63,7 @@ def experiment(trials: int, faults: dict[int, dict[str, Any]]) -> dict[str, Any]
         "backbone": {"name": "small_cnn", "options": {"widths": [8, 16]}},
         "train": {"epochs": 4, "batch_size": 64, "lr": 0.01, "device": "cpu"},
         "space": {"lr": {"low": 1e-3, "high": 0.03, "log": True}, "loss_weights": "simplex"},
-        "search": {"num_trials": trials, "max_concurrent": 2, "sampler": {"name": "tpe", "n_startup_trials": 3},
+        "search": {"num_trials": trials, "max_concurrent": 1, "sampler": {"name": "tpe", "n_startup_trials": 3},
                    "pruner": {"name": "nop"}, "max_failures": 2, "inject_faults": faults},
         "baselines": {"ensemble": False},
     }
@@ -75,6 +81,15 @@ class Driver:
             [sys.executable, "-m", "search.cli", *args], stdout=self.handle, stderr=subprocess.STDOUT,
             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+
+    def search_started(self, timeout: float) -> float | None:
+        """Wait for the search's first reported epoch; returns when it came (None: the driver ended first)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if "[search " in self.log.read_text():
+                return time.monotonic()
+            time.sleep(0.2)
+        return None
 
     def wait(self, timeout: float | None = None) -> int | None:
         try:
@@ -143,12 +158,13 @@ def chaos_run(exp_file: Path, work: Path, rng: random.Random, tmpfs: bool) -> tu
     """The faulted search; returns where it ended and what happened, in order."""
     events: list[dict[str, Any]] = []
     run_dir = work / "disk" / "run"
-    # life 1: the run, with a second driver, a full disk and a SIGKILL at random times
-    t_second, t_fill, hold, t_kill = rng.uniform(8, 14), rng.uniform(22, 34), rng.uniform(4, 8), rng.uniform(45, 60)
+    # life 1: the run, with a second driver, a full disk and a SIGKILL at random times in its search
+    t_second, t_fill, hold, t_kill = rng.uniform(0, 4), rng.uniform(5, 10), rng.uniform(3, 6), rng.uniform(14, 22)
     first = Driver(["run", str(exp_file), "--out", str(run_dir), "--num-cpus", "2", "--no-cache"], work / "life1.log")
+    search = first.search_started(timeout=300) or time.monotonic()
     timeline = sorted([(t_second, "second"), (t_fill, "fill"), (t_kill, "kill")])
     for at, what in timeline:
-        if first.wait(timeout=max(0.0, first.start + at - time.monotonic())) is not None:
+        if first.wait(timeout=max(0.0, search + at - time.monotonic())) is not None:
             events.append({"event": f"{what} not injected: the driver had ended", "at_s": round(at, 1)})
             continue
         if what == "second":
@@ -183,8 +199,9 @@ def chaos_run(exp_file: Path, work: Path, rng: random.Random, tmpfs: bool) -> tu
     events.append({"event": "optuna.db overwritten with garbage; resume", "refused": refused["returncode"] == 2
                    and "--rebuild-study" in "\n".join(refused["tail"]), **refused})
     second_life = Driver(["resume", str(run_dir), "--rebuild-study", "--no-cache"], work / "life2.log")
-    t_kill2 = rng.uniform(12, 22)
-    if second_life.wait(timeout=t_kill2) is None:
+    t_kill2 = rng.uniform(4, 10)
+    search = second_life.search_started(timeout=300) or time.monotonic()
+    if second_life.wait(timeout=max(0.0, search + t_kill2 - time.monotonic())) is None:
         second_life.kill()
         events.append({"event": "resumed driver SIGKILLed", "at_s": round(t_kill2, 1)})
     lives.append(second_life.close())
