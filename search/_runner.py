@@ -41,6 +41,7 @@ from ._pruning import OptunaPrunerScheduler
 from ._checkpoints import describe_damaged_checkpoints
 from ._lock import run_lock
 from ._relocate import RelocatableSearchGenerator, clear_driver_staging, reattach
+from ._snapshots import check_snapshots
 from ._study import STUDY_FILE, STUDY_NAME, check_study
 from ._study import rebuild_study as write_rebuilt_study
 from ._table import collect_results, drop_unreadable_errors, phase_path, storage_root, write_results
@@ -432,14 +433,16 @@ def resume_experiment(
     and the searcher's state are restored, so finished configs are not proposed again.
     The run directory may have moved (another path, host or Ray cluster).
     Before anything changes it takes the run lock (``break_lock``: also one held by a
-    driver on another host, see ``search._lock``) and checks the study
-    (``search._study``); ``rebuild_study`` writes it anew from the search's trials.
+    driver on another host, see ``search._lock``), checks Tune's snapshots
+    (``search._snapshots``) and the study (``search._study``); ``rebuild_study``
+    writes the study anew from the search's trials.
     """
     run_dir = Path(run_dir).resolve()
     for name in ("experiment.json", FIXED_CONFIG_FILE):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{str(run_dir / name)!r} is missing; is {str(run_dir)!r} an mtlsearch run?")
     with run_lock(run_dir, break_lock):
+        check_snapshots(run_dir)  # Tune would start a phase over on a cut-off one
         for line in [write_rebuilt_study(run_dir)] if rebuild_study else check_study(run_dir):
             print(line, flush=True)
         return _resume(run_dir, address, num_cpus, cache_dir)

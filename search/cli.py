@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ._lock import RunLockedError
     from ._runner import SearchInterrupted
+    from ._snapshots import SnapshotError
     from ._study import StudyError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     except SearchInterrupted as exc:
         print(f"mtlsearch: interrupted: {exc}", file=sys.stderr)
         return 130
-    except (RunLockedError, StudyError, CorruptCheckpointError) as exc:  # storage the run cannot use as it is
+    except (RunLockedError, StudyError, SnapshotError, CorruptCheckpointError) as exc:  # storage the run cannot use as it is
         print(f"mtlsearch: error: {exc}", file=sys.stderr)
         return 2
     except KeyError:

@@ -39,7 +39,9 @@ from ray.tune import ExperimentAnalysis
 import mtl_models as mm
 from search import collect_results, resume_experiment
 from search._checkpoints import choose_checkpoint
+from search import _lock
 from search._lock import LOCK_FILE, RunLockedError
+from search._snapshots import SnapshotError
 from search._study import StudyError, check_study
 
 from conftest import tiny_experiment
@@ -173,6 +175,61 @@ def test_a_second_driver_is_refused_and_names_the_holder(killed: Killed) -> None
     assert f"kill {killed.pid}" in message
     run = json.loads((killed.run_dir / "run.json").read_text())
     assert "resumed" not in run  # the refused driver changed nothing
+
+
+def _stale_record(pid: int, **changes) -> dict:
+    record = {**_lock.this_driver(), "pid": pid, "command": ["mtlsearch", "run"]}
+    return {**record, **changes}
+
+
+def test_a_lock_of_a_live_driver_refuses_and_of_a_dead_or_reused_pid_is_taken_over(tmp_path: Path, capsys) -> None:
+    sleeper = subprocess.Popen(["sleep", "60"])
+    path = tmp_path / LOCK_FILE
+    try:
+        live = _stale_record(sleeper.pid, pid_start=_lock._process(sleeper.pid)[1])
+        path.write_text(json.dumps(live))
+        with pytest.raises(RunLockedError, match=rf"in use by the driver pid {sleeper.pid} on host .* still running"):
+            _lock.acquire(tmp_path)
+        path.write_text(json.dumps({**live, "pid_start": live["pid_start"] + 1}))  # the pid is another process now
+        _lock.release(tmp_path, _lock.acquire(tmp_path))
+        assert "(it is no longer running)" in capsys.readouterr().out
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    path.write_text(json.dumps(live))  # its driver has ended
+    held = _lock.acquire(tmp_path)
+    assert json.loads(path.read_text()) == held and f"pid {sleeper.pid}" in capsys.readouterr().out
+    _lock.release(tmp_path, held)
+    assert not path.exists()
+
+
+RACER = """
+import importlib.util, sys, time
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("lock", {lock_py!r})
+lock = importlib.util.module_from_spec(spec); spec.loader.exec_module(lock)
+while not Path({go!r}).exists():
+    time.sleep(0.005)
+try:
+    lock.acquire(Path({run!r}))
+except lock.RunLockedError:
+    print("refused", flush=True)
+    sys.exit(0)
+print("took it", flush=True)
+time.sleep(3)  # hold it while the others try
+"""
+
+
+def test_only_one_of_several_drivers_takes_over_a_stale_lock(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / LOCK_FILE).write_text(json.dumps(_stale_record(dead.pid)))
+    program = RACER.format(lock_py=str(ROOT / "search" / "_lock.py"), go=str(tmp_path / "go"), run=str(tmp_path))
+    racers = [subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    time.sleep(1.0)  # all started, waiting for the go
+    (tmp_path / "go").touch()
+    outcomes = sorted(r.communicate(timeout=60)[0].strip().splitlines()[-1] for r in racers)
+    assert outcomes == ["refused"] * 5 + ["took it"]
 
 
 # ---- a full disk under a trial's checkpoint --------------------------------------------
@@ -365,6 +422,20 @@ def test_an_unusable_study_stops_resume_before_anything_changes(killed: Killed, 
             holder.wait()
     assert expected in message
     assert "Nothing was changed." in message and f"mtlsearch resume {run_dir} --rebuild-study" in message
+    assert _files(run_dir) == before
+
+
+def test_a_cut_off_tune_snapshot_stops_resume_before_anything_changes(killed: Killed) -> None:
+    """Restoring a cut-off snapshot, Tune would log the error and run the whole phase again."""
+    run_dir = _copy(killed, "snapshot-cut-off")
+    state = sorted((run_dir / "search").glob("experiment_state-*.json"))[-1]
+    state.write_bytes(state.read_bytes()[:1000])
+    before = _files(run_dir)
+    with pytest.raises(SnapshotError) as error:
+        resume_experiment(run_dir)
+    assert str(error.value).startswith(f"Ray Tune's snapshot {run_dir / 'search' / state.name} cannot be read "
+                                       "(JSONDecodeError: ")
+    assert "Tune would start the search phase over, so nothing was changed." in str(error.value)
     assert _files(run_dir) == before
 
 
