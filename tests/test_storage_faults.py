@@ -37,7 +37,7 @@ from ray import tune
 from ray.tune import ExperimentAnalysis
 
 import mtl_models as mm
-from search import collect_results, resume_experiment
+from search import collect_results, resume_experiment, write_results
 from search._checkpoints import choose_checkpoint
 from search import _lock
 from search._lock import LOCK_FILE, RunLockedError
@@ -496,12 +496,12 @@ def test_a_rebuilt_study_continues_the_search_as_the_intact_one(killed: Killed, 
 # ---- the driver's own writes on a full disk ----------------------------------------------
 
 
-def test_a_failed_table_write_leaves_the_previous_complete_version(moved, tmp_path: Path) -> None:
+def test_a_failed_table_write_leaves_the_previous_complete_version(killed: Killed) -> None:
     """``mtlsearch report`` under a file-size limit (RLIMIT_FSIZE; the kernel refuses the
-    write with EFBIG, as it refuses one on a full disk with ENOSPC): a clear error, and
-    results.parquet and curves.parquet are their previous complete versions."""
-    run_dir = tmp_path / "run"
-    shutil.copytree(moved[0].run_dir, run_dir, symlinks=True)
+    write with EFBIG, as it refuses one on a full disk with ENOSPC): results.parquet and
+    curves.parquet are their previous complete versions, and the error says so."""
+    run_dir = _copy(killed, "tables")
+    write_results(run_dir)
     tables = ("results.parquet", "curves.parquet")
     before = {name: (run_dir / name).read_bytes() for name in tables}
     limited = textwrap.dedent(f"""
@@ -512,9 +512,9 @@ def test_a_failed_table_write_leaves_the_previous_complete_version(moved, tmp_pa
         sys.exit(main(["report", {str(run_dir)!r}]))
     """)
     proc = subprocess.run([sys.executable, "-c", limited], capture_output=True, text=True, timeout=300)
+    assert {name: (run_dir / name).read_bytes() for name in tables} == before
+    assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert proc.stderr.startswith("mtlsearch: error: out of disk space: ")
     assert f"File too large ({run_dir / 'results.parquet'}) [EFBIG]" in proc.stderr
     assert proc.stderr.rstrip().endswith(f"Free space, then write it again with: mtlsearch report {run_dir}.")
-    assert {name: (run_dir / name).read_bytes() for name in tables} == before
-    assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
