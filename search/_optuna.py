@@ -24,7 +24,7 @@ metric holds. Here:
   ``training_iteration`` only where no epoch is reported), which stays right when a
   trial restarts from an older checkpoint than its last one;
 - each Tune trial's config carries its Optuna trial under ``_optuna`` (``number``,
-  every parameter, raw draws included, and the sampler's system attributes), so the
+  every parameter, raw draws included, its user and system attributes), so the
   study can be rebuilt from the trials alone (``mtlsearch resume --rebuild-study``, ``search._study``);
 - a restored searcher uses the study of the run directory it is resumed from, not the
   path pickled in Tune's snapshot: a run directory copied or moved to another path or
@@ -45,7 +45,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from spaces import HIDDEN_PREFIX
 
-OPTUNA_KEY = f"{HIDDEN_PREFIX}optuna"  # a Tune trial config's own Optuna trial: number, params, system_attrs
+OPTUNA_KEY = f"{HIDDEN_PREFIX}optuna"  # a Tune trial config's Optuna trial: number, params, user/system attrs
 TUNE_TRIAL_ATTR = "tune_trial_id"  # user attribute of the trials of a rebuilt study
 
 
@@ -157,10 +157,12 @@ class MTLOptunaSearch(OptunaSearch):
         if isinstance(config, dict):
             config = {k: v for k, v in config.items() if not k.startswith(HIDDEN_PREFIX)}
             ot_trial = self._ot_trials[trial_id]
-            config[OPTUNA_KEY] = {
-                "number": ot_trial.number,
-                "params": ot_trial.params,
-                "system_attrs": self._ot_study._storage.get_trial_system_attrs(ot_trial._trial_id),  # NSGA-II's generations
+            stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
+            config[OPTUNA_KEY] = {  # after everything the searcher records on the trial
+                "number": stored.number,
+                "params": stored.params,
+                "user_attrs": stored.user_attrs,
+                "system_attrs": stored.system_attrs,  # e.g. NSGA-II's generations
             }
         return config
 

@@ -15,8 +15,8 @@ The study is the sampler's memory: TPE proposes from it, the pruner judges by it
 
 :func:`rebuild_study` writes a new study from the search's Tune trials alone (the same
 trials the results table is built from). Each trial's config carries its Optuna trial
-(``_optuna``: number, parameters including the raw draws, system attributes; see
-``search._optuna``); the distributions come from replaying the experiment's space
+(``_optuna``: number, parameters including the raw draws, user and system attributes;
+see ``search._optuna``); the distributions come from replaying the experiment's space
 (:func:`spaces.define_space`) on those parameters; each trial's state and value come
 from its last result through :func:`search.trial_outcome`, the same function that told
 the original study, and its intermediate values from its per-epoch results. Trials
@@ -186,7 +186,7 @@ def _frozen_trials(analysis: ExperimentAnalysis, space: Any, metric: str | list[
             values=values,
             params={name: params[name] for name in replay.distributions},
             distributions=replay.distributions,
-            user_attrs={TUNE_TRIAL_ATTR: trial.trial_id},
+            user_attrs={**(record.get("user_attrs") or {}), TUNE_TRIAL_ATTR: trial.trial_id},
             system_attrs=record.get("system_attrs") or {},
             intermediate_values=_intermediate(rows, metric),
         )
