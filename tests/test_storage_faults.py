@@ -305,30 +305,55 @@ def test_a_moved_run_resumes_on_its_own_study_and_paths(moved, killed: Killed) -
 # ---- damaged checkpoints --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("damage", ["newest truncated", "all garbage"])
-def test_resume_skips_a_damaged_checkpoint_and_says_so(killed: Killed, ray_local, damage: str) -> None:
-    run_dir = _copy(killed, f"checkpoint-{damage.replace(' ', '-')}")
+def _damage_study(db: Path) -> None:
+    """Garbage, with the hot journal of a transaction cut off beside it (a damaged header
+    alone the journal's rollback would repair)."""
+    _leave_mid_transaction(db)
+    db.write_bytes(os.urandom(db.stat().st_size))
+
+
+@pytest.fixture(scope="module")
+def rebuilt(killed: Killed, ray_local):
+    """A copy of the killed run whose optuna.db is damaged and whose hung trial's newest
+    checkpoint is cut in half: resumed (refused), then resumed with --rebuild-study."""
+    run_dir = _copy(killed, "rebuilt")
+    _damage_study(run_dir / "optuna.db")
     trial = _search_trials(run_dir)[2]
     newest = trial / "checkpoint_000001" / "state.pt"
-    data = newest.read_bytes()
-    if damage == "newest truncated":
-        newest.write_bytes(data[: len(data) // 2])
-    else:
-        for state in trial.glob("checkpoint_*/state.pt"):
-            state.write_bytes(os.urandom(len(data)))
+    size = newest.stat().st_size
+    newest.write_bytes(newest.read_bytes()[: size // 2])
+    with pytest.raises(StudyError) as refused:
+        resume_experiment(run_dir)
+    result, output = _resume(run_dir, rebuild_study=True)
+    return result, output, str(refused.value), trial, size
+
+
+def test_resume_skips_a_damaged_newest_checkpoint_for_the_one_before_and_says_so(rebuilt) -> None:
+    result, output, _, trial, size = rebuilt
+    trial_id = trial.name.rsplit("_", 1)[-1]
+    assert f"Trial {trial_id}: checkpoint_000001 is corrupt ({size // 2} bytes where its manifest says {size} " \
+           "(truncated or overwritten)); it continues from checkpoint_000000." in output.splitlines()
+    assert _epochs(trial) == [1, 2, 2, 3]  # epoch 2 again, from epoch 1's checkpoint
+    row = result.results.set_index("trial_id").loc[trial_id]
+    assert (row["status"], row["epochs_run"]) == ("finished", 3)
+
+
+def test_resume_restarts_a_trial_with_no_whole_checkpoint_and_says_so(killed: Killed, ray_local) -> None:
+    run_dir = _copy(killed, "checkpoints-garbage")
+    trial = _search_trials(run_dir)[2]
+    for state in trial.glob("checkpoint_*/state.pt"):
+        state.write_bytes(os.urandom(state.stat().st_size))
     result, output = _resume(run_dir)
-    assert f"took over the lock of the driver pid {killed.pid} on host {platform.node()!r}" in output
-    assert "(it is no longer running)" in output
-    line = next(line for line in output.splitlines() if line.startswith(f"Trial {trial.name.rsplit('_', 1)[-1]}:"))
-    if damage == "newest truncated":
-        assert line.endswith(f"checkpoint_000001 is corrupt ({len(data) // 2} bytes where its manifest says "
-                             f"{len(data)} (truncated or overwritten)); it continues from checkpoint_000000.")
-        assert _epochs(trial) == [1, 2, 2, 3]  # epoch 2 again, from epoch 1's checkpoint
-    else:
-        assert "checkpoint_000001 is corrupt (its SHA-256 differs from its manifest's (damaged))" in line
-        assert line.endswith("no whole checkpoint is left, so it restarts from its first epoch.")
-        assert _epochs(trial) == [1, 2, 1, 2, 3]
-    row = result.results.set_index("trial_id").loc[trial.name.rsplit("_", 1)[-1]]
+    held = json.loads((killed.run_dir / LOCK_FILE).read_text())  # the killed driver's: this host, its pid gone
+    assert (held["pid"], held["host"]) == (killed.pid, platform.node())
+    assert output.splitlines()[0] == f"Run lock: took over the lock of the driver {_lock.describe(held)} (it is no longer running)."
+    trial_id = trial.name.rsplit("_", 1)[-1]
+    line = next(line for line in output.splitlines() if line.startswith(f"Trial {trial_id}:"))
+    assert line == (f"Trial {trial_id}: checkpoint_000001 is corrupt (its SHA-256 differs from its manifest's "
+                    "(damaged)); checkpoint_000000 is corrupt (its SHA-256 differs from its manifest's (damaged)); "
+                    "no whole checkpoint is left, so it restarts from its first epoch.")
+    assert _epochs(trial) == [1, 2, 1, 2, 3]
+    row = result.results.set_index("trial_id").loc[trial_id]
     assert (row["status"], row["epochs_run"]) == ("finished", 3)
 
 
@@ -467,27 +492,23 @@ def test_a_study_left_mid_transaction_is_rolled_back_to_what_was_committed(kille
     assert [(t.number, t.state, t.params, t.values) for t in _study(run_dir)] == committed
 
 
-def test_a_rebuilt_study_continues_the_search_as_the_intact_one(killed: Killed, moved) -> None:
+def test_a_rebuilt_study_continues_the_search_as_the_intact_one(rebuilt, moved) -> None:
     """optuna.db damaged, with the journal of a transaction cut off beside it: resume
-    --rebuild-study writes it anew from the trials (the journal moved aside with it, or
-    SQLite would replay it into the new file), and the search then proposes exactly what
-    the resume of the intact study proposed."""
-    run_dir = _copy(killed, "study-rebuilt")
-    db = run_dir / "optuna.db"
-    _leave_mid_transaction(db)
-    db.write_bytes(os.urandom(db.stat().st_size))  # (a damaged header alone the journal's rollback would repair)
-    with pytest.raises(StudyError):
-        resume_experiment(run_dir)
-    result, output = _resume(run_dir, rebuild_study=True)
+    refuses, resume --rebuild-study writes it anew from the trials (the journal moved
+    aside with it, or SQLite would replay it into the new file), and the search then
+    proposes and trains exactly what the resume of the intact study did."""
+    result, output, refused, _, _ = rebuilt
+    db = result.run_dir / "optuna.db"
+    assert refused.startswith(f"{db} is damaged (SQLite: ")
     assert f"Rebuilt {db} from 3 search trial(s) (1 COMPLETE, 1 FAIL, 1 RUNNING); the old file is " in output
-    damaged = sorted(run_dir.glob("optuna.db.damaged-*"))
+    damaged = sorted(result.run_dir.glob("optuna.db.damaged-*"))
     assert [p.name.rsplit("-", 1)[-1] for p in damaged][1:] == ["journal"] and not db.with_name("optuna.db-journal").exists()
     intact = moved[0]
-    rebuilt, reference = _study(run_dir), _study(intact.run_dir)
-    assert [(t.number, t.state, t.params) for t in rebuilt] == [(t.number, t.state, t.params) for t in reference]
-    assert [t.values for t in rebuilt] == [t.values for t in reference]  # the same floats, read back exactly
-    assert [t.intermediate_values for t in rebuilt] == [t.intermediate_values for t in reference]
-    columns = ["lr", "loss_weights/left", "status"]
+    rebuilt_trials, reference = _study(result.run_dir), _study(intact.run_dir)
+    assert [(t.number, t.state, t.params) for t in rebuilt_trials] == [(t.number, t.state, t.params) for t in reference]
+    assert [t.values for t in rebuilt_trials] == [t.values for t in reference]  # the same floats, read back exactly
+    assert [t.intermediate_values for t in rebuilt_trials] == [t.intermediate_values for t in reference]
+    columns = ["lr", "loss_weights/left", "status", "delta_m"]
     mine = result.results.query("phase == 'search'").sort_values("lr")[columns].reset_index(drop=True)
     theirs = intact.results.query("phase == 'search'").sort_values("lr")[columns].reset_index(drop=True)
     pd.testing.assert_frame_equal(mine, theirs)
