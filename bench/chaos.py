@@ -13,8 +13,9 @@ machine's speed, which the JSON records):
 - the disk of the run directory fills up for real for a few seconds (the run
   directory is on a small tmpfs, filled with a ballast file; needs the right to mount
   one, else this fault is skipped and the JSON says so);
-- the driver is SIGKILLed; before the resume the newest checkpoint of an unfinished
-  trial is truncated and ``optuna.db`` overwritten with garbage (the resume must refuse,
+- the driver is SIGKILLed; before the resume a checkpoint that the resume restores
+  (one Tune registered for an unfinished trial) is truncated and ``optuna.db``
+  overwritten with garbage (the resume must refuse,
   then ``--rebuild-study`` continues);
 - the resumed driver is killed too, the run directory moved to another path as if the
   head node were lost (its lock naming a host that is gone), and resumed there (refused
@@ -127,14 +128,27 @@ def mount_tmpfs(path: Path, size_mb: int) -> bool:
 def fill(path: Path) -> int:
     """Write a ballast file until the filesystem is full; returns its size."""
     written = 0
-    block = b"\0" * (1 << 20)
     with path.open("wb", buffering=0) as f:
-        try:
-            while True:
-                written += f.write(block)
-        except OSError:
-            pass
+        for size in (1 << 20, 1 << 12):  # then page by page: no room left even for a small file
+            block = b"\0" * size
+            try:
+                while True:
+                    written += f.write(block)
+            except OSError:
+                pass
     return written
+
+
+def registered_checkpoints(run_dir: Path) -> list[Path]:
+    """Per unfinished trial, the newest checkpoint Tune's newest snapshot of the search
+    registered: what a resume restores (the snapshot pickles their paths, hex-encoded)."""
+    states = sorted((run_dir / "search").glob("experiment_state-*.json"))
+    text = states[-1].read_text(errors="replace") if states else ""
+    out = []
+    for trial in unfinished_trials(run_dir):
+        known = [c for c in sorted(trial.glob("checkpoint_*")) if f"{trial.name}/{c.name}".encode().hex() in text]
+        out += known[-1:]
+    return out
 
 
 def unfinished_trials(run_dir: Path) -> list[Path]:
@@ -187,12 +201,11 @@ def chaos_run(exp_file: Path, work: Path, rng: random.Random, tmpfs: bool) -> tu
     first.wait()
     lives = [first.close()]
     # damage, then resume: refused on the damaged study, continued with --rebuild-study, killed again
-    damaged = unfinished_trials(run_dir)
-    if damaged:
-        trial = rng.choice(damaged)
-        newest = sorted(trial.glob("checkpoint_*"))[-1] / "state.pt"
+    registered = registered_checkpoints(run_dir)
+    if registered:
+        newest = rng.choice(registered) / "state.pt"
         newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 3])
-        events.append({"event": "newest checkpoint truncated", "file": str(newest.relative_to(run_dir))})
+        events.append({"event": "a checkpoint a resume restores truncated", "file": str(newest.relative_to(run_dir))})
     study = run_dir / "optuna.db"
     study.write_bytes(os.urandom(study.stat().st_size))
     refused = run_to_end(["resume", str(run_dir), "--no-cache"], work / "refused_study.log")
