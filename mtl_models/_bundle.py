@@ -9,12 +9,12 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from ._checkpoint import load_checkpoint_state, save_checkpoint_state
 from ._deploy import INPUT_NAME, example_input, export_onnx, export_torchscript
 from ._io import atomic_directory
 from ._plugins import is_plugin_path
 from .families import MultiTaskModel, build_model
 
-CHECKPOINT_STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
 CARD_FILE = "card.json"
@@ -135,33 +135,3 @@ def load_card(directory: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} is missing; is {str(directory)!r} an exported bundle?")
     return json.loads(path.read_text())
-
-
-def save_checkpoint_state(state: dict[str, Any], directory: str | Path) -> None:
-    """Write a training state (``Trainer.state_dict()``) into a checkpoint directory."""
-    torch.save(state, Path(directory) / CHECKPOINT_STATE_FILE)
-
-
-def load_checkpoint_state(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The training state in a checkpoint directory (``model`` holds the weights).
-
-    ``directory`` is a local path or a URI that pyarrow understands (``s3://...``,
-    ``gs://...``), where Ray Tune stores checkpoints when its storage is an object store.
-    """
-    # Trainer state holds optimiser and RNG state (not only tensors), written by this package.
-    if "://" in str(directory):
-        import io
-
-        from pyarrow import fs as pafs
-
-        filesystem, root = pafs.FileSystem.from_uri(str(directory))
-        try:
-            with filesystem.open_input_stream(f"{root.rstrip('/')}/{CHECKPOINT_STATE_FILE}") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{directory}/{CHECKPOINT_STATE_FILE} is missing; is it a trial checkpoint?") from None
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
-    path = Path(directory) / CHECKPOINT_STATE_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} is missing; is {str(directory)!r} a trial checkpoint?")
-    return torch.load(path, map_location=map_location, weights_only=False)

@@ -22,7 +22,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
 
     The rename is atomic on POSIX filesystems, so readers see the old file or the
-    complete new one, never a partial write. On error the temporary file is removed.
+    complete new one, never a partial write. On error the temporary file is removed;
+    an ``OSError`` that names no file (pyarrow's, pandas') is raised again naming ``path``
+    (same ``errno``), so a full disk says which file it stopped.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +35,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -24,13 +24,23 @@ metric holds. Here:
   looks good) is trained with the next seed, never the same (config, seed) twice: the
   study is told that seed's value, so the sampler sees the config's seed noise rather
   than a copy of one result, and the results table averages a config over its seeds.
-  Each Optuna trial records its ``config_key`` and ``seed`` (user attributes).
+  Each Optuna trial records its ``config_key`` and ``seed`` (user attributes);
+- intermediate values are reported at the trial's 0-based ``epoch`` (Tune's
+  ``training_iteration`` only where no epoch is reported), which stays right when a
+  trial restarts from an older checkpoint than its last one;
+- each Tune trial's config carries its Optuna trial under ``_optuna`` (``number``,
+  every parameter, raw draws included, its user and system attributes), so the
+  study can be rebuilt from the trials alone (``mtlsearch resume --rebuild-study``, ``search._study``);
+- a restored searcher uses the study of the run directory it is resumed from, not the
+  path pickled in Tune's snapshot: a run directory copied or moved to another path or
+  host resumes on its own ``optuna.db`` (and never touches the old path).
 
 This relies on ``OptunaSearch``'s ``_ot_study``/``_ot_trials`` (Ray 2.58-2.60).
 """
 from __future__ import annotations
 
 import math
+import pickle
 from typing import Any
 
 import numpy as np
@@ -40,6 +50,9 @@ from ray.tune.search.optuna import OptunaSearch
 
 from mtl_models import config_key
 from spaces import HIDDEN_PREFIX
+
+OPTUNA_KEY = f"{HIDDEN_PREFIX}optuna"  # a Tune trial config's Optuna trial: number, params, user/system attrs
+TUNE_TRIAL_ATTR = "tune_trial_id"  # user attribute of the trials of a rebuilt study
 
 
 def trial_outcome(
@@ -76,6 +89,22 @@ class MTLOptunaSearch(OptunaSearch):
         super()._setup_study(mode)
         self._ot_study.pruner = self._pruner
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (into Tune's ``tuner.pkl``) without its study: unpickling would connect to
+        the database at the path it was made on. A resume attaches the study of the run
+        directory (``search._relocate.reattach``). Tune's searcher snapshots (``save``) keep the
+        whole state; :meth:`restore` reads them without connecting anywhere."""
+        state = self.__dict__.copy()
+        storage = state.pop("_storage", None)
+        state["_study_url"] = getattr(getattr(storage, "_backend", storage), "url", state.get("_study_url"))
+        return {**state, "_ot_study": None, "_storage": None, "_ot_trials": {}}
+
+    def use_study(self, storage: optuna.storages.BaseStorage) -> None:
+        """Continue the study named like this searcher's in ``storage`` (with this searcher's sampler and pruner)."""
+        self._storage = storage
+        self._ot_study = optuna.load_study(study_name=self._study_name, storage=storage, sampler=self._sampler)
+        self._ot_study.pruner = self._pruner
+
     @property
     def study(self) -> optuna.Study:
         return self._ot_study
@@ -99,7 +128,7 @@ class MTLOptunaSearch(OptunaSearch):
             return None
         if not math.isfinite(float(value)):
             return None
-        step = int(result["training_iteration"]) - 1
+        step = int(result.get("epoch") or result["training_iteration"]) - 1
         reported = self._reported.setdefault(trial_id, set())
         if step not in reported:  # the pruner scheduler reports first, then Tune calls us
             ot_trial.report(float(value), step)
@@ -133,6 +162,14 @@ class MTLOptunaSearch(OptunaSearch):
         config = super().suggest(trial_id)
         if isinstance(config, dict):
             config = self._next_seed({k: v for k, v in config.items() if not k.startswith(HIDDEN_PREFIX)}, trial_id)
+            ot_trial = self._ot_trials[trial_id]
+            stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
+            config[OPTUNA_KEY] = {  # after everything the searcher records on the trial
+                "number": stored.number,
+                "params": stored.params,
+                "user_attrs": stored.user_attrs,
+                "system_attrs": stored.system_attrs,  # e.g. NSGA-II's generations
+            }
         return config
 
     def _next_seed(self, config: dict[str, Any], trial_id: str) -> dict[str, Any]:
@@ -172,11 +209,58 @@ class MTLOptunaSearch(OptunaSearch):
                 state.rng.seed(value)
 
     def restore(self, checkpoint_path: str) -> None:
-        """Restore the searcher (Tune's resume) and find the study's orphans: trials the
-        killed driver asked for after its last snapshot, which no Tune trial runs. The
-        next suggestions hand them out again (their numbers and parameters), so the study
-        holds each proposal once; the runner fails any left over when the search ends."""
-        super().restore(checkpoint_path)
+        """Restore the searcher (Tune's resume) on this run's study and find its orphans.
+
+        The snapshot's state comes back, but its Optuna trials are looked up in the
+        study this searcher opened (the run directory's ``optuna.db``, wherever the run
+        directory is now). Orphans are trials the killed driver asked for after its last
+        snapshot, which no Tune trial runs: the next suggestions hand them out again
+        (their numbers and parameters), so the study holds each proposal once; the
+        runner fails any left over when the search ends."""
+        if self._ot_study is None:  # unpickled, not reattached (search._relocate): the study it was made on
+            self.use_study(optuna.storages.RDBStorage(self._study_url))
+        with open(checkpoint_path, "rb") as f:
+            state = _DetachedStudyUnpickler(f).load()
+        state["_ot_trials"] = _rebind(self._ot_study, state["_ot_trials"])
+        # what the study holds, also what the killed driver reported after its snapshot
+        state["_reported"] = {tid: set(self._storage.get_trial(t._trial_id).intermediate_values)
+                              for tid, t in state["_ot_trials"].items()}
+        self.__dict__.update({**state, "_ot_study": self._ot_study, "_storage": self._storage})
         known = {t._trial_id for t in self._ot_trials.values()}
         running = self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         self._orphans = [t._trial_id for t in sorted(running, key=lambda t: t.number) if t._trial_id not in known]
+
+
+class _DetachedRDBStorage(optuna.storages.RDBStorage):
+    """What an ``RDBStorage`` pickled in a searcher snapshot unpickles to: its URL, no
+    connection. Unpickling the real one would connect to (and create tables in) the
+    database at the path the snapshot was taken on, which a moved run no longer has."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+class _DetachedStudyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if name == "RDBStorage" and module.startswith("optuna.storages"):
+            return _DetachedRDBStorage
+        return super().find_class(module, name)
+
+
+def _rebind(study: optuna.Study, trials: dict[str, optuna.Trial]) -> dict[str, optuna.Trial]:
+    """The snapshot's Tune trial -> Optuna trial map on ``study``. A study rebuilt from the
+    trials names each trial's Tune trial (user attribute ``tune_trial_id``), since its
+    Optuna trial ids may differ; otherwise the ids are the snapshot's own."""
+    rebuilt = {t.user_attrs[TUNE_TRIAL_ATTR]: t._trial_id for t in study.get_trials(deepcopy=False)
+               if TUNE_TRIAL_ATTR in t.user_attrs}
+    known = {t._trial_id for t in study.get_trials(deepcopy=False)}
+    out = {}
+    for trial_id, old in trials.items():
+        ot_id = rebuilt.get(trial_id, old._trial_id)
+        if ot_id not in known:
+            raise RuntimeError(
+                f"optuna.db has no Optuna trial for Tune trial {trial_id}: the study is older than the "
+                f"search's trials. Resume with --rebuild-study to rebuild it from them."
+            )
+        out[trial_id] = optuna.Trial(study, ot_id)
+    return out

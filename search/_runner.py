@@ -38,11 +38,15 @@ from ._fixed import FixedConfigs
 from ._optuna import MTLOptunaSearch
 from ._progress import ProgressPrinter
 from ._pruning import OptunaPrunerScheduler
+from ._checkpoints import describe_damaged_checkpoints
+from ._lock import run_lock
+from ._relocate import RelocatableSearchGenerator, clear_driver_staging, reattach
+from ._snapshots import check_snapshots
+from ._study import STUDY_FILE, STUDY_NAME, check_study
+from ._study import rebuild_study as write_rebuilt_study
 from ._table import collect_results, drop_unreadable_errors, phase_path, storage_root, write_results
 from ._trainable import OBJECTIVE, train_trial
 
-STUDY_FILE = "optuna.db"
-STUDY_NAME = "search"
 FIXED_CONFIG_FILE = "fixed_config.json"
 # Trials run one after another in the same Ray actors: no new process per trial, which
 # would import torch and build its optimiser (torch._dynamo) again, about 2 s of a CPU
@@ -132,7 +136,8 @@ def _run_config(name: str, run_dir: Path, callbacks: list, max_failures: int) ->
         storage_path=storage_root(run_dir),
         verbose=0,
         callbacks=callbacks,
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # two per trial: a restarted trial whose newest checkpoint is damaged continues from the one before
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         # a trial whose worker or node dies restarts from its last (per-epoch) checkpoint
         failure_config=tune.FailureConfig(max_failures=max_failures),
     )
@@ -178,7 +183,12 @@ def _fit(run_dir: Path, phase: str, expected: int, trainable: Any, make_tuner: A
             raise FileExistsError(f"{path} already holds a {phase} experiment; resume the run instead.")
         for dropped in drop_unreadable_errors(path):
             print(f"Removed {dropped}: cut off when the driver died (the trial's error.txt keeps its error).", flush=True)
-        tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False).fit()
+        for line in describe_damaged_checkpoints(path):
+            print(line, flush=True)
+        clear_driver_staging(phase)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+        reattach(tuner, storage_root(run_dir), run_dir / STUDY_FILE)  # where the run directory is now
+        tuner.fit()
 
 
 def _ended(run_dir: Path, phase: str) -> int:
@@ -257,7 +267,8 @@ def run_baselines(
         return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=FixedConfigs(configs), num_samples=len(configs), trial_dirname_creator=_dirname,
+                search_alg=RelocatableSearchGenerator(FixedConfigs(configs)), num_samples=len(configs),
+                trial_dirname_creator=_dirname,
                 reuse_actors=REUSE_ACTORS,
             ),
             run_config=_run_config(
@@ -317,7 +328,7 @@ def run_search(
         return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=limited,
+                search_alg=RelocatableSearchGenerator(limited),
                 scheduler=scheduler,
                 num_samples=exp.search.num_trials,
                 trial_dirname_creator=_dirname,
@@ -396,8 +407,8 @@ def run_confirm(
         return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=FixedConfigs(configs), num_samples=len(configs), trial_dirname_creator=_dirname,
-                reuse_actors=REUSE_ACTORS,
+                search_alg=RelocatableSearchGenerator(FixedConfigs(configs)), num_samples=len(configs),
+                trial_dirname_creator=_dirname, reuse_actors=REUSE_ACTORS,
             ),
             run_config=_run_config(
                 "confirm", run_dir, [ProgressPrinter("confirm", len(configs), OBJECTIVE)], exp.search.max_failures
@@ -490,23 +501,42 @@ def run_experiment(
     fixed = trial_base_config(exp, data)
     if storage is not None:
         storage = f"{storage.rstrip('/')}/{run_dir.name}" if "://" in storage else str(Path(storage).resolve() / run_dir.name)
-    _write_run_files(exp, run_dir, data, fixed, storage)
-    return _execute(exp, run_dir, data, fixed, address, num_cpus, resume=False, cache_dir=cache_dir)
+    with run_lock(run_dir):  # one driver per run directory (search._lock)
+        _write_run_files(exp, run_dir, data, fixed, storage)
+        return _execute(exp, run_dir, data, fixed, address, num_cpus, resume=False, cache_dir=cache_dir)
 
 
 def resume_experiment(
-    run_dir: str | Path, address: str | None = None, num_cpus: int | None = None, cache_dir: Path | None = None
+    run_dir: str | Path,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    cache_dir: Path | None = None,
+    break_lock: bool = False,
+    rebuild_study: bool = False,
 ) -> RunResult:
     """Continue a run after Ctrl-C, a killed driver or a lost head node.
 
     Finished trials are kept exactly once; unfinished ones continue from their last
-    checkpoint; the Optuna study (sampler history and pruner state, ``optuna.db``) and
-    the searcher's state are restored, so finished configs are not proposed again.
+    whole checkpoint; the Optuna study (sampler history and pruner state, ``optuna.db``)
+    and the searcher's state are restored, so finished configs are not proposed again.
+    The run directory may have moved (another path, host or Ray cluster).
+    Before anything changes it takes the run lock (``break_lock``: also one held by a
+    driver on another host, see ``search._lock``), checks Tune's snapshots
+    (``search._snapshots``) and the study (``search._study``); ``rebuild_study``
+    writes the study anew from the search's trials.
     """
     run_dir = Path(run_dir).resolve()
     for name in ("experiment.json", FIXED_CONFIG_FILE):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{str(run_dir / name)!r} is missing; is {str(run_dir)!r} an mtlsearch run?")
+    with run_lock(run_dir, break_lock):
+        check_snapshots(run_dir)  # Tune would start a phase over on a cut-off one
+        for line in [write_rebuilt_study(run_dir)] if rebuild_study else check_study(run_dir):
+            print(line, flush=True)
+        return _resume(run_dir, address, num_cpus, cache_dir)
+
+
+def _resume(run_dir: Path, address: str | None, num_cpus: int | None, cache_dir: Path | None) -> RunResult:
     exp = load_experiment(run_dir / "experiment.json")
     fixed = json.loads((run_dir / FIXED_CONFIG_FILE).read_text())
     print(f"Resuming {run_dir}; loading data ({exp.data.source}) ...", flush=True)

@@ -25,6 +25,9 @@ from mtl_models import (
     seed_everything,
 )
 
+from ._checkpoints import newest_good_checkpoint
+from ._faults import fault_fires, hang, inject_disk_full
+
 OBJECTIVE = "delta_m"
 
 
@@ -49,7 +52,7 @@ def train_trial(
     torch.set_num_threads(max(1, int(cpus)))
     seed_everything(int(config["seed"]))
     model = build_model(config)
-    checkpoint = tune.get_checkpoint()
+    checkpoint = newest_good_checkpoint(tune.get_checkpoint())  # a corrupt newest one: the one before, or none
     if checkpoint is None and config.get("column_init") == "single_task":
         model.init_columns_from(load_single_task_models(config, single_task_checkpoints))
     trainer = Trainer(model, data, config)
@@ -81,18 +84,21 @@ def train_trial(
             value = delta_m(primary_metrics(model.tasks, val), baseline, higher)
             metrics[OBJECTIVE] = value if math.isfinite(value) else None
         with tempfile.TemporaryDirectory() as directory:
+            inject_disk_full(config.get("fault"), trainer.epoch, directory)
             save_checkpoint_state(trainer.state_dict(), directory)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
 def inject_fault(fault: dict[str, Any] | None, trainer: Trainer) -> None:
     """Fail the coming epoch as ``fault`` says (resilience tests; see ``search.inject_faults``)."""
-    if not fault or int(fault["epoch"]) != trainer.epoch + 1:
+    if not fault or fault["kind"] == "disk_full" or int(fault["epoch"]) != trainer.epoch + 1 or not fault_fires(fault):
         return
     if fault["kind"] == "raise":
         raise RuntimeError(f"injected fault at epoch {fault['epoch']}")
     if fault["kind"] == "oom":
         raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected fault at epoch {fault['epoch']})")
+    if fault["kind"] == "hang":
+        hang()
     with torch.no_grad():  # "nan": poison the weights; the trainer's own check must catch the loss
         for p in trainer.model.parameters():
             p.fill_(float("nan"))

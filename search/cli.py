@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -91,7 +92,8 @@ def _resume(args: argparse.Namespace) -> int:
 
     from ._runner import resume_experiment
 
-    result = resume_experiment(args.run, address=args.address, num_cpus=args.num_cpus, cache_dir=_cache_dir(args))
+    result = resume_experiment(args.run, address=args.address, num_cpus=args.num_cpus, cache_dir=_cache_dir(args),
+                               break_lock=args.break_lock, rebuild_study=args.rebuild_study)
     report = write_report(result.run_dir)
     _print_verdict(result.run_dir)
     print(f"Results: {result.run_dir / 'results.parquet'}")
@@ -267,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run", type=Path, help="run directory")
     resume.add_argument("--address", help="join an existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     resume.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    resume.add_argument("--break-lock", action="store_true",
+                        help="take over the run lock held by a driver on another host (one that is gone, e.g. a lost "
+                        "head node); a live driver on this host is never overridden")
+    resume.add_argument("--rebuild-study", action="store_true",
+                        help="write a new optuna.db from the search's trials (when it is damaged, locked or lost); "
+                        "the old file is kept as optuna.db.damaged-<time>")
     _cache_arguments(resume)
     resume.set_defaults(func=_resume)
 
@@ -313,7 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     from mtl_models import DataFileError
     from spaces import ExperimentError
 
+    from mtl_models import CorruptCheckpointError
+
+    from ._lock import RunLockedError
     from ._runner import SearchInterrupted
+    from ._snapshots import SnapshotError
+    from ._study import StudyError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -329,11 +342,39 @@ def main(argv: list[str] | None = None) -> int:
     except SearchInterrupted as exc:
         print(f"mtlsearch: interrupted: {exc}", file=sys.stderr)
         return 130
+    except (RunLockedError, StudyError, SnapshotError, CorruptCheckpointError) as exc:  # storage the run cannot use as it is
+        print(f"mtlsearch: error: {exc}", file=sys.stderr)
+        return 2
     except KeyError:
         raise  # a bug, not a user error: keep the traceback
     except (ExperimentError, DataFileError, FileExistsError, FileNotFoundError, LookupError, ValueError) as exc:
         print(f"mtlsearch: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in OUT_OF_SPACE:
+            raise
+        print(f"mtlsearch: error: {_out_of_space(exc, args)}", file=sys.stderr)
+        return 2
+
+
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # full disk, quota, file-size limit
+
+
+def _out_of_space(exc: OSError, args: argparse.Namespace) -> str:
+    """What to tell a user whose command ran out of disk space, and what to do next."""
+    where = f" ({exc.filename})" if exc.filename else ""  # atomic writes name their file
+    run = getattr(args, "out", None) if args.command == "run" else getattr(args, "run", None)
+    again = {
+        "run": f"continue the run with: mtlsearch resume {run}",
+        "resume": f"continue the run with: mtlsearch resume {run}",
+        "report": f"write it again with: mtlsearch report {' '.join(map(str, run or []))}",
+    }.get(args.command, "run the command again")
+    return (
+        f"out of disk space: {exc.strerror}{where} [{errno.errorcode.get(exc.errno, exc.errno)}]. The disk (or quota, "
+        f"or file-size limit) ran out while writing. The run's tables, study, snapshots and report are replaced "
+        f"whole, so each is its last complete version; trials that could not write a checkpoint are retried from "
+        f"their last whole one. Free space, then {again}."
+    )
 
 
 if __name__ == "__main__":

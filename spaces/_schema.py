@@ -358,11 +358,17 @@ class FaultConfig(_Strict):
     """Fault injection, to test a search's resilience: the trial fails at ``epoch``.
 
     ``raise``: an exception; ``nan``: the weights turn NaN so the loss does; ``oom``:
-    ``torch.cuda.OutOfMemoryError``.
+    ``torch.cuda.OutOfMemoryError``; ``disk_full``: writing the epoch's checkpoint fails
+    with a real ``ENOSPC`` (its state file is opened on ``/dev/full``, the kernel's
+    always-full device); ``hang``: the trial stops making progress before the epoch (a
+    stuck filesystem) until it is stopped, so a test can kill the driver at a known
+    point. ``times``: on how many attempts of the trial the fault fires (a retry or a
+    resume is an attempt; default: every one), counted on the node.
     """
 
-    kind: Literal["raise", "nan", "oom"]
+    kind: Literal["raise", "nan", "oom", "disk_full", "hang"]
     epoch: PositiveInt = 1
+    times: PositiveInt | None = None
 
 
 OBJECTIVE_DIRECTIONS = {"delta_m": "max", "params": "min", "flops": "min", "latency_ms_b1": "min", "latency_ms_bN": "min"}
