@@ -21,6 +21,7 @@ from ._describe import config_key, describe_config
 from ._deploy import TaskOutputs, example_input, export_onnx, export_torchscript
 from ._io import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
 from ._plugins import import_plugin, is_plugin_path
+from ._registry import Registry, UnknownNameError, keyword_options
 from ._schedule import SCHEDULES, LRSchedule, schedule_from_config
 from ._train import (
     NonFiniteLossError,
@@ -37,7 +38,17 @@ from ._train import (
     uses_channels_last,
 )
 from .backbones import Stage, available_backbones, backbone_options, build_backbone, register_backbone, stage_names
-from .data import DataErrors, DataFeed, DataFileError, MultiTaskData, Split, available_sources, load_data, register_source
+from .data import (
+    DataErrors,
+    DataFeed,
+    DataFileError,
+    MultiTaskData,
+    Split,
+    available_sources,
+    load_data,
+    register_source,
+    source_options,
+)
 from .families import (
     BranchedModel,
     CrossStitchModel,

@@ -12,6 +12,7 @@ from torch import Tensor
 from ._deploy import INPUT_NAME, example_input, export_onnx, export_torchscript
 from ._io import atomic_directory
 from ._plugins import is_plugin_path
+from ._registry import Registry
 from .families import MultiTaskModel, build_model
 
 CHECKPOINT_STATE_FILE = "state.pt"
@@ -22,10 +23,9 @@ PLUGINS_DIR = "plugins"
 
 Exporter = Callable[[MultiTaskModel, Path, Tensor], Path]
 # Serving formats a bundle can hold: name -> (file in the bundle, exporter).
-BUNDLE_EXPORTS: dict[str, tuple[str, Exporter]] = {
-    "torchscript": ("model.ts", export_torchscript),
-    "onnx": ("model.onnx", export_onnx),
-}
+BUNDLE_EXPORTS: Registry[tuple[str, Exporter]] = Registry("export format", defined_by=lambda entry: entry[1])
+BUNDLE_EXPORTS.register("torchscript", ("model.ts", export_torchscript))
+BUNDLE_EXPORTS.register("onnx", ("model.onnx", export_onnx))
 
 
 def save_bundle(

@@ -6,6 +6,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from .._registry import Registry
+
 
 class LossWeighting(nn.Module):
     """Turns the per-task losses of a step into the total loss ``sum_t w_t L_t``.
@@ -35,31 +37,20 @@ class LossWeighting(nn.Module):
 
 WeightingFactory = Callable[[list[str], dict[str, Any]], LossWeighting]
 
-_SCHEMES: dict[str, WeightingFactory] = {}
+_SCHEMES: Registry[WeightingFactory] = Registry("loss weighting")
 
 
-def register_weighting(name: str) -> Callable[[type[LossWeighting]], type[LossWeighting]]:
-    def decorator(cls: type[LossWeighting]) -> type[LossWeighting]:
-        _SCHEMES[name] = cls
-        return cls
-
-    return decorator
+def register_weighting(name: str, *, replace: bool = False) -> Callable[[type[LossWeighting]], type[LossWeighting]]:
+    return _SCHEMES.register(name, replace=replace)
 
 
 def available_weightings() -> list[str]:
-    return sorted(_SCHEMES)
+    return _SCHEMES.names()
 
 
 def build_weighting(task_names: list[str], config: dict[str, Any]) -> LossWeighting:
     """Build the scheme ``config['loss_weighting']`` (default ``static``) for these tasks."""
-    name = config.get("loss_weighting") or "static"
-    try:
-        factory = _SCHEMES[name]
-    except KeyError:
-        raise ValueError(
-            f"Unknown loss_weighting {name!r}; known schemes: {', '.join(available_weightings())}."
-        ) from None
-    return factory(task_names, config)
+    return _SCHEMES.get(config.get("loss_weighting") or "static")(task_names, config)
 
 
 def stack_losses(losses: dict[str, Tensor], task_names: list[str]) -> Tensor:
