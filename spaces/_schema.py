@@ -43,7 +43,7 @@ from mtl_models import (
 from mtl_models.data import prepare_for_trials
 
 from ._common import _registered, _resolve, _Strict
-from ._data import DATA_SOURCES, DataConfig, augment_problems
+from ._data import DataConfig, augment_problems, data_fields, known_sources
 from ._yaml import ExperimentError, format_loc, line_of, load_yaml
 
 SEARCHED_FAMILIES = ("hard_split", "cross_stitch")
@@ -647,8 +647,9 @@ class Experiment(_Strict):
     def stage_names(self) -> list[str]:
         return list(self._backbone_facts().stage_names)
 
-    def input_size(self) -> tuple[int, int]:
-        """``(height, width)`` of the images the models see."""
+    def input_size(self) -> tuple[int, int] | None:
+        """``(height, width)`` of the images the models see; None where the source does not
+        say before its data is read (a registered source without ``image_size``)."""
         return self.data.input_size()
 
     def num_stages(self) -> int:
@@ -675,12 +676,15 @@ class BackboneFacts:
 
 
 @functools.lru_cache(maxsize=32)
-def backbone_facts(name: str, in_channels: int, options_json: str, size: tuple[int, int]) -> BackboneFacts:
-    """Build the backbone once and push a zero image of ``size`` through it (validation only)."""
+def backbone_facts(name: str, in_channels: int, options_json: str, size: tuple[int, int] | None) -> BackboneFacts:
+    """Build the backbone once and push a zero image of ``size`` through it (validation only;
+    no image when the size is not known yet)."""
     import torch
 
     stages = build_backbone(name, in_channels, **json.loads(options_json))
     error = None
+    if size is None:
+        return BackboneFacts(tuple(s.name for s in stages), stages[-1].spatial, error)
     x = torch.zeros(1, in_channels, *size)
     with torch.no_grad():
         for stage in stages:
@@ -728,12 +732,12 @@ def _problems(exc: ValidationError, source: Path | None, node: Any, data: Any) -
         if not loc and match:  # a cross-field check names its field first
             loc = tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", match.group(1)) if p)
             err = {**err, "msg": match.group(2)}
-        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            key = err["ctx"]["discriminator"].strip("'")
-            loc = (*loc, key)
-            got = f" {err['ctx']['tag']!r}" if "tag" in err["ctx"] else ""
-            allowed = err["ctx"].get("expected_tags") or ", ".join(repr(t) for t in DATA_SOURCES)
-            err = {**err, "type": "value_error", "msg": f"unknown or missing {key}{got}; allowed: {allowed}"}
+        if err["type"] == "unknown_source":  # data.source names no registered source
+            loc = (*loc, "source")
+            named = err["input"].get("source") if isinstance(err["input"], dict) else None
+            got = f" {named!r}" if named is not None else ""
+            allowed = ", ".join(repr(t) for t in known_sources())
+            err = {**err, "type": "value_error", "msg": f"unknown or missing source{got}; allowed: {allowed}"}
         grouped.setdefault(loc, []).append(err)
     problems = []
     for loc, errors in grouped.items():
@@ -744,7 +748,7 @@ def _problems(exc: ValidationError, source: Path | None, node: Any, data: Any) -
         for err in specific:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
-                msg = f"unknown field {loc[-1]!r}" + _allowed_fields(loc)
+                msg = f"unknown field {loc[-1]!r}" + _allowed_fields(loc, data)
             if msg not in messages:
                 messages.append(msg)
         text = " or ".join(messages)
@@ -770,9 +774,14 @@ def _yaml_loc(loc: tuple, data: Any, missing: bool) -> tuple:
     return tuple(out)
 
 
-def _allowed_fields(loc: tuple) -> str:
+def _allowed_fields(loc: tuple, data: Any) -> str:
+    if loc[:-1] == ("data",):  # the fields depend on the source
+        return f"; allowed: {', '.join(data_fields(data['data'].get('source')))}"
     model = _model_at(Experiment, loc[:-1])
-    return f"; allowed: {', '.join(f for f in model.model_fields if f != 'source_path')}" if model else ""
+    if model is None:
+        return ""
+    fields = model.allowed_fields() if hasattr(model, "allowed_fields") else list(model.model_fields)
+    return f"; allowed: {', '.join(f for f in fields if f != 'source_path')}"
 
 
 def _model_at(model: Any, loc: tuple) -> Any:
