@@ -62,6 +62,15 @@ from .families import (
     register_family,
 )
 from .tasks import TaskKind, TaskSpec, available_task_kinds, get_task_kind, register_task_kind
-from .weighting import LossWeighting, available_weightings, build_weighting, register_weighting
+from .weighting import (
+    LossWeighting,
+    SchemeParameter,
+    available_weightings,
+    build_weighting,
+    register_weighting,
+    searchable_weighting_parameters,
+    weighting_parameters,
+    weighting_settings,
+)
 
 __all__ = [name for name in dir() if not name.startswith("_")]
