@@ -44,7 +44,8 @@ from mtl_models import (
 from mtl_models.data import prepare_for_trials
 
 from ._common import FloatParam, FloatRange, IntParam, IntRange, _registered, _resolve, _Strict, choices
-from ._data import DataConfig, augment_problems, data_fields, known_sources
+from ._data import augment_problems
+from ._sources import DataConfig, data_fields, known_sources
 from ._weighting import numeric, space_value, validate_weighting_space, weighting_keys
 from ._yaml import ExperimentError, format_loc, line_of, load_yaml
 
