@@ -574,7 +574,9 @@ class Experiment(_Strict):
                     f"{where}: alpha_diff is derived from alpha_same (space.alpha_diff: convex, each unit row sums "
                     f"to 1); give alpha_same only, or set space.alpha_diff to a value or range"
                 )
-        categoricals = ("tree", "column_init", "loss_weighting", *[k for k in schemes if not numeric(k)], "optimization", "class_weighting")
+        categoricals = (
+            "tree", "column_init", "loss_weighting", *[k for k in schemes if not numeric(k)], "optimization", "class_weighting"
+        )
         allowed = ("family", "split_point", "split_points", *numbers, *categoricals, "loss_weights")
         unknown = sorted(set(point) - set(allowed))
         if unknown:
