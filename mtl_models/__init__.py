@@ -22,6 +22,7 @@ from ._describe import config_key, describe_config
 from ._deploy import TaskOutputs, example_input, export_onnx, export_torchscript
 from ._io import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
 from ._plugins import import_plugin, is_plugin_path
+from ._registry import Registry, UnknownNameError, keyword_options
 from ._schedule import SCHEDULES, LRSchedule, schedule_from_config
 from ._train import (
     NonFiniteLossError,
@@ -38,7 +39,17 @@ from ._train import (
     uses_channels_last,
 )
 from .backbones import Stage, available_backbones, backbone_options, build_backbone, register_backbone, stage_names
-from .data import DataErrors, DataFeed, DataFileError, MultiTaskData, Split, available_sources, load_data, register_source
+from .data import (
+    DataErrors,
+    DataFeed,
+    DataFileError,
+    MultiTaskData,
+    Split,
+    available_sources,
+    load_data,
+    register_source,
+    source_options,
+)
 from .families import (
     CROSS_STITCH_UNITS,
     MTANModel,
@@ -56,6 +67,15 @@ from .families import (
     register_family,
 )
 from .tasks import TaskKind, TaskSpec, available_task_kinds, get_task_kind, register_task_kind
-from .weighting import LossWeighting, available_weightings, build_weighting, register_weighting
+from .weighting import (
+    LossWeighting,
+    SchemeParameter,
+    available_weightings,
+    build_weighting,
+    register_weighting,
+    searchable_weighting_parameters,
+    weighting_parameters,
+    weighting_settings,
+)
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -13,6 +13,7 @@ from ._checkpoint import load_checkpoint_state, save_checkpoint_state
 from ._deploy import INPUT_NAME, example_input, export_onnx, export_torchscript
 from ._io import atomic_directory
 from ._plugins import is_plugin_path
+from ._registry import Registry
 from .families import MultiTaskModel, build_model
 
 CONFIG_FILE = "config.json"
@@ -22,10 +23,9 @@ PLUGINS_DIR = "plugins"
 
 Exporter = Callable[[MultiTaskModel, Path, Tensor], Path]
 # Serving formats a bundle can hold: name -> (file in the bundle, exporter).
-BUNDLE_EXPORTS: dict[str, tuple[str, Exporter]] = {
-    "torchscript": ("model.ts", export_torchscript),
-    "onnx": ("model.onnx", export_onnx),
-}
+BUNDLE_EXPORTS: Registry[tuple[str, Exporter]] = Registry("export format", defined_by=lambda entry: entry[1])
+BUNDLE_EXPORTS.register("torchscript", ("model.ts", export_torchscript))
+BUNDLE_EXPORTS.register("onnx", ("model.onnx", export_onnx))
 
 
 def save_bundle(

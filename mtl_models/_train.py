@@ -114,7 +114,7 @@ class Trainer:
         self.model = model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self._forward = torch.compile(model.member_outputs) if config.get("compile") else model.member_outputs
         self.tasks = model.tasks
-        self.weighting = build_weighting(model.task_names, config).to(self.device)
+        self.weighting = build_weighting(model.tasks, config).to(self.device)
         self.optimizer = make_optimizer(model.param_groups() + self.weighting.param_groups(), config)
         self.feeds = make_feeds(data, model.task_names, self.device, config.get("loader"))
         self.batch_size = int(config.get("batch_size", 128))

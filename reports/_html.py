@@ -17,7 +17,7 @@ from plotly.offline import get_plotlyjs
 from mtl_models import atomic_write_text
 
 from ._run import RunData, load_run
-from ._sections import SECTIONS, ReportContext
+from ._sections import ReportContext, sections
 
 REPORT_FILE = "report.html"
 
@@ -68,7 +68,7 @@ def build_report(runs: Sequence[RunData], title: str, meta: dict[str, Any]) -> s
     """The report as one HTML string: every registered section, in order."""
     ctx = ReportContext(list(runs))
     parts, nav, figure = [], [], 0
-    for section in SECTIONS:
+    for section in sections():
         blocks = section.render(ctx)
         if not blocks:
             continue

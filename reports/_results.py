@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from mtl_models import COST_COLUMNS, TaskSpec, config_key, delta_m, metric_key
+from mtl_models import COST_COLUMNS, TaskSpec, config_key, delta_m, metric_key, weighting_settings
 
 RESULTS_FILE = "results.parquet"
 CURVES_FILE = "curves.parquet"
@@ -83,8 +83,12 @@ def metric_column(spec: TaskSpec, split: str = "val") -> str:
 
 
 def config_row(config: dict[str, Any]) -> dict[str, Any]:
-    """The config's columns: its searched keys, ``config_key``, mappings as ``key/<name>``."""
+    """The config's columns: its searched keys (with its loss-weighting scheme's parameters,
+    ``<scheme>_<parameter>``), ``config_key``, mappings as ``key/<name>``."""
     row = {k: config.get(k) for k in CONFIG_COLUMNS}
+    for key, value in weighting_settings(config).items():  # a plugin scheme's parameters too
+        if not isinstance(value, dict):
+            row.setdefault(key, value)
     row["config_key"] = config_key(config)
     row["backbone"] = (config.get("backbone") or {}).get("name")
     stages = config.get("cross_stitch_stages")

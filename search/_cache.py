@@ -7,8 +7,8 @@ experiment directory is stored under ``<cache>/baselines/<key>``; a later run wi
 same key copies it into its run directory instead of training.
 
 The key hashes the baselines' configs (everything but the searched keys and the
-loader's speed settings), the data's bytes (every split's images and labels) and the
-torch version.
+loader's speed settings), the data's bytes (every split's images and labels), the
+torch version and a format number, raised whenever what a baseline's metrics mean changes.
 """
 from __future__ import annotations
 
@@ -51,7 +51,9 @@ def baselines_key(configs: list[dict[str, Any]], data: MultiTaskData) -> str:
         "configs": configs,
         "data": data_fingerprint(data),
         "torch": torch.__version__,
-        "format": 1,
+        # 2: metrics from torchmetrics; macro-F1 and mAP changed definition, so a baseline
+        # cached before must not be compared with trials scored after
+        "format": 2,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

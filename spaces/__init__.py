@@ -20,7 +20,8 @@ from ._schema import (
     load_experiment,
     validate_experiment,
 )
-from ._data import DATA_SOURCES, AugmentConfig, CelebAData, FilesData, MultiMNISTData, ScenesData, SplitConfig
+from ._data import AugmentConfig, CelebAData, FilesData, MultiMNISTData, ScenesData, SplitConfig
+from ._sources import DATA_SOURCES, RegisteredData
 from ._space import HIDDEN_PREFIX, SpaceSampler, define_space, fixed_config, optuna_point, simplex_weights
 from ._yaml import ExperimentError
 

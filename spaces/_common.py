@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Union
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo
+from pydantic import BaseModel, ConfigDict, ValidationInfo, model_validator
 
 
 class _Strict(BaseModel):
@@ -28,3 +28,41 @@ def _registered(what: str, name: str, available: Iterable[str]) -> str:
     if name not in available:
         raise ValueError(f"unknown {what} {name!r}; allowed: {', '.join(available)}")
     return name
+
+
+class FloatRange(_Strict):
+    """A searched float in ``[low, high]``, log-uniform when ``log``."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "FloatRange":
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+
+class IntRange(_Strict):
+    """A searched integer in ``[low, high]`` (both included)."""
+
+    low: int
+    high: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "IntRange":
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        return self
+
+
+FloatParam = Union[float, FloatRange]
+IntParam = Union[int, IntRange]
+
+
+def choices(value: Any) -> list[Any]:
+    """A categorical space entry: one value (fixed) or a list (searched)."""
+    return list(value) if isinstance(value, list) else [value]

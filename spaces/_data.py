@@ -4,6 +4,9 @@ Every source shares the loader options (``loader``, ``num_workers``,
 ``memory_budget_mb``, ``augment``) and says which tasks it has
 (``check_tasks``) and which augmentations would change a task's meaning
 (``task_effects``), so the experiment is refused before any data is read.
+
+The built-in sources have their own models (with cross-field checks); any other
+registered source is validated from its loader's signature (``_sources``).
 """
 from __future__ import annotations
 
@@ -98,8 +101,8 @@ class _DataBase(_Strict):
     def channels_in(self) -> int:
         return int(getattr(self, "channels", 3))
 
-    def input_size(self) -> tuple[int, int]:
-        """``(height, width)`` of the images the models see."""
+    def input_size(self) -> tuple[int, int] | None:
+        """``(height, width)`` of the images the models see; None where the source does not say."""
         size = getattr(self, "image_size")
         return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
@@ -320,11 +323,6 @@ class CelebAData(_DataBase):
                 "shift": "the points move with the image",
             }
         return {}
-
-
-DataConfig = Annotated[Union[MultiMNISTData, FilesData, ScenesData, CelebAData], Field(discriminator="source")]
-DATA_MODELS = (MultiMNISTData, FilesData, ScenesData, CelebAData)
-DATA_SOURCES = [m.model_fields["source"].annotation.__args__[0] for m in DATA_MODELS]
 
 
 def augment_problems(data: _DataBase, tasks: list[TaskSpec]) -> list[str]:

@@ -34,6 +34,7 @@ from mtl_models import (
     TaskSpec,
     available_backbones,
     available_task_kinds,
+    available_weightings,
     backbone_options,
     build_backbone,
     import_plugin,
@@ -42,8 +43,10 @@ from mtl_models import (
 )
 from mtl_models.data import prepare_for_trials
 
-from ._common import _registered, _resolve, _Strict
-from ._data import DATA_SOURCES, DataConfig, augment_problems
+from ._common import FloatParam, FloatRange, IntParam, IntRange, _registered, _resolve, _Strict, choices
+from ._data import augment_problems
+from ._sources import DataConfig, data_fields, known_sources
+from ._weighting import numeric, space_value, validate_weighting_space, weighting_keys
 from ._yaml import ExperimentError, format_loc, line_of, load_yaml
 
 SEARCHED_FAMILIES = ("hard_split", "cross_stitch")
@@ -157,41 +160,8 @@ class TrainConfig(_Strict):
         return self
 
 
-class FloatRange(_Strict):
-    """A searched float in ``[low, high]``, log-uniform when ``log``."""
-
-    low: float
-    high: float
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "FloatRange":
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log range needs low > 0, got {self.low}")
-        return self
-
-
-class IntRange(_Strict):
-    """A searched integer in ``[low, high]`` (both included)."""
-
-    low: int
-    high: int
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "IntRange":
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
-        return self
-
-
-FloatParam = Union[float, FloatRange]
-IntParam = Union[int, IntRange]
-
 Tree = Literal["single", "per_task", "grouped"]
 ColumnInit = Literal["backbone", "single_task"]
-Weighting = Literal["static", "uncertainty", "dwa", "gradnorm"]
 Optimization = Literal["joint", "alternating"]
 ClassWeighting = Literal["none", "balanced"]
 
@@ -211,11 +181,6 @@ LR_MULTIPLIER_RANGES: dict[str, FloatRange] = {
 }
 
 
-def choices(value: Any) -> list[Any]:
-    """A categorical space entry: one value (fixed) or a list (searched)."""
-    return list(value) if isinstance(value, list) else [value]
-
-
 class SpaceConfig(_Strict):
     """What the search may choose. A plain value fixes a parameter, a range searches a
     number, a list searches a categorical choice.
@@ -231,11 +196,15 @@ class SpaceConfig(_Strict):
     range that suits the optimizer (:data:`LR_MULTIPLIER_RANGES`); ``column_init`` is ``backbone``
     (as the backbone section builds it: random or its weights file) or
     ``single_task`` (from this run's single-task baselines, Misra et al.'s second
-    recipe). Losses: ``loss_weighting`` (``static`` with ``loss_weights``,
-    ``uncertainty``, ``dwa``, ``gradnorm``), ``optimization`` (``joint`` or
-    ``alternating``, seed 002), ``class_weighting`` (``none`` or ``balanced``, seed
-    001), ``grad_clip``.
+    recipe). Losses: ``loss_weighting`` (a registered scheme: ``static`` with
+    ``loss_weights``, ``uncertainty``, ``dwa``, ``gradnorm``, or a plugin's), each
+    scheme's parameters as ``<scheme>_<parameter>`` (``gradnorm_alpha``,
+    ``dwa_temperature``; read from the schemes, see ``spaces._weighting``),
+    ``optimization`` (``joint`` or ``alternating``, seed 002), ``class_weighting``
+    (``none`` or ``balanced``, seed 001), ``grad_clip``.
     """
+
+    model_config = ConfigDict(extra="allow", frozen=True)  # the extra keys: the schemes' parameters
 
     families: list[Literal["hard_split", "cross_stitch"]] = Field(
         default_factory=lambda: list(SEARCHED_FAMILIES), min_length=1
@@ -249,10 +218,8 @@ class SpaceConfig(_Strict):
     lr_multiplier: Union[Literal["auto"], FloatParam] = "auto"
     cross_stitch_stages: Union[Literal["all", "search"], list[NonNegativeInt]] = "all"
     column_init: Union[ColumnInit, list[ColumnInit]] = "backbone"
-    loss_weighting: Union[Weighting, list[Weighting]] = "static"
+    loss_weighting: Union[str, list[str]] = "static"
     loss_weights: Union[Literal["simplex", "equal"], dict[str, PositiveFloat]] = "simplex"
-    gradnorm_alpha: FloatParam = 1.5
-    dwa_temperature: FloatParam = 2.0
     optimization: Union[Optimization, list[Optimization]] = "joint"
     class_weighting: Union[ClassWeighting, list[ClassWeighting]] = "none"
     grad_clip: FloatParam | None = None
@@ -265,6 +232,27 @@ class SpaceConfig(_Strict):
             raise ValueError("give one value or a non-empty list of values to search")
         return v
 
+    @field_validator("loss_weighting")
+    @classmethod
+    def _known_schemes(cls, v: str | list[str]) -> str | list[str]:
+        for name in choices(v):
+            _registered("loss weighting", name, available_weightings())
+        return v
+
+    @model_validator(mode="after")
+    def _scheme_parameters(self) -> "SpaceConfig":
+        self.__pydantic_extra__.update(validate_weighting_space(self.model_extra or {}))
+        return self
+
+    @classmethod
+    def allowed_fields(cls) -> list[str]:
+        """Its own fields and every registered scheme's parameters."""
+        return [*cls.model_fields, *weighting_keys()]
+
+    def weighting_param(self, key: str) -> Any:
+        """A scheme parameter's value, range or choices (the scheme's default when not given)."""
+        return space_value(self, key)
+
     @field_validator("alpha_same", "alpha_diff")
     @classmethod
     def _unit_interval(cls, v: FloatParam | str) -> FloatParam | str:
@@ -275,7 +263,7 @@ class SpaceConfig(_Strict):
             raise ValueError(f"cross-stitch alphas must lie in [0, 1] (Misra et al. 2016), got {v}")
         return v
 
-    @field_validator("lr_multiplier", "lr", "grad_clip", "dwa_temperature")
+    @field_validator("lr_multiplier", "lr", "grad_clip")
     @classmethod
     def _positive(cls, v: FloatParam | str | None) -> FloatParam | str | None:
         if isinstance(v, str):
@@ -582,7 +570,8 @@ class Experiment(_Strict):
     def _check_point(self, i: int, point: dict[str, Any], names: list[str], low: int, high: int) -> None:
         """A starting point may give any searched parameter, by its config key."""
         where = f"search.points_to_evaluate[{i}]"
-        floats = ("alpha_same", "alpha_diff", "lr_multiplier", "gradnorm_alpha", "dwa_temperature", "grad_clip", "lr")
+        schemes = weighting_keys()  # the loss-weighting schemes' parameters (gradnorm_alpha, ...)
+        numbers = ("alpha_same", "alpha_diff", "lr_multiplier", *[k for k in schemes if numeric(k)], "grad_clip", "lr")
         if self.space.alpha_diff == "convex" and "alpha_diff" in point:
             same = point.get("alpha_same")
             convex = None if same is None else (1.0 - float(same)) / (len(names) - 1)
@@ -591,8 +580,10 @@ class Experiment(_Strict):
                     f"{where}: alpha_diff is derived from alpha_same (space.alpha_diff: convex, each unit row sums "
                     f"to 1); give alpha_same only, or set space.alpha_diff to a value or range"
                 )
-        categoricals = ("tree", "column_init", "loss_weighting", "optimization", "class_weighting")
-        allowed = ("family", "split_point", "split_points", *floats, *categoricals, "loss_weights")
+        categoricals = (
+            "tree", "column_init", "loss_weighting", *[k for k in schemes if not numeric(k)], "optimization", "class_weighting"
+        )
+        allowed = ("family", "split_point", "split_points", *numbers, *categoricals, "loss_weights")
         unknown = sorted(set(point) - set(allowed))
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
@@ -605,17 +596,18 @@ class Experiment(_Strict):
         for k in splits:
             if not (isinstance(k, int) and low <= k <= high):
                 raise ValueError(f"{where}: split point {k!r} must be an integer in {low}..{high}")
-        for key in floats:
+        for key in numbers:
             param = self.space_param(key)
             if key == "alpha_diff" and param == "convex":
                 continue
-            if key in point and isinstance(param, FloatRange) and not param.low <= point[key] <= param.high:
+            ranged = isinstance(param, (FloatRange, IntRange))
+            if key in point and ranged and not param.low <= point[key] <= param.high:
                 raise ValueError(f"{where}: {key} {point[key]!r} is outside the space's [{param.low}, {param.high}]")
-            if key in point and not isinstance(param, FloatRange):
+            if key in point and not ranged:
                 raise ValueError(f"{where}: {key} is not searched (fixed to {param}); remove it from the point")
         for key in categoricals:
-            if key in point and point[key] not in choices(getattr(self.space, key)):
-                raise ValueError(f"{where}: {key} {point[key]!r} is not among the space's {choices(getattr(self.space, key))}")
+            if key in point and point[key] not in choices(self.space_param(key)):
+                raise ValueError(f"{where}: {key} {point[key]!r} is not among the space's {choices(self.space_param(key))}")
         weights = point.get("loss_weights")
         if weights is not None:
             if self.space.loss_weights != "simplex":
@@ -625,8 +617,9 @@ class Experiment(_Strict):
 
     def space_param(self, key: str) -> Any:
         """``space.<key>`` with ``auto`` resolved: ``lr_multiplier: auto`` is the range for the
-        experiment's optimizer (:data:`LR_MULTIPLIER_RANGES`)."""
-        value = getattr(self.space, key)
+        experiment's optimizer (:data:`LR_MULTIPLIER_RANGES`); a scheme parameter's default
+        where the space does not give it."""
+        value = self.space.weighting_param(key) if key in weighting_keys() else getattr(self.space, key)
         if key == "lr_multiplier" and value == "auto":
             return LR_MULTIPLIER_RANGES[self.train.optimizer]
         return value
@@ -653,8 +646,9 @@ class Experiment(_Strict):
     def stage_names(self) -> list[str]:
         return list(self._backbone_facts().stage_names)
 
-    def input_size(self) -> tuple[int, int]:
-        """``(height, width)`` of the images the models see."""
+    def input_size(self) -> tuple[int, int] | None:
+        """``(height, width)`` of the images the models see; None where the source does not
+        say before its data is read (a registered source without ``image_size``)."""
         return self.data.input_size()
 
     def num_stages(self) -> int:
@@ -681,12 +675,15 @@ class BackboneFacts:
 
 
 @functools.lru_cache(maxsize=32)
-def backbone_facts(name: str, in_channels: int, options_json: str, size: tuple[int, int]) -> BackboneFacts:
-    """Build the backbone once and push a zero image of ``size`` through it (validation only)."""
+def backbone_facts(name: str, in_channels: int, options_json: str, size: tuple[int, int] | None) -> BackboneFacts:
+    """Build the backbone once and push a zero image of ``size`` through it (validation only;
+    no image when the size is not known yet)."""
     import torch
 
     stages = build_backbone(name, in_channels, **json.loads(options_json))
     error = None
+    if size is None:
+        return BackboneFacts(tuple(s.name for s in stages), stages[-1].spatial, error)
     x = torch.zeros(1, in_channels, *size)
     with torch.no_grad():
         for stage in stages:
@@ -734,12 +731,12 @@ def _problems(exc: ValidationError, source: Path | None, node: Any, data: Any) -
         if not loc and match:  # a cross-field check names its field first
             loc = tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", match.group(1)) if p)
             err = {**err, "msg": match.group(2)}
-        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            key = err["ctx"]["discriminator"].strip("'")
-            loc = (*loc, key)
-            got = f" {err['ctx']['tag']!r}" if "tag" in err["ctx"] else ""
-            allowed = err["ctx"].get("expected_tags") or ", ".join(repr(t) for t in DATA_SOURCES)
-            err = {**err, "type": "value_error", "msg": f"unknown or missing {key}{got}; allowed: {allowed}"}
+        if err["type"] == "unknown_source":  # data.source names no registered source
+            loc = (*loc, "source")
+            named = err["input"].get("source") if isinstance(err["input"], dict) else None
+            got = f" {named!r}" if named is not None else ""
+            allowed = ", ".join(repr(t) for t in known_sources())
+            err = {**err, "type": "value_error", "msg": f"unknown or missing source{got}; allowed: {allowed}"}
         grouped.setdefault(loc, []).append(err)
     problems = []
     for loc, errors in grouped.items():
@@ -750,7 +747,7 @@ def _problems(exc: ValidationError, source: Path | None, node: Any, data: Any) -
         for err in specific:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
-                msg = f"unknown field {loc[-1]!r}" + _allowed_fields(loc)
+                msg = f"unknown field {loc[-1]!r}" + _allowed_fields(loc, data)
             if msg not in messages:
                 messages.append(msg)
         text = " or ".join(messages)
@@ -776,9 +773,14 @@ def _yaml_loc(loc: tuple, data: Any, missing: bool) -> tuple:
     return tuple(out)
 
 
-def _allowed_fields(loc: tuple) -> str:
+def _allowed_fields(loc: tuple, data: Any) -> str:
+    if loc[:-1] == ("data",):  # the fields depend on the source
+        return f"; allowed: {', '.join(data_fields(data['data'].get('source')))}"
     model = _model_at(Experiment, loc[:-1])
-    return f"; allowed: {', '.join(f for f in model.model_fields if f != 'source_path')}" if model else ""
+    if model is None:
+        return ""
+    fields = model.allowed_fields() if hasattr(model, "allowed_fields") else list(model.model_fields)
+    return f"; allowed: {', '.join(f for f in fields if f != 'source_path')}"
 
 
 def _model_at(model: Any, loc: tuple) -> Any:

@@ -13,7 +13,10 @@ from typing import Any
 
 import optuna
 
-from ._schema import Experiment, FloatRange, choices
+from mtl_models import weighting_parameters
+
+from ._common import FloatRange, IntRange, choices
+from ._schema import Experiment
 
 HIDDEN_PREFIX = "_"
 
@@ -72,6 +75,17 @@ def _int(trial: optuna.Trial, name: str, low: int, high: int) -> int:
 
 def _categorical(trial: optuna.Trial, name: str, choices: list[Any]) -> Any:
     return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
+
+
+def _value(trial: optuna.Trial, name: str, param: Any) -> Any:
+    """A space entry of any kind: a float or int range, a list of choices, or a fixed value."""
+    if isinstance(param, FloatRange):
+        return _float(trial, name, param)
+    if isinstance(param, IntRange):
+        return _int(trial, name, param.low, param.high)
+    if isinstance(param, list):
+        return _categorical(trial, name, param)
+    return param
 
 
 def simplex_weights(trial: optuna.Trial, task_names: list[str]) -> dict[str, float]:
@@ -159,15 +173,16 @@ class SpaceSampler:
         return list(stages)
 
     def _weighting(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The scheme, then its own parameters under their keys (``gradnorm_alpha``, ...)."""
         space = self.space
         scheme = _categorical(trial, "loss_weighting", choices(space.loss_weighting))
         out: dict[str, Any] = {"loss_weighting": scheme}
         if scheme == "static" and space.loss_weights == "simplex":
             out["loss_weights"] = simplex_weights(trial, self.task_names)
-        elif scheme == "gradnorm":
-            out["gradnorm_alpha"] = _float(trial, "gradnorm_alpha", space.gradnorm_alpha)
-        elif scheme == "dwa":
-            out["dwa_temperature"] = _float(trial, "dwa_temperature", space.dwa_temperature)
+        for key, param in weighting_parameters(scheme).items():
+            if param.searchable:
+                value = _value(trial, key, space.weighting_param(key))
+                out[key] = float(value) if param.base is float else value
         return out
 
 

@@ -78,7 +78,7 @@ def test_random_crop_shifts_dense_targets_and_fills_missing() -> None:
 def test_augmentation_options_are_checked() -> None:
     with pytest.raises(ValueError, match="random_crop: padding must be >= 1 pixel, got 0"):
         build_augmentations([{"name": "random_crop", "padding": 0}])
-    with pytest.raises(ValueError, match="Unknown augmentation 'rotate'; known: brightness, hflip, random_crop"):
+    with pytest.raises(ValueError, match="Unknown augmentation 'rotate'; known augmentations: brightness, hflip, random_crop"):
         build_augmentations([{"name": "rotate"}])
 
 

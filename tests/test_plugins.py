@@ -2,6 +2,7 @@
 trials, exported into the bundle and loaded where the original file is gone."""
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import mtl_models as mm
 import reports
 import spaces
 from search import run_experiment
@@ -65,6 +67,26 @@ def test_plugin_file_next_to_the_experiment_registers_its_backbone(tmp_path: Pat
     exp = spaces.load_experiment(write_experiment(tmp_path))
     assert exp.plugins == [str(tmp_path / "my_backbones.py")]  # absolute: a resumed run finds it
     assert exp.backbone.options == {"width": 4}
+
+
+def test_a_plugin_imported_again_registers_again_and_another_module_cannot_take_its_name(tmp_path: Path) -> None:
+    """Ray workers, a resumed run and ``importlib.reload`` import a plugin again: its
+    decorators run on new function objects with the same module and name, which is the
+    same definition (the newest replaces the old). Another module's function is not."""
+    (tmp_path / "my_backbones.py").write_text(PLUGIN)
+    first = mm.import_plugin(str(tmp_path / "my_backbones.py"))
+    sys.modules.pop("my_backbones")
+    second = mm.import_plugin(str(tmp_path / "my_backbones.py"))
+    assert second is not first and second.plugin_cnn is not first.plugin_cnn
+    reloaded = importlib.reload(second)
+    assert mm.backbones._registry._BACKBONES.get("plugin_cnn") is reloaded.plugin_cnn
+    assert mm.stage_names("plugin_cnn", 1) == ["first", "second"]
+    (tmp_path / "their_backbones.py").write_text(PLUGIN)
+    try:
+        with pytest.raises(ValueError, match=r"Backbone 'plugin_cnn' is already registered \(by my_backbones\.plugin_cnn\)"):
+            mm.import_plugin(str(tmp_path / "their_backbones.py"))
+    finally:
+        sys.modules.pop("their_backbones", None)
 
 
 def test_missing_plugin_file_is_named(tmp_path: Path) -> None:

@@ -99,7 +99,12 @@ def test_valid_experiment_loads(tmp_path: Path) -> None:
         ("search.points_to_evaluate", [{"lr": 1.0}], "search.points_to_evaluate[0]: lr 1.0 is outside the space's [0.0001, 0.01]"),
         ("tasks", [{"name": "left", "kind": "classification", "classes": 10}], "tasks: multi-task search needs at least 2 tasks"),
         ("space.tree", ["single", "forest"], "space.tree: Input should be 'single', 'per_task' or 'grouped'"),
-        ("space.loss_weighting", "pcgrad", "space.loss_weighting: Input should be 'static', 'uncertainty', 'dwa' or 'gradnorm'"),
+        ("space.loss_weighting", "pcgrad", "space.loss_weighting: unknown loss weighting 'pcgrad'; allowed: dwa, gradnorm, static, uncertainty"),
+        ("space.dwa_temperature", -1, "space.dwa_temperature: must be > 0, got -1.0"),  # DWA's Annotated[float, Gt(0)]
+        ("space.dwa_temperature", {"low": 0, "high": 2}, "space.dwa_temperature: must be > 0, got {'low': 0.0, 'high': 2.0, 'log': False}"),
+        ("space.gradnorm_alpha", "strong", "space.gradnorm_alpha: Input should be a valid number"),
+        ("space.gradnorm_alfa", 1.0, "space.gradnorm_alfa: unknown field 'gradnorm_alfa'; allowed: families, tree, "),
+        ("search.points_to_evaluate", [{"gradnorm_alpha": 1.0}], "search.points_to_evaluate[0]: gradnorm_alpha is not searched (fixed to 1.5)"),
         ("space.optimization", [], "space.optimization: give one value or a non-empty list of values to search"),
         ("space.cross_stitch_stages", "some", "space.cross_stitch_stages: Input should be 'all' or 'search'"),
         ("space.branches", [[["left", "right"]], [["left"], ["right"]]], "space.branches: 2 stages given; the backbone has 3"),
@@ -255,6 +260,24 @@ def test_the_full_space_samples_every_option_and_only_valid_combinations(tmp_pat
     assert seen["optimization"] == {"joint", "alternating"}
     assert seen["class_weighting"] == {"none", "balanced"}
     assert seen["column_init"] == {"backbone", "single_task"}
+
+
+@pytest.mark.parametrize("scheme,key,value", [("gradnorm", "gradnorm_alpha", 0.7), ("dwa", "dwa_temperature", 3.5)])
+def test_scheme_parameters_keep_their_keys_in_points_trials_configs_and_columns(tmp_path: Path, scheme: str, key: str, value: float) -> None:
+    """GradNorm's ``alpha`` and DWA's ``temperature`` are named as before the schemes declared them."""
+    from reports._results import config_row
+
+    doc = copy.deepcopy(BASE)
+    doc["space"] = FULL_SPACE
+    doc["search"] = {"points_to_evaluate": [{"family": "hard_split", "optimization": "joint", "loss_weighting": scheme, key: value}]}
+    exp = spaces.load_experiment(write(tmp_path, doc))
+    study = optuna.create_study()
+    study.enqueue_trial(spaces.optuna_point(exp.search.points_to_evaluate[0], exp))
+    trial = study.ask()
+    config = spaces.define_space(exp, spaces.fixed_config(exp, INPUT))(trial)
+    assert trial.params[key] == config[key] == config_row(config)[key] == value
+    weighting = mm.build_weighting(["left", "right"], config)
+    assert (weighting.alpha if scheme == "gradnorm" else weighting.temperature) == value
 
 
 def test_points_with_per_task_split_points(tmp_path: Path) -> None:

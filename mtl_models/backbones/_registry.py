@@ -8,6 +8,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .._registry import Registry, keyword_options
+
 
 @dataclass
 class Stage:
@@ -28,35 +30,27 @@ class Stage:
 
 BackboneFactory = Callable[..., list[Stage]]
 
-_BACKBONES: dict[str, BackboneFactory] = {}
+_BACKBONES: Registry[BackboneFactory] = Registry("backbone")
 
 
-def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
+def register_backbone(name: str, *, replace: bool = False) -> Callable[[BackboneFactory], BackboneFactory]:
     """Register ``factory(in_channels, weights=None, **options) -> list[Stage]``.
 
     The factory must build fresh modules on every call (each task column or branch
-    is its own copy) and must never download anything.
+    is its own copy) and must never download anything. Its other keyword arguments
+    are the options ``backbone.options`` may give (:func:`backbone_options`). A taken
+    name is refused unless ``replace`` (:class:`mtl_models.Registry`).
     """
-
-    def decorator(factory: BackboneFactory) -> BackboneFactory:
-        if name in _BACKBONES:
-            raise ValueError(f"Backbone {name!r} is already registered.")
-        _BACKBONES[name] = factory
-        return factory
-
-    return decorator
+    return _BACKBONES.register(name, replace=replace)
 
 
 def available_backbones() -> list[str]:
-    return sorted(_BACKBONES)
+    return _BACKBONES.names()
 
 
 def backbone_options(name: str) -> list[str]:
     """The options (keyword arguments besides ``in_channels`` and ``weights``) a backbone takes."""
-    import inspect
-
-    params = inspect.signature(_BACKBONES[name]).parameters
-    return [p for p in params if p not in ("in_channels", "weights")]
+    return list(keyword_options(_BACKBONES.get(name), skip=("in_channels", "weights")))
 
 
 def build_backbone(
@@ -67,13 +61,7 @@ def build_backbone(
     ``weights`` is a local file (a ``state_dict`` saved with ``torch.save``); nothing
     is downloaded.
     """
-    try:
-        factory = _BACKBONES[name]
-    except KeyError:
-        raise ValueError(
-            f"Unknown backbone {name!r}; known backbones: {', '.join(available_backbones())}."
-        ) from None
-    stages = factory(in_channels, weights=weights, **options)
+    stages = _BACKBONES.get(name)(in_channels, weights=weights, **options)
     if not stages:
         raise ValueError(f"Backbone {name!r} returned no stages.")
     return stages

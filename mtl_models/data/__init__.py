@@ -14,6 +14,7 @@ from ._tensors import (
     open_images_file,
     register_source,
     source_function,
+    source_options,
 )
 from ._errors import MAX_LISTED, DataErrors, DataFileError, ProblemLog
 from ._labels import LabelError, LabelFormat, label_format, register_label_format

@@ -14,13 +14,14 @@ the task in ``safe_for``.
 """
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .._registry import Registry, keyword_options
 
 Targets = dict[str, Tensor]
 
@@ -36,29 +37,28 @@ class Augmentation(ABC):
         """``x`` ``(B, C, H, W)`` floats in [0, 1] on the device; returns the transformed batch."""
 
 
-_AUGMENTATIONS: dict[str, type[Augmentation]] = {}
+_AUGMENTATIONS: Registry[type[Augmentation]] = Registry("augmentation")
 
 
-def register_augmentation(cls: type[Augmentation]) -> type[Augmentation]:
-    _AUGMENTATIONS[cls.name] = cls
-    return cls
+def register_augmentation(cls: type[Augmentation] | None = None, *, replace: bool = False) -> Any:
+    """Register an augmentation class under its ``name``: ``@register_augmentation`` (or
+    ``@register_augmentation(replace=True)``). Its ``__init__`` keyword arguments are its options."""
+    if cls is None:
+        return lambda target: register_augmentation(target, replace=replace)
+    return _AUGMENTATIONS.register(cls.name, cls, replace=replace)
 
 
 def available_augmentations() -> list[str]:
-    return sorted(_AUGMENTATIONS)
+    return _AUGMENTATIONS.names()
 
 
 def augmentation_class(name: str) -> type[Augmentation]:
-    try:
-        return _AUGMENTATIONS[name]
-    except KeyError:
-        raise ValueError(f"Unknown augmentation {name!r}; known: {', '.join(available_augmentations())}.") from None
+    return _AUGMENTATIONS.get(name)
 
 
 def augmentation_options(name: str) -> dict[str, Any]:
     """The options ``name`` takes and their defaults (for validating the experiment file)."""
-    params = inspect.signature(augmentation_class(name).__init__).parameters
-    return {k: p.default for k, p in params.items() if k != "self"}
+    return {k: p.default for k, p in keyword_options(augmentation_class(name)).items()}
 
 
 def _spatial(targets: Targets, x: Tensor) -> list[str]:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from .._registry import Registry
 from ..tasks import TaskSpec
 
 MISSING_WORDS = ("", "-1")
@@ -156,14 +157,14 @@ class Flag(ZeroOne):
         return super().tensor(spec, values).reshape(len(values))
 
 
-_FORMATS: dict[str, LabelFormat] = {}
+_FORMATS: Registry[LabelFormat] = Registry("label format", defined_by=type)
 
 
-def register_label_format(kind: str) -> Callable[[type[LabelFormat]], type[LabelFormat]]:
+def register_label_format(kind: str, *, replace: bool = False) -> Callable[[type[LabelFormat]], type[LabelFormat]]:
     """Register how tasks of ``kind`` are written in data files (one format per kind)."""
 
     def decorator(cls: type[LabelFormat]) -> type[LabelFormat]:
-        _FORMATS[kind] = cls()
+        _FORMATS.register(kind, cls(), replace=replace)
         return cls
 
     return decorator
@@ -180,10 +181,9 @@ for _kind, _format in (
 
 def label_format(spec: TaskSpec) -> LabelFormat:
     """The format of ``spec``'s kind; an unknown kind names the kinds data files can hold."""
-    try:
-        return _FORMATS[spec.kind]
-    except KeyError:
+    if spec.kind not in _FORMATS:
         raise ValueError(
             f"Task {spec.name!r}: data files cannot hold labels of kind {spec.kind!r} yet; "
-            f"supported kinds: {', '.join(sorted(_FORMATS))}."
-        ) from None
+            f"supported kinds: {', '.join(_FORMATS.names())}."
+        )
+    return _FORMATS.get(spec.kind)

@@ -1,6 +1,7 @@
 """Multi-task datasets held as tensors: uint8 images and one target tensor per task."""
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._registry import Registry, keyword_options
 from ..tasks import TaskSpec
 
 # input_spec computes mean/std exactly over the train split up to this many values,
@@ -235,29 +237,32 @@ def _label_stats(spec: TaskSpec, target: Tensor, valid: Tensor) -> dict[str, Any
 
 DataLoaderFn = Callable[..., MultiTaskData]
 
-_SOURCES: dict[str, DataLoaderFn] = {}
+_SOURCES: Registry[DataLoaderFn] = Registry("data source")
 
 
-def register_source(name: str) -> Callable[[DataLoaderFn], DataLoaderFn]:
-    """Register ``loader(tasks: list[TaskSpec], **options) -> MultiTaskData`` under ``name``."""
+def register_source(name: str, *, replace: bool = False) -> Callable[[DataLoaderFn], DataLoaderFn]:
+    """Register ``loader(tasks: list[TaskSpec], **options) -> MultiTaskData`` under ``name``.
 
-    def decorator(fn: DataLoaderFn) -> DataLoaderFn:
-        _SOURCES[name] = fn
-        return fn
-
-    return decorator
+    The loader's keyword arguments are the options an experiment file gives next to
+    ``source`` (:func:`source_options`): their defaults and type hints are what the
+    file is validated against, so a plugin's source is usable from YAML as is.
+    A taken name is refused unless ``replace``.
+    """
+    return _SOURCES.register(name, replace=replace)
 
 
 def available_sources() -> list[str]:
-    return sorted(_SOURCES)
+    return _SOURCES.names()
 
 
 def source_function(source: str) -> DataLoaderFn:
     """The registered loader of ``source``; an unknown name lists the known ones."""
-    try:
-        return _SOURCES[source]
-    except KeyError:
-        raise ValueError(f"Unknown data source {source!r}; known sources: {', '.join(available_sources())}.") from None
+    return _SOURCES.get(source)
+
+
+def source_options(source: str) -> dict[str, inspect.Parameter]:
+    """The options ``source``'s loader takes (its keyword arguments besides ``tasks``)."""
+    return keyword_options(_SOURCES.get(source), skip=("tasks",))
 
 
 def load_data(source: str, tasks: list[TaskSpec], **options: Any) -> MultiTaskData:

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from .._plugins import import_plugin
+from .._registry import Registry
 from ..backbones import Stage, build_backbone
 from ..tasks import TaskSpec
 
@@ -54,21 +55,17 @@ class MultiTaskModel(nn.Module):
 
 ModelBuilder = Callable[[dict[str, Any]], MultiTaskModel]
 
-_FAMILIES: dict[str, ModelBuilder] = {}
+_FAMILIES: Registry[ModelBuilder] = Registry("model family", plural="model families")
 
 
-def register_family(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Register ``builder(config) -> MultiTaskModel`` under a family name."""
-
-    def decorator(builder: ModelBuilder) -> ModelBuilder:
-        _FAMILIES[name] = builder
-        return builder
-
-    return decorator
+def register_family(name: str, *, replace: bool = False) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Register ``builder(config) -> MultiTaskModel`` under a family name (a taken name is
+    refused unless ``replace``)."""
+    return _FAMILIES.register(name, replace=replace)
 
 
 def available_families() -> list[str]:
-    return sorted(_FAMILIES)
+    return _FAMILIES.names()
 
 
 def build_model(config: dict[str, Any]) -> MultiTaskModel:
@@ -80,14 +77,7 @@ def build_model(config: dict[str, Any]) -> MultiTaskModel:
     """
     for entry in config.get("plugins") or ():
         import_plugin(entry)
-    family = config.get("family")
-    try:
-        builder = _FAMILIES[family]
-    except KeyError:
-        raise ValueError(
-            f"Unknown model family {family!r}; known families: {', '.join(available_families())}."
-        ) from None
-    return builder(config)
+    return _FAMILIES.get(config.get("family"))(config)
 
 
 def tasks_from_config(config: dict[str, Any]) -> list[TaskSpec]:

@@ -1,10 +1,21 @@
 """Binary and multi-label attributes (e.g. CelebA's 40 face attributes): BCE per attribute.
 
 Targets are floats in {0, 1}, shape ``(N,)`` for ``binary`` and ``(N, A)`` for
-``multilabel``; NaN marks a missing label of one attribute. Metrics: accuracy and
-macro-F1 at logit 0, and mAP (mean over attributes of the average precision).
+``multilabel``; NaN marks a missing label of one attribute. Metrics, torchmetrics' on
+the labelled entries (a missing label is its ``ignore_index``): ``accuracy``, the share
+of labelled entries predicted right at logit 0 (micro); ``f1``, the mean over all ``A``
+attributes of each one's F1 at logit 0, 0 for an attribute with no positive label or
+prediction (``multilabel_f1_score``, macro; scikit-learn's ``f1_score(..., average=
+"macro", zero_division=0)``; before, such attributes were left out of the mean); ``map``,
+the mean over all attributes of the average precision (``multilabel_average_precision``,
+scikit-learn's ``average_precision_score(..., average="macro")``): tied scores count as
+one threshold (before, ties were broken by row order), and an attribute with no positive
+label in the split has AP 0, both libraries setting its recall to 1 at every threshold
+(before, it was left out of the mean).
 """
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -17,19 +28,12 @@ def _as_matrix(t: Tensor) -> Tensor:
     return t.unsqueeze(1) if t.dim() == 1 else t
 
 
-def average_precision(scores: Tensor, labels: Tensor) -> float:
-    """AP of one attribute: mean precision at the rank of each positive (ties by order)."""
-    order = scores.argsort(descending=True)
-    hits = labels[order]
-    positives = hits.sum()
-    if positives == 0:
-        return float("nan")
-    precision = hits.cumsum(0) / torch.arange(1, len(hits) + 1, dtype=hits.dtype, device=hits.device)
-    return float((precision * hits).sum() / positives)
-
-
 class _AttributeState(MetricState):
-    def __init__(self, device: torch.device) -> None:
+    """Keeps each batch's logits and labels on the device (``N x A`` values per split);
+    ``compute`` takes torchmetrics' metrics over the labelled entries, once."""
+
+    def __init__(self, num_labels: int) -> None:
+        self.num_labels = num_labels
         self.scores: list[Tensor] = []
         self.targets: list[Tensor] = []
 
@@ -38,27 +42,32 @@ class _AttributeState(MetricState):
         self.targets.append(_as_matrix(target).detach().float())
 
     def compute(self) -> dict[str, float]:
+        from torchmetrics.functional.classification import (
+            multilabel_accuracy,
+            multilabel_average_precision,
+            multilabel_f1_score,
+        )
+
+        empty = {"accuracy": float("nan"), "f1": float("nan"), "map": float("nan")}
         if not self.scores:
-            return {"accuracy": float("nan"), "f1": float("nan"), "map": float("nan")}
-        scores, targets = torch.cat(self.scores).cpu(), torch.cat(self.targets).cpu()
+            return empty
+        scores, targets = torch.cat(self.scores), torch.cat(self.targets)
         valid = ~torch.isnan(targets)
-        labels = targets.nan_to_num()
-        predicted = scores > 0
-        correct = ((predicted == (labels > 0.5)) & valid).sum()
-        accuracy = float(correct / valid.sum().clamp(min=1))
-        f1s, aps = [], []
-        for a in range(scores.shape[1]):
-            v = valid[:, a]
-            y, p = labels[v, a] > 0.5, predicted[v, a]
-            tp, fp, fn = (y & p).sum(), (~y & p).sum(), (y & ~p).sum()
-            if tp + fp + fn > 0:
-                f1s.append(float(2 * tp / (2 * tp + fp + fn)))
-            aps.append(average_precision(scores[v, a], y.double()))
-        aps = [a for a in aps if a == a]
+        if not bool(valid.any()):
+            return empty
+        labels = torch.where(valid, targets, -1.0).long()  # -1: torchmetrics' ignore_index
+        # hard predictions and probabilities, so torchmetrics never guesses whether a
+        # batch holds logits (it applies a sigmoid only when some value lies outside [0, 1])
+        predicted = (scores > 0).long()
+        probs = scores.double().sigmoid()  # float64: no ties from saturation below |logit| 36
+        options = {"num_labels": self.num_labels, "ignore_index": -1, "validate_args": False}
+        with warnings.catch_warnings():  # an attribute with no positive label: AP 0, as documented, once per evaluation
+            warnings.filterwarnings("ignore", message="No positive samples found in target")
+            average_precision = float(multilabel_average_precision(probs, labels, average="macro", **options))
         return {
-            "accuracy": accuracy,
-            "f1": sum(f1s) / len(f1s) if f1s else float("nan"),
-            "map": sum(aps) / len(aps) if aps else float("nan"),
+            "accuracy": float(multilabel_accuracy(predicted, labels, average="micro", **options)),
+            "f1": float(multilabel_f1_score(predicted, labels, average="macro", **options)),
+            "map": average_precision,
         }
 
 
@@ -97,7 +106,7 @@ class MultiLabel(TaskKind):
         return ratio.float()
 
     def metric_state(self, spec: TaskSpec, device: torch.device) -> MetricState:
-        return _AttributeState(device)
+        return _AttributeState(self.output_dim(spec))
 
     def combine(self, preds: list[Tensor]) -> Tensor:
         """Average the members' probabilities; returned as logits."""

@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from .._registry import Registry
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -144,25 +146,24 @@ class TaskKind(ABC):
         return torch.stack(preds).mean(dim=0)
 
 
-_KINDS: dict[str, TaskKind] = {}
+_KINDS: Registry[TaskKind] = Registry("task kind", defined_by=type)
 
 
-def register_task_kind(cls: type[TaskKind]) -> type[TaskKind]:
-    _KINDS[cls.name] = cls()
+def register_task_kind(cls: type[TaskKind] | None = None, *, replace: bool = False) -> Any:
+    """Register a task kind class under its ``name`` (one instance serves every task of the
+    kind): ``@register_task_kind``, or ``@register_task_kind(replace=True)`` to replace one."""
+    if cls is None:
+        return lambda target: register_task_kind(target, replace=replace)
+    _KINDS.register(cls.name, cls(), replace=replace)
     return cls
 
 
 def available_task_kinds() -> list[str]:
-    return sorted(_KINDS)
+    return _KINDS.names()
 
 
 def get_task_kind(name: str) -> TaskKind:
-    try:
-        return _KINDS[name]
-    except KeyError:
-        raise ValueError(
-            f"Unknown task kind {name!r}; known kinds: {', '.join(available_task_kinds())}."
-        ) from None
+    return _KINDS.get(name)
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:

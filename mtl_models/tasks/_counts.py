@@ -1,4 +1,4 @@
-"""Confusion-matrix accumulation shared by the classification-like kinds."""
+"""Confusion-matrix accumulation for the per-pixel class maps of segmentation."""
 from __future__ import annotations
 
 import torch
@@ -8,10 +8,16 @@ from ._base import MetricState
 
 
 def confusion(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
-    """``(C, C)`` counts of (target, prediction) over entries with ``target >= 0``; no host sync."""
-    valid = target >= 0
-    index = target.clamp(min=0) * num_classes + pred
-    return torch.bincount(index[valid].flatten(), minlength=num_classes * num_classes).view(num_classes, num_classes)
+    """``(C, C)`` counts of (target, prediction) over entries with ``target >= 0``.
+
+    No host sync: unlabelled entries are counted in one extra bin that is dropped
+    (``torch.bincount`` on CUDA reads the largest index back to size its output).
+    """
+    bins = num_classes * num_classes
+    index = torch.where(target >= 0, target * num_classes + pred, bins).flatten()
+    counts = torch.zeros(bins + 1, dtype=torch.long, device=pred.device)
+    counts.index_add_(0, index, torch.ones_like(index))
+    return counts[:bins].view(num_classes, num_classes)
 
 
 def inverse_frequency(counts: Tensor) -> Tensor:
@@ -21,12 +27,14 @@ def inverse_frequency(counts: Tensor) -> Tensor:
 
 
 class ConfusionState(MetricState):
-    """Accumulates a confusion matrix; ``metrics`` names what ``compute`` derives from it."""
+    """Accumulates a confusion matrix of the argmax class per labelled pixel; ``compute``
+    derives ``miou`` (mean IoU over the classes with a non-empty union: labelled or
+    predicted somewhere, as torchmetrics' ``MulticlassJaccardIndex(average="macro")`` and
+    scikit-learn's ``jaccard_score(average="macro")``) and ``pixel_accuracy``."""
 
-    def __init__(self, num_classes: int, device: torch.device, metrics: tuple[str, ...]) -> None:
+    def __init__(self, num_classes: int, device: torch.device) -> None:
         self.num_classes = num_classes
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
-        self.metrics = metrics
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         self.matrix += confusion(pred.argmax(dim=1), target, self.num_classes)
@@ -34,24 +42,9 @@ class ConfusionState(MetricState):
     def compute(self) -> dict[str, float]:
         m = self.matrix.double().cpu()
         total = m.sum()
-        tp = m.diag()
-        support, predicted = m.sum(1), m.sum(0)
-        out: dict[str, float] = {}
         if total == 0:
-            return {name: float("nan") for name in self.metrics}
-        if "accuracy" in self.metrics or "pixel_accuracy" in self.metrics:
-            key = "accuracy" if "accuracy" in self.metrics else "pixel_accuracy"
-            out[key] = float(tp.sum() / total)
-        if "f1" in self.metrics:
-            denom = support + predicted
-            f1 = torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.nan)
-            out["f1"] = float(f1[support > 0].mean())
-        if "miou" in self.metrics:
-            union = support + predicted - tp
-            iou = tp / union.clamp(min=1)
-            out["miou"] = float(iou[union > 0].mean())
-        return out
-
-    def per_class_accuracy(self) -> list[float]:
-        m = self.matrix.double().cpu()
-        return (m.diag() / m.sum(1).clamp(min=1)).tolist()
+            return {"miou": float("nan"), "pixel_accuracy": float("nan")}
+        tp = m.diag()
+        union = m.sum(0) + m.sum(1) - tp
+        iou = tp / union.clamp(min=1)
+        return {"miou": float(iou[union > 0].mean()), "pixel_accuracy": float(tp.sum() / total)}

@@ -4,6 +4,14 @@ Both use a light decoder head: conv3x3-BN-ReLU, a 1x1 conv to the outputs, then
 bilinear upsampling to the input size, so outputs are ``(B, K, H, W)`` whatever the
 stage's resolution. Segmentation targets are class maps ``(N, H, W)`` (-1 = unlabelled
 pixel); dense-regression targets are ``(N, K, H, W)`` or ``(N, H, W)`` (NaN = missing).
+
+Metrics accumulate per batch on the device (a confusion matrix, error sums), since a
+split's per-pixel outputs are too large to keep for one torchmetrics call at the end,
+and torchmetrics' own per-batch update drops unlabelled pixels by boolean indexing, a
+host sync per batch. Their definitions are torchmetrics': ``miou`` is
+``MulticlassJaccardIndex(average="macro")`` (the mean IoU over classes labelled or
+predicted somewhere), ``pixel_accuracy`` the share of labelled pixels right, ``mae`` and
+``rmse`` over the labelled values (tests/test_metrics.py compares them).
 """
 from __future__ import annotations
 
@@ -15,7 +23,36 @@ from torch import Tensor, nn
 
 from ._base import MetricState, TaskKind, TaskSpec, masked_mean, register_task_kind
 from ._counts import ConfusionState, inverse_frequency
-from ._regression import ErrorState, TargetScale, scaled_error_loss, target_statistics
+from ._regression import TargetScale, _align, scaled_error_loss, target_statistics
+
+
+class ErrorState(MetricState):
+    """MAE and RMSE over the non-NaN entries of maps, from sums accumulated per batch.
+
+    Dense regression keeps no per-pixel outputs (a split's maps would not fit); it sums
+    the masked absolute and squared errors (no host sync, float64). The numbers are
+    torchmetrics' ``mean_absolute_error`` and ``mean_squared_error(squared=False)`` on the
+    labelled pixels (tests/test_metrics.py compares them).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.abs_sum = torch.zeros((), device=device, dtype=torch.float64)
+        self.sq_sum = torch.zeros((), device=device, dtype=torch.float64)
+        self.count = torch.zeros((), device=device, dtype=torch.float64)
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        pred, target = _align(pred, target)
+        valid = ~torch.isnan(target)
+        err = torch.where(valid, pred.double() - target.nan_to_num().double(), 0.0)
+        self.abs_sum += err.abs().sum()
+        self.sq_sum += (err * err).sum()
+        self.count += valid.sum()
+
+    def compute(self) -> dict[str, float]:
+        n = float(self.count)
+        if not n:
+            return {"mae": float("nan"), "rmse": float("nan")}
+        return {"mae": float(self.abs_sum) / n, "rmse": (float(self.sq_sum) / n) ** 0.5}
 
 
 class DenseHead(nn.Module):
@@ -84,7 +121,7 @@ class Segmentation(_DenseKind):
         return inverse_frequency(torch.bincount(labels.flatten(), minlength=int(spec.classes)))
 
     def metric_state(self, spec: TaskSpec, device: torch.device) -> MetricState:
-        return ConfusionState(int(spec.classes), device, ("miou", "pixel_accuracy"))
+        return ConfusionState(int(spec.classes), device)
 
     def combine(self, preds: list[Tensor]) -> Tensor:
         probs = torch.stack([p.float().softmax(dim=1) for p in preds]).mean(dim=0)

@@ -1,4 +1,8 @@
-"""Regression of one or more values per image: MSE or L1 loss, MAE/RMSE; NaN means missing."""
+"""Regression of one or more values per image: MSE or L1 loss, MAE/RMSE; NaN means missing.
+
+Metrics are torchmetrics' ``mean_absolute_error`` and ``mean_squared_error(squared=False)``
+over every labelled value, in the labels' units.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -10,27 +14,29 @@ from torch import Tensor, nn
 from ._base import MetricState, TaskKind, TaskSpec, masked_mean, register_task_kind
 
 
-class ErrorState(MetricState):
-    """MAE and RMSE over the non-NaN entries of any shape."""
+class RegressionState(MetricState):
+    """Keeps each batch's predictions and labels on the device (``N x D`` values per split);
+    ``compute`` takes torchmetrics' MAE and RMSE over the labelled (non-NaN) entries, once,
+    in float64: every labelled value counts once, whichever output it belongs to."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.abs_sum = torch.zeros((), device=device, dtype=torch.float64)
-        self.sq_sum = torch.zeros((), device=device, dtype=torch.float64)
-        self.count = torch.zeros((), device=device, dtype=torch.float64)
+    def __init__(self) -> None:
+        self.preds: list[Tensor] = []
+        self.targets: list[Tensor] = []
 
     def update(self, pred: Tensor, target: Tensor) -> None:
-        pred, target = _align(pred, target)
-        valid = ~torch.isnan(target)
-        err = torch.where(valid, pred.double() - target.nan_to_num().double(), 0.0)
-        self.abs_sum += err.abs().sum()
-        self.sq_sum += (err * err).sum()
-        self.count += valid.sum()
+        pred, target = _align(pred.detach(), target.detach())
+        self.preds.append(pred)
+        self.targets.append(target)
 
     def compute(self) -> dict[str, float]:
-        n = float(self.count)
-        if not n:
+        from torchmetrics.functional import mean_absolute_error, mean_squared_error
+
+        target = torch.cat(self.targets) if self.targets else torch.zeros(0)
+        valid = ~torch.isnan(target)
+        if not bool(valid.any()):
             return {"mae": float("nan"), "rmse": float("nan")}
-        return {"mae": float(self.abs_sum) / n, "rmse": (float(self.sq_sum) / n) ** 0.5}
+        pred, target = torch.cat(self.preds)[valid].double(), target[valid].double()
+        return {"mae": float(mean_absolute_error(pred, target)), "rmse": float(mean_squared_error(pred, target, squared=False))}
 
 
 def target_statistics(target: Tensor, per_value: bool) -> tuple[Tensor, Tensor]:
@@ -139,4 +145,4 @@ class Regression(TaskKind):
         return nn.Sequential(super().build_head(spec, in_channels, **options), TargetScale(spec.name, (1, self.output_dim(spec))))
 
     def metric_state(self, spec: TaskSpec, device: torch.device) -> MetricState:
-        return ErrorState(device)
+        return RegressionState()

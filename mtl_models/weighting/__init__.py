@@ -1,5 +1,29 @@
-"""Task loss weighting schemes, chosen by name: ``static``, ``uncertainty``, ``dwa``, ``gradnorm``."""
-from ._base import LossWeighting, available_weightings, build_weighting, register_weighting, stack_losses
+"""Task loss weighting schemes, chosen by name: ``static``, ``uncertainty``, ``dwa``, ``gradnorm``.
+
+One module per scheme; a scheme's keyword-only constructor arguments are its parameters
+(see ``_base``), which the experiment's space and the sampler read from the registry.
+"""
+from ._base import (
+    LossWeighting,
+    SchemeParameter,
+    available_weightings,
+    build_weighting,
+    register_weighting,
+    searchable_weighting_parameters,
+    stack_losses,
+    weighting_parameters,
+    weighting_settings,
+)
 from . import _dwa, _gradnorm, _static, _uncertainty  # noqa: F401  (register the built-in schemes)
 
-__all__ = ["LossWeighting", "available_weightings", "build_weighting", "register_weighting", "stack_losses"]
+__all__ = [
+    "LossWeighting",
+    "SchemeParameter",
+    "available_weightings",
+    "build_weighting",
+    "register_weighting",
+    "searchable_weighting_parameters",
+    "stack_losses",
+    "weighting_parameters",
+    "weighting_settings",
+]

@@ -1,22 +1,45 @@
-"""The narrow base of loss-weighting schemes, and their registry."""
+"""The narrow base of loss-weighting schemes, their registry, and their parameters.
+
+A scheme is one class in its own module, registered with ``@register_weighting(name)``.
+Its constructor takes the tasks and, keyword-only, its parameters with defaults and type
+hints, and nothing else needs to know them: as with Optuna's pruners, the signature is
+the schema. Parameter ``p`` of scheme ``s`` has the key ``s_p`` (GradNorm's ``alpha`` is
+``gradnorm_alpha``, DWA's ``temperature`` is ``dwa_temperature``) in the trial config,
+in the experiment's ``space`` (a value, a range or a list of choices), in the Optuna
+study and in the results table. A parameter hinted ``float``, ``int``, ``bool`` or a
+``Literal`` can be searched; ``Annotated[float, annotated_types.Gt(0)]`` (and ``Ge``,
+``Lt``, ``Le``) bounds what the experiment file may give.
+"""
 from __future__ import annotations
 
-from typing import Any, Callable
+import inspect
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from .._registry import Registry
+from ..tasks import TaskSpec
 
 
 class LossWeighting(nn.Module):
     """Turns the per-task losses of a step into the total loss ``sum_t w_t L_t``.
 
-    A scheme may hold learnable parameters (returned by ``param_groups``), react to
-    the end of an epoch (``end_epoch``), or need the model (``combine`` gets it).
+    ``__init__(tasks, *, <parameters>)``: the tasks the model has (a single-task
+    baseline has one) and the scheme's parameters (see the module docstring). A scheme
+    may hold learnable parameters (returned by ``param_groups``), react to the end of an
+    epoch (``end_epoch``), or need the model (``combine`` gets it).
     """
 
-    def __init__(self, task_names: list[str], config: dict[str, Any]) -> None:
+    # parameter -> config key, where it is not ``<scheme>_<parameter>`` (static's weights)
+    config_keys: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, tasks: Sequence[TaskSpec]) -> None:
         super().__init__()
-        self.task_names = list(task_names)
+        self.tasks = list(tasks)
+        self.task_names = [t.name for t in self.tasks]
 
     def combine(self, losses: dict[str, Tensor], model: nn.Module) -> Tensor:
         raise NotImplementedError
@@ -33,33 +56,97 @@ class LossWeighting(nn.Module):
         return [{"params": params, "lr_scale": 1.0, "weight_decay": 0.0}] if params else []
 
 
-WeightingFactory = Callable[[list[str], dict[str, Any]], LossWeighting]
+WeightingFactory = type[LossWeighting]
 
-_SCHEMES: dict[str, WeightingFactory] = {}
+_SCHEMES: Registry[WeightingFactory] = Registry("loss weighting")
 
 
-def register_weighting(name: str) -> Callable[[type[LossWeighting]], type[LossWeighting]]:
-    def decorator(cls: type[LossWeighting]) -> type[LossWeighting]:
-        _SCHEMES[name] = cls
-        return cls
-
-    return decorator
+def register_weighting(name: str, *, replace: bool = False) -> Callable[[type[LossWeighting]], type[LossWeighting]]:
+    """Register a :class:`LossWeighting` subclass as ``loss_weighting: <name>`` (a taken name is
+    refused unless ``replace``). Its keyword-only constructor arguments are its parameters."""
+    return _SCHEMES.register(name, replace=replace)
 
 
 def available_weightings() -> list[str]:
-    return sorted(_SCHEMES)
+    return _SCHEMES.names()
 
 
-def build_weighting(task_names: list[str], config: dict[str, Any]) -> LossWeighting:
-    """Build the scheme ``config['loss_weighting']`` (default ``static``) for these tasks."""
+@dataclass(frozen=True)
+class SchemeParameter:
+    """One constructor argument of a scheme: ``key`` names it everywhere but the constructor.
+
+    ``annotation``: the type hint with its ``Annotated`` bounds; ``base``: ``float``,
+    ``int``, ``bool``, ``str`` or ``Literal``'s choices as a tuple, None for other types
+    (passed from the config but not searchable).
+    """
+
+    scheme: str
+    name: str
+    key: str
+    annotation: Any
+    default: Any
+
+    @property
+    def base(self) -> Any:
+        hint = _strip_annotated(self.annotation)
+        if typing.get_origin(hint) is Literal:
+            return typing.get_args(hint)
+        return hint if hint in (float, int, bool, str) else None
+
+    @property
+    def searchable(self) -> bool:
+        return self.base is not None and self.base is not str
+
+    @property
+    def bounds(self) -> list[Any]:
+        """The ``annotated_types`` bounds (``Gt(0)``, ...) of an ``Annotated`` hint."""
+        return list(getattr(self.annotation, "__metadata__", ()))
+
+
+def _strip_annotated(hint: Any) -> Any:
+    return typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
+
+
+def weighting_parameters(name: str) -> dict[str, SchemeParameter]:
+    """Scheme ``name``'s parameters by key (``{"gradnorm_alpha": ...}``)."""
+    cls = _SCHEMES.get(name)
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    out = {}
+    for param in inspect.signature(cls.__init__).parameters.values():
+        if param.kind is not param.KEYWORD_ONLY:
+            continue
+        key = cls.config_keys.get(param.name, f"{name}_{param.name}")
+        default = None if param.default is param.empty else param.default
+        out[key] = SchemeParameter(name, param.name, key, hints.get(param.name, Any), default)
+    return out
+
+
+def searchable_weighting_parameters() -> dict[str, SchemeParameter]:
+    """Every registered scheme's searchable parameters by key: what ``space`` may name."""
+    return {key: p for name in available_weightings() for key, p in weighting_parameters(name).items() if p.searchable}
+
+
+def weighting_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The config's values of its scheme's parameters, by key (what the results table records)."""
     name = config.get("loss_weighting") or "static"
-    try:
-        factory = _SCHEMES[name]
-    except KeyError:
-        raise ValueError(
-            f"Unknown loss_weighting {name!r}; known schemes: {', '.join(available_weightings())}."
-        ) from None
-    return factory(task_names, config)
+    if name not in _SCHEMES:  # a plugin's scheme, its plugin not imported here: its keys by the naming rule
+        return {k: v for k, v in config.items() if k.startswith(f"{name}_")}
+    return {key: config[key] for key in weighting_parameters(name) if key in config}
+
+
+def build_weighting(tasks: Sequence[TaskSpec | str], config: dict[str, Any]) -> LossWeighting:
+    """Build the scheme ``config['loss_weighting']`` (default ``static``) for these tasks, with
+    the parameters the config gives (the constructor's defaults for the others).
+
+    ``tasks``: specs, or names looked up in ``config['tasks']``; a name without a spec
+    there counts as a classification task.
+    """
+    name = config.get("loss_weighting") or "static"
+    cls = _SCHEMES.get(name)
+    specs = {t["name"]: TaskSpec.from_dict(t) for t in config.get("tasks") or ()}
+    resolved = [t if isinstance(t, TaskSpec) else specs.get(t, TaskSpec(t, "classification")) for t in tasks]
+    options = {p.name: config[key] for key, p in weighting_parameters(name).items() if config.get(key) is not None}
+    return cls(resolved, **options)
 
 
 def stack_losses(losses: dict[str, Tensor], task_names: list[str]) -> Tensor:

@@ -8,19 +8,24 @@ convention of the static scheme (seed 000); only their ratios matter to the pape
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Sequence
 
 import torch
+from annotated_types import Gt
 from torch import Tensor, nn
 
+from ..tasks import TaskSpec
 from ._base import LossWeighting, register_weighting, stack_losses
 
 
 @register_weighting("dwa")
 class DynamicWeightAverage(LossWeighting):
-    def __init__(self, task_names: list[str], config: dict[str, Any]) -> None:
-        super().__init__(task_names, config)
-        self.temperature = float(config.get("dwa_temperature", 2.0))
+    """``temperature`` (``dwa_temperature``): the paper's ``T`` = 2 softens the weights; a
+    large one makes them equal."""
+
+    def __init__(self, tasks: Sequence[TaskSpec], *, temperature: Annotated[float, Gt(0)] = 2.0) -> None:
+        super().__init__(tasks)
+        self.temperature = float(temperature)
         n = len(self.task_names)
         self.register_buffer("w", torch.full((n,), 1.0 / n))
         self.register_buffer("history", torch.full((2, n), float("nan")))  # epoch means, older first

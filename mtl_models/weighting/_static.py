@@ -1,26 +1,30 @@
 """Static task weights: ``L = sum_t w_t L_t`` with fixed ``w`` (seed 000: 0.2 for each of 5 tasks)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..tasks import TaskSpec
 from ._base import LossWeighting, register_weighting, stack_losses
 
 
 @register_weighting("static")
 class StaticWeighting(LossWeighting):
-    """Weights from ``config['loss_weights']`` (``{task: w}``), default ``1/T`` each.
+    """Weights ``{task: w}`` (config key ``loss_weights``, which the space sets: searched on
+    the simplex, equal or given), default ``1/T`` each.
 
     Weights for tasks the model does not have (a single-task baseline) are ignored
     and the rest renormalised to sum to 1, as seed 000 recommends against summed
     gradients blowing up.
     """
 
-    def __init__(self, task_names: list[str], config: dict[str, Any]) -> None:
-        super().__init__(task_names, config)
-        given = config.get("loss_weights") or {}
+    config_keys = {"weights": "loss_weights"}
+
+    def __init__(self, tasks: Sequence[TaskSpec], *, weights: Mapping[str, float] | None = None) -> None:
+        super().__init__(tasks)
+        given = weights or {}
         raw = [float(given.get(t, 1.0)) for t in self.task_names]
         total = sum(raw)
         if total <= 0:

@@ -8,11 +8,12 @@ as its loss (its homoscedastic uncertainty) grows.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..tasks import TaskSpec
 from ._base import LossWeighting, register_weighting, stack_losses
 
 _REGRESSION_KINDS = ("regression", "dense_regression")
@@ -20,12 +21,9 @@ _REGRESSION_KINDS = ("regression", "dense_regression")
 
 @register_weighting("uncertainty")
 class UncertaintyWeighting(LossWeighting):
-    def __init__(self, task_names: list[str], config: dict[str, Any]) -> None:
-        super().__init__(task_names, config)
-        kinds = {t["name"]: t["kind"] for t in config.get("tasks", [])}
-        self.register_buffer(
-            "c", torch.tensor([0.5 if kinds.get(t) in _REGRESSION_KINDS else 1.0 for t in self.task_names])
-        )
+    def __init__(self, tasks: Sequence[TaskSpec]) -> None:
+        super().__init__(tasks)
+        self.register_buffer("c", torch.tensor([0.5 if t.kind in _REGRESSION_KINDS else 1.0 for t in self.tasks]))
         self.log_var = nn.Parameter(torch.zeros(len(self.task_names)))
 
     def combine(self, losses: dict[str, Tensor], model: nn.Module) -> Tensor:

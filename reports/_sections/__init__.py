@@ -1,5 +1,5 @@
 """Report sections: one module per section, each registered in order (see ``_base``)."""
-from ._base import SECTIONS, Block, ReportContext, Section, available_sections, register_section, short_label
+from ._base import SECTIONS, Block, ReportContext, Section, available_sections, register_section, sections, short_label
 from . import (  # noqa: F401  (register the built-in sections)
     _affinity,
     _cross_stitch,
@@ -12,4 +12,6 @@ from . import (  # noqa: F401  (register the built-in sections)
     _summary,
 )
 
-__all__ = ["SECTIONS", "Block", "ReportContext", "Section", "available_sections", "register_section", "short_label"]
+__all__ = [
+    "SECTIONS", "Block", "ReportContext", "Section", "available_sections", "register_section", "sections", "short_label"
+]

@@ -14,7 +14,7 @@ from typing import Any, Callable, Union
 import pandas as pd
 import plotly.graph_objects as go
 
-from mtl_models import describe_config
+from mtl_models import Registry, describe_config
 
 from .._run import RunData
 
@@ -48,24 +48,28 @@ class Section:
     render: Render
 
 
-SECTIONS: list[Section] = []
+SECTIONS: Registry[Section] = Registry("report section", defined_by=lambda section: section.render)
 
 
-def register_section(key: str, title: str, order: int) -> Callable[[Render], Render]:
-    """Add ``render`` to the report as section ``key`` (its anchor), headed ``title``, at ``order``."""
+def register_section(key: str, title: str, order: int, *, replace: bool = False) -> Callable[[Render], Render]:
+    """Add ``render`` to the report as section ``key`` (its anchor), headed ``title``, at
+    ``order``; a taken key is refused unless ``replace``."""
 
     def decorator(render: Render) -> Render:
-        if any(s.key == key for s in SECTIONS):
-            raise ValueError(f"Report section {key!r} is already registered.")
-        SECTIONS.append(Section(key, title, order, render))
-        SECTIONS.sort(key=lambda s: s.order)
+        SECTIONS.register(key, Section(key, title, order, render), replace=replace)
         return render
 
     return decorator
 
 
+def sections() -> list[Section]:
+    """The registered sections in report order."""
+    return sorted((section for _, section in SECTIONS.items()), key=lambda s: s.order)
+
+
 def available_sections() -> list[str]:
-    return [s.key for s in SECTIONS]
+    """Section keys in report order."""
+    return [s.key for s in sections()]
 
 
 def esc(value: Any) -> str:
