@@ -327,3 +327,42 @@ def test_a_starting_point_with_a_non_convex_alpha_diff_is_refused(tmp_path: Path
         spaces.load_experiment(write(tmp_path, doc))
     doc["search"]["points_to_evaluate"][0]["alpha_diff"] = 0.1  # (1 - 0.7) / 3: consistent, accepted
     spaces.load_experiment(write(tmp_path, doc))
+
+
+def test_mtan_units_and_affinity_trees_are_sampled(tmp_path: Path) -> None:
+    doc = copy.deepcopy(BASE)
+    doc["space"] = {"families": ["hard_split", "cross_stitch", "mtan"], "cross_stitch_unit": ["scalar", "nddr"]}
+    doc["affinity"] = {"epochs": 1}
+    exp = spaces.load_experiment(write(tmp_path, doc))
+    trees = [{"name": "t", "branches": [[["left", "right"]], [["left"], ["right"]], [["left"], ["right"]]], "score": 0.1}]
+    sample = spaces.define_space(exp, spaces.fixed_config(exp, {"channels": 1, "height": 36, "width": 36}), trees)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen = set()
+    for _ in range(60):
+        trial = study.ask()
+        config = sample(trial)
+        if config["family"] == "mtan":
+            assert config["mtan_stages"][-1] == 2 and set(config["mtan_stages"]) <= {0, 1, 2}
+            seen.add("mtan")
+        elif config["family"] == "cross_stitch":
+            seen.add(config["cross_stitch_unit"])
+        elif config["tree"] == "affinity":
+            assert config["branches"] == trees[0]["branches"] and config["affinity_tree"] == 0
+            seen.add("affinity")
+        study.tell(trial, 0.0)
+    assert seen == {"mtan", "scalar", "nddr", "affinity"}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"space": {"tree": ["single", "affinity"]}}, "space.tree: affinity trees come from the affinity stage"),
+        ({"affinity": {"epochs": 1}, "space": {"families": ["cross_stitch"]}}, "add hard_split to space.families"),
+        ({"space": {"mtan_stages": [7]}}, r"space.mtan_stages: \[7\] out of range"),
+        ({"space": {"cross_stitch_unit": "pixel"}}, "cross_stitch_unit"),
+    ],
+)
+def test_new_space_keys_are_validated(tmp_path: Path, change: dict, message: str) -> None:
+    doc = {**copy.deepcopy(BASE), **change}
+    with pytest.raises(spaces.ExperimentError, match=message):
+        spaces.load_experiment(write(tmp_path, doc))
