@@ -28,7 +28,9 @@ def describe_config(config: dict[str, Any]) -> str:
     """
     family = config.get("family")
     if family == "hard_split":
-        if config.get("branches") is not None:
+        if config.get("affinity_tree") is not None:
+            text = f"hard_split affinity tree {config['affinity_tree']}"
+        elif config.get("branches") is not None:
             text = "hard_split explicit tree"
         elif config.get("split_points"):
             text = "hard_split per-task " + " ".join(f"{t}:{k}" for t, k in config["split_points"].items())
@@ -46,10 +48,15 @@ def describe_config(config: dict[str, Any]) -> str:
         stages = config.get("cross_stitch_stages")
         where = "" if stages is None else " at " + ",".join(str(s) for s in stages)
         init = " from single-task" if config.get("column_init") == "single_task" else ""
+        unit = config.get("cross_stitch_unit") or "channel"
+        kind = "cross_stitch" if unit == "channel" else f"cross_stitch[{unit}]"
         text = (
-            f"cross_stitch a=({config.get('alpha_same', 0):.2f}, {config.get('alpha_diff', 0):.2f})"
+            f"{kind} a=({config.get('alpha_same', 0):.2f}, {config.get('alpha_diff', 0):.2f})"
             f" lr x{config.get('lr_multiplier', 1):.3g}{where}{init}"
         )
+    elif family == "mtan":
+        stages = config.get("mtan_stages")
+        text = "mtan attend " + ("all" if stages is None else ",".join(str(s) for s in stages))
     elif family == "single_task":
         text = f"single_task {config.get('task')} (seed {config.get('seed')})"
     elif family == "ensemble":

@@ -140,13 +140,6 @@ class Trainer:
         weights = {spec.name: spec.kind_impl.loss_weight(spec, targets[spec.name], mode) for spec in self.tasks}
         return {name: w.to(self.device) if w is not None else None for name, w in weights.items()}
 
-    def _total_loss(self, losses: dict[str, Tensor], step: int) -> Tensor:
-        """Joint: the loss weighting's combination. Alternating (seed 002): one task's loss
-        per step, the tasks taking turns."""
-        if self.alternating:
-            return losses[self.tasks[step % len(self.tasks)].name]
-        return self.weighting.combine(losses, self.model)
-
     def train_epoch(self) -> dict[str, float]:
         """One pass over the train split; returns the mean total and per-task losses."""
         model = self.model
@@ -159,8 +152,11 @@ class Trainer:
                 continue
             self.optimizer.zero_grad(set_to_none=True)  # before the loss: GradNorm sets its own grads there
             losses = self.losses(self.forward(x), targets)
-            total = self._total_loss(losses, steps)
-            total.backward()
+            if self.alternating:  # seed 002: one task's loss per step, the tasks taking turns
+                total = losses[self.tasks[steps % len(self.tasks)].name]
+                total.backward()
+            else:
+                total = self.weighting.backward(losses, model)
             if self.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), float(self.grad_clip))
             self.optimizer.step()

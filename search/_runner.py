@@ -26,6 +26,7 @@ from mtl_models.data import format_data_report
 from reports import confirm_shortlist, searched, single_task_baseline
 from spaces import Experiment, define_space, fixed_config, load_experiment, optuna_point
 
+from ._affinity import affinity_in_ray, format_affinity, load_affinity, save_affinity
 from ._baselines import (
     ENSEMBLE_DIR,
     ENSEMBLE_RESULT,
@@ -305,15 +306,19 @@ def run_search(
     fixed: dict[str, Any],
     baselines: Baselines,
     resume: bool = False,
+    affinity_trees: list[dict[str, Any]] | None = None,
 ) -> None:
-    """The Optuna-sampled, Optuna-pruned search over the experiment's space."""
+    """The Optuna-sampled, Optuna-pruned search over the experiment's space; with
+    ``affinity_trees`` (the affinity stage's proposals) those trees are tried first."""
     trainable = _trial_trainable(exp, data, baselines)
+    points = [optuna_point(p, exp) for p in exp.search.points_to_evaluate]
+    points += [{"family": "hard_split", "tree": "affinity", "affinity_tree": i} for i in range(len(affinity_trees or []))]
 
     def make_tuner() -> tune.Tuner:
         pruner = exp.search.pruner.build(exp.train.epochs)
         multi = exp.search.multi_objective  # Delta_m and costs: a Pareto front, no pruning
         searcher = MTLOptunaSearch(
-            space=define_space(exp, fixed),
+            space=define_space(exp, fixed, affinity_trees),
             metric=list(exp.search.objectives) if multi else OBJECTIVE,
             mode=exp.search.directions if multi else "max",
             sampler=exp.search.sampler.build(exp.seed),
@@ -321,7 +326,7 @@ def run_search(
             pruner=pruner,
             study_name=STUDY_NAME,
             storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}"),
-            points_to_evaluate=[optuna_point(p, exp) for p in exp.search.points_to_evaluate] or None,
+            points_to_evaluate=points or None,
         )
         scheduler = FIFOScheduler() if multi else OptunaPrunerScheduler(pruner, metric=OBJECTIVE, mode="max", searcher=searcher)
         limited = ConcurrencyLimiter(searcher, max_concurrent=exp.search.max_concurrent) if exp.search.max_concurrent else searcher
@@ -439,6 +444,19 @@ def _trial_trainable(exp: Experiment, data: MultiTaskData, baselines: Baselines)
     )
 
 
+def run_affinity(exp: Experiment, run_dir: Path, data: MultiTaskData, fixed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The task-affinity stage: measured once (``affinity.json``; a resumed run reads it back),
+    its proposed trees returned for the search."""
+    result = load_affinity(run_dir)
+    if result is None:
+        print(f"Task affinity: {exp.affinity.epochs} epochs of one fully shared network ...", flush=True)
+        result = affinity_in_ray(fixed, data, exp.affinity.epochs, exp.affinity.every, _resources(exp),
+                                 exp.stage_names(), exp.affinity.max_groups)
+        save_affinity(run_dir, result)
+        print(format_affinity(result), flush=True)
+    return result["trees"]
+
+
 def _fail_orphans(run_dir: Path) -> None:
     """When every search trial has ended, Optuna trials still RUNNING are orphans a killed
     driver asked for and the resumed search did not need: tell them FAIL."""
@@ -462,7 +480,8 @@ def _execute(
     print(f"Ray: {ray.cluster_resources()}; results in {run_dir}", flush=True)
     baselines = run_baselines(exp, run_dir, data, fixed, resume, cache_dir)
     print("Single-task baseline (val): " + ", ".join(f"{t}={v:.4g}" for t, v in baselines.metrics.items()), flush=True)
-    run_search(exp, run_dir, data, fixed, baselines, resume)
+    trees = run_affinity(exp, run_dir, data, fixed) if exp.affinity.enabled else None
+    run_search(exp, run_dir, data, fixed, baselines, resume, trees)
     run_confirm(exp, run_dir, data, fixed, baselines, resume)
     results = write_results(run_dir)
     print(f"Search done in {time.monotonic() - started:.0f}s: {_status_counts(results)}", flush=True)

@@ -160,7 +160,8 @@ class TrainConfig(_Strict):
         return self
 
 
-Tree = Literal["single", "per_task", "grouped"]
+Tree = Literal["single", "per_task", "grouped", "affinity"]
+Unit = Literal["channel", "scalar", "nddr"]
 ColumnInit = Literal["backbone", "single_task"]
 Optimization = Literal["joint", "alternating"]
 ClassWeighting = Literal["none", "balanced"]
@@ -189,7 +190,13 @@ class SpaceConfig(_Strict):
     point per task) or ``grouped`` (a shared trunk, then up to ``max_groups`` groups of
     tasks with their own branches, then one branch per task); ``branches`` fixes an
     explicit tree instead. Cross-stitch: ``cross_stitch_stages`` is ``all``, ``search``
-    (a searched subset) or a list of stage indices; ``alpha_diff`` ``convex`` (default)
+    (a searched subset) or a list of stage indices; ``cross_stitch_unit`` the units'
+    granularity: ``channel`` (Misra et al.), ``scalar`` (one alpha per task pair) or ``nddr``
+    (Gao et al.'s 1x1-convolution fusion), a list searches them. MTAN (Liu et al.):
+    ``mtan_stages`` are the stages after which every task has an attention module (the
+    last always): ``search`` (default, a searched subset), ``all`` or a list. Hard splits
+    with ``tree: affinity`` take the branch trees the task-affinity stage proposes (the
+    experiment's ``affinity`` section). ``alpha_diff`` ``convex`` (default)
     gives every unit row the sum 1 with the rest shared evenly,
     ``alpha_diff = (1 - alpha_same) / (T - 1)`` (the paper's 2-task pairs are convex), a
     value or range samples it on its own; ``lr_multiplier`` ``auto`` (default) is the
@@ -206,7 +213,7 @@ class SpaceConfig(_Strict):
 
     model_config = ConfigDict(extra="allow", frozen=True)  # the extra keys: the schemes' parameters
 
-    families: list[Literal["hard_split", "cross_stitch"]] = Field(
+    families: list[Literal["hard_split", "cross_stitch", "mtan"]] = Field(
         default_factory=lambda: list(SEARCHED_FAMILIES), min_length=1
     )
     tree: Union[Tree, list[Tree]] = "single"
@@ -217,6 +224,8 @@ class SpaceConfig(_Strict):
     alpha_diff: Union[Literal["convex"], FloatParam] = "convex"
     lr_multiplier: Union[Literal["auto"], FloatParam] = "auto"
     cross_stitch_stages: Union[Literal["all", "search"], list[NonNegativeInt]] = "all"
+    cross_stitch_unit: Union[Unit, list[Unit]] = "channel"
+    mtan_stages: Union[Literal["all", "search"], list[NonNegativeInt]] = "search"
     column_init: Union[ColumnInit, list[ColumnInit]] = "backbone"
     loss_weighting: Union[str, list[str]] = "static"
     loss_weights: Union[Literal["simplex", "equal"], dict[str, PositiveFloat]] = "simplex"
@@ -225,7 +234,7 @@ class SpaceConfig(_Strict):
     grad_clip: FloatParam | None = None
     lr: FloatParam | None = None
 
-    @field_validator("tree", "column_init", "loss_weighting", "optimization", "class_weighting")
+    @field_validator("tree", "column_init", "loss_weighting", "optimization", "class_weighting", "cross_stitch_unit")
     @classmethod
     def _non_empty(cls, v: Any) -> Any:
         if isinstance(v, list) and not v:
@@ -466,6 +475,26 @@ class SelectConfig(_Strict):
     max_task_drop: Union[Literal["noise"], NonNegativeFloat, None] = "noise"
 
 
+class AffinityConfig(_Strict):
+    """The optional first stage of a search: task affinity (TAG, Fifty et al. 2021).
+
+    With ``epochs`` > 0, one network with every stage shared trains that long after the
+    baselines; every ``every`` steps each task's lookahead update of each stage is tried
+    and every task's loss measured again (``mtlsearch affinity`` does the same alone).
+    The branch trees this implies (at most ``max_groups`` groups a stage) join the
+    search as hard splits with ``tree: affinity`` and are tried first; the report shows
+    the matrices and how the trees fared.
+    """
+
+    epochs: NonNegativeInt = 0
+    every: PositiveInt = 5
+    max_groups: PositiveInt | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.epochs > 0
+
+
 class Experiment(_Strict):
     """A whole experiment file. Load one with :func:`load_experiment`."""
 
@@ -482,6 +511,7 @@ class Experiment(_Strict):
     baselines: BaselinesConfig = BaselinesConfig()
     confirm: ConfirmConfig = ConfirmConfig()
     select: SelectConfig = SelectConfig()
+    affinity: AffinityConfig = AffinityConfig()
     source_path: Path | None = Field(None, exclude=True)
 
     @field_validator("plugins")
@@ -536,10 +566,17 @@ class Experiment(_Strict):
                 f"space.split_point: {sp} is outside 0..{n} for backbone {self.backbone.name!r} "
                 f"(stages: {', '.join(self.stage_names())})"
             )
-        stitch = self.space.cross_stitch_stages
-        bad = [s for s in stitch if s >= n] if isinstance(stitch, list) else []
-        if bad:
-            raise ValueError(f"space.cross_stitch_stages: {bad} out of range; stages are 0..{n - 1}")
+        for key in ("cross_stitch_stages", "mtan_stages"):
+            stages = getattr(self.space, key)
+            bad = [s for s in stages if s >= n] if isinstance(stages, list) else []
+            if bad:
+                raise ValueError(f"space.{key}: {bad} out of range; stages are 0..{n - 1}")
+        if "affinity" in choices(self.space.tree) and not self.affinity.enabled:
+            raise ValueError("space.tree: affinity trees come from the affinity stage; set affinity.epochs > 0")
+        if self.affinity.enabled and "hard_split" not in self.space.families:
+            raise ValueError("affinity: its proposed trees are hard splits; add hard_split to space.families")
+        if self.affinity.enabled and self.space.branches is not None:
+            raise ValueError("affinity: space.branches fixes the tree; drop one of them")
         if self.space.branches is not None:
             self._check_branches(self.space.branches, names, n)
         dense = [t.name for t in self.tasks if t.spec().kind_impl.dense]
@@ -581,7 +618,8 @@ class Experiment(_Strict):
                     f"to 1); give alpha_same only, or set space.alpha_diff to a value or range"
                 )
         categoricals = (
-            "tree", "column_init", "loss_weighting", *[k for k in schemes if not numeric(k)], "optimization", "class_weighting"
+            "tree", "column_init", "cross_stitch_unit", "loss_weighting", *[k for k in schemes if not numeric(k)],
+            "optimization", "class_weighting",
         )
         allowed = ("family", "split_point", "split_points", *numbers, *categoricals, "loss_weights")
         unknown = sorted(set(point) - set(allowed))

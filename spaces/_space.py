@@ -108,8 +108,9 @@ class SpaceSampler:
     than a closure so that Ray Tune can pickle it with the searcher's state.
     """
 
-    def __init__(self, exp: Experiment, fixed: dict[str, Any]) -> None:
+    def __init__(self, exp: Experiment, fixed: dict[str, Any], affinity_trees: list[dict[str, Any]] | None = None) -> None:
         self.space = exp.space
+        self.affinity_trees = [t["branches"] for t in affinity_trees or []]
         self.lr_multiplier = exp.space_param("lr_multiplier")
         self.task_names = [t.name for t in exp.tasks]
         self.split_range = exp.split_point_range()
@@ -132,7 +133,10 @@ class SpaceSampler:
                 config["alpha_diff"] = _float(trial, "alpha_diff", space.alpha_diff)
             config["lr_multiplier"] = _float(trial, "lr_multiplier", self.lr_multiplier)
             config["cross_stitch_stages"] = self._stitch_stages(trial)
+            config["cross_stitch_unit"] = _categorical(trial, "cross_stitch_unit", choices(space.cross_stitch_unit))
             config["column_init"] = _categorical(trial, "column_init", choices(space.column_init))
+        elif family == "mtan":
+            config["mtan_stages"] = self._mtan_stages(trial)
         config["optimization"] = _categorical(trial, "optimization", choices(space.optimization))
         if config["optimization"] == "joint":
             config.update(self._weighting(trial))
@@ -149,9 +153,13 @@ class SpaceSampler:
         if self.space.branches is not None:
             return {"tree": "branches", "branches": self.space.branches}
         low, high = self.split_range
-        tree = _categorical(trial, "tree", choices(self.space.tree))
+        trees = [t for t in choices(self.space.tree) if t != "affinity"] + (["affinity"] if self.affinity_trees else [])
+        tree = _categorical(trial, "tree", trees)
         out: dict[str, Any] = {"tree": tree}
-        if tree == "single":
+        if tree == "affinity":  # a tree the task-affinity stage proposed
+            index = _categorical(trial, "affinity_tree", list(range(len(self.affinity_trees))))
+            out.update(affinity_tree=index, branches=self.affinity_trees[index])
+        elif tree == "single":
             out["split_point"] = _int(trial, "split_point", low, high)
         elif tree == "per_task":
             out["split_points"] = {t: _int(trial, f"split_point.{t}", low, high) for t in self.task_names}
@@ -172,6 +180,16 @@ class SpaceSampler:
             return [s for s in range(self.num_stages) if trial.suggest_categorical(f"stitch.{s}", [True, False])]
         return list(stages)
 
+    def _mtan_stages(self, trial: optuna.Trial) -> list[int] | None:
+        """MTAN's attended stages: the last always, the others as ``space.mtan_stages`` says."""
+        stages = self.space.mtan_stages
+        last = self.num_stages - 1
+        if stages == "all":
+            return None
+        if stages == "search":
+            return [s for s in range(last) if trial.suggest_categorical(f"attend.{s}", [True, False])] + [last]
+        return sorted(set(stages) | {last})
+
     def _weighting(self, trial: optuna.Trial) -> dict[str, Any]:
         """The scheme, then its own parameters under their keys (``gradnorm_alpha``, ...)."""
         space = self.space
@@ -186,9 +204,10 @@ class SpaceSampler:
         return out
 
 
-def define_space(exp: Experiment, fixed: dict[str, Any]) -> SpaceSampler:
-    """The define-by-run function that samples one trial config of ``exp``'s space."""
-    return SpaceSampler(exp, fixed)
+def define_space(exp: Experiment, fixed: dict[str, Any], affinity_trees: list[dict[str, Any]] | None = None) -> SpaceSampler:
+    """The define-by-run function that samples one trial config of ``exp``'s space; with
+    ``affinity_trees`` (the affinity stage's proposals) hard splits may take one of them."""
+    return SpaceSampler(exp, fixed, affinity_trees)
 
 
 def optuna_point(point: dict[str, Any], exp: Experiment | None = None) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def test_valid_experiment_loads(tmp_path: Path) -> None:
         ("backbone.weights", "missing.pth", "backbone.weights: weights file"),
         ("data.source", "imagenet", "data.source: unknown or missing source 'imagenet'; allowed: 'multimnist', 'files'"),
         ("data.missing_rate", {"lft": 0.1}, "data.missing_rate: unknown task name(s) ['lft']; allowed: ['left', 'right']"),
-        ("space.families", ["hard_split", "crossstitch"], "space.families[1]: Input should be 'hard_split' or 'cross_stitch'"),
+        ("space.families", ["hard_split", "crossstitch"], "space.families[1]: Input should be 'hard_split', 'cross_stitch' or 'mtan'"),
         ("space.families", [], "space.families: List should have at least 1 item"),
         ("space.split_point", {"low": 0, "high": 9}, "space.split_point: low=0 high=9 is outside 0..3 for backbone 'small_cnn' (stages: conv1, conv2, conv3)"),
         ("space.split_point", {"low": 3, "high": 1}, "space.split_point: low (3) must be <= high (1)"),
@@ -98,8 +98,8 @@ def test_valid_experiment_loads(tmp_path: Path) -> None:
         ("search.points_to_evaluate", [{"familly": "hard_split"}], "search.points_to_evaluate[0]: unknown key(s) ['familly']"),
         ("search.points_to_evaluate", [{"lr": 1.0}], "search.points_to_evaluate[0]: lr 1.0 is outside the space's [0.0001, 0.01]"),
         ("tasks", [{"name": "left", "kind": "classification", "classes": 10}], "tasks: multi-task search needs at least 2 tasks"),
-        ("space.tree", ["single", "forest"], "space.tree: Input should be 'single', 'per_task' or 'grouped'"),
-        ("space.loss_weighting", "pcgrad", "space.loss_weighting: unknown loss weighting 'pcgrad'; allowed: dwa, gradnorm, static, uncertainty"),
+        ("space.tree", ["single", "forest"], "space.tree[1]: Input should be 'single', 'per_task', 'grouped' or 'affinity'"),
+        ("space.loss_weighting", "pc_grad", "space.loss_weighting: unknown loss weighting 'pc_grad'; allowed: aligned_mtl, cagrad, dwa, gradnorm, imtlg, mgda, nash_mtl, pcgrad, static, uncertainty, upgrad"),
         ("space.dwa_temperature", -1, "space.dwa_temperature: must be > 0, got -1.0"),  # DWA's Annotated[float, Gt(0)]
         ("space.dwa_temperature", {"low": 0, "high": 2}, "space.dwa_temperature: must be > 0, got {'low': 0.0, 'high': 2.0, 'log': False}"),
         ("space.gradnorm_alpha", "strong", "space.gradnorm_alpha: Input should be a valid number"),
@@ -327,3 +327,42 @@ def test_a_starting_point_with_a_non_convex_alpha_diff_is_refused(tmp_path: Path
         spaces.load_experiment(write(tmp_path, doc))
     doc["search"]["points_to_evaluate"][0]["alpha_diff"] = 0.1  # (1 - 0.7) / 3: consistent, accepted
     spaces.load_experiment(write(tmp_path, doc))
+
+
+def test_mtan_units_and_affinity_trees_are_sampled(tmp_path: Path) -> None:
+    doc = copy.deepcopy(BASE)
+    doc["space"] = {"families": ["hard_split", "cross_stitch", "mtan"], "cross_stitch_unit": ["scalar", "nddr"]}
+    doc["affinity"] = {"epochs": 1}
+    exp = spaces.load_experiment(write(tmp_path, doc))
+    trees = [{"name": "t", "branches": [[["left", "right"]], [["left"], ["right"]], [["left"], ["right"]]], "score": 0.1}]
+    sample = spaces.define_space(exp, spaces.fixed_config(exp, {"channels": 1, "height": 36, "width": 36}), trees)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen = set()
+    for _ in range(60):
+        trial = study.ask()
+        config = sample(trial)
+        if config["family"] == "mtan":
+            assert config["mtan_stages"][-1] == 2 and set(config["mtan_stages"]) <= {0, 1, 2}
+            seen.add("mtan")
+        elif config["family"] == "cross_stitch":
+            seen.add(config["cross_stitch_unit"])
+        elif config["tree"] == "affinity":
+            assert config["branches"] == trees[0]["branches"] and config["affinity_tree"] == 0
+            seen.add("affinity")
+        study.tell(trial, 0.0)
+    assert seen == {"mtan", "scalar", "nddr", "affinity"}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"space": {"tree": ["single", "affinity"]}}, "space.tree: affinity trees come from the affinity stage"),
+        ({"affinity": {"epochs": 1}, "space": {"families": ["cross_stitch"]}}, "add hard_split to space.families"),
+        ({"space": {"mtan_stages": [7]}}, r"space.mtan_stages: \[7\] out of range"),
+        ({"space": {"cross_stitch_unit": "pixel"}}, "cross_stitch_unit"),
+    ],
+)
+def test_new_space_keys_are_validated(tmp_path: Path, change: dict, message: str) -> None:
+    doc = {**copy.deepcopy(BASE), **change}
+    with pytest.raises(spaces.ExperimentError, match=message):
+        spaces.load_experiment(write(tmp_path, doc))

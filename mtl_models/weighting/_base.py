@@ -44,6 +44,14 @@ class LossWeighting(nn.Module):
     def combine(self, losses: dict[str, Tensor], model: nn.Module) -> Tensor:
         raise NotImplementedError
 
+    def backward(self, losses: dict[str, Tensor], model: nn.Module) -> Tensor:
+        """Set the gradients of one step from the per-task losses; return the total (detached,
+        for the logs). Default: the backward pass of :meth:`combine`. Schemes that do not
+        combine losses but the tasks' gradients (the aggregators) replace this."""
+        total = self.combine(losses, model)
+        total.backward()
+        return total.detach()
+
     def weights(self) -> dict[str, float]:
         """The current weight of each task (for the results table and the report)."""
         raise NotImplementedError

@@ -8,9 +8,6 @@ from plotly.subplots import make_subplots
 from .._results import metric_column, searched
 from ._base import FAMILY_COLORS, RUN_SYMBOLS, Block, ReportContext, note, register_section
 
-CROSS_STITCH = "cross-stitch"
-
-
 @register_section("split-sweep", "Split sweep: each task against the split point", order=40)
 def split_sweep(ctx: ReportContext) -> list[Block]:
     tasks = list({t.name: t for run in ctx.runs for t in run.tasks}.values())
@@ -24,7 +21,7 @@ def split_sweep(ctx: ReportContext) -> list[Block]:
         trials = trials[trials["status"] == "finished"]
         single_split = trials["tree"].fillna("single") == "single" if "tree" in trials else True
         hard = trials[(trials["family"] == "hard_split") & single_split].dropna(subset=["split_point"])
-        stitch = trials[trials["family"] == "cross_stitch"]
+        stitch = trials[trials["family"] != "hard_split"]  # soft-sharing families, a column each
         names = run.stage_names
         prefix = f"{run.name}: " if ctx.multi else ""
         symbol = RUN_SYMBOLS[r % len(RUN_SYMBOLS)]
@@ -32,12 +29,12 @@ def split_sweep(ctx: ReportContext) -> list[Block]:
             column = metric_column(spec)
             if column not in trials:
                 continue
-            x = [_label(int(k), names) for k in hard["split_point"]] + [CROSS_STITCH] * len(stitch)
+            x = [_label(int(k), names) for k in hard["split_point"]] + [f.replace("_", "-") for f in stitch["family"]]
             y = list(hard[column]) + list(stitch[column])
             if not y:
                 continue
             shown = True
-            colors = [FAMILY_COLORS["hard_split"]] * len(hard) + [FAMILY_COLORS["cross_stitch"]] * len(stitch)
+            colors = [FAMILY_COLORS["hard_split"]] * len(hard) + [FAMILY_COLORS.get(f) for f in stitch["family"]]
             noise = run.pick.noise
             sd = noise.metric_std(spec)
             fig.add_trace(
@@ -75,12 +72,14 @@ def split_sweep(ctx: ReportContext) -> list[Block]:
     if not shown:
         return [note("No finished hard-split or cross-stitch trial yet.")]
     order = sorted({k for run in ctx.runs for k in searched(run.results)["split_point"].dropna().astype(int)})
-    categories = [_label(k, ctx.runs[0].stage_names) for k in order] + [CROSS_STITCH]
+    others = sorted({f.replace("_", "-") for run in ctx.runs for f in searched(run.results)["family"].dropna()} - {"hard-split"})
+    categories = [_label(k, ctx.runs[0].stage_names) for k in order] + others
     fig.update_xaxes(categoryorder="array", categoryarray=categories, title_text="split after (stages shared)")
     fig.update_layout(height=450, legend={"orientation": "h", "y": -0.25})
     return [
         "<p>Validation metric of every finished hard-split trial by split point (stages before it shared, "
-        "one copy of the rest per task), the cross-stitch trials in their own column, and the baselines. "
+        "one copy of the rest per task), the soft-sharing trials (cross-stitch, MTAN) in a column per family, "
+        "and the baselines. "
         "The paper's motivating finding is that the best split differs per task. The grey band is the "
         "single-task baseline's mean &plusmn; its standard deviation over seeds, and each trial's bar the same "
         "spread: one run's seed noise, against which a difference between split points has to be read.</p>",
