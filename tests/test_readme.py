@@ -246,6 +246,10 @@ def test_readme_command(command: str, outcomes: dict[str, Outcome], workdir: Pat
         assert ("retrained" in card) == ("--retrain" in args)
     elif sub == "check-data":
         assert "OK:" in out.stdout
+    elif sub == "affinity":
+        result = json.loads((workdir / args[args.index("--out") + 1]).read_text())
+        assert result["tasks"] == ["left", "right"] and len(result["affinity"]) == 4 and result["trees"]
+        assert "Proposed branch trees" in out.stdout
     else:
         pytest.fail(f"no expectation written for `mtlsearch {sub}`; add one here")
 
