@@ -41,6 +41,7 @@ import yaml
 from scipy import stats
 
 import mtl_models as mm
+from mtl_models._affinity import measure_affinity
 import reports
 import spaces
 from bench._common import machine, write_result
@@ -143,7 +144,7 @@ def run_dataset(name: str, work: Path, trials: int, n_seeds: int) -> dict[str, A
 
     started = time.monotonic()
     mm.seed_everything(0)
-    affinity = mm.measure_affinity({**template, "seed": 0}, data, epochs=2, every=5)
+    affinity = measure_affinity({**template, "seed": 0}, data, epochs=2, every=5)
     tree = affinity.trees[0]
     config = {**template, "tree": "affinity", "branches": tree["branches"], "split_point": None, "split_points": None,
               "task_groups": None}

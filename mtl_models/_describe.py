@@ -70,7 +70,8 @@ def describe_config(config: dict[str, Any]) -> str:
     elif config.get("loss_weighting") not in (None, "static"):
         extras.append(str(config["loss_weighting"]))
     elif weights and max(weights.values()) - min(weights.values()) > 1e-9:
-        extras.append("w " + "/".join(f"{w:.2f}" for w in weights.values()))
+        names = [t["name"] for t in config.get("tasks") or [] if t["name"] in weights] or list(weights)
+        extras.append("w " + "/".join(f"{weights[t]:.2f}" for t in names))  # in the tasks' order
     if config.get("class_weighting") == "balanced":
         extras.append("balanced classes")
     return text + (f" [{', '.join(extras)}]" if extras else "")

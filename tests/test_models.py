@@ -191,3 +191,10 @@ def test_every_task_loss_reaches_every_shared_parameter(family: str, extra: dict
         last = model.units[str(model.stitch_after[-1])].alpha
         row = torch.autograd.grad(model(x)["t0"].pow(2).mean(), last)[0]
         assert row[0].abs().sum() > 0 and row[1:].abs().sum() == 0  # why the alphas are not GradNorm's W
+
+
+def test_a_config_line_lists_loss_weights_in_the_tasks_order_whatever_the_dict_order() -> None:
+    tasks = [{"name": n} for n in ("digit", "parity", "loops", "ink")]
+    weights = {"digit": 0.1, "ink": 0.4, "loops": 0.3, "parity": 0.2}  # sorted keys, as a JSON round trip gives
+    line = mm.describe_config({"family": "hard_split", "split_point": 2, "tasks": tasks, "loss_weights": weights})
+    assert line == "hard_split k=2 [w 0.10/0.20/0.30/0.40]"
