@@ -19,7 +19,7 @@ bench/_digits4.py, a regression and missing labels among them):
   epochs, as ``mtlsearch affinity`` does by default); its best-scoring proposed tree
   replaces the hard-split best's tree, trained with the same new seeds, and is compared
   with the best family's retrained best (Welch 95 % interval of the difference:
-  "within noise" when it covers 0).
+  "within noise" when it covers 0) and, paired by seed, with the tree it replaced.
 
 Retrains run in this process (one trainer at a time, 2 threads), with the run's own
 single-task baseline. Writes ``bench/results/beyond.json``.
@@ -155,6 +155,7 @@ def run_dataset(name: str, work: Path, trials: int, n_seeds: int) -> dict[str, A
         "measure_epochs": 2, "steps_measured": affinity.steps, "affinity": affinity.affinity, "stages": affinity.stages,
         "tree": tree, "proposed": affinity.trees, "retrained": spread(tree_deltas),
         "best_family": best_family, "vs_best_welch": versus, "within_noise": versus["low"] <= 0 <= versus["high"],
+        "vs_hard_split_best_paired": paired(tree_deltas, retrained["hard_split"]),
         "wall_s": round(time.monotonic() - started, 1),
     }
     print(f"{name} affinity tree {tree['name']} {tree['branches']}: {statistics.mean(tree_deltas):+.2f} ± "
