@@ -77,23 +77,6 @@ class ResourcesConfig(_Strict):
     gpu: NonNegativeFloat = 0.0
 
 
-class FaultConfig(_Strict):
-    """Fault injection, to test a search's resilience: the trial fails at ``epoch``.
-
-    ``raise``: an exception; ``nan``: the weights turn NaN so the loss does; ``oom``:
-    ``torch.cuda.OutOfMemoryError``; ``disk_full``: writing the epoch's checkpoint fails
-    with a real ``ENOSPC`` (its state file is opened on ``/dev/full``, the kernel's
-    always-full device); ``hang``: the trial stops making progress before the epoch (a
-    stuck filesystem) until it is stopped, so a test can kill the driver at a known
-    point. ``times``: on how many attempts of the trial the fault fires (a retry or a
-    resume is an attempt; default: every one), counted on the node.
-    """
-
-    kind: Literal["raise", "nan", "oom", "disk_full", "hang"]
-    epoch: PositiveInt = 1
-    times: PositiveInt | None = None
-
-
 OBJECTIVE_DIRECTIONS = {"delta_m": "max", "params": "min", "flops": "min", "latency_ms_b1": "min", "latency_ms_bN": "min"}
 
 
@@ -106,8 +89,7 @@ class SearchConfig(_Strict):
     one objective, so a multi-objective search does not prune (the default pruner
     turns to ``nop``; naming another is an error).
     ``max_failures``: how often a trial is restarted from its last checkpoint after its
-    worker or node dies (or it raises). ``inject_faults``: ``{trial number: fault}``
-    for resilience tests (trial numbers count the searched trials from 0).
+    worker or node dies (or it raises).
     """
 
     objectives: list[Literal["delta_m", "params", "flops", "latency_ms_b1", "latency_ms_bN"]] = Field(
@@ -120,7 +102,6 @@ class SearchConfig(_Strict):
     resources: ResourcesConfig = ResourcesConfig()
     points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
     max_failures: NonNegativeInt = 2
-    inject_faults: dict[NonNegativeInt, FaultConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _objectives(self) -> "SearchConfig":

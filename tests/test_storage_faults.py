@@ -45,6 +45,7 @@ from search._snapshots import SnapshotError
 from search._study import StudyError, check_study
 
 from conftest import tiny_experiment
+from fault_plugin import with_faults
 
 ROOT = Path(__file__).resolve().parents[1]
 ENOSPC_TEXT = "No space left on device"
@@ -60,14 +61,14 @@ EXPERIMENT = tiny_experiment(**{
         "sampler": {"name": "tpe", "n_startup_trials": 2},
         "pruner": {"name": "nop"},
         "max_failures": 1,
-        "inject_faults": {
-            0: {"kind": "disk_full", "epoch": 2, "times": 1},  # the retry writes it: finished
-            1: {"kind": "disk_full", "epoch": 2},  # every attempt: errored
-            2: {"kind": "hang", "epoch": 3, "times": 1},  # the driver is killed here; resumes go on
-        },
     },
     "baselines": {"ensemble": False},
 })
+FAULTS = {  # searched trial number: fault (tests/fault_plugin.py)
+    0: {"kind": "disk_full", "epoch": 2, "times": 1},  # the retry writes it: finished
+    1: {"kind": "disk_full", "epoch": 2},  # every attempt: errored
+    2: {"kind": "hang", "epoch": 3, "times": 1},  # the driver is killed here; resumes go on
+}
 
 
 @dataclass
@@ -115,7 +116,7 @@ def killed(tmp_path_factory) -> Killed:
     and the first SIGKILLed once its third trial hangs with two checkpoints."""
     root = tmp_path_factory.mktemp("storage")
     experiment = root / "storage.yaml"
-    experiment.write_text(yaml.safe_dump(EXPERIMENT, sort_keys=False))
+    experiment.write_text(yaml.safe_dump(with_faults(EXPERIMENT, root, FAULTS), sort_keys=False))
     run_dir = root / "killed"
     log = (root / "driver.log").open("w")
     driver = subprocess.Popen(
