@@ -18,6 +18,7 @@ checked from here, so it is refused unless the user says that host's driver is g
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import sys
@@ -28,9 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from ._log import get_logger
-
-log = get_logger("search")
+log = logging.getLogger("mtlsearch.search")  # no package imports: tests load this file alone
 
 LOCK_FILE = "driver.lock"
 _TAKEOVER_TIMEOUT_S = 30.0  # a takeover marker older than this was left by a driver that died taking over
