@@ -47,7 +47,7 @@ import spaces
 from bench._common import machine, write_result
 from bench._digits4 import experiment as digits4_experiment
 from bench.pick_holdup import paired, retrain
-from search import run_experiment
+from search import log_to_stdout, run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 NEW_SEEDS_FROM = 2000
@@ -165,6 +165,7 @@ def run_dataset(name: str, work: Path, trials: int, n_seeds: int) -> dict[str, A
 
 
 def main() -> None:
+    log_to_stdout()  # the runs' lines, as the CLI shows them
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["multimnist", "digits4"], choices=["multimnist", "digits4"])
     parser.add_argument("--trials", type=int, default=6, help="random trials per family")

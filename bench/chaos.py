@@ -50,11 +50,14 @@ import pandas as pd
 import yaml
 
 from bench._common import machine, write_result
+from mtl_models import import_plugin
+
+ROOT = Path(__file__).resolve().parents[1]
 
 LOCK_FILE = "driver.lock"
 
 
-def experiment(trials: int, faults: dict[int, dict[str, Any]]) -> dict[str, Any]:
+def experiment(trials: int) -> dict[str, Any]:
     return {
         "name": "chaos",
         "seed": 16,
@@ -65,7 +68,7 @@ def experiment(trials: int, faults: dict[int, dict[str, Any]]) -> dict[str, Any]
         "train": {"epochs": 4, "batch_size": 64, "lr": 0.01, "device": "cpu"},
         "space": {"lr": {"low": 1e-3, "high": 0.03, "log": True}, "loss_weights": "simplex"},
         "search": {"num_trials": trials, "max_concurrent": 1, "sampler": {"name": "tpe", "n_startup_trials": 3},
-                   "pruner": {"name": "nop"}, "max_failures": 2, "inject_faults": faults},
+                   "pruner": {"name": "nop"}, "max_failures": 2},
         "baselines": {"ensemble": False},
     }
 
@@ -254,8 +257,9 @@ def main() -> None:
     faulted = rng.sample(range(args.trials), 3)
     faults = {n: {"kind": "disk_full", "epoch": rng.randint(2, 4), "times": 1} for n in faulted}
     clean_file, chaos_file = work / "clean.yaml", work / "chaos.yaml"
-    clean_file.write_text(yaml.safe_dump(experiment(args.trials, {}), sort_keys=False))
-    chaos_file.write_text(yaml.safe_dump(experiment(args.trials, faults), sort_keys=False))
+    clean_file.write_text(yaml.safe_dump(experiment(args.trials), sort_keys=False))
+    with_faults = import_plugin(str(ROOT / "tests" / "fault_plugin.py")).with_faults  # the tests' fault plugin
+    chaos_file.write_text(yaml.safe_dump(with_faults(experiment(args.trials), work, faults), sort_keys=False))
     tmpfs = mount_tmpfs(work / "disk", 48)
     try:
         print(f"Fault-free run ({args.trials} trials) ...", flush=True)

@@ -50,7 +50,7 @@ import reports
 import spaces
 from bench._common import machine, write_result
 from bench._digits4 import experiment as digits4_experiment
-from search import run_experiment
+from search import log_to_stdout, run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 NEW_SEEDS_FROM = 1000
@@ -191,6 +191,7 @@ def run_before(revision: str, name: str, work: Path) -> dict[str, Any]:
 
 
 def main() -> None:
+    log_to_stdout()  # the runs' lines, as the CLI shows them
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["multimnist", "digits4"])
     parser.add_argument("--seeds", type=int, default=5)

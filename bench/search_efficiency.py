@@ -38,7 +38,7 @@ from ray.tune.search import BasicVariantGenerator
 import mtl_models as mm
 import spaces
 from bench._common import machine, write_result
-from search import init_ray, run_experiment, train_trial
+from search import init_ray, log_to_stdout, run_experiment, train_trial
 from search._runner import FIXED_CONFIG_FILE
 from search._table import collect_results
 
@@ -150,6 +150,7 @@ def run_asha(out: Path, seed: int, budget: int, fixed: dict[str, Any], baseline:
 
 
 def main() -> None:
+    log_to_stdout()  # the runs' lines, as the CLI shows them
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench/runs/efficiency"))
     parser.add_argument("--seeds", type=int, default=3, help="grid seeds (to know the noise)")

@@ -6,10 +6,9 @@ import hashlib
 import json
 from typing import Any
 
-# Keys that do not change what is trained: the seed (a config is trained with several),
-# bookkeeping (a baseline's member index, a confirmation run's role), and the test-only
-# fault injection.
-_NOT_THE_MODEL = frozenset({"seed", "ensemble_member", "reference", "fault"})
+# Keys that do not change what is trained: the seed (a config is trained with several) and
+# bookkeeping (a baseline's member index, a confirmation run's role).
+_NOT_THE_MODEL = frozenset({"seed", "ensemble_member", "reference"})
 
 
 def config_key(config: dict[str, Any]) -> str:

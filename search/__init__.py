@@ -8,18 +8,11 @@ from ._baselines import baseline_configs, compose_ensemble
 from ._progress import ProgressPrinter
 from ._pruning import OptunaPrunerScheduler
 from ._optuna import MTLOptunaSearch, trial_outcome
-from ._runner import (
-    Baselines,
-    RunResult,
-    SearchInterrupted,
-    init_ray,
-    resume_experiment,
-    confirm_configs,
-    run_baselines,
-    run_confirm,
-    run_experiment,
-    run_search,
-)
+from ._cluster import init_ray
+from ._hooks import TRIAL_HOOKS, register_trial_hook
+from ._log import log_to_stdout
+from ._phases import Baselines, SearchInterrupted, confirm_configs, run_baselines, run_confirm, run_search
+from ._runner import RunResult, resume_experiment, run_experiment
 from ._table import collect_results, write_results
 from ._trainable import OBJECTIVE, train_trial
 

@@ -20,6 +20,10 @@ from ray.tune import ExperimentAnalysis
 
 from mtl_models import checkpoint_problem
 
+from ._log import get_logger
+
+log = get_logger("search")
+
 _INDEX = re.compile(r"^checkpoint_(\d+)$")
 
 
@@ -56,7 +60,7 @@ def newest_good_checkpoint(checkpoint: tune.Checkpoint | None) -> tune.Checkpoin
         return None
     chosen, skipped = choose_checkpoint(checkpoint)
     for path, problem in skipped:
-        print(f"Skipped checkpoint {path}: {problem}.", flush=True)
+        log.warning("Skipped checkpoint %s: %s.", path, problem)
     return chosen
 
 

@@ -18,6 +18,7 @@ checked from here, so it is refused unless the user says that host's driver is g
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import sys
@@ -27,6 +28,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
+
+log = logging.getLogger("mtlsearch.search")  # no package imports: tests load this file alone
 
 LOCK_FILE = "driver.lock"
 _TAKEOVER_TIMEOUT_S = 30.0  # a takeover marker older than this was left by a driver that died taking over
@@ -183,7 +186,7 @@ def acquire(run_dir: Path, break_lock: bool = False) -> dict[str, Any]:
             )
         if _take_over(path, held, record):
             why = "--break-lock" if alive is None else "it is no longer running"
-            print(f"Run lock: took over the lock of {holder} ({why}).", flush=True)
+            log.info("Run lock: took over the lock of %s (%s).", holder, why)
             return record
         time.sleep(0.1)
     raise RunLockedError(f"Could not take the run lock {path}: other drivers keep taking it; try again.")

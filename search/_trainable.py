@@ -26,7 +26,7 @@ from mtl_models import (
 )
 
 from ._checkpoints import newest_good_checkpoint
-from ._faults import fault_fires, hang, inject_disk_full
+from ._hooks import run_trial_hooks
 
 OBJECTIVE = "delta_m"
 
@@ -65,7 +65,7 @@ def train_trial(
     node = ray.get_runtime_context().get_node_id()
     while trainer.epoch < int(config["epochs"]):
         start = time.perf_counter()
-        inject_fault(config.get("fault"), trainer)
+        run_trial_hooks("epoch_start", config, trainer=trainer)
         losses = trainer.train_epoch()
         val = trainer.evaluate("val")
         metrics: dict[str, Any] = {
@@ -84,24 +84,9 @@ def train_trial(
             value = delta_m(primary_metrics(model.tasks, val), baseline, higher)
             metrics[OBJECTIVE] = value if math.isfinite(value) else None
         with tempfile.TemporaryDirectory() as directory:
-            inject_disk_full(config.get("fault"), trainer.epoch, directory)
+            run_trial_hooks("checkpoint", config, epoch=trainer.epoch, directory=directory)
             save_checkpoint_state(trainer.state_dict(), directory)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-
-
-def inject_fault(fault: dict[str, Any] | None, trainer: Trainer) -> None:
-    """Fail the coming epoch as ``fault`` says (resilience tests; see ``search.inject_faults``)."""
-    if not fault or fault["kind"] == "disk_full" or int(fault["epoch"]) != trainer.epoch + 1 or not fault_fires(fault):
-        return
-    if fault["kind"] == "raise":
-        raise RuntimeError(f"injected fault at epoch {fault['epoch']}")
-    if fault["kind"] == "oom":
-        raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected fault at epoch {fault['epoch']})")
-    if fault["kind"] == "hang":
-        hang()
-    with torch.no_grad():  # "nan": poison the weights; the trainer's own check must catch the loss
-        for p in trainer.model.parameters():
-            p.fill_(float("nan"))
 
 
 def _cost_metrics(model: torch.nn.Module, config: dict[str, Any], batch_size: int) -> dict[str, Any]:

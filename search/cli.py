@@ -66,14 +66,15 @@ def _affinity(args: argparse.Namespace) -> int:
     from spaces import load_experiment
 
     from ._affinity import affinity_in_ray, format_affinity
-    from ._runner import _resources, init_ray, trial_base_config
+    from ._cluster import init_ray, trial_resources
+    from ._runner import trial_base_config
 
     exp = load_experiment(args.experiment)
     data = exp.load_data()
     init_ray(args.address, args.num_cpus, exp.plugins)
     fixed = trial_base_config(exp, data)
     print(f"Measuring task affinity: {args.epochs} epochs of one fully shared {exp.backbone.name} ...", flush=True)
-    result = affinity_in_ray(fixed, data, args.epochs, args.every, _resources(exp), exp.stage_names(), args.max_groups)
+    result = affinity_in_ray(fixed, data, args.epochs, args.every, trial_resources(exp), exp.stage_names(), args.max_groups)
     print(format_affinity(result))
     if args.out is not None:
         atomic_write_json(args.out, result)
@@ -324,19 +325,22 @@ def main(argv: list[str] | None = None) -> int:
     from mtl_models import CorruptCheckpointError
 
     from ._lock import RunLockedError
-    from ._runner import SearchInterrupted
+    from ._log import log_to_stdout
+    from ._phases import SearchInterrupted
     from ._snapshots import SnapshotError
     from ._study import StudyError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded in exported model cards
+    log_to_stdout()  # the run's lines and warnings
     data_log = logging.getLogger("mtlsearch.data")
-    if not data_log.handlers:  # decoding progress on long first runs
+    if not data_log.handlers:  # decoding progress on long first runs, on stderr
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
         data_log.addHandler(handler)
         data_log.setLevel(logging.INFO)
+        data_log.propagate = False
     try:
         return args.func(args)
     except SearchInterrupted as exc:

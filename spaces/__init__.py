@@ -4,22 +4,11 @@
 field and allowed values; ``define_space`` turns it into an Optuna define-by-run
 function, conditional on the architecture family.
 """
-from ._schema import (
-    SEARCHED_FAMILIES,
-    BackboneConfig,
-    BaselinesConfig,
-    Experiment,
-    FloatRange,
-    IntRange,
-    PrunerConfig,
-    SamplerConfig,
-    SearchConfig,
-    SpaceConfig,
-    TaskConfig,
-    TrainConfig,
-    load_experiment,
-    validate_experiment,
-)
+from ._schema import Experiment, load_experiment, validate_experiment
+from ._search_config import BaselinesConfig, PrunerConfig, SamplerConfig, SearchConfig
+from ._space_config import SEARCHED_FAMILIES, SpaceConfig
+from ._training import BackboneConfig, TaskConfig, TrainConfig
+from ._common import FloatRange, IntRange
 from ._data import AugmentConfig, CelebAData, FilesData, MultiMNISTData, ScenesData, SplitConfig
 from ._sources import DATA_SOURCES, RegisteredData
 from ._space import HIDDEN_PREFIX, SpaceSampler, define_space, fixed_config, optuna_point, simplex_weights

@@ -2,27 +2,22 @@
 training, the search space, the search and the baselines.
 
 Validation happens here, at the boundary: every error names the file, line and
-field, what was given and what is allowed. Code after this trusts the values.
+field, what was given and what is allowed. Code after this trusts the values. The
+sections live by job (``_training``: what is trained; ``_space_config``: what the
+search varies; ``_search_config``: how it runs; ``_errors``: pydantic errors as
+``file:line: field`` lines); this module is the whole file, its cross-field checks and
+``load_experiment``.
 """
 from __future__ import annotations
 
 import functools
-import inspect
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
-import optuna
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    NonNegativeFloat,
-    NonNegativeInt,
-    PositiveFloat,
-    PositiveInt,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -32,10 +27,6 @@ from pydantic import (
 from mtl_models import (
     MultiTaskData,
     TaskSpec,
-    available_backbones,
-    available_task_kinds,
-    available_weightings,
-    backbone_options,
     build_backbone,
     import_plugin,
     is_plugin_path,
@@ -43,456 +34,27 @@ from mtl_models import (
 )
 from mtl_models.data import prepare_for_trials
 
-from ._common import FloatParam, FloatRange, IntParam, IntRange, _registered, _resolve, _Strict, choices
+from ._common import (
+    FloatRange,
+    IntRange,
+    _resolve,
+    _Strict,
+    choices,
+)
 from ._data import augment_problems
-from ._sources import DataConfig, data_fields, known_sources
-from ._weighting import numeric, space_value, validate_weighting_space, weighting_keys
-from ._yaml import ExperimentError, format_loc, line_of, load_yaml
-
-SEARCHED_FAMILIES = ("hard_split", "cross_stitch")
-
-
-class TaskConfig(_Strict):
-    """One task: ``name``, ``kind`` and, per kind, ``classes``, ``loss``, ``metric``."""
-
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    kind: str
-    classes: PositiveInt | None = None
-    loss: str | None = None
-    metric: str | None = None
-
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, v: str) -> str:
-        return _registered("task kind", v, available_task_kinds())
-
-    @model_validator(mode="after")
-    def _valid_for_kind(self) -> "TaskConfig":
-        spec = self.spec()
-        spec.kind_impl.validate(spec)
-        return self
-
-    def spec(self) -> TaskSpec:
-        return TaskSpec(self.name, self.kind, self.classes, self.loss, self.metric)
-
-
-class BackboneConfig(_Strict):
-    """A registered backbone, its options and an optional local weights file."""
-
-    name: str
-    weights: Path | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known_backbone(cls, v: str) -> str:
-        return _registered("backbone", v, available_backbones())
-
-    @model_validator(mode="after")
-    def _known_options(self) -> "BackboneConfig":
-        allowed = backbone_options(self.name)
-        unknown = sorted(set(self.options) - set(allowed))
-        if unknown:
-            raise ValueError(
-                f"backbone.options: {self.name!r} takes no option(s) {unknown}; allowed: {', '.join(allowed) or 'none'}"
-            )
-        return self
-
-    @field_validator("weights")
-    @classmethod
-    def _weights_exist(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        v = _resolve(v, info)
-        if v is not None and not v.is_file():
-            raise ValueError(f"weights file {str(v)!r} does not exist")
-        return v
-
-
-class HeadConfig(_Strict):
-    """Task heads: pool to a ``pool_size`` x ``pool_size`` grid, optional hidden layer."""
-
-    pool_size: PositiveInt = 1
-    hidden: NonNegativeInt = 0
-
-
-class TrainConfig(_Strict):
-    """Training settings shared by every trial and baseline (the same budget for all).
-
-    ``lr_schedule``: the learning rate per optimisation step, after ``warmup_epochs`` of
-    linear warmup: ``cosine`` (default) decays it to zero by the last step, so the
-    last epoch, the one scored, is a stable estimate rather than a noisy sample of a
-    model still taking full steps; ``step`` multiplies it by ``lr_gamma`` at each of
-    ``lr_milestones`` (fractions of training); ``constant`` keeps it.
-
-    Speed settings (they change how fast, barely what is learned): ``precision``
-    ``auto`` trains in bf16 autocast on a GPU that supports it and fp32 elsewhere;
-    ``channels_last`` ``auto`` uses the channels-last memory format on GPUs;
-    ``compile`` wraps the training forward pass in ``torch.compile`` (pays a
-    compile time per trial; worth it for long trials).
-    """
-
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 128
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: PositiveFloat = 1e-3
-    weight_decay: NonNegativeFloat = 0.0
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    grad_clip: PositiveFloat | None = None
-    lr_schedule: Literal["constant", "cosine", "step"] = "cosine"
-    warmup_epochs: NonNegativeFloat = 0.0
-    lr_milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])
-    lr_gamma: PositiveFloat = 0.1
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    channels_last: bool | Literal["auto"] = "auto"
-    compile: bool = False
-
-    @field_validator("lr_milestones")
-    @classmethod
-    def _fractions(cls, v: list[float]) -> list[float]:
-        if any(not 0.0 < m < 1.0 for m in v) or v != sorted(v):
-            raise ValueError(f"lr_milestones are increasing fractions of training in (0, 1), got {v}")
-        return v
-
-    @model_validator(mode="after")
-    def _warmup_within_training(self) -> "TrainConfig":
-        if self.warmup_epochs >= self.epochs:
-            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs})")
-        return self
-
-
-Tree = Literal["single", "per_task", "grouped", "affinity"]
-Unit = Literal["channel", "scalar", "nddr"]
-ColumnInit = Literal["backbone", "single_task"]
-Optimization = Literal["joint", "alternating"]
-ClassWeighting = Literal["none", "balanced"]
-
-
-# The units' learning-rate multiplier searched by default (``lr_multiplier: auto``), by
-# optimizer, from bench/cross_stitch_lr.py (4 tasks, convex init 0.7/0.1, 8 epochs, 2 seeds;
-# bench/results/cross_stitch_lr.json). SGD (momentum 0.9): a step on alpha scales with its
-# tiny gradient, so the units need a large multiplier, as in the paper; 10-100 gave the
-# best Delta_m (-8.4 and -8.2) and 1000, the paper's upper end, diverged at lr 0.03.
-# Adam/AdamW: a step on alpha is about lr x multiplier whatever the gradient; 0.1-10 kept
-# |alpha| under 2.1 (Delta_m -2.3 to -1.3), 100 grew it to 7.8 (-5.2) and 1000 to 47 with
-# rows of negative sum (-36): the paper's range, taken over to Adam, breaks the units.
-LR_MULTIPLIER_RANGES: dict[str, FloatRange] = {
-    "sgd": FloatRange(low=10.0, high=100.0, log=True),
-    "adam": FloatRange(low=0.1, high=10.0, log=True),
-    "adamw": FloatRange(low=0.1, high=10.0, log=True),
-}
-
-
-class SpaceConfig(_Strict):
-    """What the search may choose. A plain value fixes a parameter, a range searches a
-    number, a list searches a categorical choice.
-
-    Hard splits: ``tree`` is ``single`` (one ``split_point``), ``per_task`` (one split
-    point per task) or ``grouped`` (a shared trunk, then up to ``max_groups`` groups of
-    tasks with their own branches, then one branch per task); ``branches`` fixes an
-    explicit tree instead. Cross-stitch: ``cross_stitch_stages`` is ``all``, ``search``
-    (a searched subset) or a list of stage indices; ``cross_stitch_unit`` the units'
-    granularity: ``channel`` (Misra et al.), ``scalar`` (one alpha per task pair) or ``nddr``
-    (Gao et al.'s 1x1-convolution fusion), a list searches them. MTAN (Liu et al.):
-    ``mtan_stages`` are the stages after which every task has an attention module (the
-    last always): ``search`` (default, a searched subset), ``all`` or a list. Hard splits
-    with ``tree: affinity`` take the branch trees the task-affinity stage proposes (the
-    experiment's ``affinity`` section). ``alpha_diff`` ``convex`` (default)
-    gives every unit row the sum 1 with the rest shared evenly,
-    ``alpha_diff = (1 - alpha_same) / (T - 1)`` (the paper's 2-task pairs are convex), a
-    value or range samples it on its own; ``lr_multiplier`` ``auto`` (default) is the
-    range that suits the optimizer (:data:`LR_MULTIPLIER_RANGES`); ``column_init`` is ``backbone``
-    (as the backbone section builds it: random or its weights file) or
-    ``single_task`` (from this run's single-task baselines, Misra et al.'s second
-    recipe). Losses: ``loss_weighting`` (a registered scheme: ``static`` with
-    ``loss_weights``, ``uncertainty``, ``dwa``, ``gradnorm``, or a plugin's), each
-    scheme's parameters as ``<scheme>_<parameter>`` (``gradnorm_alpha``,
-    ``dwa_temperature``; read from the schemes, see ``spaces._weighting``),
-    ``optimization`` (``joint`` or ``alternating``, seed 002), ``class_weighting``
-    (``none`` or ``balanced``, seed 001), ``grad_clip``.
-    """
-
-    model_config = ConfigDict(extra="allow", frozen=True)  # the extra keys: the schemes' parameters
-
-    families: list[Literal["hard_split", "cross_stitch", "mtan"]] = Field(
-        default_factory=lambda: list(SEARCHED_FAMILIES), min_length=1
-    )
-    tree: Union[Tree, list[Tree]] = "single"
-    split_point: IntParam | None = None
-    max_groups: PositiveInt | None = None
-    branches: list[list[list[str]]] | None = None
-    alpha_same: FloatParam = FloatRange(low=0.5, high=1.0)
-    alpha_diff: Union[Literal["convex"], FloatParam] = "convex"
-    lr_multiplier: Union[Literal["auto"], FloatParam] = "auto"
-    cross_stitch_stages: Union[Literal["all", "search"], list[NonNegativeInt]] = "all"
-    cross_stitch_unit: Union[Unit, list[Unit]] = "channel"
-    mtan_stages: Union[Literal["all", "search"], list[NonNegativeInt]] = "search"
-    column_init: Union[ColumnInit, list[ColumnInit]] = "backbone"
-    loss_weighting: Union[str, list[str]] = "static"
-    loss_weights: Union[Literal["simplex", "equal"], dict[str, PositiveFloat]] = "simplex"
-    optimization: Union[Optimization, list[Optimization]] = "joint"
-    class_weighting: Union[ClassWeighting, list[ClassWeighting]] = "none"
-    grad_clip: FloatParam | None = None
-    lr: FloatParam | None = None
-
-    @field_validator("tree", "column_init", "loss_weighting", "optimization", "class_weighting", "cross_stitch_unit")
-    @classmethod
-    def _non_empty(cls, v: Any) -> Any:
-        if isinstance(v, list) and not v:
-            raise ValueError("give one value or a non-empty list of values to search")
-        return v
-
-    @field_validator("loss_weighting")
-    @classmethod
-    def _known_schemes(cls, v: str | list[str]) -> str | list[str]:
-        for name in choices(v):
-            _registered("loss weighting", name, available_weightings())
-        return v
-
-    @model_validator(mode="after")
-    def _scheme_parameters(self) -> "SpaceConfig":
-        self.__pydantic_extra__.update(validate_weighting_space(self.model_extra or {}))
-        return self
-
-    @classmethod
-    def allowed_fields(cls) -> list[str]:
-        """Its own fields and every registered scheme's parameters."""
-        return [*cls.model_fields, *weighting_keys()]
-
-    def weighting_param(self, key: str) -> Any:
-        """A scheme parameter's value, range or choices (the scheme's default when not given)."""
-        return space_value(self, key)
-
-    @field_validator("alpha_same", "alpha_diff")
-    @classmethod
-    def _unit_interval(cls, v: FloatParam | str) -> FloatParam | str:
-        if isinstance(v, str):
-            return v
-        low, high = (v, v) if isinstance(v, (int, float)) else (v.low, v.high)
-        if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"cross-stitch alphas must lie in [0, 1] (Misra et al. 2016), got {v}")
-        return v
-
-    @field_validator("lr_multiplier", "lr", "grad_clip")
-    @classmethod
-    def _positive(cls, v: FloatParam | str | None) -> FloatParam | str | None:
-        if isinstance(v, str):
-            return v
-        low = v if isinstance(v, (int, float)) or v is None else v.low
-        if low is not None and low <= 0:
-            raise ValueError(f"must be > 0, got {v}")
-        return v
-
-
-_PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
-    "median": optuna.pruners.MedianPruner,
-    "percentile": optuna.pruners.PercentilePruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "threshold": optuna.pruners.ThresholdPruner,
-    "nop": optuna.pruners.NopPruner,
-}
-
-
-class PrunerConfig(BaseModel):
-    """An Optuna pruner by name; other keys are its constructor's arguments."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-    name: Literal["median", "percentile", "successive_halving", "hyperband", "threshold", "nop"] = "median"
-
-    @model_validator(mode="after")
-    def _known_arguments(self) -> "PrunerConfig":
-        params = set(inspect.signature(_PRUNERS[self.name].__init__).parameters) - {"self", "args", "kwargs"}
-        unknown = sorted(set(self.options()) - params)
-        if unknown:
-            raise ValueError(
-                f"unknown argument(s) {unknown} for pruner {self.name!r}; allowed: {', '.join(sorted(params)) or 'none'}"
-            )
-        return self
-
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-    def build(self, max_epochs: int) -> optuna.pruners.BasePruner:
-        options = self.options()
-        if self.name == "hyperband":
-            options.setdefault("max_resource", max_epochs)
-        return _PRUNERS[self.name](**options)
-
-
-class SamplerConfig(_Strict):
-    """Optuna's TPE (default), NSGA-II (multi-objective) or random sampler.
-
-    TPE handles one objective and several alike; ``n_startup_trials`` random trials
-    come first. NSGA-II evolves ``population_size`` trials per generation.
-    """
-
-    name: Literal["tpe", "nsga2", "random"] = "tpe"
-    n_startup_trials: NonNegativeInt = 5
-    population_size: int = Field(10, ge=2)
-    seed: int | None = None
-
-    def resolved_seed(self, default_seed: int) -> int:
-        """``seed``, else the experiment's."""
-        return self.seed if self.seed is not None else default_seed
-
-    def build(self, default_seed: int) -> optuna.samplers.BaseSampler:
-        seed = self.resolved_seed(default_seed)
-        if self.name == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        if self.name == "nsga2":
-            return optuna.samplers.NSGAIISampler(population_size=self.population_size, seed=seed)
-        return optuna.samplers.TPESampler(n_startup_trials=self.n_startup_trials, seed=seed, multivariate=True)
-
-
-class ResourcesConfig(_Strict):
-    """Resources of one trial; a fractional ``gpu`` packs several trials on one GPU."""
-
-    cpu: PositiveFloat = 1.0
-    gpu: NonNegativeFloat = 0.0
-
-
-class FaultConfig(_Strict):
-    """Fault injection, to test a search's resilience: the trial fails at ``epoch``.
-
-    ``raise``: an exception; ``nan``: the weights turn NaN so the loss does; ``oom``:
-    ``torch.cuda.OutOfMemoryError``; ``disk_full``: writing the epoch's checkpoint fails
-    with a real ``ENOSPC`` (its state file is opened on ``/dev/full``, the kernel's
-    always-full device); ``hang``: the trial stops making progress before the epoch (a
-    stuck filesystem) until it is stopped, so a test can kill the driver at a known
-    point. ``times``: on how many attempts of the trial the fault fires (a retry or a
-    resume is an attempt; default: every one), counted on the node.
-    """
-
-    kind: Literal["raise", "nan", "oom", "disk_full", "hang"]
-    epoch: PositiveInt = 1
-    times: PositiveInt | None = None
-
-
-OBJECTIVE_DIRECTIONS = {"delta_m": "max", "params": "min", "flops": "min", "latency_ms_b1": "min", "latency_ms_bN": "min"}
-
-
-class SearchConfig(_Strict):
-    """How the search runs: trials, concurrency, sampler, pruner, resources, retries.
-
-    ``objectives``: what the search optimises: ``[delta_m]`` (default), or Delta_m and
-    costs to minimise (``params``, ``flops``, ``latency_ms_b1``, ``latency_ms_bN``),
-    a multi-objective search whose result is a Pareto front. Optuna's pruners judge
-    one objective, so a multi-objective search does not prune (the default pruner
-    turns to ``nop``; naming another is an error).
-    ``max_failures``: how often a trial is restarted from its last checkpoint after its
-    worker or node dies (or it raises). ``inject_faults``: ``{trial number: fault}``
-    for resilience tests (trial numbers count the searched trials from 0).
-    """
-
-    objectives: list[Literal["delta_m", "params", "flops", "latency_ms_b1", "latency_ms_bN"]] = Field(
-        default_factory=lambda: ["delta_m"], min_length=1
-    )
-    num_trials: PositiveInt = 20
-    max_concurrent: PositiveInt | None = None
-    sampler: SamplerConfig = SamplerConfig()
-    pruner: PrunerConfig = PrunerConfig()
-    resources: ResourcesConfig = ResourcesConfig()
-    points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
-    max_failures: NonNegativeInt = 2
-    inject_faults: dict[NonNegativeInt, FaultConfig] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _objectives(self) -> "SearchConfig":
-        if self.objectives[0] != "delta_m" or len(set(self.objectives)) != len(self.objectives):
-            raise ValueError(
-                f"objectives: the first must be delta_m and none repeated, got {self.objectives}; "
-                f"allowed after delta_m: {', '.join(list(OBJECTIVE_DIRECTIONS)[1:])}"
-            )
-        if self.multi_objective:
-            if "pruner" in self.model_fields_set and self.pruner.name != "nop":
-                raise ValueError(
-                    f"pruner: {self.pruner.name!r} judges a single objective; a multi-objective search "
-                    f"(objectives {self.objectives}) cannot prune; set pruner: {{name: nop}} or drop it"
-                )
-            object.__setattr__(self, "pruner", PrunerConfig(name="nop"))
-        elif self.sampler.name == "nsga2":
-            raise ValueError("sampler: nsga2 is for multi-objective searches; with one objective use tpe or random")
-        return self
-
-    @property
-    def multi_objective(self) -> bool:
-        return len(self.objectives) > 1
-
-    @property
-    def directions(self) -> list[str]:
-        """``max``/``min`` per objective."""
-        return [OBJECTIVE_DIRECTIONS[o] for o in self.objectives]
-
-
-class BaselinesConfig(_Strict):
-    """The baselines every searched config is compared with (Delta_m needs ``single_task``).
-
-    ``seeds``: single-task networks per task, each with its own seed; their mean is
-    ``B_t`` and their spread the seed noise every difference is judged against (at least
-    2 to measure it). The ensemble averages ``ensemble_size`` of them per task (default:
-    the number of tasks, parameter-matched with a cross-stitch network); when it needs
-    more than ``seeds``, that many are trained.
-    """
-
-    single_task: Literal[True] = True
-    seeds: PositiveInt = 3
-    ensemble: bool = True
-    ensemble_size: PositiveInt | None = None
-
-
-class ConfirmConfig(_Strict):
-    """The confirmation phase: after the search, the shortlist is trained again with fresh seeds.
-
-    The shortlist is the best config per objective, the Pareto-optimal ones (several
-    objectives) and the ``top_k`` by Delta_m, at most ``max_configs`` distinct configs;
-    each is trained with ``seeds`` seeds it was not trained with, as Ray Tune trials
-    without pruning. Its statistics over those seeds (the search's own run of it is
-    left out: it was chosen because it scored well) are what the report ranks and what
-    ``select`` and ``export --best`` use. ``default`` also trains the configuration a
-    user would take without any search, everything shared with equal loss weights, with
-    the same seeds, so the report can say whether the search beat it. ``top_k: 0`` or
-    ``seeds: 0`` turns the phase off.
-    """
-
-    top_k: NonNegativeInt = 3
-    seeds: NonNegativeInt = 3
-    max_configs: PositiveInt = 6
-    default: bool = True
-
-    @property
-    def enabled(self) -> bool:
-        return self.top_k > 0 and self.seeds > 0
-
-
-class SelectConfig(_Strict):
-    """How the deploy candidate is picked from the results.
-
-    ``max_task_drop``: how much a task may lose against single-task. ``noise`` (default):
-    no task may be worse beyond its noise (its 95 % interval lies below single-task);
-    a number: at most that many percent, relative (1.0: one percent); ``null``: no limit.
-    """
-
-    max_task_drop: Union[Literal["noise"], NonNegativeFloat, None] = "noise"
-
-
-class AffinityConfig(_Strict):
-    """The optional first stage of a search: task affinity (TAG, Fifty et al. 2021).
-
-    With ``epochs`` > 0, one network with every stage shared trains that long after the
-    baselines; every ``every`` steps each task's lookahead update of each stage is tried
-    and every task's loss measured again (``mtlsearch affinity`` does the same alone).
-    The branch trees this implies (at most ``max_groups`` groups a stage) join the
-    search as hard splits with ``tree: affinity`` and are tried first; the report shows
-    the matrices and how the trees fared.
-    """
-
-    epochs: NonNegativeInt = 0
-    every: PositiveInt = 5
-    max_groups: PositiveInt | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self.epochs > 0
+from ._errors import problems
+from ._search_config import (
+    AffinityConfig,
+    BaselinesConfig,
+    ConfirmConfig,
+    SearchConfig,
+    SelectConfig,
+)
+from ._sources import DataConfig
+from ._space_config import LR_MULTIPLIER_RANGES, SpaceConfig
+from ._training import BackboneConfig, HeadConfig, TaskConfig, TrainConfig
+from ._weighting import numeric, weighting_keys
+from ._yaml import ExperimentError, load_yaml
 
 
 class Experiment(_Strict):
@@ -752,93 +314,5 @@ def validate_experiment(
     try:
         exp = Experiment.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise ExperimentError(_problems(exc, source, node, data)) from None
+        raise ExperimentError(problems(exc, source, node, data, Experiment)) from None
     return exp.model_copy(update={"source_path": source})
-
-
-_TYPE_MISMATCH = ("_type", "_parsing")
-_FIELD_PREFIX = re.compile(r"^([a-z_][a-z0-9_.\[\]]*): (.*)$", re.S)
-
-
-def _problems(exc: ValidationError, source: Path | None, node: Any, data: Any) -> list[str]:
-    """One ``file:line: field: message (got value)`` line per problem, union noise merged."""
-    grouped: dict[tuple, list[dict]] = {}
-    for err in exc.errors():
-        loc = _yaml_loc(err["loc"], data, missing=err["type"] == "missing")
-        match = _FIELD_PREFIX.match(err["msg"].removeprefix("Value error, "))
-        if not loc and match:  # a cross-field check names its field first
-            loc = tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", match.group(1)) if p)
-            err = {**err, "msg": match.group(2)}
-        if err["type"] == "unknown_source":  # data.source names no registered source
-            loc = (*loc, "source")
-            named = err["input"].get("source") if isinstance(err["input"], dict) else None
-            got = f" {named!r}" if named is not None else ""
-            allowed = ", ".join(repr(t) for t in known_sources())
-            err = {**err, "type": "value_error", "msg": f"unknown or missing source{got}; allowed: {allowed}"}
-        grouped.setdefault(loc, []).append(err)
-    problems = []
-    for loc, errors in grouped.items():
-        specific = [e for e in errors if not e["type"].endswith(_TYPE_MISMATCH)] or errors
-        # a field that is a keyword or a range ('auto' | {low, high}): a range given gets the range's errors
-        specific = [e for e in specific if e["type"] != "literal_error"] or specific
-        messages: list[str] = []
-        for err in specific:
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown field {loc[-1]!r}" + _allowed_fields(loc, data)
-            if msg not in messages:
-                messages.append(msg)
-        text = " or ".join(messages)
-        if specific[0]["type"] not in ("value_error", "missing", "extra_forbidden"):
-            text += f" (got {specific[0].get('input')!r})"
-        line = line_of(node, loc) if node is not None else None
-        where = f"{source}:{line}: " if source and line else (f"{source}: " if source else "")
-        problems.append(f"{where}{format_loc(loc)}: {text}")
-    return problems
-
-
-def _yaml_loc(loc: tuple, data: Any, missing: bool) -> tuple:
-    """``loc`` without pydantic's union tags: only the keys and indices present in the input."""
-    out = []
-    for i, part in enumerate(loc):
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
-            data = data[part]
-        elif not (missing and i == len(loc) - 1):
-            continue
-        out.append(part)
-    return tuple(out)
-
-
-def _allowed_fields(loc: tuple, data: Any) -> str:
-    if loc[:-1] == ("data",):  # the fields depend on the source
-        return f"; allowed: {', '.join(data_fields(data['data'].get('source')))}"
-    model = _model_at(Experiment, loc[:-1])
-    if model is None:
-        return ""
-    fields = model.allowed_fields() if hasattr(model, "allowed_fields") else list(model.model_fields)
-    return f"; allowed: {', '.join(f for f in fields if f != 'source_path')}"
-
-
-def _model_at(model: Any, loc: tuple) -> Any:
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return None
-        model = _first_model(field.annotation)
-        if model is None:
-            return None
-    return model
-
-
-def _first_model(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _first_model(arg)
-        if found is not None:
-            return found
-    return None

@@ -116,7 +116,6 @@ class SpaceSampler:
         self.split_range = exp.split_point_range()
         self.num_stages = exp.num_stages()
         self.fixed = dict(fixed)
-        self.faults = {n: f.model_dump() for n, f in exp.search.inject_faults.items()}
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         space = self.space
@@ -145,8 +144,6 @@ class SpaceSampler:
             config["grad_clip"] = _float(trial, "grad_clip", space.grad_clip)
         if space.lr is not None:
             config["lr"] = _float(trial, "lr", space.lr)
-        if trial.number in self.faults:
-            config["fault"] = self.faults[trial.number]
         return config
 
     def _tree(self, trial: optuna.Trial) -> dict[str, Any]:

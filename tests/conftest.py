@@ -8,6 +8,9 @@ import pytest
 import torch
 
 import mtl_models as mm
+from search import log_to_stdout
+
+log_to_stdout()  # tests read the run's lines from stdout, as a user of the CLI sees them
 
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 # Ray workers inherit the environment: let them import trainables defined in test modules.

@@ -13,7 +13,7 @@ import mtl_models as mm
 import spaces
 from search import run_experiment
 from search._cache import baselines_key
-from search._runner import baseline_configs
+from search import baseline_configs
 from spaces import fixed_config
 
 from conftest import tiny_experiment

@@ -21,6 +21,7 @@ import spaces
 from search import resume_experiment, run_experiment
 
 from conftest import tiny_experiment
+from fault_plugin import with_faults
 
 
 EXPERIMENT = tiny_experiment(**{
@@ -35,16 +36,16 @@ EXPERIMENT = tiny_experiment(**{
         "sampler": {"name": "tpe", "n_startup_trials": 3},
         "pruner": {"name": "nop"},
         "max_failures": 0,
-        "inject_faults": {1: {"kind": "raise", "epoch": 2}, 2: {"kind": "nan", "epoch": 1}, 3: {"kind": "oom", "epoch": 1}},
     },
     "baselines": {"ensemble": False},
 })
+FAULTS = {1: {"kind": "raise", "epoch": 2}, 2: {"kind": "nan", "epoch": 1}, 3: {"kind": "oom", "epoch": 1}}
 
 
 @pytest.fixture(scope="module")
 def experiment_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("faults") / "faults.yaml"
-    path.write_text(yaml.safe_dump(EXPERIMENT, sort_keys=False))
+    path.write_text(yaml.safe_dump(with_faults(EXPERIMENT, path.parent, FAULTS), sort_keys=False))
     return path
 
 

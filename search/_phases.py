@@ -1,0 +1,341 @@
+"""The phases of a run as Ray Tune experiments: the baselines, the task-affinity stage, the
+Optuna-guided search and the confirmation phase; each fitted, or restored and continued on
+resume, and checked complete."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
+
+from mtl_models import MultiTaskData, config_key
+from reports import confirm_shortlist, searched, single_task_baseline
+from spaces import Experiment, define_space, optuna_point
+
+from ._affinity import affinity_in_ray, format_affinity, load_affinity, save_affinity
+from ._baselines import (
+    ENSEMBLE_DIR,
+    ENSEMBLE_RESULT,
+    baseline_configs,
+    compose_ensemble,
+    ensemble_size,
+)
+from ._cache import baselines_key, restore_baselines, store_baselines
+from ._checkpoints import describe_damaged_checkpoints
+from ._cluster import trial_resources
+from ._fixed import FixedConfigs
+from ._log import get_logger
+from ._optuna import MTLOptunaSearch
+from ._progress import ProgressPrinter
+from ._pruning import OptunaPrunerScheduler
+from ._relocate import RelocatableSearchGenerator, clear_driver_staging, reattach
+from ._samplers import build_pruner, build_sampler
+from ._study import STUDY_FILE, STUDY_NAME
+from ._table import (
+    collect_results,
+    drop_unreadable_errors,
+    phase_path,
+    storage_root,
+    write_results,
+)
+from ._trainable import OBJECTIVE, train_trial
+
+log = get_logger("search")
+
+# Trials run one after another in the same Ray actors: no new process per trial, which
+# would import torch and build its optimiser (torch._dynamo) again, about 2 s of a CPU
+# each; `python -m bench.trial_overhead` measures it (its "startup" figure). Every trial
+# seeds, sizes its threads and builds its model itself, so none inherits another's state.
+REUSE_ACTORS = True
+
+
+def _run_config(name: str, run_dir: Path, callbacks: list, max_failures: int) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=name,
+        storage_path=storage_root(run_dir),
+        verbose=0,
+        callbacks=callbacks,
+        # two per trial: a restarted trial whose newest checkpoint is damaged continues from the one before
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # a trial whose worker or node dies restarts from its last (per-epoch) checkpoint
+        failure_config=tune.FailureConfig(max_failures=max_failures),
+    )
+
+
+def _dirname(trial: Any) -> str:
+    return f"{trial.config.get('family', 'trial')}_{trial.trial_id}"
+
+
+class SearchInterrupted(RuntimeError):
+    """A phase ended before its trials did (Ctrl-C); ``mtlsearch resume RUN`` continues it."""
+
+
+@dataclass
+class Baselines:
+    """What the search needs of the baselines: ``B_t`` per task, and the checkpoint of
+    each task's first single-task network (to start cross-stitch columns from)."""
+
+    metrics: dict[str, float]
+    checkpoints: dict[str, str]
+
+
+def _fit(run_dir: Path, phase: str, expected: int, trainable: Any, make_tuner: Any, resume: bool) -> None:
+    """Fit a phase's Tuner, unless it already ended all its trials. On resume (or with
+    cached baselines) restore it: finished trials are kept, not rerun; unfinished ones
+    continue from their last checkpoint; the searcher's state comes back."""
+    path = phase_path(run_dir, phase)
+    if not tune.Tuner.can_restore(path):
+        make_tuner().fit()
+    elif _ended(run_dir, phase) < expected:
+        if not resume:
+            raise FileExistsError(f"{path} already holds a {phase} experiment; resume the run instead.")
+        for dropped in drop_unreadable_errors(path):
+            log.info("Removed %s: cut off when the driver died (the trial's error.txt keeps its error).", dropped)
+        for line in describe_damaged_checkpoints(path):
+            log.info(line)
+        clear_driver_staging(phase)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+        reattach(tuner, storage_root(run_dir), run_dir / STUDY_FILE)  # where the run directory is now
+        tuner.fit()
+
+
+def _ended(run_dir: Path, phase: str) -> int:
+    results, _ = collect_results(run_dir)
+    rows = results[results["phase"] == phase]
+    return int((~rows["status"].isin(["running", "pending"])).sum())
+
+
+def _check_complete(run_dir: Path, phase: str, expected: int) -> pd.DataFrame:
+    results, _ = collect_results(run_dir)
+    rows = results[results["phase"] == phase]
+    unfinished = int(rows["status"].isin(["running", "pending"]).sum())
+    if unfinished or len(rows) < expected:
+        write_results(run_dir)
+        raise SearchInterrupted(
+            f"The {phase} phase stopped with {len(rows) - unfinished} of {expected} trials ended. "
+            f"Continue with: mtlsearch resume {run_dir}"
+        )
+    return results
+
+
+def run_baselines(
+    exp: Experiment,
+    run_dir: Path,
+    data: MultiTaskData,
+    fixed: dict[str, Any],
+    resume: bool = False,
+    cache_dir: Path | None = None,
+) -> Baselines:
+    """Train the single-task baseline trials and compose the ensemble, or take them from
+    ``cache_dir`` when a run with the same data, budget and seeds trained them before."""
+    configs = baseline_configs(exp, fixed)
+    key = baselines_key(configs, data) if cache_dir is not None and "://" not in storage_root(run_dir) else None
+    cached = (Path(phase_path(run_dir, "baselines")), run_dir / ENSEMBLE_DIR)
+    if key is not None and restore_baselines(cache_dir, key, *cached):
+        log.info("Baselines: reusing the ones cached in %s", cache_dir / "baselines" / key)
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, data=data, baseline=None, cpus=exp.search.resources.cpu), trial_resources(exp)
+    )
+
+    def make_tuner() -> tune.Tuner:
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=RelocatableSearchGenerator(FixedConfigs(configs)), num_samples=len(configs),
+                trial_dirname_creator=_dirname,
+                reuse_actors=REUSE_ACTORS,
+            ),
+            run_config=_run_config(
+                "baselines", run_dir, [ProgressPrinter("baselines", len(configs), None)], exp.search.max_failures
+            ),
+        )
+
+    _fit(run_dir, "baselines", len(configs), trainable, make_tuner, resume or key is not None)
+    results = _check_complete(run_dir, "baselines", len(configs))
+    tasks = exp.task_specs()
+    baseline = single_task_baseline(results, tasks)  # B_t: the mean over every finished seed
+    missing = [t.name for t in tasks if t.name not in baseline]
+    if missing:
+        errors = results.loc[results["status"] == "errored", "error"].dropna().unique().tolist()
+        raise RuntimeError(
+            f"The single-task baseline failed for task(s) {missing}, so Delta_m cannot be computed. "
+            f"Errors: {errors or 'none recorded'}; see {run_dir / 'baselines'}."
+        )
+    finished = results[(results["family"] == "single_task") & (results["status"] == "finished")]
+    finished = finished.sort_values("ensemble_member")
+    members = {t.name: finished.loc[finished["task"] == t.name, "checkpoint"].tolist() for t in tasks}
+    size = min([ensemble_size(exp), *map(len, members.values())])
+    if size > 1 and not (run_dir / ENSEMBLE_DIR / ENSEMBLE_RESULT).is_file():
+        compose_ensemble(fixed, members, data, run_dir, size, trial_resources(exp))
+    if key is not None:
+        store_baselines(cache_dir, key, *cached)
+    return Baselines(baseline, {task: paths[0] for task, paths in members.items()})
+
+
+def run_search(
+    exp: Experiment,
+    run_dir: Path,
+    data: MultiTaskData,
+    fixed: dict[str, Any],
+    baselines: Baselines,
+    resume: bool = False,
+    affinity_trees: list[dict[str, Any]] | None = None,
+) -> None:
+    """The Optuna-sampled, Optuna-pruned search over the experiment's space; with
+    ``affinity_trees`` (the affinity stage's proposals) those trees are tried first."""
+    trainable = _trial_trainable(exp, data, baselines)
+    points = [optuna_point(p, exp) for p in exp.search.points_to_evaluate]
+    points += [{"family": "hard_split", "tree": "affinity", "affinity_tree": i} for i in range(len(affinity_trees or []))]
+
+    def make_tuner() -> tune.Tuner:
+        pruner = build_pruner(exp.search.pruner, exp.train.epochs)
+        multi = exp.search.multi_objective  # Delta_m and costs: a Pareto front, no pruning
+        searcher = MTLOptunaSearch(
+            space=define_space(exp, fixed, affinity_trees),
+            metric=list(exp.search.objectives) if multi else OBJECTIVE,
+            mode=exp.search.directions if multi else "max",
+            sampler=build_sampler(exp.search.sampler, exp.seed),
+            seed=exp.search.sampler.resolved_seed(exp.seed),
+            pruner=pruner,
+            study_name=STUDY_NAME,
+            storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}"),
+            points_to_evaluate=points or None,
+        )
+        scheduler = FIFOScheduler() if multi else OptunaPrunerScheduler(pruner, metric=OBJECTIVE, mode="max", searcher=searcher)
+        limited = ConcurrencyLimiter(searcher, max_concurrent=exp.search.max_concurrent) if exp.search.max_concurrent else searcher
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=RelocatableSearchGenerator(limited),
+                scheduler=scheduler,
+                num_samples=exp.search.num_trials,
+                trial_dirname_creator=_dirname,
+                reuse_actors=REUSE_ACTORS,
+            ),
+            run_config=_run_config(
+                "search", run_dir, [ProgressPrinter("search", exp.search.num_trials, OBJECTIVE)], exp.search.max_failures
+            ),
+        )
+
+    _fit(run_dir, "search", exp.search.num_trials, trainable, make_tuner, resume)
+    _check_complete(run_dir, "search", exp.search.num_trials)
+    _fail_orphans(run_dir)
+
+
+def confirm_configs(exp: Experiment, fixed: dict[str, Any], results: pd.DataFrame) -> list[dict[str, Any]]:
+    """The confirmation phase's trials: each shortlisted config (``confirm_shortlist``) and,
+    with ``confirm.default``, the no-search default (everything shared: a hard split after
+    the last stage, equal static loss weights, joint optimisation), each with
+    ``confirm.seeds`` seeds that config was not trained with in the search (the first
+    after the experiment's seed). A default identical to a shortlisted config is that
+    config's runs, marked ``reference: default``: no (config, seed) is trained twice."""
+    confirm = exp.confirm
+    if not confirm.enabled:
+        return []
+    chosen = {
+        row.name: json.loads(row["config"])
+        for row in confirm_shortlist(results, list(exp.search.objectives), confirm.top_k, confirm.max_configs)
+    }
+    if confirm.default:
+        names = [t.name for t in exp.tasks]
+        default = {
+            **fixed, "family": "hard_split", "tree": "single", "split_point": exp.num_stages(),
+            "loss_weighting": "static", "loss_weights": {t: 1.0 / len(names) for t in names},
+            "optimization": "joint", "class_weighting": "none",
+        }
+        key = config_key(default)
+        chosen[key] = {**chosen.get(key, default), "reference": "default"}
+    search = searched(results)
+    configs = []
+    for key, config in chosen.items():
+        used = set(search.loc[search["config_key"] == key, "seed"].dropna().astype(int))
+        configs += [{**config, "seed": seed} for seed in _fresh_seeds(exp.seed, confirm.seeds, used)]
+    return configs
+
+
+def _fresh_seeds(first: int, count: int, used: set[int]) -> list[int]:
+    seeds, seed = [], first + 1
+    while len(seeds) < count:
+        if seed not in used:
+            seeds.append(seed)
+        seed += 1
+    return seeds
+
+
+def run_confirm(
+    exp: Experiment,
+    run_dir: Path,
+    data: MultiTaskData,
+    fixed: dict[str, Any],
+    baselines: Baselines,
+    resume: bool = False,
+) -> None:
+    """Train the shortlist again with fresh seeds, as Ray Tune trials without pruning.
+
+    The configs are derived from the finished search alone (:func:`confirm_configs`), so a
+    resumed run asks for the same ones; finished confirmation trials are kept.
+    """
+    results, _ = collect_results(run_dir)
+    configs = confirm_configs(exp, fixed, results)
+    if not configs:
+        return
+    trainable = _trial_trainable(exp, data, baselines)
+
+    def make_tuner() -> tune.Tuner:
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=RelocatableSearchGenerator(FixedConfigs(configs)), num_samples=len(configs),
+                trial_dirname_creator=_dirname, reuse_actors=REUSE_ACTORS,
+            ),
+            run_config=_run_config(
+                "confirm", run_dir, [ProgressPrinter("confirm", len(configs), OBJECTIVE)], exp.search.max_failures
+            ),
+        )
+
+    log.info("Confirming %d configs with %d fresh seeds each (%d trials, no pruning)",
+             len(configs) // exp.confirm.seeds, exp.confirm.seeds, len(configs))
+    _fit(run_dir, "confirm", len(configs), trainable, make_tuner, resume)
+    _check_complete(run_dir, "confirm", len(configs))
+
+
+def _trial_trainable(exp: Experiment, data: MultiTaskData, baselines: Baselines) -> Any:
+    """The trainable of searched and confirmation trials: Delta_m against the baseline, and
+    cross-stitch columns from the single-task checkpoints where asked."""
+    return tune.with_resources(
+        tune.with_parameters(
+            train_trial,
+            data=data,
+            baseline=baselines.metrics,
+            cpus=exp.search.resources.cpu,
+            single_task_checkpoints=baselines.checkpoints,
+        ),
+        trial_resources(exp),
+    )
+
+
+def run_affinity(exp: Experiment, run_dir: Path, data: MultiTaskData, fixed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The task-affinity stage: measured once (``affinity.json``; a resumed run reads it back),
+    its proposed trees returned for the search."""
+    result = load_affinity(run_dir)
+    if result is None:
+        log.info("Task affinity: %d epochs of one fully shared network ...", exp.affinity.epochs)
+        result = affinity_in_ray(fixed, data, exp.affinity.epochs, exp.affinity.every, trial_resources(exp),
+                                 exp.stage_names(), exp.affinity.max_groups)
+        save_affinity(run_dir, result)
+        log.info(format_affinity(result))
+    return result["trees"]
+
+
+def _fail_orphans(run_dir: Path) -> None:
+    """When every search trial has ended, Optuna trials still RUNNING are orphans a killed
+    driver asked for and the resumed search did not need: tell them FAIL."""
+    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{run_dir / STUDY_FILE}")
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)

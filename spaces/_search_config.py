@@ -1,0 +1,204 @@
+"""The sections that say how the search runs: the Optuna sampler and pruner (validated
+here, built in ``search``), trials and resources, the baselines, the confirmation phase,
+the deploy pick and the task-affinity stage."""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Literal, Union
+
+import optuna
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
+
+from ._common import (
+    _Strict,
+)
+
+PRUNER_CLASSES: dict[str, type[optuna.pruners.BasePruner]] = {
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "threshold": optuna.pruners.ThresholdPruner,
+    "nop": optuna.pruners.NopPruner,
+}
+
+
+class PrunerConfig(BaseModel):
+    """An Optuna pruner by name; other keys are its constructor's arguments (checked against
+    its signature here; ``search.build_pruner`` builds it)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: Literal["median", "percentile", "successive_halving", "hyperband", "threshold", "nop"] = "median"
+
+    @model_validator(mode="after")
+    def _known_arguments(self) -> "PrunerConfig":
+        params = set(inspect.signature(PRUNER_CLASSES[self.name].__init__).parameters) - {"self", "args", "kwargs"}
+        unknown = sorted(set(self.options()) - params)
+        if unknown:
+            raise ValueError(
+                f"unknown argument(s) {unknown} for pruner {self.name!r}; allowed: {', '.join(sorted(params)) or 'none'}"
+            )
+        return self
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SamplerConfig(_Strict):
+    """Optuna's TPE (default), NSGA-II (multi-objective) or random sampler.
+
+    TPE handles one objective and several alike; ``n_startup_trials`` random trials
+    come first. NSGA-II evolves ``population_size`` trials per generation.
+    """
+
+    name: Literal["tpe", "nsga2", "random"] = "tpe"
+    n_startup_trials: NonNegativeInt = 5
+    population_size: int = Field(10, ge=2)
+    seed: int | None = None
+
+    def resolved_seed(self, default_seed: int) -> int:
+        """``seed``, else the experiment's."""
+        return self.seed if self.seed is not None else default_seed
+
+
+class ResourcesConfig(_Strict):
+    """Resources of one trial; a fractional ``gpu`` packs several trials on one GPU."""
+
+    cpu: PositiveFloat = 1.0
+    gpu: NonNegativeFloat = 0.0
+
+
+OBJECTIVE_DIRECTIONS = {"delta_m": "max", "params": "min", "flops": "min", "latency_ms_b1": "min", "latency_ms_bN": "min"}
+
+
+class SearchConfig(_Strict):
+    """How the search runs: trials, concurrency, sampler, pruner, resources, retries.
+
+    ``objectives``: what the search optimises: ``[delta_m]`` (default), or Delta_m and
+    costs to minimise (``params``, ``flops``, ``latency_ms_b1``, ``latency_ms_bN``),
+    a multi-objective search whose result is a Pareto front. Optuna's pruners judge
+    one objective, so a multi-objective search does not prune (the default pruner
+    turns to ``nop``; naming another is an error).
+    ``max_failures``: how often a trial is restarted from its last checkpoint after its
+    worker or node dies (or it raises).
+    """
+
+    objectives: list[Literal["delta_m", "params", "flops", "latency_ms_b1", "latency_ms_bN"]] = Field(
+        default_factory=lambda: ["delta_m"], min_length=1
+    )
+    num_trials: PositiveInt = 20
+    max_concurrent: PositiveInt | None = None
+    sampler: SamplerConfig = SamplerConfig()
+    pruner: PrunerConfig = PrunerConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
+    max_failures: NonNegativeInt = 2
+
+    @model_validator(mode="after")
+    def _objectives(self) -> "SearchConfig":
+        if self.objectives[0] != "delta_m" or len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(
+                f"objectives: the first must be delta_m and none repeated, got {self.objectives}; "
+                f"allowed after delta_m: {', '.join(list(OBJECTIVE_DIRECTIONS)[1:])}"
+            )
+        if self.multi_objective:
+            if "pruner" in self.model_fields_set and self.pruner.name != "nop":
+                raise ValueError(
+                    f"pruner: {self.pruner.name!r} judges a single objective; a multi-objective search "
+                    f"(objectives {self.objectives}) cannot prune; set pruner: {{name: nop}} or drop it"
+                )
+            object.__setattr__(self, "pruner", PrunerConfig(name="nop"))
+        elif self.sampler.name == "nsga2":
+            raise ValueError("sampler: nsga2 is for multi-objective searches; with one objective use tpe or random")
+        return self
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def directions(self) -> list[str]:
+        """``max``/``min`` per objective."""
+        return [OBJECTIVE_DIRECTIONS[o] for o in self.objectives]
+
+
+class BaselinesConfig(_Strict):
+    """The baselines every searched config is compared with (Delta_m needs ``single_task``).
+
+    ``seeds``: single-task networks per task, each with its own seed; their mean is
+    ``B_t`` and their spread the seed noise every difference is judged against (at least
+    2 to measure it). The ensemble averages ``ensemble_size`` of them per task (default:
+    the number of tasks, parameter-matched with a cross-stitch network); when it needs
+    more than ``seeds``, that many are trained.
+    """
+
+    single_task: Literal[True] = True
+    seeds: PositiveInt = 3
+    ensemble: bool = True
+    ensemble_size: PositiveInt | None = None
+
+
+class ConfirmConfig(_Strict):
+    """The confirmation phase: after the search, the shortlist is trained again with fresh seeds.
+
+    The shortlist is the best config per objective, the Pareto-optimal ones (several
+    objectives) and the ``top_k`` by Delta_m, at most ``max_configs`` distinct configs;
+    each is trained with ``seeds`` seeds it was not trained with, as Ray Tune trials
+    without pruning. Its statistics over those seeds (the search's own run of it is
+    left out: it was chosen because it scored well) are what the report ranks and what
+    ``select`` and ``export --best`` use. ``default`` also trains the configuration a
+    user would take without any search, everything shared with equal loss weights, with
+    the same seeds, so the report can say whether the search beat it. ``top_k: 0`` or
+    ``seeds: 0`` turns the phase off.
+    """
+
+    top_k: NonNegativeInt = 3
+    seeds: NonNegativeInt = 3
+    max_configs: PositiveInt = 6
+    default: bool = True
+
+    @property
+    def enabled(self) -> bool:
+        return self.top_k > 0 and self.seeds > 0
+
+
+class SelectConfig(_Strict):
+    """How the deploy candidate is picked from the results.
+
+    ``max_task_drop``: how much a task may lose against single-task. ``noise`` (default):
+    no task may be worse beyond its noise (its 95 % interval lies below single-task);
+    a number: at most that many percent, relative (1.0: one percent); ``null``: no limit.
+    """
+
+    max_task_drop: Union[Literal["noise"], NonNegativeFloat, None] = "noise"
+
+
+class AffinityConfig(_Strict):
+    """The optional first stage of a search: task affinity (TAG, Fifty et al. 2021).
+
+    With ``epochs`` > 0, one network with every stage shared trains that long after the
+    baselines; every ``every`` steps each task's lookahead update of each stage is tried
+    and every task's loss measured again (``mtlsearch affinity`` does the same alone).
+    The branch trees this implies (at most ``max_groups`` groups a stage) join the
+    search as hard splits with ``tree: affinity`` and are tried first; the report shows
+    the matrices and how the trees fared.
+    """
+
+    epochs: NonNegativeInt = 0
+    every: PositiveInt = 5
+    max_groups: PositiveInt | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.epochs > 0
+
+
