@@ -60,8 +60,10 @@ def describe_config(config: dict[str, Any]) -> str:
         text = f"single_task {config.get('task')} (seed {config.get('seed')})"
     elif family == "ensemble":
         text = f"ensemble of {config.get('ensemble_size')} per task"
-    else:
-        text = str(family)
+    else:  # a plugin's family: its name and parameters
+        prefix = f"{family}_"
+        params = [f"{k[len(prefix):]}={_short(v)}" for k, v in config.items() if isinstance(family, str) and k.startswith(prefix)]
+        text = " ".join([str(family), *params])
     extras = []
     weights = config.get("loss_weights") or {}
     if config.get("optimization") == "alternating":
@@ -74,3 +76,7 @@ def describe_config(config: dict[str, Any]) -> str:
     if config.get("class_weighting") == "balanced":
         extras.append("balanced classes")
     return text + (f" [{', '.join(extras)}]" if extras else "")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -21,7 +21,9 @@ working.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Generic, Iterator, TypeVar, overload
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterator, Literal, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -147,3 +149,56 @@ def keyword_options(fn: Callable[..., Any], skip: tuple[str, ...] = ()) -> dict[
         for name, p in params.items()
         if name not in ("self", *skip) and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
+
+
+@dataclass(frozen=True)
+class SchemeParameter:
+    """One keyword-only argument of a pluggable part (a loss-weighting scheme's constructor, a
+    model family's builder): ``key`` names it everywhere but the signature (``<part>_<name>``).
+
+    ``annotation``: the type hint with its ``Annotated`` bounds; ``base``: ``float``,
+    ``int``, ``bool``, ``str`` or ``Literal``'s choices as a tuple, None for other types
+    (passed from the config but not searchable).
+    """
+
+    scheme: str
+    name: str
+    key: str
+    annotation: Any
+    default: Any
+
+    @property
+    def base(self) -> Any:
+        hint = _strip_annotated(self.annotation)
+        if typing.get_origin(hint) is Literal:
+            return typing.get_args(hint)
+        return hint if hint in (float, int, bool, str) else None
+
+    @property
+    def searchable(self) -> bool:
+        return self.base is not None and self.base is not str
+
+    @property
+    def bounds(self) -> list[Any]:
+        """The ``annotated_types`` bounds (``Gt(0)``, ...) of an ``Annotated`` hint."""
+        return list(getattr(self.annotation, "__metadata__", ()))
+
+
+def _strip_annotated(hint: Any) -> Any:
+    return typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
+
+
+def keyword_parameters(part: str, fn: Callable[..., Any], keys: dict[str, str] | None = None) -> dict[str, SchemeParameter]:
+    """The keyword-only arguments of ``fn`` (a class: its ``__init__``) by key: ``keys[name]``,
+    else ``<part>_<name>``. These are a part's parameters: the space may fix or search
+    them, the trial config carries them under their keys, the results table records them."""
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    hints = typing.get_type_hints(target, include_extras=True)
+    out = {}
+    for param in inspect.signature(target).parameters.values():
+        if param.kind is not param.KEYWORD_ONLY:
+            continue
+        key = (keys or {}).get(param.name, f"{part}_{param.name}")
+        default = None if param.default is param.empty else param.default
+        out[key] = SchemeParameter(part, param.name, key, hints.get(param.name, Any), default)
+    return out

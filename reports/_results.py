@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from mtl_models import COST_COLUMNS, TaskSpec, config_key, delta_m, metric_key, weighting_settings
+from mtl_models import COST_COLUMNS, TaskSpec, config_key, delta_m, family_settings, metric_key, weighting_settings
 
 RESULTS_FILE = "results.parquet"
 CURVES_FILE = "curves.parquet"
@@ -83,10 +83,11 @@ def metric_column(spec: TaskSpec, split: str = "val") -> str:
 
 
 def config_row(config: dict[str, Any]) -> dict[str, Any]:
-    """The config's columns: its searched keys (with its loss-weighting scheme's parameters,
-    ``<scheme>_<parameter>``), ``config_key``, mappings as ``key/<name>``."""
+    """The config's columns: its searched keys (with its loss-weighting scheme's and a plugin
+    family's parameters, ``<scheme>_<parameter>``, ``<family>_<parameter>``), ``config_key``,
+    mappings as ``key/<name>``."""
     row = {k: config.get(k) for k in CONFIG_COLUMNS}
-    for key, value in weighting_settings(config).items():  # a plugin scheme's parameters too
+    for key, value in {**family_settings(config), **weighting_settings(config)}.items():  # plugins' parameters too
         if not isinstance(value, dict):
             row.setdefault(key, value)
     row["config_key"] = config_key(config)

@@ -22,6 +22,7 @@ from spaces import Experiment, fixed_config, load_experiment
 from ._cluster import check_resources, init_ray
 from ._lock import run_lock
 from ._log import get_logger
+from ._phases import _dirname  # noqa: F401  Tune's saved experiments name it here (runs and cached baselines from before the split)
 from ._phases import run_affinity, run_baselines, run_confirm, run_search
 from ._snapshots import check_snapshots
 from ._study import check_study

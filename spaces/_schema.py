@@ -53,8 +53,13 @@ from ._search_config import (
 from ._sources import DataConfig
 from ._space_config import LR_MULTIPLIER_RANGES, SpaceConfig
 from ._training import BackboneConfig, HeadConfig, TaskConfig, TrainConfig
-from ._weighting import numeric, weighting_keys
+from ._parts import numeric, part_keys
 from ._yaml import ExperimentError, load_yaml
+
+
+# Ray Tune's saved experiments (runs, cached baselines) pickled the section classes under
+# this module's name before the schema was split by job: these names keep them loadable.
+from ._search_config import PrunerConfig, ResourcesConfig, SamplerConfig  # noqa: E402, F401
 
 
 class Experiment(_Strict):
@@ -169,7 +174,7 @@ class Experiment(_Strict):
     def _check_point(self, i: int, point: dict[str, Any], names: list[str], low: int, high: int) -> None:
         """A starting point may give any searched parameter, by its config key."""
         where = f"search.points_to_evaluate[{i}]"
-        schemes = weighting_keys()  # the loss-weighting schemes' parameters (gradnorm_alpha, ...)
+        schemes = part_keys()  # the loss-weighting schemes' parameters (gradnorm_alpha, ...)
         numbers = ("alpha_same", "alpha_diff", "lr_multiplier", *[k for k in schemes if numeric(k)], "grad_clip", "lr")
         if self.space.alpha_diff == "convex" and "alpha_diff" in point:
             same = point.get("alpha_same")
@@ -219,7 +224,7 @@ class Experiment(_Strict):
         """``space.<key>`` with ``auto`` resolved: ``lr_multiplier: auto`` is the range for the
         experiment's optimizer (:data:`LR_MULTIPLIER_RANGES`); a scheme parameter's default
         where the space does not give it."""
-        value = self.space.weighting_param(key) if key in weighting_keys() else getattr(self.space, key)
+        value = self.space.part_param(key) if key in part_keys() else getattr(self.space, key)
         if key == "lr_multiplier" and value == "auto":
             return LR_MULTIPLIER_RANGES[self.train.optimizer]
         return value

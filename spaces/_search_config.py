@@ -103,6 +103,14 @@ class SearchConfig(_Strict):
     points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
     max_failures: NonNegativeInt = 2
 
+    @model_validator(mode="before")
+    @classmethod
+    def _saved_before_the_fault_plugin(cls, data: Any) -> Any:
+        """A run saved before fault injection left the product recorded ``inject_faults: {}``."""
+        if isinstance(data, dict) and data.get("inject_faults") == {}:
+            data = {k: v for k, v in data.items() if k != "inject_faults"}
+        return data
+
     @model_validator(mode="after")
     def _objectives(self) -> "SearchConfig":
         if self.objectives[0] != "delta_m" or len(set(self.objectives)) != len(self.objectives):

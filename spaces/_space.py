@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from mtl_models import weighting_parameters
+from mtl_models import SchemeParameter, family_parameters, weighting_parameters
 
 from ._common import FloatRange, IntRange, choices
 from ._schema import Experiment
@@ -136,6 +136,8 @@ class SpaceSampler:
             config["column_init"] = _categorical(trial, "column_init", choices(space.column_init))
         elif family == "mtan":
             config["mtan_stages"] = self._mtan_stages(trial)
+        else:  # a plugin's family: its builder's parameters
+            config.update(self._part_parameters(trial, family_parameters(family)))
         config["optimization"] = _categorical(trial, "optimization", choices(space.optimization))
         if config["optimization"] == "joint":
             config.update(self._weighting(trial))
@@ -194,9 +196,15 @@ class SpaceSampler:
         out: dict[str, Any] = {"loss_weighting": scheme}
         if scheme == "static" and space.loss_weights == "simplex":
             out["loss_weights"] = simplex_weights(trial, self.task_names)
-        for key, param in weighting_parameters(scheme).items():
+        out.update(self._part_parameters(trial, weighting_parameters(scheme)))
+        return out
+
+    def _part_parameters(self, trial: optuna.Trial, params: dict[str, SchemeParameter]) -> dict[str, Any]:
+        """A scheme's or family's searchable parameters under their keys, as the space gives them."""
+        out: dict[str, Any] = {}
+        for key, param in params.items():
             if param.searchable:
-                value = _value(trial, key, space.weighting_param(key))
+                value = _value(trial, key, self.space.part_param(key))
                 out[key] = float(value) if param.base is float else value
         return out
 

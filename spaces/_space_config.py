@@ -15,6 +15,8 @@ from pydantic import (
 )
 
 from mtl_models import (
+    BASELINE_FAMILIES,
+    available_families,
     available_weightings,
 )
 
@@ -26,7 +28,7 @@ from ._common import (
     _Strict,
     choices,
 )
-from ._weighting import space_value, validate_weighting_space, weighting_keys
+from ._parts import space_value, validate_part_space, part_keys
 
 SEARCHED_FAMILIES = ("hard_split", "cross_stitch")
 
@@ -77,16 +79,16 @@ class SpaceConfig(_Strict):
     recipe). Losses: ``loss_weighting`` (a registered scheme: ``static`` with
     ``loss_weights``, ``uncertainty``, ``dwa``, ``gradnorm``, or a plugin's), each
     scheme's parameters as ``<scheme>_<parameter>`` (``gradnorm_alpha``,
-    ``dwa_temperature``; read from the schemes, see ``spaces._weighting``),
+    ``dwa_temperature``; read from the schemes, see ``spaces._parts``),
     ``optimization`` (``joint`` or ``alternating``, seed 002), ``class_weighting``
-    (``none`` or ``balanced``, seed 001), ``grad_clip``.
+    (``none`` or ``balanced``, seed 001), ``grad_clip``. ``families`` may also name a
+    plugin's family (``mtl_models.register_family``), its builder's keyword-only
+    arguments searched or fixed as ``<family>_<parameter>``, as schemes' are.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)  # the extra keys: the schemes' parameters
 
-    families: list[Literal["hard_split", "cross_stitch", "mtan"]] = Field(
-        default_factory=lambda: list(SEARCHED_FAMILIES), min_length=1
-    )
+    families: list[str] = Field(default_factory=lambda: list(SEARCHED_FAMILIES), min_length=1)
     tree: Union[Tree, list[Tree]] = "single"
     split_point: IntParam | None = None
     max_groups: PositiveInt | None = None
@@ -112,6 +114,15 @@ class SpaceConfig(_Strict):
             raise ValueError("give one value or a non-empty list of values to search")
         return v
 
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, v: list[str]) -> list[str]:
+        searchable = [f for f in available_families() if f not in BASELINE_FAMILIES]
+        for name in v:
+            if name not in searchable:
+                raise ValueError(f"unknown model family {name!r}; allowed: {', '.join(searchable)}")
+        return v
+
     @field_validator("loss_weighting")
     @classmethod
     def _known_schemes(cls, v: str | list[str]) -> str | list[str]:
@@ -121,16 +132,16 @@ class SpaceConfig(_Strict):
 
     @model_validator(mode="after")
     def _scheme_parameters(self) -> "SpaceConfig":
-        self.__pydantic_extra__.update(validate_weighting_space(self.model_extra or {}))
+        self.__pydantic_extra__.update(validate_part_space(self.model_extra or {}))
         return self
 
     @classmethod
     def allowed_fields(cls) -> list[str]:
-        """Its own fields and every registered scheme's parameters."""
-        return [*cls.model_fields, *weighting_keys()]
+        """Its own fields and every registered scheme's and family's parameters."""
+        return [*cls.model_fields, *part_keys()]
 
-    def weighting_param(self, key: str) -> Any:
-        """A scheme parameter's value, range or choices (the scheme's default when not given)."""
+    def part_param(self, key: str) -> Any:
+        """A scheme's or family's parameter: its value, range or choices (the default when not given)."""
         return space_value(self, key)
 
     @field_validator("alpha_same", "alpha_diff")

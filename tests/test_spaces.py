@@ -78,7 +78,7 @@ def test_valid_experiment_loads(tmp_path: Path) -> None:
         ("backbone.weights", "missing.pth", "backbone.weights: weights file"),
         ("data.source", "imagenet", "data.source: unknown or missing source 'imagenet'; allowed: 'multimnist', 'files'"),
         ("data.missing_rate", {"lft": 0.1}, "data.missing_rate: unknown task name(s) ['lft']; allowed: ['left', 'right']"),
-        ("space.families", ["hard_split", "crossstitch"], "space.families[1]: Input should be 'hard_split', 'cross_stitch' or 'mtan'"),
+        ("space.families", ["hard_split", "crossstitch"], "space.families: unknown model family 'crossstitch'; allowed: cross_stitch, hard_split, mtan"),
         ("space.families", [], "space.families: List should have at least 1 item"),
         ("space.split_point", {"low": 0, "high": 9}, "space.split_point: low=0 high=9 is outside 0..3 for backbone 'small_cnn' (stages: conv1, conv2, conv3)"),
         ("space.split_point", {"low": 3, "high": 1}, "space.split_point: low (3) must be <= high (1)"),
@@ -366,3 +366,20 @@ def test_new_space_keys_are_validated(tmp_path: Path, change: dict, message: str
     doc = {**copy.deepcopy(BASE), **change}
     with pytest.raises(spaces.ExperimentError, match=message):
         spaces.load_experiment(write(tmp_path, doc))
+
+
+def test_runs_saved_by_the_previous_layout_still_load() -> None:
+    """Ray Tune's saved experiments pickle classes and functions by module path, and a saved
+    run's experiment.json records every field: a run (or cached baselines) made before the
+    schema and runner were split, and before fault injection left the product, resumes."""
+    import search._runner
+    import spaces._schema
+
+    doc = copy.deepcopy(BASE)
+    doc["search"] = {**doc.get("search", {}), "inject_faults": {}}
+    assert "inject_faults" not in spaces.validate_experiment(doc).search.model_dump()
+    for name in ("SpaceConfig", "SearchConfig", "SamplerConfig", "PrunerConfig", "ResourcesConfig", "TrainConfig",
+                 "TaskConfig", "BackboneConfig", "HeadConfig", "BaselinesConfig", "ConfirmConfig", "SelectConfig",
+                 "AffinityConfig"):
+        assert getattr(spaces._schema, name) is getattr(spaces, name, getattr(spaces._schema, name))
+    assert callable(search._runner._dirname)

@@ -1,6 +1,10 @@
 """Model families: hard split (tree), cross-stitch (channel, scalar or NDDR units), MTAN, single-task and ensemble baselines."""
 from ._base import (
     MultiTaskModel,
+    BASELINE_FAMILIES,
+    family_parameters,
+    family_settings,
+    searchable_family_parameters,
     available_families,
     build_model,
     count_parameters,
@@ -31,6 +35,10 @@ __all__ = [
     "CrossStitchUnit",
     "EnsembleModel",
     "MultiTaskModel",
+    "BASELINE_FAMILIES",
+    "family_parameters",
+    "family_settings",
+    "searchable_family_parameters",
     "available_families",
     "build_branched",
     "build_model",

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from .._plugins import import_plugin
-from .._registry import Registry
+from .._registry import Registry, SchemeParameter, keyword_parameters
 from ..backbones import Stage, build_backbone
 from ..tasks import TaskSpec
 
@@ -58,10 +58,38 @@ ModelBuilder = Callable[[dict[str, Any]], MultiTaskModel]
 _FAMILIES: Registry[ModelBuilder] = Registry("model family", plural="model families")
 
 
+BASELINE_FAMILIES = ("single_task", "ensemble")
+
+
 def register_family(name: str, *, replace: bool = False) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Register ``builder(config) -> MultiTaskModel`` under a family name (a taken name is
-    refused unless ``replace``)."""
+    """Register ``builder(config, *, ...) -> MultiTaskModel`` under a family name (a taken
+    name is refused unless ``replace``).
+
+    The builder's keyword-only arguments are the family's parameters, keyed
+    ``<family>_<name>`` (``def build(config, *, depth: Annotated[int, Ge(0)] = 1)`` of a
+    family ``trunk``: ``trunk_depth``): the space fixes or searches them, the trial config
+    carries them and ``build_model`` passes them; the results table records them.
+    """
     return _FAMILIES.register(name, replace=replace)
+
+
+def family_parameters(name: str) -> dict[str, SchemeParameter]:
+    """Family ``name``'s parameters by key (none for the built-in families, whose options
+    are fields of the space)."""
+    return keyword_parameters(name, _FAMILIES.get(name))
+
+
+def searchable_family_parameters() -> dict[str, SchemeParameter]:
+    """Every registered family's searchable parameters by key: what ``space`` may name."""
+    return {key: p for name in available_families() for key, p in family_parameters(name).items() if p.searchable}
+
+
+def family_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The config's values of its family's parameters, by key (what the results table records)."""
+    name = config.get("family")
+    if name not in _FAMILIES:  # a plugin's family, its plugin not imported here: its keys by the naming rule
+        return {k: v for k, v in config.items() if isinstance(name, str) and k.startswith(f"{name}_")}
+    return {key: config[key] for key in family_parameters(name) if key in config}
 
 
 def available_families() -> list[str]:
@@ -77,7 +105,9 @@ def build_model(config: dict[str, Any]) -> MultiTaskModel:
     """
     for entry in config.get("plugins") or ():
         import_plugin(entry)
-    return _FAMILIES.get(config.get("family"))(config)
+    family = config.get("family")
+    options = {p.name: config[key] for key, p in family_parameters(family).items() if key in config}
+    return _FAMILIES.get(family)(config, **options)
 
 
 def tasks_from_config(config: dict[str, Any]) -> list[TaskSpec]:

@@ -12,15 +12,12 @@ study and in the results table. A parameter hinted ``float``, ``int``, ``bool`` 
 """
 from __future__ import annotations
 
-import inspect
-import typing
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .._registry import Registry
+from .._registry import Registry, SchemeParameter, keyword_parameters
 from ..tasks import TaskSpec
 
 
@@ -79,54 +76,10 @@ def available_weightings() -> list[str]:
     return _SCHEMES.names()
 
 
-@dataclass(frozen=True)
-class SchemeParameter:
-    """One constructor argument of a scheme: ``key`` names it everywhere but the constructor.
-
-    ``annotation``: the type hint with its ``Annotated`` bounds; ``base``: ``float``,
-    ``int``, ``bool``, ``str`` or ``Literal``'s choices as a tuple, None for other types
-    (passed from the config but not searchable).
-    """
-
-    scheme: str
-    name: str
-    key: str
-    annotation: Any
-    default: Any
-
-    @property
-    def base(self) -> Any:
-        hint = _strip_annotated(self.annotation)
-        if typing.get_origin(hint) is Literal:
-            return typing.get_args(hint)
-        return hint if hint in (float, int, bool, str) else None
-
-    @property
-    def searchable(self) -> bool:
-        return self.base is not None and self.base is not str
-
-    @property
-    def bounds(self) -> list[Any]:
-        """The ``annotated_types`` bounds (``Gt(0)``, ...) of an ``Annotated`` hint."""
-        return list(getattr(self.annotation, "__metadata__", ()))
-
-
-def _strip_annotated(hint: Any) -> Any:
-    return typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
-
-
 def weighting_parameters(name: str) -> dict[str, SchemeParameter]:
     """Scheme ``name``'s parameters by key (``{"gradnorm_alpha": ...}``)."""
     cls = _SCHEMES.get(name)
-    hints = typing.get_type_hints(cls.__init__, include_extras=True)
-    out = {}
-    for param in inspect.signature(cls.__init__).parameters.values():
-        if param.kind is not param.KEYWORD_ONLY:
-            continue
-        key = cls.config_keys.get(param.name, f"{name}_{param.name}")
-        default = None if param.default is param.empty else param.default
-        out[key] = SchemeParameter(name, param.name, key, hints.get(param.name, Any), default)
-    return out
+    return keyword_parameters(name, cls, cls.config_keys)
 
 
 def searchable_weighting_parameters() -> dict[str, SchemeParameter]:

@@ -23,6 +23,13 @@ Render = Callable[["ReportContext"], list[Block]]
 
 FAMILY_COLORS = {"hard_split": "#1f77b4", "cross_stitch": "#d62728", "mtan": "#9467bd", "single_task": "#7f7f7f",
                  "ensemble": "#2ca02c"}
+_OTHER_COLORS = ["#ff7f0e", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
+
+
+def family_color(family: object) -> str:
+    """A family's colour in every figure; a plugin's family gets one of the others, by name."""
+    name = str(family)
+    return FAMILY_COLORS.get(name) or _OTHER_COLORS[sum(name.encode()) % len(_OTHER_COLORS)]
 RUN_SYMBOLS = ["circle", "square", "diamond", "triangle-up", "cross", "star"]
 
 

@@ -7,7 +7,16 @@ from plotly.subplots import make_subplots
 
 from .._pareto import pareto_mask
 from .._results import searched
-from ._base import FAMILY_COLORS, RUN_SYMBOLS, Block, ReportContext, note, register_section, short_label
+from ._base import (
+    FAMILY_COLORS,
+    RUN_SYMBOLS,
+    Block,
+    ReportContext,
+    family_color,
+    note,
+    register_section,
+    short_label,
+)
 
 _COSTS = (("params", "parameters"), ("latency_ms_b1", "latency at batch 1 (ms)"))
 
@@ -31,7 +40,7 @@ def pareto(ctx: ReportContext) -> list[Block]:
                     go.Scatter(
                         x=group[cost], y=group["delta_m"], mode="markers",
                         name=f"{prefix}{family}", legendgroup=f"{prefix}{family}", showlegend=col == 1,
-                        marker={"color": FAMILY_COLORS.get(family), "size": 10, "symbol": symbol, "opacity": 0.8},
+                        marker={"color": family_color(family), "size": 10, "symbol": symbol, "opacity": 0.8},
                         text=[f"{t}: {short_label(row)}" for t, (_, row) in zip(group["trial_id"], group.iterrows())],
                         hovertemplate="%{text}<br>" + label + "=%{x:.4g}<br>Δm=%{y:+.2f}%<extra></extra>",
                     ),

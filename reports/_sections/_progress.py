@@ -8,7 +8,15 @@ import plotly.graph_objects as go
 
 from .._results import searched
 from .._run import RunData
-from ._base import FAMILY_COLORS, Block, ReportContext, note, register_section, per_run
+from ._base import (
+    FAMILY_COLORS,
+    Block,
+    ReportContext,
+    family_color,
+    note,
+    per_run,
+    register_section,
+)
 
 
 @register_section("progress", "Search behaviour: progress and pruning", order=60)
@@ -82,9 +90,9 @@ def _curves(run: RunData, epochs: pd.DataFrame, status: dict, family: dict) -> g
             go.Scatter(
                 x=curve["epoch"], y=curve["delta_m"], mode="lines+markers",
                 name=f"{trial_id} ({family.get(trial_id)}, {status.get(trial_id)})",
-                line={"color": "#bbbbbb" if pruned else FAMILY_COLORS.get(family.get(trial_id)), "dash": "dot" if pruned else "solid"},
+                line={"color": "#bbbbbb" if pruned else family_color(family.get(trial_id)), "dash": "dot" if pruned else "solid"},
                 marker={"symbol": ["circle"] * (n - 1) + ["x" if pruned else "circle"], "size": [5] * (n - 1) + [13 if pruned else 5],
-                        "color": "#d62728" if pruned else FAMILY_COLORS.get(family.get(trial_id))},
+                        "color": "#d62728" if pruned else family_color(family.get(trial_id))},
             )
         )
     fig.update_layout(

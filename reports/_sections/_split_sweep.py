@@ -6,7 +6,16 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .._results import metric_column, searched
-from ._base import FAMILY_COLORS, RUN_SYMBOLS, Block, ReportContext, note, register_section
+from ._base import (
+    FAMILY_COLORS,
+    RUN_SYMBOLS,
+    Block,
+    ReportContext,
+    family_color,
+    note,
+    register_section,
+)
+
 
 @register_section("split-sweep", "Split sweep: each task against the split point", order=40)
 def split_sweep(ctx: ReportContext) -> list[Block]:
@@ -34,7 +43,7 @@ def split_sweep(ctx: ReportContext) -> list[Block]:
             if not y:
                 continue
             shown = True
-            colors = [FAMILY_COLORS["hard_split"]] * len(hard) + [FAMILY_COLORS.get(f) for f in stitch["family"]]
+            colors = [FAMILY_COLORS["hard_split"]] * len(hard) + [family_color(f) for f in stitch["family"]]
             noise = run.pick.noise
             sd = noise.metric_std(spec)
             fig.add_trace(

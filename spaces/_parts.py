@@ -1,9 +1,10 @@
-"""The loss-weighting schemes' parameters in the search space, read from the schemes.
+"""The pluggable parts' parameters in the search space, read from the parts themselves.
 
-A scheme's keyword-only constructor arguments are its parameters
-(:func:`mtl_models.searchable_weighting_parameters`), so ``space`` accepts
-``<scheme>_<parameter>`` for every registered scheme, a plugin's too, with no field
-written here: a value fixes it, ``{low, high[, log]}`` searches a number, a list
+A loss-weighting scheme's keyword-only constructor arguments are its parameters
+(:func:`mtl_models.searchable_weighting_parameters`), and a model family's builder's
+keyword-only arguments are its (:func:`mtl_models.searchable_family_parameters`), so
+``space`` accepts ``<scheme>_<parameter>`` and ``<family>_<parameter>`` for every
+registered scheme and family, a plugin's too, with no field written here: a value fixes it, ``{low, high[, log]}`` searches a number, a list
 searches choices, and the default is the constructor's. The bounds of an
 ``Annotated[float, Gt(0)]`` hint are checked on the value or on both ends of a range.
 """
@@ -16,35 +17,40 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import AfterValidator, BaseModel, ConfigDict, create_model
 
 
-from mtl_models import SchemeParameter, searchable_weighting_parameters
+from mtl_models import SchemeParameter, searchable_family_parameters, searchable_weighting_parameters
 
 from ._common import FloatRange, IntRange
 
 _BOUNDS = {Gt: ("gt", ">", operator.gt), Ge: ("ge", ">=", operator.ge), Lt: ("lt", "<", operator.lt), Le: ("le", "<=", operator.le)}
 
 
-def weighting_keys() -> list[str]:
-    """The space keys of every registered scheme's searchable parameters."""
-    return list(searchable_weighting_parameters())
+def part_parameters() -> dict[str, SchemeParameter]:
+    """Every registered scheme's and family's searchable parameters by space key."""
+    return {**searchable_weighting_parameters(), **searchable_family_parameters()}
 
 
-def validate_weighting_space(given: dict[str, Any]) -> dict[str, Any]:
+def part_keys() -> list[str]:
+    """The space keys of every registered scheme's and family's searchable parameters."""
+    return list(part_parameters())
+
+
+def validate_part_space(given: dict[str, Any]) -> dict[str, Any]:
     """``given`` (the space's keys that are no field of its own) checked against the schemes'
-    parameters; a pydantic ``ValidationError`` locates each problem by key."""
-    model = _space_model(tuple(searchable_weighting_parameters().items()))
+    and families' parameters; a pydantic ``ValidationError`` locates each problem by key."""
+    model = _space_model(tuple(part_parameters().items()))
     validated = model.model_validate(given)
     return {key: getattr(validated, key) for key in validated.model_fields_set}
 
 
 def space_value(space: BaseModel, key: str) -> Any:
-    """``space.<key>`` for a scheme parameter: the value, range or choices given, else the default."""
+    """``space.<key>`` for a part's parameter: the value, range or choices given, else the default."""
     extra = space.model_extra or {}
-    return extra[key] if key in extra else searchable_weighting_parameters()[key].default
+    return extra[key] if key in extra else part_parameters()[key].default
 
 
 def numeric(key: str) -> bool:
     """Whether the parameter ``key`` is a number (a range), not a choice."""
-    return searchable_weighting_parameters()[key].base in (float, int)
+    return part_parameters()[key].base in (float, int)
 
 
 _MODELS: dict[tuple, type[BaseModel]] = {}
@@ -53,7 +59,7 @@ _MODELS: dict[tuple, type[BaseModel]] = {}
 def _space_model(params: tuple[tuple[str, SchemeParameter], ...]) -> type[BaseModel]:
     if params not in _MODELS:
         fields = {key: (_space_type(p), None) for key, p in params}
-        _MODELS[params] = create_model("WeightingSpace", __config__=ConfigDict(extra="forbid", frozen=True), **fields)
+        _MODELS[params] = create_model("PartSpace", __config__=ConfigDict(extra="forbid", frozen=True), **fields)
     return _MODELS[params]
 
 
