@@ -4,12 +4,14 @@ results table and the report, exported and loaded with its plugin."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 import mtl_models as mm
+from mtl_models.families._base import _FAMILIES
 import reports
 import spaces
 from search import run_experiment
@@ -29,6 +31,16 @@ import mtl_models as mm
 def build_trunk(config, *, depth: Annotated[int, Ge(0)] = 1):
     return mm.build_model({**config, "family": "hard_split", "tree": "single", "split_point": depth})
 '''
+
+
+@pytest.fixture(autouse=True)
+def _unregister():
+    """The family lives as long as its test: other tests list the registered families."""
+    path = list(sys.path)
+    yield
+    _FAMILIES.pop("trunk", None)
+    sys.modules.pop("trunk_family", None)
+    sys.path[:] = path
 
 
 def write_experiment(folder: Path, **space) -> Path:
