@@ -16,8 +16,13 @@ from typing import Annotated, Any, Literal, Union
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import AfterValidator, BaseModel, ConfigDict, create_model
 
-
-from mtl_models import SchemeParameter, searchable_family_parameters, searchable_weighting_parameters
+from mtl_models import (
+    SchemeParameter,
+    available_families,
+    available_weightings,
+    family_parameters,
+    weighting_parameters,
+)
 
 from ._common import FloatRange, IntRange
 
@@ -25,8 +30,33 @@ _BOUNDS = {Gt: ("gt", ">", operator.gt), Ge: ("ge", ">=", operator.ge), Lt: ("lt
 
 
 def part_parameters() -> dict[str, SchemeParameter]:
-    """Every registered scheme's and family's searchable parameters by space key."""
-    return {**searchable_weighting_parameters(), **searchable_family_parameters()}
+    """Every registered scheme's and family's searchable parameters by space key.
+
+    Raises ``ValueError`` naming both parts when two parameters take one key (family ``a``'s
+    ``b_c`` and family ``a_b``'s ``c``), or one takes a key of the space's own
+    (family ``loss``'s ``weighting``): the trial config and the results table hold both
+    under that key, so one would silently overwrite the other. A key a scheme maps on
+    purpose (``config_keys``: static's ``weights`` is ``loss_weights``) is the config's own.
+    """
+    from ._space_config import (
+        SpaceConfig,  # it validates with these; its fields are the reserved keys
+    )
+
+    parts = [("loss weighting", n, weighting_parameters(n)) for n in available_weightings()]
+    parts += [("model family", n, family_parameters(n)) for n in available_families()]
+    taken: dict[str, str] = {key: "a field of the space itself" for key in SpaceConfig.model_fields}
+    out = {}
+    for kind, name, params in parts:
+        for key, p in params.items():
+            owner = f"{kind} {name!r}'s argument {p.name!r}"
+            if key == f"{name}_{p.name}" and key in taken:  # a mapped key (config_keys) is the config's own
+                raise ValueError(
+                    f"parameter key {key!r} of {owner} is already {taken[key]}; rename the argument or the {kind}"
+                )
+            taken[key] = owner
+            if p.searchable:
+                out[key] = p
+    return out
 
 
 def part_keys() -> list[str]:

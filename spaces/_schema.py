@@ -53,7 +53,7 @@ from ._search_config import (
 from ._sources import DataConfig
 from ._space_config import LR_MULTIPLIER_RANGES, SpaceConfig
 from ._training import BackboneConfig, HeadConfig, TaskConfig, TrainConfig
-from ._parts import numeric, part_keys
+from ._parts import numeric, part_keys, part_parameters
 from ._yaml import ExperimentError, load_yaml
 
 
@@ -98,6 +98,7 @@ class Experiment(_Strict):
             except ImportError as exc:
                 raise ValueError(f"cannot import plugin module {entry!r}: {exc}") from None
             resolved.append(entry)
+        part_parameters()  # a plugin's parameter whose key another part or the space holds is refused here
         return resolved
 
     @model_validator(mode="after")

@@ -86,3 +86,32 @@ def test_a_plugin_family_is_searched_recorded_reported_and_exported(tmp_path: Pa
     (folder / "trunk_family.py").unlink()  # the bundle carries the plugin
     model = mm.load(bundle)
     assert mm.count_parameters(model) == int(chosen["params"])
+
+
+@pytest.mark.parametrize(
+    ("plugin", "message"),
+    [
+        (  # <family>_<argument> is a field of the space's own
+            'import mtl_models as mm\n\n@mm.register_family("loss")\ndef build(config, *, weighting: float = 1.0):\n'
+            '    return mm.build_model({**config, "family": "hard_split"})\n',
+            r"parameter key 'loss_weighting' of model family 'loss''s argument 'weighting' is already a field of the space itself",
+        ),
+        (  # two parts' keys meet: dwa's temperature and family 'dwa''s
+            'import mtl_models as mm\n\n@mm.register_family("dwa")\ndef build(config, *, temperature: float = 1.0):\n'
+            '    return mm.build_model({**config, "family": "hard_split"})\n',
+            r"parameter key 'dwa_temperature' of model family 'dwa''s argument 'temperature' is already loss weighting 'dwa''s argument 'temperature'",
+        ),
+    ],
+    ids=["space-field", "scheme"],
+)
+def test_a_plugin_parameter_key_that_collides_is_refused_naming_both(tmp_path: Path, plugin: str, message: str) -> None:
+    (tmp_path / "clash.py").write_text(plugin)
+    doc = tiny_experiment(plugins=["clash.py"])
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    try:
+        with pytest.raises(spaces.ExperimentError, match=rf"exp.yaml.*{message}; rename the argument or the model family"):
+            spaces.load_experiment(tmp_path / "exp.yaml")
+    finally:
+        for name in ("loss", "dwa"):
+            _FAMILIES.pop(name, None)
+        sys.modules.pop("clash", None)
