@@ -38,9 +38,7 @@ def part_parameters() -> dict[str, SchemeParameter]:
     under that key, so one would silently overwrite the other. A key a scheme maps on
     purpose (``config_keys``: static's ``weights`` is ``loss_weights``) is the config's own.
     """
-    from ._space_config import (
-        SpaceConfig,  # it validates with these; its fields are the reserved keys
-    )
+    from ._space_config import SpaceConfig  # it validates with these (an import cycle at the top)
 
     parts = [("loss weighting", n, weighting_parameters(n)) for n in available_weightings()]
     parts += [("model family", n, family_parameters(n)) for n in available_families()]
