@@ -496,3 +496,14 @@ def propose_trees(samples: Sequence[Sequence[Sequence[Sequence[float]]]], names:
         t["branches"] = [[list(g) for g in part] for part in t["branches"]]
         out.append(t)
     return sorted(out, key=lambda t: -t["score"])
+
+
+def shared_reason(why: dict[str, Any], stages: Sequence[str]) -> str:
+    """One sentence: why a stage stayed shared (the split's gain within its noise)."""
+    parts = " ".join("{" + ",".join(p) + "}" for p in why["parts"])
+    cross = "; ".join(f"{c['from']}->{c['to']} {c['z']:.3g} [{c['low']:.3g}, {c['high']:.3g}]" for c in why["cross"])
+    level = int(round(100 * why.get("confidence", 0.95)))
+    verdict = "not beyond noise" if why["delta"] > 0 else "sharing scores at least as high"
+    return (f"{stages[why['stage']]}: {{{','.join(why['group'])}}} shared; the best split, {parts}, would change the "
+            f"affinity score by {why['delta']:.3g} [{why['low']:.3g}, {why['high']:.3g}] ({level} % interval over "
+            f"{why['steps']} steps): {verdict}; cross affinities {cross}")

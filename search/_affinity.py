@@ -10,7 +10,7 @@ from typing import Any
 import ray
 
 from mtl_models import MultiTaskData, atomic_write_json
-from mtl_models._affinity import AffinityResult, measure_affinity
+from mtl_models._affinity import AffinityResult, measure_affinity, shared_reason
 from reports import AFFINITY_FILE
 
 
@@ -80,14 +80,3 @@ def format_affinity(result: dict[str, Any]) -> str:
         for why in tree.get("shared_within_noise", []):
             lines.append("       " + shared_reason(why, stages))
     return "\n".join(lines)
-
-
-def shared_reason(why: dict[str, Any], stages: list[str]) -> str:
-    """One sentence: why a stage stayed shared (the split's gain within its noise)."""
-    parts = " ".join("{" + ",".join(p) + "}" for p in why["parts"])
-    cross = "; ".join(f"{c['from']}->{c['to']} {c['z']:.3g} [{c['low']:.3g}, {c['high']:.3g}]" for c in why["cross"])
-    level = int(round(100 * why.get("confidence", 0.95)))
-    verdict = "not beyond noise" if why["delta"] > 0 else "sharing scores at least as high"
-    return (f"{stages[why['stage']]}: {{{','.join(why['group'])}}} shared; the best split, {parts}, would change the "
-            f"affinity score by {why['delta']:.3g} [{why['low']:.3g}, {why['high']:.3g}] ({level} % interval over "
-            f"{why['steps']} steps): {verdict}; cross affinities {cross}")
