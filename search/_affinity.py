@@ -55,13 +55,15 @@ def format_affinity(result: dict[str, Any]) -> str:
     lr_note = ""
     if result.get("lrs"):
         lr_note = f", {result.get('optimizer', 'adam')} at lr {min(result['lrs']):.2g}..{max(result['lrs']):.2g}"
-    lines = [f"Task affinity (TAG lookahead, {result['steps']} steps measured over {result['epochs']} epoch(s){lr_note}): "
+    lines = [f"Task affinity (TAG lookahead, {result['steps']} steps measured over {result['epochs']} epoch(s)"
+             f"{lr_note}): "
              "row i, column j = (1 - L_j after task i's optimiser step / L_j before) / lr, mean +- standard error "
              "(positive: i helps j)"]
     stderr = result.get("stderr") or [[[float("nan")] * len(tasks) for _ in tasks] for _ in result["affinity"]]
     blocks = list(zip(result["stages"], result["affinity"], stderr))
     if result.get("network"):
-        blocks.append(("the whole shared trunk", result["network"], result.get("network_stderr") or result["network"]))
+        nan = [[float("nan")] * len(tasks) for _ in tasks]
+        blocks.append(("the whole shared trunk", result["network"], result.get("network_stderr") or nan))
     for stage, matrix, errors in blocks:
         lines.append(f"  {stage}:" if stage.startswith("the ") else f"  after {stage}:")
         lines.append("    " + " " * width + "".join(f"{t:>{width}}" for t in tasks))
