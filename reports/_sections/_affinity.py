@@ -55,7 +55,7 @@ def _heatmaps(result: dict) -> go.Figure:
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.04)
     scale = max((abs(v) for _, m, _ in panels for row in m for v in row), default=1.0) or 1.0
     for col, (_, matrix, errors) in enumerate(panels, start=1):
-        text = [[f"{v:.2g}" + (f"<br>&plusmn;{e:.1g}" if errors else "") for v, e in zip(row, erow or row)]
+        text = [[f"{v:.2g}" + (f"<br>\u00b1{e:.1g}" if errors else "") for v, e in zip(row, erow or row)]
                 for row, erow in zip(matrix, errors or matrix)]
         fig.add_trace(
             go.Heatmap(
@@ -66,7 +66,7 @@ def _heatmaps(result: dict) -> go.Figure:
             row=1, col=col,
         )
         fig.update_yaxes(autorange="reversed", row=1, col=col)
-    fig.update_layout(title="Lookahead affinity per stage, mean &plusmn; standard error over the measured steps "
+    fig.update_layout(title="Lookahead affinity per stage, mean \u00b1 standard error over the measured steps "
                             "(row: the task whose step; column: the task affected)", height=360)
     return fig
 
