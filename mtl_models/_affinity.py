@@ -96,11 +96,15 @@ def measure_affinity(config: dict[str, Any], data: MultiTaskData, epochs: int = 
     lookahead affinity every ``every`` steps (see the module docstring).
 
     ``config`` is a trial config (tasks, backbone, input, optimiser and its schedule,
-    batch size, seed); the family and tree are replaced by the fully shared network.
+    batch size, seed); the family and tree are replaced by the fully shared network,
+    which trains as a trial's first ``epochs`` epochs: the learning rate follows the
+    trial's schedule over the trial's ``epochs`` (at least ``epochs``).
     """
     names = [t["name"] for t in config["tasks"]]
+    # the first ``epochs`` epochs of a trial: its optimiser and its learning-rate schedule over its own length
     joint = {**config, "family": "hard_split", "tree": "single", "branches": None, "split_points": None,
-             "task_groups": None, "loss_weighting": "static", "optimization": "joint", "epochs": epochs}
+             "task_groups": None, "loss_weighting": "static", "optimization": "joint",
+             "epochs": max(int(config.get("epochs", epochs)), epochs)}
     joint["split_point"] = len(build_model({**joint, "split_point": 0}).blocks)  # every stage shared
     seed_everything(int(joint.get("seed", 0)))
     model = build_model(joint)

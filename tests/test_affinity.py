@@ -119,11 +119,11 @@ def test_lookahead_is_one_step_of_the_trial_optimizer_with_its_state_and_schedul
 def test_measured_affinity_keeps_every_step_its_mean_and_standard_error() -> None:
     tasks = make_tasks(2, ("classification", "regression"))
     data = random_data(tasks, n=64)
-    config = make_config("hard_split", tasks, lr=0.01, batch_size=16, epochs=2)
+    config = make_config("hard_split", tasks, lr=0.01, batch_size=16, epochs=5)
     result = measure_affinity(config, data, epochs=2, every=3)
     assert result.steps == 3 and len(result.samples) == 3 and len(result.lrs) == 3  # steps 0, 3, 6 of 8
-    assert result.lrs[0] == pytest.approx(0.01)
-    assert result.lrs[1] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 3 / 7)))  # cosine, 8 steps, at step 3
+    # the trial's schedule: cosine over its 5 epochs x 4 steps, at steps 0, 3, 6
+    assert result.lrs == pytest.approx([0.01 * 0.5 * (1 + math.cos(math.pi * k / 19)) for k in (0, 3, 6)])
     for s in range(3):
         for i in range(2):
             for j in range(2):
