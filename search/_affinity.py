@@ -10,7 +10,7 @@ from typing import Any
 import ray
 
 from mtl_models import MultiTaskData, atomic_write_json
-from mtl_models._affinity import AffinityResult, measure_affinity
+from mtl_models._affinity import AffinityResult, measure_affinity, shared_reason
 from reports import AFFINITY_FILE
 
 
@@ -31,11 +31,8 @@ def _measure(config: dict[str, Any], data: MultiTaskData, epochs: int, every: in
              max_groups: int | None) -> dict[str, Any]:
     import torch
 
-    from mtl_models._affinity import propose_trees
-
     torch.set_num_threads(max(1, int(cpus)))
-    result: AffinityResult = measure_affinity(config, data, epochs=epochs, every=every)
-    result.trees = propose_trees(result.affinity, result.tasks, max_groups)
+    result: AffinityResult = measure_affinity(config, data, epochs=epochs, every=every, max_groups=max_groups)
     return result.to_dict()
 
 
@@ -51,18 +48,37 @@ def load_affinity(run_dir: Path) -> dict[str, Any] | None:
 
 
 def format_affinity(result: dict[str, Any]) -> str:
-    """The matrices and the proposed trees as text (the CLI's output)."""
+    """The matrices (each entry with its standard error over the measured steps), the
+    proposed trees and, where a tree shares a stage, why (the CLI's output)."""
     tasks = result["tasks"]
-    width = max(11, *(len(t) + 2 for t in tasks))
-    lines = [f"Task affinity (TAG lookahead, {result['steps']} steps measured over {result['epochs']} epoch(s)): "
-             "row i, column j = 1 - L_j after a step on task i / L_j before (positive: i helps j)"]
-    for stage, matrix in zip(result["stages"], result["affinity"]):
-        lines.append(f"  after {stage}:")
+    width = max(20, *(len(t) + 2 for t in tasks))
+    lr_note = ""
+    if result.get("lrs"):
+        lr_note = f", {result.get('optimizer', 'adam')} at lr {min(result['lrs']):.2g}..{max(result['lrs']):.2g}"
+    lines = [f"Task affinity (TAG lookahead, {result['steps']} steps measured over {result['epochs']} epoch(s)"
+             f"{lr_note}): "
+             "row i, column j = (1 - L_j after task i's optimiser step / L_j before) / lr, mean +- standard error "
+             "(positive: i helps j)"]
+    stderr = result.get("stderr") or [[[float("nan")] * len(tasks) for _ in tasks] for _ in result["affinity"]]
+    blocks = list(zip(result["stages"], result["affinity"], stderr))
+    if result.get("network"):
+        nan = [[float("nan")] * len(tasks) for _ in tasks]
+        blocks.append(("the whole shared trunk", result["network"], result.get("network_stderr") or nan))
+    for stage, matrix, errors in blocks:
+        lines.append(f"  {stage}:" if stage.startswith("the ") else f"  after {stage}:")
         lines.append("    " + " " * width + "".join(f"{t:>{width}}" for t in tasks))
-        for name, row in zip(tasks, matrix):
-            lines.append("    " + f"{name:<{width}}" + "".join(f"{v:>{width}.2e}" for v in row))
+        for name, row, err in zip(tasks, matrix, errors):
+            cells = "".join(f"{f'{v:.3g} +- {e:.2g}':>{width}}" for v, e in zip(row, err))
+            lines.append("    " + f"{name:<{width}}" + cells)
     lines.append("Proposed branch trees (per stage, the groups of tasks that share it), best affinity first:")
+    stages = result["stages"]
     for i, tree in enumerate(result["trees"]):
         parts = " | ".join(" ".join("{" + ",".join(g) + "}" for g in part) for part in tree["branches"])
-        lines.append(f"  {i}. {tree['name']}: {parts}  (score {tree['score']:.2e})")
+        lines.append(f"  {i}. {tree['name']}: {parts}  (score {tree['score']:.3g})")
+        if tree.get("selection"):
+            sel = tree["selection"]
+            lines.append("       TAG selection: " + " ".join("{" + ",".join(g) + "}" for g in sel["groups"])
+                         + f" (mean served affinity {sel['score']:.3g})")
+        for why in tree.get("shared_within_noise", []):
+            lines.append("       " + shared_reason(why, stages))
     return "\n".join(lines)

@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     affinity.add_argument("experiment", type=Path, help="experiment YAML file")
     affinity.add_argument("--epochs", type=int, default=2, help="epochs of the shared network (default 2)")
-    affinity.add_argument("--every", type=int, default=5, help="measure every this many steps (default 5)")
+    affinity.add_argument("--every", type=int, default=10, help="measure every this many steps (default 10, as TAG's reference code)")
     affinity.add_argument("--max-groups", type=int, help="at most this many groups per stage in the proposed trees")
     affinity.add_argument("--out", type=Path, help="write the matrices and trees as JSON here")
     affinity.add_argument("--address", help="join an existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")

@@ -194,15 +194,16 @@ class AffinityConfig(_Strict):
     """The optional first stage of a search: task affinity (TAG, Fifty et al. 2021).
 
     With ``epochs`` > 0, one network with every stage shared trains that long after the
-    baselines; every ``every`` steps each task's lookahead update of each stage is tried
-    and every task's loss measured again (``mtlsearch affinity`` does the same alone).
-    The branch trees this implies (at most ``max_groups`` groups a stage) join the
+    baselines; every ``every`` steps (10, as TAG's reference code) each task's lookahead
+    update (the trial optimiser's own step) of each stage is tried and every task's loss
+    measured again (``mtlsearch affinity`` does the same alone). The branch trees this
+    implies (at most ``max_groups`` groups a stage; a split only beyond noise) join the
     search as hard splits with ``tree: affinity`` and are tried first; the report shows
     the matrices and how the trees fared.
     """
 
     epochs: NonNegativeInt = 0
-    every: PositiveInt = 5
+    every: PositiveInt = 10
     max_groups: PositiveInt | None = None
 
     @property

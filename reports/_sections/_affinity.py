@@ -8,6 +8,8 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from mtl_models._affinity import shared_reason
+
 from .._run import RunData
 from .._stats import config_summary
 from ._base import Block, ReportContext, esc, note, per_run, register_section
@@ -23,11 +25,18 @@ def _run_affinity(run: RunData) -> list[Block]:
     if not result:
         return [note("This run measured no task affinity (the experiment's affinity.epochs is 0; "
                      "`mtlsearch affinity EXPERIMENT.yaml` measures it on its own).")]
+    opt = result.get("optimizer")
+    rates = result.get("lrs") or []
+    how = (f"the trial optimiser's own step ({esc(opt)}, with its state, weight decay and the scheduled rate "
+           f"{min(rates):.2g} to {max(rates):.2g})" if opt and rates else "a lookahead step")
     blocks: list[Block] = [
-        f"<p>One network with every stage shared trained for {result['epochs']} epochs; every few steps "
-        f"({result['steps']} measured), each task's update of one stage was tried alone and every task's loss "
-        "measured again: an entry is 1 &minus; L<sub>column</sub> after the row task's step / before it. Positive: "
-        "the row task's update helps the column task at that stage, so sharing it pays; negative: it hurts.</p>",
+        f"<p>One network with every stage shared trained for {result['epochs']} epochs; every "
+        f"{result.get('every', 'few')} steps ({result['steps']} measured), each task's gradient alone was put through "
+        f"{how} on one stage (or the whole shared trunk) and every task's loss measured again: an entry is "
+        "(1 &minus; L<sub>column</sub> after the row task's step / before it) / learning rate (TAG, Fifty et al. "
+        "2021), the mean over the measured steps &plusmn; its standard error. Positive: the row task's update helps "
+        "the column task at that stage, so sharing it pays; negative: it hurts. A tree splits a group at a stage only "
+        "where the split's gain in affinity is beyond its noise (95 % interval above zero).</p>",
         _heatmaps(result),
         _trees(result),
     ]
@@ -38,37 +47,53 @@ def _run_affinity(run: RunData) -> list[Block]:
 
 
 def _heatmaps(result: dict) -> go.Figure:
-    tasks, stages = result["tasks"], result["stages"]
-    fig = make_subplots(rows=1, cols=len(stages), subplot_titles=[f"after {s}" for s in stages], horizontal_spacing=0.04)
-    scale = max((abs(v) for m in result["affinity"] for row in m for v in row), default=1.0) or 1.0
-    for col, matrix in enumerate(result["affinity"], start=1):
+    tasks = result["tasks"]
+    panels = [(f"after {s}", m, e) for s, m, e in
+              zip(result["stages"], result["affinity"], result.get("stderr") or [None] * len(result["affinity"]))]
+    if result.get("network"):
+        panels.append(("whole shared trunk", result["network"], result.get("network_stderr")))
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.04)
+    scale = max((abs(v) for _, m, _ in panels for row in m for v in row), default=1.0) or 1.0
+    for col, (_, matrix, errors) in enumerate(panels, start=1):
+        text = [[f"{v:.2g}" + (f"<br>\u00b1{e:.1g}" if errors else "") for v, e in zip(row, erow or row)]
+                for row, erow in zip(matrix, errors or matrix)]
         fig.add_trace(
             go.Heatmap(
                 z=matrix, x=tasks, y=tasks, colorscale="RdBu", zmin=-scale, zmax=scale, showscale=col == 1,
-                colorbar={"title": "affinity"},
-                hovertemplate="%{y}'s step onto %{x}: %{z:.2e}<extra></extra>",
+                colorbar={"title": "affinity"}, text=text, texttemplate="%{text}",
+                hovertemplate="%{y}'s step onto %{x}: %{text}<extra></extra>",
             ),
             row=1, col=col,
         )
         fig.update_yaxes(autorange="reversed", row=1, col=col)
-    fig.update_layout(title="Lookahead affinity per stage (row: the task whose step; column: the task affected)",
-                      height=340)
+    fig.update_layout(title="Lookahead affinity per stage, mean \u00b1 standard error over the measured steps "
+                            "(row: the task whose step; column: the task affected)", height=360)
     return fig
 
 
 def _trees(result: dict) -> str:
-    rows = []
+    rows, reasons = [], []
     for i, tree in enumerate(result["trees"]):
         parts = "".join(
             f"<td>{esc(' '.join('{' + ','.join(g) + '}' for g in part))}</td>" for part in tree["branches"]
         )
         rows.append(f"<tr><td>{i}</td><td>{esc(tree['name'])}</td>{parts}<td>{tree['score']:.2e}</td></tr>")
+        selection = tree.get("selection")
+        if selection:
+            reasons.append(f"<li>{i}. TAG's network selection chose "
+                           + esc(" ".join("{" + ",".join(g) + "}" for g in selection["groups"]))
+                           + f" (mean served affinity {selection['score']:.3g}); each task branches with the group "
+                           "that serves it.</li>")
+        for why in tree.get("shared_within_noise", []):
+            reasons.append(f"<li>{i}. {esc(shared_reason(why, result['stages']))}</li>")
     head = "".join(f"<th>{esc(s)}</th>" for s in result["stages"])
+    why = ("<h4>Why a tree shares a stage</h4><ul>" + "".join(reasons) + "</ul>") if reasons else ""
     return (
         "<h3>Branch trees the affinity proposes</h3><table class='data'><thead><tr><th>#</th><th>tree</th>"
         f"{head}<th>score</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
         + note("Per stage, the groups of tasks that share a copy of it (groups only split with depth). "
                "The search was seeded with these trees (hard split, tree: affinity).")
+        + why
     )
 
 
