@@ -27,11 +27,11 @@ TASKS = [{"name": f"t{i}", "kind": "classification", "classes": c, "loss": None,
 LR = 0.01
 
 
-def setup(scheme: str, options: dict[str, float]) -> tuple[mm.Trainer, nn.Module, list]:
-    """The trainer (constant rate, split after stage 0), an untouched copy of its network and
-    its first three training batches in a fixed order."""
+def setup(scheme: str, options: dict[str, float], split_point: int = 1) -> tuple[mm.Trainer, nn.Module, list]:
+    """The trainer (constant rate, split after stage ``split_point - 1``), an untouched copy of
+    its network and its first three training batches in a fixed order."""
     config = make_config("hard_split", TASKS, loss_weighting=scheme, lr=LR, lr_schedule="constant",
-                         split_point=1, **{f"{scheme}_{k}": v for k, v in options.items()})
+                         split_point=split_point, **{f"{scheme}_{k}": v for k, v in options.items()})
     mm.seed_everything(0)
     trainer = mm.Trainer(mm.build_model(config), random_data(TASKS), config)
     trainer.model.train()
@@ -106,9 +106,15 @@ def reached_by_two_losses(model: nn.Module, losses: list[Tensor]) -> list[nn.Par
     return [p for p, n in zip(params, reached) if n >= 2]
 
 
-@pytest.mark.parametrize("options", [{}, {"beta": 0.8, "beta_sigma": 0.5}])
-def test_db_mtl_follows_libmtl_over_three_steps(options: dict[str, float]) -> None:
-    trainer, reference, batches = setup("db_mtl", options)
+@pytest.mark.parametrize("options, split_point", [
+    ({}, 1),
+    ({"beta": 0.8, "beta_sigma": 0.5}, 1),
+    pytest.param({}, 2, marks=pytest.mark.xfail(strict=True, reason=(
+        "issue 22: GradientAggregation still balances only model.shared_parameters() (the deepest "
+        "shared stage); once it takes every parameter two or more losses reach, drop this mark"))),
+])
+def test_db_mtl_follows_libmtl_over_three_steps(options: dict[str, float], split_point: int) -> None:
+    trainer, reference, batches = setup("db_mtl", options, split_point)
     beta, beta_sigma = options.get("beta", 0.9), options.get("beta_sigma", 0.0)  # LibMTL's DB_beta, DB_beta_sigma
     x0, y0 = batches[0]
     shared = reached_by_two_losses(reference, separate_losses(reference, x0, y0))
