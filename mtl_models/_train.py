@@ -150,17 +150,7 @@ class Trainer:
         for x, targets in batches:
             if x.shape[0] < 2:  # batch norm cannot train on a single sample
                 continue
-            self.optimizer.zero_grad(set_to_none=True)  # before the loss: GradNorm sets its own grads there
-            losses = self.losses(self.forward(x), targets)
-            if self.alternating:  # seed 002: one task's loss per step, the tasks taking turns
-                total = losses[self.tasks[steps % len(self.tasks)].name]
-                total.backward()
-            else:
-                total = self.weighting.backward(losses, model)
-            if self.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(self.grad_clip))
-            self.optimizer.step()
-            self.scheduler.step()
+            total, losses = self.train_step(x, targets, steps)
             sums += torch.stack([total.detach(), *(losses[s.name].detach() for s in self.tasks)])
             steps += 1
         means = (sums / max(steps, 1)).tolist()
@@ -171,6 +161,36 @@ class Trainer:
             raise NonFiniteLossError(f"Non-finite training loss at epoch {self.epoch}: {', '.join(bad)}.")
         self.weighting.end_epoch({s.name: result[f"loss/{s.name}"] for s in self.tasks})
         return result
+
+    def train_step(self, x: Tensor, targets: dict[str, Tensor], step: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
+        """One optimisation step on a batch (the model in training mode); ``step``: its index in
+        the epoch (alternating optimisation picks the task by it). Returns the total loss the
+        scheme reports and the per-task losses, both before the step."""
+        self.optimizer.zero_grad(set_to_none=True)  # before the loss: GradNorm sets its own grads there
+        losses = self.losses(self.forward(x), targets)
+        if self.alternating:  # seed 002: one task's loss per step, the tasks taking turns
+            total = losses[self.tasks[step % len(self.tasks)].name]
+            total.backward()
+        else:
+            total = self.weighting.backward(losses, self.model)
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.grad_clip))
+        self.optimizer.step()
+        if not self.alternating:
+            self.weighting.after_step(lambda: self._losses_after_step(x, targets))
+        self.scheduler.step()
+        return total, losses
+
+    def _losses_after_step(self, x: Tensor, targets: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The batch's per-task losses under the parameters the step just set, without gradient,
+        still in training mode; the model's buffers (batch-norm running statistics) are left as
+        the step left them, so the extra forward pass changes nothing but what it returns."""
+        saved = [(b, b.clone()) for b in self.model.buffers()]
+        with torch.no_grad():
+            losses = self.losses(self.forward(x), targets)
+            for buffer, value in saved:
+                buffer.copy_(value)
+        return losses
 
     def forward(self, x: Tensor) -> dict[str, list[Tensor]]:
         """The training forward pass: each task's member outputs, in the training precision."""

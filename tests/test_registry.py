@@ -116,12 +116,12 @@ def test_every_registry_refuses_to_overwrite_a_built_in(register, name: str) -> 
 def test_registry_wrappers_list_and_build_as_before() -> None:
     assert mm.available_families() == ["cross_stitch", "ensemble", "hard_split", "mtan", "single_task"]
     assert mm.available_weightings() == [
-        "aligned_mtl", "cagrad", "dwa", "gradnorm", "imtlg", "mgda", "nash_mtl", "pcgrad", "static", "uncertainty", "upgrad"
+        "aligned_mtl", "cagrad", "db_mtl", "dwa", "famo", "gradnorm", "imtlg", "mgda", "nash_mtl", "pcgrad", "static", "uncertainty", "upgrad"
     ]
     assert mm.available_sources() == ["celeba", "files", "multimnist", "scenes"]
     assert list(mm.BUNDLE_EXPORTS) == ["torchscript", "onnx"]
     assert reports.available_sections()[0] == "summary"
     with pytest.raises(ValueError, match=r"Unknown task kind 'nope'; known task kinds: binary, classification, "):
         mm.get_task_kind("nope")
-    with pytest.raises(ValueError, match=r"Unknown loss weighting 'nope'; known loss weightings: aligned_mtl, cagrad, dwa, gradnorm, imtlg, mgda, nash_mtl, pcgrad, static, uncertainty, upgrad\."):
+    with pytest.raises(ValueError, match=r"Unknown loss weighting 'nope'; known loss weightings: aligned_mtl, cagrad, db_mtl, dwa, famo, gradnorm, imtlg, mgda, nash_mtl, pcgrad, static, uncertainty, upgrad\."):
         mm.build_weighting(["a", "b"], {"loss_weighting": "nope"})

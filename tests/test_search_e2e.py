@@ -29,7 +29,7 @@ EXPERIMENT = tiny_experiment(**{
         "lr": {"low": 1e-5, "high": 0.02, "log": True},
         "tree": ["single", "per_task"],
         "column_init": ["backbone", "single_task"],
-        "loss_weighting": ["static", "uncertainty", "gradnorm"],
+        "loss_weighting": ["static", "uncertainty", "gradnorm", "famo"],
         "class_weighting": ["none", "balanced"],
     },
     "search": {
@@ -39,7 +39,8 @@ EXPERIMENT = tiny_experiment(**{
         "points_to_evaluate": [
             {"family": "hard_split", "tree": "single", "split_point": 1, "lr": 0.01, "loss_weighting": "static",
              "class_weighting": "none"},
-            {"family": "hard_split", "tree": "single", "split_point": 1, "lr": 0.00001},  # learns nothing: pruned
+            {"family": "hard_split", "tree": "single", "split_point": 1, "lr": 0.00001,  # learns nothing: pruned
+             "loss_weighting": "famo"},
             {"family": "cross_stitch", "alpha_same": 0.9, "alpha_diff": 0.1, "lr_multiplier": 10.0, "lr": 0.01,
              "column_init": "single_task", "loss_weighting": "uncertainty"},
             {"family": "hard_split", "tree": "per_task", "split_points": {"left": 1, "right": 2}, "lr": 0.01,
@@ -71,6 +72,9 @@ def test_search_runs_prunes_and_writes_the_table(run) -> None:
     assert searched[searched["lr"] == 0.01]["status"].iloc[0] == "finished"
     slow = searched[searched["lr"] == 0.00001].iloc[0]
     assert slow["status"] == "pruned" and slow["epochs_run"] == 2
+    # FAMO through the trainable and its checkpoints: its weights moved off equal and are recorded
+    assert slow["loss_weighting"] == "famo" and slow["loss_weights/left"] + slow["loss_weights/right"] == pytest.approx(1.0)
+    assert slow["loss_weights/left"] != pytest.approx(0.5, abs=1e-3)
     assert set(searched["family"]) == {"hard_split", "cross_stitch"}
     for column in ("val/left/accuracy", "val/right/accuracy", "delta_m", "params", "checkpoint", "config"):
         assert column in results

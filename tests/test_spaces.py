@@ -99,10 +99,12 @@ def test_valid_experiment_loads(tmp_path: Path) -> None:
         ("search.points_to_evaluate", [{"lr": 1.0}], "search.points_to_evaluate[0]: lr 1.0 is outside the space's [0.0001, 0.01]"),
         ("tasks", [{"name": "left", "kind": "classification", "classes": 10}], "tasks: multi-task search needs at least 2 tasks"),
         ("space.tree", ["single", "forest"], "space.tree[1]: Input should be 'single', 'per_task', 'grouped' or 'affinity'"),
-        ("space.loss_weighting", "pc_grad", "space.loss_weighting: unknown loss weighting 'pc_grad'; allowed: aligned_mtl, cagrad, dwa, gradnorm, imtlg, mgda, nash_mtl, pcgrad, static, uncertainty, upgrad"),
+        ("space.loss_weighting", "pc_grad", "space.loss_weighting: unknown loss weighting 'pc_grad'; allowed: aligned_mtl, cagrad, db_mtl, dwa, famo, gradnorm, imtlg, mgda, nash_mtl, pcgrad, static, uncertainty, upgrad"),
         ("space.dwa_temperature", -1, "space.dwa_temperature: must be > 0, got -1.0"),  # DWA's Annotated[float, Gt(0)]
         ("space.dwa_temperature", {"low": 0, "high": 2}, "space.dwa_temperature: must be > 0, got {'low': 0.0, 'high': 2.0, 'log': False}"),
         ("space.gradnorm_alpha", "strong", "space.gradnorm_alpha: Input should be a valid number"),
+        ("space.famo_w_lr", 0, "space.famo_w_lr: must be > 0, got 0.0"),  # FAMO's Annotated[float, Gt(0)]
+        ("space.db_mtl_beta", 1.0, "space.db_mtl_beta: must be < 1, got 1.0"),  # DB-MTL's Annotated[float, Ge(0), Lt(1)]
         ("space.gradnorm_alfa", 1.0, "space.gradnorm_alfa: unknown field 'gradnorm_alfa'; allowed: families, tree, "),
         ("search.points_to_evaluate", [{"gradnorm_alpha": 1.0}], "search.points_to_evaluate[0]: gradnorm_alpha is not searched (fixed to 1.5)"),
         ("space.optimization", [], "space.optimization: give one value or a non-empty list of values to search"),
@@ -262,13 +264,16 @@ def test_the_full_space_samples_every_option_and_only_valid_combinations(tmp_pat
     assert seen["column_init"] == {"backbone", "single_task"}
 
 
-@pytest.mark.parametrize("scheme,key,value", [("gradnorm", "gradnorm_alpha", 0.7), ("dwa", "dwa_temperature", 3.5)])
+@pytest.mark.parametrize("scheme,key,value", [("gradnorm", "gradnorm_alpha", 0.7), ("dwa", "dwa_temperature", 3.5),
+                                              ("famo", "famo_w_lr", 0.05), ("db_mtl", "db_mtl_beta_sigma", 0.5)])
 def test_scheme_parameters_keep_their_keys_in_points_trials_configs_and_columns(tmp_path: Path, scheme: str, key: str, value: float) -> None:
-    """GradNorm's ``alpha`` and DWA's ``temperature`` are named as before the schemes declared them."""
+    """GradNorm's ``alpha`` and DWA's ``temperature`` are named as before the schemes declared them;
+    FAMO's and DB-MTL's parameters by the same rule."""
     from reports._results import config_row
 
     doc = copy.deepcopy(BASE)
-    doc["space"] = FULL_SPACE
+    doc["space"] = {**FULL_SPACE, "loss_weighting": [*FULL_SPACE["loss_weighting"], "famo", "db_mtl"],
+                    "famo_w_lr": {"low": 0.01, "high": 0.1, "log": True}, "db_mtl_beta_sigma": {"low": 0.0, "high": 1.0}}
     doc["search"] = {"points_to_evaluate": [{"family": "hard_split", "optimization": "joint", "loss_weighting": scheme, key: value}]}
     exp = spaces.load_experiment(write(tmp_path, doc))
     study = optuna.create_study()
@@ -277,7 +282,7 @@ def test_scheme_parameters_keep_their_keys_in_points_trials_configs_and_columns(
     config = spaces.define_space(exp, spaces.fixed_config(exp, INPUT))(trial)
     assert trial.params[key] == config[key] == config_row(config)[key] == value
     weighting = mm.build_weighting(["left", "right"], config)
-    assert (weighting.alpha if scheme == "gradnorm" else weighting.temperature) == value
+    assert getattr(weighting, key.removeprefix(f"{scheme}_")) == value
 
 
 def test_points_with_per_task_split_points(tmp_path: Path) -> None:

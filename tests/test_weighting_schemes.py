@@ -84,7 +84,8 @@ def test_the_scheme_s_signature_is_its_schema(tmp_path: Path) -> None:
     ]
     # the built-in schemes' keys are the ones experiment files and results tables already use
     assert {k: p.default for k, p in mm.searchable_weighting_parameters().items() if p.scheme != "focus"} == {
-        "dwa_temperature": 2.0, "gradnorm_alpha": 1.5, "cagrad_c": 0.5, "nash_mtl_update_every": 1
+        "dwa_temperature": 2.0, "gradnorm_alpha": 1.5, "cagrad_c": 0.5, "nash_mtl_update_every": 1,
+        "famo_w_lr": 0.025, "famo_gamma": 1e-3, "db_mtl_beta": 0.9, "db_mtl_beta_sigma": 0.0,
     }
 
 
@@ -152,4 +153,4 @@ def test_a_plugin_scheme_s_parameters_are_validated_with_the_line(tmp_path: Path
     line += isinstance(space[key], dict)  # a range: the line its mapping starts on
     assert problem.startswith(f"{tmp_path / 'exp.yaml'}:{line}: {message}")
     if "unknown field" in message:
-        assert problem.endswith("cagrad_c, dwa_temperature, focus_share, focus_on, focus_rounds, gradnorm_alpha, nash_mtl_update_every")
+        assert problem.endswith("cagrad_c, db_mtl_beta, db_mtl_beta_sigma, dwa_temperature, famo_w_lr, famo_gamma, focus_share, focus_on, focus_rounds, gradnorm_alpha, nash_mtl_update_every")

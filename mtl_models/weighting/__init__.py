@@ -1,6 +1,6 @@
 """Task loss weighting schemes, chosen by name: ``static``, ``uncertainty``, ``dwa``, ``gradnorm``,
-and the gradient aggregators ``upgrad``, ``pcgrad``, ``cagrad``, ``mgda``, ``imtlg``,
-``aligned_mtl``, ``nash_mtl`` (torchjd).
+``famo``, the gradient aggregators ``upgrad``, ``pcgrad``, ``cagrad``, ``mgda``, ``imtlg``,
+``aligned_mtl``, ``nash_mtl`` (torchjd) and ``db_mtl``.
 
 One module per scheme; a scheme's keyword-only constructor arguments are its parameters
 (see ``_base``), which the experiment's space and the sampler read from the registry.
@@ -16,7 +16,7 @@ from ._base import (
     weighting_parameters,
     weighting_settings,
 )
-from . import _aggregators, _dwa, _gradnorm, _static, _uncertainty  # noqa: F401  (register the built-in schemes)
+from . import _aggregators, _db_mtl, _dwa, _famo, _gradnorm, _static, _uncertainty  # noqa: F401  (register the built-in schemes)
 
 __all__ = [
     "LossWeighting",

@@ -27,7 +27,9 @@ class LossWeighting(nn.Module):
     ``__init__(tasks, *, <parameters>)``: the tasks the model has (a single-task
     baseline has one) and the scheme's parameters (see the module docstring). A scheme
     may hold learnable parameters (returned by ``param_groups``), react to the end of an
-    epoch (``end_epoch``), or need the model (``combine`` gets it).
+    optimiser step (``after_step``) or of an epoch (``end_epoch``), or need the model
+    (``combine`` gets it). State that must survive a resumed trial lives in the module's
+    ``state_dict`` (buffers, parameters, ``get_extra_state``): the trainer checkpoints it.
     """
 
     # parameter -> config key, where it is not ``<scheme>_<parameter>`` (static's weights)
@@ -52,6 +54,11 @@ class LossWeighting(nn.Module):
     def weights(self) -> dict[str, float]:
         """The current weight of each task (for the results table and the report)."""
         raise NotImplementedError
+
+    def after_step(self, losses_after: Callable[[], dict[str, Tensor]]) -> None:
+        """Called after every optimiser step; ``losses_after()`` computes the step's batch's
+        per-task losses under the updated parameters (an extra forward pass, without gradient:
+        call it only if the scheme needs them, as FAMO does)."""
 
     def end_epoch(self, epoch_losses: dict[str, float]) -> None:
         """Called with each task's mean training loss after every epoch."""
