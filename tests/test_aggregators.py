@@ -18,13 +18,15 @@ ORTHOGONAL = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # no conflict, norms 1 and 
 
 
 class Linear2(nn.Module):
-    """Loss_i = g_i . theta + h_i^2 / 2: the Jacobian on the shared theta is exactly the rows g_i."""
+    """Loss_i = g_i . theta + h_i^2 / 2: the Jacobian on the shared theta is exactly the rows g_i.
+    It does not declare which parameters the tasks share: the aggregators find theta in the
+    autograd graph (as for a plugin family)."""
 
     def __init__(self, gradients: torch.Tensor) -> None:
         super().__init__()
         self.g = gradients
         self.theta = nn.Parameter(torch.zeros(2))
-        self.heads = nn.Parameter(torch.tensor([0.3, -0.7]))
+        self.heads = nn.ParameterList([nn.Parameter(torch.tensor(0.3)), nn.Parameter(torch.tensor(-0.7))])
 
     def losses(self) -> dict[str, torch.Tensor]:
         return {f"t{i}": self.g[i] @ self.theta + 0.5 * self.heads[i] ** 2 for i in range(2)}
@@ -38,7 +40,7 @@ def aggregate(scheme: str, gradients: torch.Tensor, **options) -> tuple[torch.Te
     config = {"loss_weighting": scheme, **{f"{scheme}_{k}": v for k, v in options.items()}}
     weighting = mm.build_weighting(["t0", "t1"], config)
     weighting.backward(model.losses(), model)
-    return model.theta.grad, model.heads.grad
+    return model.theta.grad, torch.stack([h.grad for h in model.heads])
 
 
 def unit(g: torch.Tensor) -> torch.Tensor:

@@ -77,15 +77,15 @@ def test_mtan_counts_exactly_and_always_attends_the_last_stage(num_tasks: int, s
     attended = sorted(set(range(3) if stages is None else stages) | {2})
     assert model.attended == attended
     column, heads = _column_and_heads(tasks)
-    extra, previous = 0, None
+    masks, blocks, previous = 0, 0, None
     for s in attended:
         c = WIDTHS[s]
         inputs = c if previous is None else 2 * c
-        extra += (inputs * c + c) + 2 * c + (c * c + c) + 2 * c  # two 1x1 convs with biases, two batch norms
+        masks += (inputs * c + c) + 2 * c + (c * c + c) + 2 * c  # per task: two 1x1 convs with biases, two batch norms
         if previous is not None:
-            extra += WIDTHS[previous] * c * 9 + c + 2 * c  # the carry: a 3x3 conv with bias, batch norm
+            blocks += WIDTHS[previous] * c * 9 + c + 2 * c  # once for all tasks: a 3x3 conv with bias, batch norm
         previous = s
-    assert mm.count_parameters(model) == column + heads + num_tasks * extra
+    assert mm.count_parameters(model) == column + heads + num_tasks * masks + blocks
     out = model(torch.rand(5, 3, 8, 8))
     assert [tuple(v.shape) for v in out.values()] == [(5, 4 if s["kind"] == "classification" else 2) for s in tasks]
 
