@@ -95,7 +95,7 @@ class GradientAggregation(LossWeighting):
         stacked = stack_losses(losses, self.task_names)
         if len(self.task_names) < 2 or not torch.is_grad_enabled():
             return super().backward(losses, model)
-        shared = self.aggregated_parameters(model, list(stacked))
+        shared = self.aggregated_parameters(model, [losses[t] for t in self.task_names])
         if not shared:
             return super().backward(losses, model)
         ids = {id(p) for p in shared}
