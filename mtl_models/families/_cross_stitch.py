@@ -71,10 +71,18 @@ class ScalarCrossStitchUnit(nn.Module):
         return [self.alpha]
 
 
+# MTL-NAS's NDDR batch norm (``get_nddr_bn``: eps 1e-3, ``cfg.MODEL.BATCH_NORM_MOMENTUM`` 0.05
+# in the default config), in PyTorch's momentum convention, which MTL-NAS passes straight
+# to ``nn.BatchNorm2d``: running = 0.95 running + 0.05 batch.
+NDDR_BN_EPS = 1e-3
+NDDR_BN_MOMENTUM = 0.05
+
+
 class NDDRUnit(nn.Module):
     """NDDR fusion (Gao, Ma, Zhao, Liu, Yuille, CVPR 2019): for each task, a 1x1 convolution
-    of all ``T`` columns' concatenated features ``(B, T C, ...) -> (B, C, ...)``, then batch
-    norm and ReLU. A cross-stitch unit is the special case whose convolution only mixes a
+    of all ``T`` columns' concatenated features ``(B, T C, ...) -> (B, C, ...)`` without bias,
+    then batch norm (MTL-NAS's: eps 1e-3, momentum 0.05) and ReLU, in MTL-NAS's order
+    (``common_layers.NDDR``; NDDR-CNN-PyTorch's default puts the ReLU before the batch norm). A cross-stitch unit is the special case whose convolution only mixes a
     channel with the same channel of the other columns; NDDR learns any mix.
 
     Initialised "identity-like", as NDDR-CNN and MTL-NAS do: channel ``c`` of task ``i``'s
@@ -91,7 +99,10 @@ class NDDRUnit(nn.Module):
             else nn.Linear(num_tasks * channels, channels, bias=False)
             for _ in range(num_tasks)
         )
-        self.norm = nn.ModuleList((nn.BatchNorm2d if spatial else nn.BatchNorm1d)(channels) for _ in range(num_tasks))
+        norm = nn.BatchNorm2d if spatial else nn.BatchNorm1d
+        self.norm = nn.ModuleList(
+            norm(channels, eps=NDDR_BN_EPS, momentum=NDDR_BN_MOMENTUM) for _ in range(num_tasks)
+        )
         with torch.no_grad():
             eye = torch.eye(channels)
             for i, layer in enumerate(self.fuse):
