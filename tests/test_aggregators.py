@@ -116,3 +116,43 @@ def test_aggregators_train_every_family(scheme: str, family: str, extra: dict) -
     assert set(weights) == {"t0", "t1"} and sum(weights.values()) == pytest.approx(1.0, abs=1e-5)
     after = trainer.model.shared_parameters()
     assert all(not torch.equal(a, b) for a, b in zip(after, before))  # the shared layers did move
+
+
+def test_a_resumed_trial_continues_nash_mtl_where_it_stopped(tmp_path) -> None:
+    """torchjd's Nash-MTL keeps a step counter and the previous weights (re-used between solves,
+    ``update_every``); they travel in the checkpoint, so a restored trainer's next steps give the
+    same weights and gradients as an uninterrupted run. 32 samples / 16 = 2 steps an epoch,
+    a solve every 3: epoch 2 starts at step 2, which re-uses step 0's weights (a restart at
+    step 0 would solve afresh)."""
+    tasks = make_tasks(2, ("classification", "regression"))
+    data = random_data(tasks, n=32)
+    config = make_config("hard_split", tasks, split_point=2, loss_weighting="nash_mtl", nash_mtl_update_every=3)
+
+    def fresh() -> tuple[mm.Trainer, list[torch.Tensor]]:
+        mm.seed_everything(0)
+        trainer = mm.Trainer(mm.build_model(config), data, config)
+        steps: list[torch.Tensor] = []
+        backward = trainer.weighting.backward
+
+        def recorded(losses, model):
+            total = backward(losses, model)
+            steps.append(torch.cat([trainer.weighting.last.clone()] + [p.grad.flatten().clone() for p in model.parameters()]))
+            return total
+
+        trainer.weighting.backward = recorded
+        return trainer, steps
+
+    straight, straight_steps = fresh()
+    for _ in range(2):
+        straight.train_epoch()
+    first, _ = fresh()
+    first.train_epoch()
+    mm.save_checkpoint_state(first.state_dict(), tmp_path)
+    restarted, restarted_steps = fresh()
+    restarted.load_state_dict(mm.load_checkpoint_state(tmp_path))
+    restarted.train_epoch()
+    assert len(restarted_steps) == 2
+    for a, b in zip(straight_steps[2:], restarted_steps):  # weights, then every parameter's gradient
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    for a, b in zip(straight.model.state_dict().values(), restarted.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import warnings
 from typing import Annotated, Any, ClassVar, Literal, Sequence
 
+import numpy as np
 import torch
 from annotated_types import Ge, Gt
 from torch import Tensor, nn
@@ -185,6 +186,29 @@ class NashMTL(GradientAggregation):
         from torchjd.aggregation import NashMTL as Method
 
         return Method(n_tasks=num_tasks, update_weights_every=self.update_every)
+
+    def _solver(self) -> Any:
+        """torchjd's stateful Nash-MTL weighting inside the aggregator."""
+        return next(m for m in self.aggregator.modules() if hasattr(m, "prvs_alpha"))
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The bargaining state torchjd keeps outside tensors (its step counter, the previous
+        weights that warm-start and, between updates, replace the solve, the Gram matrix's
+        normalisation): part of ``state_dict``, so a checkpointed trial resumes with it."""
+        solver = self._solver()
+        return {
+            "step": float(solver.step),
+            "prvs_alpha": torch.from_numpy(np.array(solver.prvs_alpha, copy=True)),
+            "normalization_factor": torch.from_numpy(np.array(solver.normalization_factor, copy=True)),
+        }
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        solver = self._solver()
+        solver.step = float(state["step"])
+        solver.prvs_alpha = state["prvs_alpha"].numpy().copy()
+        solver.normalization_factor = state["normalization_factor"].numpy().copy()
+        if solver.step > 0:  # torchjd builds its convex problem at step 0 only
+            solver._init_optim_problem()
 
 
 def reached_by_several(losses: Sequence[Tensor], parameters: Any) -> list[nn.Parameter]:
