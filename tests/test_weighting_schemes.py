@@ -84,7 +84,8 @@ def test_the_scheme_s_signature_is_its_schema(tmp_path: Path) -> None:
     ]
     # the built-in schemes' keys are the ones experiment files and results tables already use
     assert {k: p.default for k, p in mm.searchable_weighting_parameters().items() if p.scheme != "focus"} == {
-        "dwa_temperature": 2.0, "gradnorm_alpha": 1.5, "cagrad_c": 0.5, "nash_mtl_update_every": 1
+        "dwa_temperature": 2.0, "gradnorm_alpha": 1.5, "cagrad_c": 0.5, "nash_mtl_update_every": 1,
+        "aggregation_scope": "shared",  # every aggregator's, one key (config_keys)
     }
 
 
