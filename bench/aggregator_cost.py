@@ -1,6 +1,6 @@
 """What a gradient aggregator costs per training step, against static weighting on the same model.
 
-    python -m bench.aggregator_cost [--steps 30] [--repeats 3] [--split-point 4]
+    python -m bench.aggregator_cost [--steps 30] [--repeats 3] [--split-point 4] [--families hard_split cross_stitch] [--aggregators upgrad mgda ...]
 
 The quickstart's model (small CNN 16-32-64-64 on 36x36 MultiMNIST-sized inputs, batch
 128, two tasks) as a hard split after stage ``--split-point`` (4: all four stages shared)
@@ -21,6 +21,7 @@ Writes ``bench/results/aggregator_cost.json``.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from typing import Any
@@ -98,20 +99,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--split-point", type=int, default=4)
+    parser.add_argument("--aggregators", nargs="+", default=list(AGGREGATORS), choices=list(AGGREGATORS))
+    parser.add_argument("--families", nargs="+", default=["hard_split", "cross_stitch"], choices=["hard_split", "cross_stitch"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dataset = data()
-    out: dict[str, Any] = {**machine(), "threads": args.threads, "steps": args.steps, "repeats": args.repeats,
+    out: dict[str, Any] = {**machine(), "load_average": list(os.getloadavg()), "threads": args.threads,
+                           "steps": args.steps, "repeats": args.repeats,
                            "split_point": args.split_point, "aggregated_parameters": {}, "families": {}}
-    for family in ("hard_split", "cross_stitch"):
+    for family in args.families:
         out["aggregated_parameters"][family] = {scope: aggregated(family, scope, args.split_point) for scope in SCOPES}
-        samples: dict[str, list[float]] = {row: [] for row, _, _ in SCHEMES}
+        chosen = [r for r in SCHEMES if r[1] in ("static", "gradnorm") or r[1] in args.aggregators]
+        samples: dict[str, list[float]] = {row: [] for row, _, _ in chosen}
         for _ in range(args.repeats):
-            for row, scheme, scope in SCHEMES:
+            for row, scheme, scope in chosen:
                 samples[row] += step_times(family, scheme, scope, args.split_point, dataset, args.steps)
+                print(f"  {family} {row}: {1000 * statistics.median(samples[row]):.1f} ms so far", flush=True)
         static = statistics.median(samples["static"])
         rows = {}
-        for row, _, _ in SCHEMES:
+        for row, _, _ in chosen:
             median = statistics.median(samples[row])
             q = statistics.quantiles(samples[row], n=4)
             rows[row] = {"ms_per_step": 1000 * median, "iqr_ms": [1000 * q[0], 1000 * q[2]], "vs_static": median / static}
