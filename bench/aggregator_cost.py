@@ -16,12 +16,16 @@ The aggregators compute every task's gradient on the aggregated parameters (torc
 Jacobian: one backward per task through them) and solve a small problem on the T x T
 Gramian (CAGrad and Nash-MTL with cvxpy).
 
-Writes ``bench/results/aggregator_cost.json``.
+Writes ``bench/results/aggregator_cost.json`` (``--name``: another name). The scope
+comparison on the hard split sharing all four stages, as run for issue 22:
+``--families hard_split --aggregators upgrad mgda --name aggregator_cost_scope``.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import statistics
 import time
 from typing import Any
@@ -67,6 +71,14 @@ def data(n: int = 256) -> mm.MultiTaskData:
     return mm.MultiTaskData(specs, splits, description="random MultiMNIST-sized")
 
 
+def revision() -> str | None:
+    """The git commit the benchmark ran at (``None`` outside a checkout)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def aggregated(family: str, scope: str, split_point: int) -> int:
     """How many parameters the aggregators combine under ``scope`` on this model."""
     model = mm.build_model(config(family, "upgrad", scope, split_point))
@@ -99,12 +111,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--split-point", type=int, default=4)
+    parser.add_argument("--name", default="aggregator_cost", help="writes bench/results/<name>.json")
     parser.add_argument("--aggregators", nargs="+", default=list(AGGREGATORS), choices=list(AGGREGATORS))
     parser.add_argument("--families", nargs="+", default=["hard_split", "cross_stitch"], choices=["hard_split", "cross_stitch"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dataset = data()
-    out: dict[str, Any] = {**machine(), "load_average": list(os.getloadavg()), "threads": args.threads,
+    out: dict[str, Any] = {**machine(), "revision": revision(), "command": "python -m bench.aggregator_cost " + " ".join(sys.argv[1:]),
+                           "load_average": list(os.getloadavg()), "threads": args.threads,
                            "steps": args.steps, "repeats": args.repeats,
                            "split_point": args.split_point, "aggregated_parameters": {}, "families": {}}
     for family in args.families:
@@ -123,7 +137,7 @@ def main() -> None:
             rows[row] = {"ms_per_step": 1000 * median, "iqr_ms": [1000 * q[0], 1000 * q[2]], "vs_static": median / static}
             print(f"{family:12} {row:30} {1000 * median:7.1f} ms/step  x{median / static:5.2f} of static", flush=True)
         out["families"][family] = rows
-    print(f"wrote {write_result('aggregator_cost', out)}")
+    print(f"wrote {write_result(args.name, out)}")
 
 
 if __name__ == "__main__":
