@@ -69,7 +69,8 @@ def describe_config(config: dict[str, Any]) -> str:
     if config.get("optimization") == "alternating":
         extras.append("alternating")
     elif config.get("loss_weighting") not in (None, "static"):
-        extras.append(str(config["loss_weighting"]))
+        scope = " last shared stage" if config.get("aggregation_scope") == "last_shared_stage" else ""
+        extras.append(str(config["loss_weighting"]) + scope)
     elif weights and max(weights.values()) - min(weights.values()) > 1e-9:
         names = [t["name"] for t in config.get("tasks") or [] if t["name"] in weights] or list(weights)
         extras.append("w " + "/".join(f"{weights[t]:.2f}" for t in names))  # in the tasks' order

@@ -79,7 +79,9 @@ class SpaceConfig(_Strict):
     recipe). Losses: ``loss_weighting`` (a registered scheme: ``static`` with
     ``loss_weights``, ``uncertainty``, ``dwa``, ``gradnorm``, or a plugin's), each
     scheme's parameters as ``<scheme>_<parameter>`` (``gradnorm_alpha``,
-    ``dwa_temperature``; read from the schemes, see ``spaces._parts``),
+    ``dwa_temperature``; read from the schemes, see ``spaces._parts``) or under a key a
+    scheme maps (``config_keys``: every gradient aggregator's ``aggregation_scope``,
+    ``shared`` or ``last_shared_stage``),
     ``optimization`` (``joint`` or ``alternating``, seed 002), ``class_weighting``
     (``none`` or ``balanced``, seed 001), ``grad_clip``. ``families`` may also name a
     plugin's family (``mtl_models.register_family``), its builder's keyword-only

@@ -18,13 +18,15 @@ ORTHOGONAL = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # no conflict, norms 1 and 
 
 
 class Linear2(nn.Module):
-    """Loss_i = g_i . theta + h_i^2 / 2: the Jacobian on the shared theta is exactly the rows g_i."""
+    """Loss_i = g_i . theta + h_i^2 / 2: the Jacobian on the shared theta is exactly the rows g_i.
+    It does not declare which parameters the tasks share: the aggregators find theta in the
+    autograd graph (as for a plugin family)."""
 
     def __init__(self, gradients: torch.Tensor) -> None:
         super().__init__()
         self.g = gradients
         self.theta = nn.Parameter(torch.zeros(2))
-        self.heads = nn.Parameter(torch.tensor([0.3, -0.7]))
+        self.heads = nn.ParameterList([nn.Parameter(torch.tensor(0.3)), nn.Parameter(torch.tensor(-0.7))])
 
     def losses(self) -> dict[str, torch.Tensor]:
         return {f"t{i}": self.g[i] @ self.theta + 0.5 * self.heads[i] ** 2 for i in range(2)}
@@ -38,7 +40,7 @@ def aggregate(scheme: str, gradients: torch.Tensor, **options) -> tuple[torch.Te
     config = {"loss_weighting": scheme, **{f"{scheme}_{k}": v for k, v in options.items()}}
     weighting = mm.build_weighting(["t0", "t1"], config)
     weighting.backward(model.losses(), model)
-    return model.theta.grad, model.heads.grad
+    return model.theta.grad, torch.stack([h.grad for h in model.heads])
 
 
 def unit(g: torch.Tensor) -> torch.Tensor:
@@ -114,3 +116,43 @@ def test_aggregators_train_every_family(scheme: str, family: str, extra: dict) -
     assert set(weights) == {"t0", "t1"} and sum(weights.values()) == pytest.approx(1.0, abs=1e-5)
     after = trainer.model.shared_parameters()
     assert all(not torch.equal(a, b) for a, b in zip(after, before))  # the shared layers did move
+
+
+def test_a_resumed_trial_continues_nash_mtl_where_it_stopped(tmp_path) -> None:
+    """torchjd's Nash-MTL keeps a step counter and the previous weights (re-used between solves,
+    ``update_every``); they travel in the checkpoint, so a restored trainer's next steps give the
+    same weights and gradients as an uninterrupted run. 32 samples / 16 = 2 steps an epoch,
+    a solve every 3: epoch 2 starts at step 2, which re-uses step 0's weights (a restart at
+    step 0 would solve afresh)."""
+    tasks = make_tasks(2, ("classification", "regression"))
+    data = random_data(tasks, n=32)
+    config = make_config("hard_split", tasks, split_point=2, loss_weighting="nash_mtl", nash_mtl_update_every=3)
+
+    def fresh() -> tuple[mm.Trainer, list[torch.Tensor]]:
+        mm.seed_everything(0)
+        trainer = mm.Trainer(mm.build_model(config), data, config)
+        steps: list[torch.Tensor] = []
+        backward = trainer.weighting.backward
+
+        def recorded(losses, model):
+            total = backward(losses, model)
+            steps.append(torch.cat([trainer.weighting.last.clone()] + [p.grad.flatten().clone() for p in model.parameters()]))
+            return total
+
+        trainer.weighting.backward = recorded
+        return trainer, steps
+
+    straight, straight_steps = fresh()
+    for _ in range(2):
+        straight.train_epoch()
+    first, _ = fresh()
+    first.train_epoch()
+    mm.save_checkpoint_state(first.state_dict(), tmp_path)
+    restarted, restarted_steps = fresh()
+    restarted.load_state_dict(mm.load_checkpoint_state(tmp_path))
+    restarted.train_epoch()
+    assert len(restarted_steps) == 2
+    for a, b in zip(straight_steps[2:], restarted_steps):  # weights, then every parameter's gradient
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    for a, b in zip(straight.model.state_dict().values(), restarted.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

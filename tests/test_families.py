@@ -48,10 +48,13 @@ def test_cross_stitch_unit_granularities_count_exactly(unit: str, num_tasks: int
 
 @pytest.mark.parametrize("unit", ["channel", "scalar", "nddr"])
 def test_identity_units_leave_the_columns_independent(unit: str) -> None:
-    """alpha (1, 0): every unit passes each column through (NDDR's batch norm is the identity up
-    to its epsilon at initialisation in eval mode, and its ReLU sees non-negative features)."""
+    """alpha (1, 0): every unit passes each column through (NDDR's batch norm is the identity at
+    initialisation in eval mode with its epsilon set to 0 here, and its ReLU sees non-negative features)."""
     tasks = make_tasks(2)
     stitched = mm.build_model(make_config("cross_stitch", tasks, cross_stitch_unit=unit, alpha_same=1.0, alpha_diff=0.0)).eval()
+    for module in stitched.units.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eps = 0.0  # MTL-NAS's 1e-3 would scale by 1/sqrt(1.001)
     separate = mm.build_model(make_config("cross_stitch", tasks, cross_stitch_stages=[])).eval()
     separate.load_state_dict({k: v for k, v in stitched.state_dict().items() if not k.startswith("units.")})
     x = torch.rand(4, 3, 8, 8)
@@ -77,15 +80,15 @@ def test_mtan_counts_exactly_and_always_attends_the_last_stage(num_tasks: int, s
     attended = sorted(set(range(3) if stages is None else stages) | {2})
     assert model.attended == attended
     column, heads = _column_and_heads(tasks)
-    extra, previous = 0, None
+    masks, blocks, previous = 0, 0, None
     for s in attended:
         c = WIDTHS[s]
         inputs = c if previous is None else 2 * c
-        extra += (inputs * c + c) + 2 * c + (c * c + c) + 2 * c  # two 1x1 convs with biases, two batch norms
+        masks += (inputs * c + c) + 2 * c + (c * c + c) + 2 * c  # per task: two 1x1 convs with biases, two batch norms
         if previous is not None:
-            extra += WIDTHS[previous] * c * 9 + c + 2 * c  # the carry: a 3x3 conv with bias, batch norm
+            blocks += WIDTHS[previous] * c * 9 + c + 2 * c  # once for all tasks: a 3x3 conv with bias, batch norm
         previous = s
-    assert mm.count_parameters(model) == column + heads + num_tasks * extra
+    assert mm.count_parameters(model) == column + heads + num_tasks * masks + blocks
     out = model(torch.rand(5, 3, 8, 8))
     assert [tuple(v.shape) for v in out.values()] == [(5, 4 if s["kind"] == "classification" else 2) for s in tasks]
 

@@ -86,6 +86,7 @@ def test_the_scheme_s_signature_is_its_schema(tmp_path: Path) -> None:
     assert {k: p.default for k, p in mm.searchable_weighting_parameters().items() if p.scheme != "focus"} == {
         "dwa_temperature": 2.0, "gradnorm_alpha": 1.5, "cagrad_c": 0.5, "nash_mtl_update_every": 1,
         "famo_w_lr": 0.025, "famo_gamma": 1e-3, "db_mtl_beta": 0.9, "db_mtl_beta_sigma": 0.0,
+        "aggregation_scope": "shared",  # every aggregator's, one key (config_keys)
     }
 
 

@@ -49,8 +49,29 @@ class MultiTaskModel(nn.Module):
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr_scale": 1.0}]
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """Parameters every task's loss flows through (empty when nothing is shared)."""
+        """GradNorm's ``W`` (Chen et al. 2018, "the last shared layer"): the deepest parameters
+        every task's loss flows through (empty when nothing is shared)."""
         return []
+
+    def task_parameters(self) -> dict[str, list[nn.Parameter]] | None:
+        """Per task, the parameters its output depends on, read from the structure (no forward
+        pass): what its loss's gradient reaches. ``None``: the family does not say (a plugin's);
+        the gradient aggregators then find it in the autograd graph of each step's losses."""
+        return None
+
+    def multi_task_parameters(self) -> list[nn.Parameter] | None:
+        """The parameters two or more tasks' outputs depend on, in ``parameters()`` order: what the
+        gradient aggregators combine (torchjd's ``mtl_backward`` shared parameters). A tensor
+        counts as a whole: a cross-stitch unit's ``alpha`` that each task reaches in its own
+        row is one. ``None`` where :meth:`task_parameters` is."""
+        reach = self.task_parameters()
+        if reach is None:
+            return None
+        counts: dict[int, int] = {}
+        for params in reach.values():
+            for key in {id(p) for p in params}:
+                counts[key] = counts.get(key, 0) + 1
+        return [p for p in self.parameters() if counts.get(id(p), 0) >= 2]
 
 
 ModelBuilder = Callable[[dict[str, Any]], MultiTaskModel]

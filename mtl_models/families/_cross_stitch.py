@@ -44,6 +44,11 @@ class CrossStitchUnit(nn.Module):
         """``(T, T, C)``: how much of column ``j``'s channel ``c`` goes into column ``i``."""
         return self.alpha.detach().cpu()
 
+    def parameters_to(self, task: int, last: bool) -> list[nn.Parameter]:
+        """The unit's parameters column ``task``'s output depends on (``last``: no later unit
+        mixes the columns again): ``alpha``, whose row ``task`` it reads."""
+        return [self.alpha]
+
 
 class ScalarCrossStitchUnit(nn.Module):
     """One ``alpha`` per pair of tasks, shared by all channels, ``(T, T)`` (LibMTL's cross-stitch)."""
@@ -61,11 +66,23 @@ class ScalarCrossStitchUnit(nn.Module):
     def alphas(self) -> Tensor:
         return self.alpha.detach().cpu().unsqueeze(-1)
 
+    def parameters_to(self, task: int, last: bool) -> list[nn.Parameter]:
+        """``alpha``, whose row ``task`` column ``task``'s output reads."""
+        return [self.alpha]
+
+
+# MTL-NAS's NDDR batch norm (``get_nddr_bn``: eps 1e-3, ``cfg.MODEL.BATCH_NORM_MOMENTUM`` 0.05
+# in the default config), in PyTorch's momentum convention, which MTL-NAS passes straight
+# to ``nn.BatchNorm2d``: running = 0.95 running + 0.05 batch.
+NDDR_BN_EPS = 1e-3
+NDDR_BN_MOMENTUM = 0.05
+
 
 class NDDRUnit(nn.Module):
     """NDDR fusion (Gao, Ma, Zhao, Liu, Yuille, CVPR 2019): for each task, a 1x1 convolution
-    of all ``T`` columns' concatenated features ``(B, T C, ...) -> (B, C, ...)``, then batch
-    norm and ReLU. A cross-stitch unit is the special case whose convolution only mixes a
+    of all ``T`` columns' concatenated features ``(B, T C, ...) -> (B, C, ...)`` without bias,
+    then batch norm (MTL-NAS's: eps 1e-3, momentum 0.05) and ReLU, in MTL-NAS's order
+    (``common_layers.NDDR``; NDDR-CNN-PyTorch's default puts the ReLU before the batch norm). A cross-stitch unit is the special case whose convolution only mixes a
     channel with the same channel of the other columns; NDDR learns any mix.
 
     Initialised "identity-like", as NDDR-CNN and MTL-NAS do: channel ``c`` of task ``i``'s
@@ -82,7 +99,10 @@ class NDDRUnit(nn.Module):
             else nn.Linear(num_tasks * channels, channels, bias=False)
             for _ in range(num_tasks)
         )
-        self.norm = nn.ModuleList((nn.BatchNorm2d if spatial else nn.BatchNorm1d)(channels) for _ in range(num_tasks))
+        norm = nn.BatchNorm2d if spatial else nn.BatchNorm1d
+        self.norm = nn.ModuleList(
+            norm(channels, eps=NDDR_BN_EPS, momentum=NDDR_BN_MOMENTUM) for _ in range(num_tasks)
+        )
         with torch.no_grad():
             eye = torch.eye(channels)
             for i, layer in enumerate(self.fuse):
@@ -92,6 +112,13 @@ class NDDRUnit(nn.Module):
     def forward(self, xs: list[Tensor]) -> list[Tensor]:
         stacked = torch.cat(xs, dim=1)
         return [torch.relu(norm(fuse(stacked))) for fuse, norm in zip(self.fuse, self.norm)]
+
+    def parameters_to(self, task: int, last: bool) -> list[nn.Parameter]:
+        """Task ``task``'s own convolution and batch norm; before the last unit, every task's
+        (a later unit mixes the other columns back in)."""
+        if last:
+            return [*self.fuse[task].parameters(), *self.norm[task].parameters()]
+        return list(self.parameters())
 
     def alphas(self) -> Tensor:
         """``(T, T, C)``: the channel-diagonal of each column's block of each task's convolution
@@ -166,6 +193,24 @@ class CrossStitchModel(MultiTaskModel):
             return []
         stage = self.stitch_after[-1]
         return [p for column in self.columns for p in column[stage].parameters()]
+
+    def task_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Task ``i`` reaches its own column and head, every column's stages up to the last
+        unit (which mixes them into column ``i``), and the units' parameters that column
+        ``i`` reads (:meth:`CrossStitchUnit.parameters_to`)."""
+        last = self.stitch_after[-1] if self.stitch_after else -1
+        out = {}
+        for i, t in enumerate(self.task_names):
+            params = [
+                p
+                for j, column in enumerate(self.columns)
+                for s, stage in enumerate(column)
+                if j == i or s <= last
+                for p in stage.parameters()
+            ]
+            params += [p for s, unit in self.units.items() for p in unit.parameters_to(i, int(s) == last)]
+            out[t] = params + list(self.heads[t].parameters())
+        return out
 
     def init_columns_from(self, singles: dict[str, MultiTaskModel]) -> None:
         """Start each task's column and head from that task's single-task network

@@ -29,6 +29,10 @@ class EnsembleModel(MultiTaskModel):
         super().__init__(tasks, input_spec)
         self.members = nn.ModuleDict({t: nn.ModuleList(ms) for t, ms in members.items()})
 
+    def task_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Each task's members are its own: nothing is shared."""
+        return {t: list(self.members[t].parameters()) for t in self.task_names}
+
     def member_outputs(self, x: Tensor) -> dict[str, list[Tensor]]:
         return {t: [member(x)[t] for member in self.members[t]] for t in self.task_names}
 

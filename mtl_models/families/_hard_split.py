@@ -161,6 +161,20 @@ class BranchedModel(MultiTaskModel):
         shared = [s for s, part in enumerate(self.partitions) if len(part) == 1 and len(self.task_names) > 1]
         return list(self.blocks[shared[-1]].parameters()) if shared else []
 
+    def task_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Task ``t`` reaches the copy of every stage whose group holds ``t``, and its head."""
+        out = {}
+        for t in self.task_names:
+            params = [
+                p
+                for part, blocks in zip(self.partitions, self.blocks)
+                for group, block in zip(part, blocks)
+                if t in group
+                for p in block.parameters()
+            ]
+            out[t] = params + list(self.heads[t].parameters())
+        return out
+
 
 def _parent_index(previous: Partition, group: tuple[str, ...], stage: int) -> int:
     for i, parent in enumerate(previous):

@@ -1,20 +1,31 @@
-"""Multi-Task Attention Network, MTAN (Liu, Johns & Davison, CVPR 2019).
+"""Multi-Task Attention Network, MTAN (Liu, Johns & Davison, CVPR 2019), in the layout of
+the authors' code (lorenmt/mtan, ``model_segnet_mtan.py``) and LibMTL's ``MTAN``.
 
-One backbone shared by every task; after each attended stage every task has its own
-soft-attention module that selects, per channel and position, which of the shared
-features it uses: ``h_t^s = a_t^s * F^s`` with the mask
-``a_t^s = sigmoid(g_t^s([F^s ; p(h_t^{s'})]))`` (the paper's eq. 1-2), ``F^s`` the shared
-features after stage ``s``, ``h_t^{s'}`` the task's attended features at the attended
-stage before (carried to stage ``s``'s size by ``p``: pooling, then a 3x3 convolution,
-batch norm and ReLU, the paper's ``f``), ``g`` two 1x1 convolutions with batch norm
-(ReLU between, sigmoid at the end). Each task's head reads its attended features at the
-last stage, which is always attended; which earlier stages are (``mtan_stages``) is
-searched. On stages that output vectors (AlexNet's fc layers) the 1x1 convolutions are
-linear layers.
+One backbone shared by every task. After each attended stage ``s`` every task ``t`` has
+its own soft-attention module ``g_t^s`` (two 1x1 convolutions with batch norm, ReLU
+between, sigmoid at the end: the reference's ``att_layer``) whose mask gates the stage's
+features: ``h_t^s = g_t^s([F^s ; f^{s'}(h_t^{s'})]) * F^s`` (the paper's eq. 1-2; at
+the first attended stage the mask reads ``F^s`` alone). ``f^{s'}`` is **one** block per
+attended stage, shared by the tasks (the reference's ``encoder_block_att``: a 3x3
+convolution, batch norm and ReLU from stage ``s'``'s channels to stage ``s``'s, then
+max pooling to stage ``s``'s resolution: 2x2 where it halves, as the reference's
+``max_pool2d``, adaptive otherwise); it carries each task's attended features at the
+attended stage ``s'`` before to stage ``s``. Each task's head reads its attended
+features at the last stage, which is always attended and, as in LibMTL's encoder, has
+no block after it; which earlier stages are attended (``mtan_stages``) is searched. On
+stages that output vectors (AlexNet's fc layers) the convolutions are linear layers.
 
-Parameters: the backbone once, plus per task and attended stage ``s`` with ``C_s``
-channels the mask (``(C_s [+ C_s]) C_s + C_s C_s`` weights, biases and batch norms) and
-the carry from the previous attended stage.
+Where the mask reads: in the reference a stage is two convolution blocks and the mask
+reads the first one's output (the stage's *intermediate* features; LibMTL's ResNet:
+all but the last residual block of a layer) and gates the second's. A stage here is one
+module of the backbone's list with no named inside, so the mask reads and gates the
+same features, the stage's output ``F^s``: splitting a stage would make the family
+know each backbone's modules (house style: no backbone special-cased).
+
+Parameters: the backbone once; per task and attended stage ``s`` with ``C_s`` channels
+the mask's ``(C_s [+ C_s]) C_s + C_s C_s`` weights, biases and two batch norms; per
+attended stage after the first one shared block ``9 C_{s'} C_s + C_s`` and its batch
+norm. The mask's inner width is ``C_s`` (lorenmt's; LibMTL's ResNet-50 uses ``C_s / 4``).
 """
 from __future__ import annotations
 
@@ -54,10 +65,11 @@ class TaskAttention(nn.Module):
         return self.mask(x) * features
 
 
-class Carry(nn.Module):
-    """A task's attended features carried to the next attended stage's size: pooled to its
-    resolution (global pooling to reach vectors), then a 3x3 convolution (a linear layer on
-    vectors), batch norm and ReLU to its channels."""
+class SharedBlock(nn.Module):
+    """The block that carries a task's attended features to the next attended stage, one
+    per stage for all tasks (the reference's ``encoder_block_att``): a 3x3 convolution (a
+    linear layer on vectors), batch norm and ReLU to the next stage's channels, then max
+    pooling to its resolution (global, to reach vectors)."""
 
     def __init__(self, inputs: int, outputs: int, in_spatial: bool, out_spatial: bool) -> None:
         super().__init__()
@@ -65,20 +77,26 @@ class Carry(nn.Module):
             raise ValueError("MTAN cannot carry vector features back to a spatial stage.")
         self.in_spatial, self.out_spatial = in_spatial, out_spatial
         self.block = nn.Sequential(
-            _layer(out_spatial, inputs, outputs, 3 if out_spatial else 1), _norm(out_spatial, outputs), nn.ReLU(inplace=True)
+            _layer(in_spatial, inputs, outputs, 3 if in_spatial else 1), _norm(in_spatial, outputs), nn.ReLU(inplace=True)
         )
 
     def forward(self, x: Tensor, like: Tensor) -> Tensor:
-        if self.out_spatial:
-            if x.shape[-2:] != like.shape[-2:]:
-                x = F.adaptive_avg_pool2d(x, like.shape[-2:])
-        elif self.in_spatial:
-            x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return self.block(x)
+        x = self.block(x)
+        if not self.in_spatial:
+            return x
+        if not self.out_spatial:
+            return torch.flatten(F.adaptive_max_pool2d(x, 1), 1)
+        size, target = tuple(x.shape[-2:]), tuple(like.shape[-2:])
+        if size == target:
+            return x
+        if target == (size[0] // 2, size[1] // 2):
+            return F.max_pool2d(x, kernel_size=2, stride=2)
+        return F.adaptive_max_pool2d(x, target)
 
 
 class MTANModel(MultiTaskModel):
-    """A shared backbone with per-task attention after the stages in ``attended`` (the last included)."""
+    """A shared backbone with per-task attention after the stages in ``attended`` (the last
+    included) and one shared block between consecutive attended stages."""
 
     def __init__(
         self,
@@ -96,7 +114,7 @@ class MTANModel(MultiTaskModel):
         self.backbone = nn.ModuleList(stage.module for stage in stages)
         self.attended = sorted(set(int(s) for s in attended) | {n - 1})
         self.attention = nn.ModuleDict()
-        self.carry = nn.ModuleDict()
+        self.carry = nn.ModuleDict()  # stage -> the shared block from the attended stage before
         previous = None
         for s in self.attended:
             stage = stages[s]
@@ -105,9 +123,7 @@ class MTANModel(MultiTaskModel):
             )
             if previous is not None:
                 before = stages[previous]
-                self.carry[str(s)] = nn.ModuleDict(
-                    {t.name: Carry(before.out_channels, stage.out_channels, before.spatial, stage.spatial) for t in tasks}
-                )
+                self.carry[str(s)] = SharedBlock(before.out_channels, stage.out_channels, before.spatial, stage.spatial)
             previous = s
         self.heads = heads
 
@@ -121,13 +137,22 @@ class MTANModel(MultiTaskModel):
             for t in self.task_names:
                 previous = attended[t]
                 if previous is not None:
-                    previous = self.carry[key][t](previous, x)
+                    previous = self.carry[key](previous, x)
                 attended[t] = self.attention[key][t](x, previous)
         return {t: self.heads[t](attended[t]) for t in self.task_names}
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """GradNorm's ``W``: the backbone's last stage, which every task's attention reads."""
         return list(self.backbone[-1].parameters())
+
+    def task_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Every task reaches the whole backbone and the shared blocks that carry attended
+        features between stages; its own attention modules and head are its alone."""
+        shared = [*self.backbone.parameters(), *self.carry.parameters()]
+        return {
+            t: shared + [p for stage in self.attention.values() for p in stage[t].parameters()] + list(self.heads[t].parameters())
+            for t in self.task_names
+        }
 
 
 @register_family("mtan")

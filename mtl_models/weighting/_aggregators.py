@@ -1,13 +1,25 @@
 """Gradient aggregation (torchjd, Quinton & Rey 2024): instead of one weighted sum of the
-losses, the tasks' gradients on the parameters every task shares are combined by a
-method that resolves their conflicts, and the update follows that combination.
+losses, the tasks' gradients on the parameters they share are combined by a method that
+resolves their conflicts, and the update follows that combination.
 
-Per step: the Jacobian of the task losses with respect to the model's
-``shared_parameters()`` (the parameters GradNorm balances: a hard split's deepest
-shared stage, the stage before a cross-stitch network's last unit in every column,
-MTAN's last backbone stage) is reduced by the aggregator to one gradient; every other
-parameter takes the gradient of the plain sum of the losses (each task's own layers
-only see its own loss). A model with nothing shared falls back to that sum.
+Per step, as torchjd's ``mtl_backward`` does: one Jacobian of all ``T`` task losses with
+respect to **every parameter two or more task losses reach** (a row is zero where a task
+does not reach a parameter) is reduced by the aggregator to one gradient, jointly over
+all of them; every other parameter is reached by one task only and takes that task's
+loss gradient (the plain sum). Which parameters two tasks reach is read from the model's
+structure (``multi_task_parameters()``: a hard-split tree's stages shared by a group of
+two or more, a cross-stitch network's columns up to its last unit and its units, MTAN's
+backbone and shared blocks); a plugin family that does not declare it is read from the
+autograd graph of the step's losses. A tensor counts as a whole: a cross-stitch unit's
+``alpha``, which each task reaches in its own row, is aggregated. A model with nothing
+shared falls back to the plain sum.
+
+``aggregation_scope`` (every aggregator's parameter, one key for all of them):
+``shared`` (default) aggregates as above; ``last_shared_stage`` only the parameters
+GradNorm balances (``shared_parameters()``: a hard split's deepest stage all tasks share,
+the stage before a cross-stitch network's last unit in every column, MTAN's last
+backbone stage), the other parameters taking the plain sum: a cheaper step
+(bench/aggregator_cost.py) that leaves earlier shared stages unaggregated.
 
 The methods (torchjd's implementations; the papers):
 
@@ -30,8 +42,9 @@ sum to 1; PCGrad's are not defined: equal).
 from __future__ import annotations
 
 import warnings
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Sequence
 
+import numpy as np
 import torch
 from annotated_types import Ge, Gt
 from torch import Tensor, nn
@@ -40,10 +53,22 @@ from ..tasks import TaskSpec
 from ._base import LossWeighting, register_weighting, stack_losses
 
 
-class GradientAggregation(LossWeighting):
-    """The base of the aggregators: subclasses build a torchjd aggregator in ``make``."""
+Scope = Literal["shared", "last_shared_stage"]
 
-    def __init__(self, tasks: Sequence[TaskSpec]) -> None:
+
+class GradientAggregation(LossWeighting):
+    """The base of the aggregators: subclasses build a torchjd aggregator in ``make``.
+
+    ``scope`` (``aggregation_scope``): which parameters are aggregated (module docstring).
+    A subclass with its own parameters takes ``scope`` too and passes it on.
+    """
+
+    config_keys: ClassVar[dict[str, str]] = {"scope": "aggregation_scope"}
+
+    def __init__(self, tasks: Sequence[TaskSpec], *, scope: Scope = "shared") -> None:
+        if scope not in ("shared", "last_shared_stage"):
+            raise ValueError(f"aggregation_scope must be 'shared' or 'last_shared_stage', got {scope!r}.")
+        self.scope = scope
         super().__init__(tasks)
         n = len(self.task_names)
         self.register_buffer("last", torch.full((n,), 1.0 / n))
@@ -56,12 +81,23 @@ class GradientAggregation(LossWeighting):
         """The plain sum (what is logged and what a model without shared layers trains on)."""
         return stack_losses(losses, self.task_names).sum()
 
+    def aggregated_parameters(self, model: nn.Module, losses: Sequence[Tensor]) -> list[nn.Parameter]:
+        """The parameters whose gradient the aggregator combines (per ``scope``), trainable ones only."""
+        if self.scope == "last_shared_stage":
+            shared = getattr(model, "shared_parameters", lambda: [])()
+        else:
+            declared = getattr(model, "multi_task_parameters", lambda: None)()
+            shared = declared if declared is not None else reached_by_several(losses, model.parameters())
+        return [p for p in shared if p.requires_grad]
+
     def backward(self, losses: dict[str, Tensor], model: nn.Module) -> Tensor:
         from torchjd.autojac import backward, jac_to_grad
 
         stacked = stack_losses(losses, self.task_names)
-        shared = [p for p in getattr(model, "shared_parameters", lambda: [])() if p.requires_grad]
-        if not shared or len(self.task_names) < 2 or not torch.is_grad_enabled():
+        if len(self.task_names) < 2 or not torch.is_grad_enabled():
+            return super().backward(losses, model)
+        shared = self.aggregated_parameters(model, [losses[t] for t in self.task_names])
+        if not shared:
             return super().backward(losses, model)
         ids = {id(p) for p in shared}
         others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
@@ -101,9 +137,9 @@ class CAGrad(GradientAggregation):
     """``c`` (``cagrad_c``): the radius of the ball around the mean gradient, relative to its
     norm (the paper's 0.4-0.5; 0 is the mean gradient)."""
 
-    def __init__(self, tasks: Sequence[TaskSpec], *, c: Annotated[float, Ge(0)] = 0.5) -> None:
+    def __init__(self, tasks: Sequence[TaskSpec], *, c: Annotated[float, Ge(0)] = 0.5, scope: Scope = "shared") -> None:
         self.c = float(c)
-        super().__init__(tasks)
+        super().__init__(tasks, scope=scope)
 
     def make(self, num_tasks: int) -> Any:
         from torchjd.aggregation import CAGrad as Method
@@ -140,11 +176,66 @@ class NashMTL(GradientAggregation):
     """``update_every`` (``nash_mtl_update_every``): solve the bargaining problem every this
     many steps and keep the weights in between (the paper's speed-up; 1: every step)."""
 
-    def __init__(self, tasks: Sequence[TaskSpec], *, update_every: Annotated[int, Gt(0)] = 1) -> None:
+    def __init__(
+        self, tasks: Sequence[TaskSpec], *, update_every: Annotated[int, Gt(0)] = 1, scope: Scope = "shared"
+    ) -> None:
         self.update_every = int(update_every)
-        super().__init__(tasks)
+        super().__init__(tasks, scope=scope)
 
     def make(self, num_tasks: int) -> Any:
         from torchjd.aggregation import NashMTL as Method
 
         return Method(n_tasks=num_tasks, update_weights_every=self.update_every)
+
+    def _solver(self) -> Any:
+        """torchjd's stateful Nash-MTL weighting inside the aggregator."""
+        return next(m for m in self.aggregator.modules() if hasattr(m, "prvs_alpha"))
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The bargaining state torchjd keeps outside tensors (its step counter, the previous
+        weights that warm-start and, between updates, replace the solve, the Gram matrix's
+        normalisation): part of ``state_dict``, so a checkpointed trial resumes with it."""
+        solver = self._solver()
+        return {
+            "step": float(solver.step),
+            "prvs_alpha": torch.from_numpy(np.array(solver.prvs_alpha, copy=True)),
+            "normalization_factor": torch.from_numpy(np.array(solver.normalization_factor, copy=True)),
+        }
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        solver = self._solver()
+        solver.step = float(state["step"])
+        solver.prvs_alpha = state["prvs_alpha"].numpy().copy()
+        solver.normalization_factor = state["normalization_factor"].numpy().copy()
+        if solver.step > 0:  # torchjd builds its convex problem at step 0 only
+            solver._init_optim_problem()
+
+
+def reached_by_several(losses: Sequence[Tensor], parameters: Any) -> list[nn.Parameter]:
+    """Of ``parameters``, those two or more of ``losses`` depend on, found by walking each
+    loss's autograd graph to its leaves (for models that do not declare
+    ``multi_task_parameters``)."""
+    counts: dict[int, int] = {}
+    for loss in losses:
+        for key in _leaves(loss):
+            counts[key] = counts.get(key, 0) + 1
+    return [p for p in parameters if counts.get(id(p), 0) >= 2]
+
+
+def _leaves(tensor: Tensor) -> set[int]:
+    """``id``s of the leaf tensors ``tensor``'s autograd graph accumulates gradients into."""
+    if tensor.grad_fn is None:
+        return {id(tensor)} if tensor.requires_grad else set()
+    found: set[int] = set()
+    seen: set[Any] = set()
+    stack = [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)  # AccumulateGrad: a leaf
+        if variable is not None:
+            found.add(id(variable))
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return found

@@ -27,7 +27,7 @@ from annotated_types import Ge, Lt
 from torch import Tensor, nn
 
 from ..tasks import TaskSpec
-from ._aggregators import GradientAggregation
+from ._aggregators import GradientAggregation, Scope
 from ._base import register_weighting, stack_losses
 
 EPS = 1e-8  # LibMTL's, inside the log and under the norms
@@ -78,10 +78,11 @@ class DBMTL(GradientAggregation):
         *,
         beta: Annotated[float, Ge(0), Lt(1)] = 0.9,
         beta_sigma: Annotated[float, Ge(0)] = 0.0,
+        scope: Scope = "shared",
     ) -> None:
         self.beta = float(beta)
         self.beta_sigma = float(beta_sigma)
-        super().__init__(tasks)
+        super().__init__(tasks, scope=scope)
 
     def make(self, num_tasks: int) -> Any:
         return DualBalancing(self.beta, self.beta_sigma)
