@@ -90,9 +90,9 @@ def dataset_experiment(name: str, work: Path, top: int, seeds: int) -> dict[str,
                     "pruner": {"name": "median", "n_startup_trials": 4, "n_warmup_steps": 2},
                     "resources": {"cpu": 1, "gpu": 0}},
         )
-    # single-task seeds seed .. seed+seeds: they cover the confirmation's fresh seeds (seed+1 ...), so pairs line up
+    # single-task seeds seed .. seed+seeds+1: they cover the confirmation's fresh seeds (seed+1 ...), so pairs line up
     return {**doc, "confirm": {"top_k": top, "seeds": seeds, "default": True},
-            "baselines": {**(doc.get("baselines") or {}), "seeds": seeds + 1, "ensemble": True}}
+            "baselines": {**(doc.get("baselines") or {}), "seeds": seeds + 2, "ensemble": True}}
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
@@ -137,6 +137,13 @@ def run_dataset(name: str, work: Path, n_seeds: int, top: int) -> dict[str, Any]
     started = time.monotonic()
     run_experiment(exp, run_dir, num_cpus=os.cpu_count(), cache_dir=None)
     search_seconds = time.monotonic() - started
+    out = analyse(run_dir, doc, top, name)
+    out["search_and_confirm_wall_s"] = round(search_seconds, 1)
+    return out
+
+
+def analyse(run_dir: Path, doc: dict[str, Any], top: int, name: str = "") -> dict[str, Any]:
+    """The figures of a finished run (its test evaluation made here, cached in the run)."""
     started = time.monotonic()
     run = reports.load_run(run_dir, evaluate=True)  # every confirmation run and baseline seed on test, cached
     evaluate_seconds = time.monotonic() - started
@@ -146,7 +153,6 @@ def run_dataset(name: str, work: Path, n_seeds: int, top: int) -> dict[str, Any]
     single_test = single_task_by_seed(results, tasks, "test")
     out: dict[str, Any] = {
         "experiment": {k: doc[k] for k in ("data", "train", "search", "baselines", "confirm") if k in doc},
-        "search_and_confirm_wall_s": round(search_seconds, 1),
         "test_evaluation_wall_s": round(evaluate_seconds, 1),
         "trials": {phase: int((results["phase"] == phase).sum()) for phase in ("baselines", "search", "confirm")},
         "pruned_in_search": int((results[results["phase"] == "search"]["status"] == "pruned").sum()),

@@ -303,3 +303,32 @@ def test_export_picks_the_run_nearest_the_mean_not_the_luckiest() -> None:
     deltas = results.set_index("trial_id").loc[row["trial_ids"], "delta_m"]
     assert row["best_trial_id"] == deltas.idxmax() == "c0"
     assert row["trial_id"] == (deltas - deltas.mean()).abs().idxmin() == "c1"
+
+
+def test_the_ensemble_is_compared_as_the_mean_of_its_compositions() -> None:
+    """Three single-task seeds, ensembles of two: the run's own composition (0) in the table, 1 and 2 in
+    the evaluations cache; the pick is compared with their mean, the variance corrected for overlap."""
+    from reports._evaluate import composition_table
+
+    results = table(SINGLE, {"c": [(0.84, 0.10), (0.85, 0.099), (0.83, 0.101)]})
+    own = {"trial_id": "ensemble", "phase": "baselines", "family": "ensemble", "ensemble_size": 2, "status": "finished",
+           "config_key": "ens", "val/acc/accuracy": 0.82, "val/err/mae": 0.105, "config": json.dumps(CONFIG)}
+    results = reports.add_delta_m(pd.concat([results, pd.DataFrame([own])], ignore_index=True))
+    cache = pd.DataFrame([
+        {"trial_id": f"ensemble/{i}", "checkpoint": "", "split": "val", "task": task, "metric": metric, "value": v}
+        for i, (acc, err) in ((1, (0.81, 0.104)), (2, (0.83, 0.107)))
+        for task, metric, v in (("acc", "accuracy", acc), ("err", "mae", err))
+    ])
+    compositions = composition_table(cache, results)
+    assert list(compositions["composition"]) == [0, 1, 2]
+    pick = reports.deploy_pick(results, TASKS, compositions=compositions)
+    assert pick.ensemble_compositions == 3
+    est = pick.chosen["estimates"]["ensemble"]
+    ens = [np.mean([100 * (a - 0.80) / 0.80, -100 * (e - 0.11) / 0.11]) for a, e in ((0.82, 0.105), (0.81, 0.104), (0.83, 0.107))]
+    runs = results[results["config_key"] == "c"]["delta_m"].tolist()
+    assert est.mean == pytest.approx(np.mean(runs) - np.mean(ens))
+    parts = [(np.var(runs, ddof=1) / 3, 2), (np.var(ens, ddof=1) * (3 - 1) / (3 - 2) * 2 / 3, 2)]
+    se2 = sum(v for v, _ in parts)
+    half = stats.t.ppf(0.975, se2**2 / sum(v**2 / d for v, d in parts)) * math.sqrt(se2)  # k = 1: 95 %
+    assert (est.low, est.high) == pytest.approx((est.mean - half, est.mean + half), rel=1e-9)
+    assert "the mean of its 3 compositions" in " ".join(pick.sentences(lambda row: row["config_key"]))
