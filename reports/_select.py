@@ -307,6 +307,12 @@ class Pick:
             how = "paired over the same seeds" if vs.paired else "unpaired: the seeds differ"
             out.append(f"Against the no-search default (everything shared, equal loss weights) it "
                        f"{_COMPARED[vs.verdict]} it ({split} {vs.text()}, {how}).")
+        for name, vs in judged_all.items():  # further references (a confirmation row's `reference` value)
+            if name in ("delta_m", "ensemble", "default") or name in {t.name for t in self.noise.tasks}:
+                continue
+            if chosen.get("reference") != name:
+                how = "paired over the same seeds" if vs.paired else "unpaired: the seeds differ"
+                out.append(f"Against the reference '{name}' it {_COMPARED[vs.verdict]} it ({split} {vs.text()}, {how}).")
         verdicts = self.table["judged_verdict_single"] if "judged_verdict_single" in self.table else self.table["verdict_single"]
         if not (verdicts == 1).any():
             out.append(f"No config beats single-task beyond the noise at this budget ({split}).")
@@ -330,7 +336,9 @@ def deploy_pick(
     ``compositions``: the ensemble's compositions from different seed members, one row each
     with ``val/...`` and ``test/...`` metric columns (:func:`reports._evaluate.composition_table`;
     None: the run's one ensemble). ``labelled``: ``{split: {task: labelled examples}}`` for
-    the noise floor (the run's label summary)."""
+    the noise floor (the run's label summary). Confirmation rows with a ``reference``
+    other than ``default`` (e.g. a tuned single-task run) are compared like the default,
+    under their name."""
     labelled = labelled or {}
     noise = BaselineNoise(results, tasks, "val", labelled.get("val"))
     ensemble = ensemble_row(results)
@@ -346,25 +354,34 @@ def deploy_pick(
     if compositions is None or compositions.empty:
         compositions = None if ensemble is None else pd.DataFrame([ensemble])
 
-    def references(on: BaselineNoise) -> tuple[Reference | None, Reference]:
-        ens = None
-        if compositions is not None:
-            ens = ensemble_reference([on.row_delta(r) for _, r in compositions.iterrows()], on.min_seeds, size)
+    names = sorted({r for r in confirm["reference"].dropna() if r != "default"}) if "reference" in confirm else []
+
+    def runs_of(rows: pd.DataFrame, on: BaselineNoise, label: str) -> Reference:
         column = delta_column(on.split)
-        rows = default_rows
         if column not in rows:
             rows = rows.assign(**{column: [on.row_delta(r) for _, r in rows.iterrows()]})
         rows = rows[rows[column].notna()]
         seeds = tuple(int(s) for s in rows["seed"]) if "seed" in rows and rows["seed"].notna().all() else None
-        return ens, Reference(tuple(float(d) for d in rows[column]), seeds, label="default")
+        return Reference(tuple(float(d) for d in rows[column]), seeds, label=label)
 
-    table = config_summary(pool, tasks, noise, *references(noise), max_task_drop, level=level)
+    def references(on: BaselineNoise) -> tuple[Reference | None, Reference]:
+        ens = None
+        if compositions is not None:
+            ens = ensemble_reference([on.row_delta(r) for _, r in compositions.iterrows()], on.min_seeds, size)
+        return ens, runs_of(default_rows, on, "default")
+
+    def others(on: BaselineNoise) -> dict[str, Reference]:
+        """Further references among the confirmation rows (``reference`` other than ``default``)."""
+        return {name: runs_of(confirm[confirm["reference"] == name], on, name) for name in names}
+
+    table = config_summary(pool, tasks, noise, *references(noise), max_task_drop, level=level, references=others(noise))
     candidates = table[table["task_drop_ok"]] if len(table) else table
     chosen_key = candidates.iloc[0]["config_key"] if len(candidates) else None
     split, judged_noise, judged = "val", noise, table
     test_noise = BaselineNoise(results, tasks, "test", labelled.get("test"))
     if chosen_key is not None and test_noise.complete and "test_delta_m" in results:
-        test_table = config_summary(pool, tasks, test_noise, *references(test_noise), max_task_drop, level=level)
+        test_table = config_summary(pool, tasks, test_noise, *references(test_noise), max_task_drop, level=level,
+                                    references=others(test_noise))
         runs = int(table.loc[table["config_key"] == chosen_key, "seeds"].iloc[0])
         match = test_table[test_table["config_key"] == chosen_key] if len(test_table) else test_table
         if len(match) and int(match["seeds"].iloc[0]) == runs:  # every run of the pick was evaluated on test

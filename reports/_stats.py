@@ -399,6 +399,7 @@ def config_summary(
     max_task_drop: str | float | None = "noise",
     *,
     level: float = LEVEL,
+    references: dict[str, Reference] | None = None,
 ) -> pd.DataFrame:
     """One row per config (``config_key``) of ``rows`` (finished trials), best mean Delta_m first,
     on ``noise.split`` (rows without metrics on it are left out).
@@ -414,6 +415,9 @@ def config_summary(
     ``task_drop_ok`` and ``dropped`` (the tasks that break ``max_task_drop``), and
     ``estimates`` (the :class:`Estimate` objects, for callers that format them). Delta_m
     intervals are at ``level`` (a simultaneous level for the best of k), task terms at 95 %.
+    ``references``: further references by name (a confirmation row's ``reference`` value
+    other than ``default``), each compared like the default: ``vs_<name>`` with bounds,
+    ``verdict_<name>`` and ``estimates[<name>]``.
     """
     out = []
     if rows.empty:
@@ -487,6 +491,12 @@ def config_summary(
             estimates["default"] = vs
             record.update(vs_default=vs.mean, vs_default_low=vs.low, vs_default_high=vs.high,
                           verdict_default=vs.verdict)
+        for name, other in (references or {}).items():
+            if other.values and name not in ("delta_m", "ensemble", "default"):
+                vs = noise.vs_reference(deltas, other, seeds, level)
+                estimates[name] = vs
+                record.update({f"vs_{name}": vs.mean, f"vs_{name}_low": vs.low, f"vs_{name}_high": vs.high,
+                               f"verdict_{name}": vs.verdict})
         record["estimates"] = estimates
         out.append(record)
     table = pd.DataFrame(out)

@@ -332,3 +332,16 @@ def test_the_ensemble_is_compared_as_the_mean_of_its_compositions() -> None:
     half = stats.t.ppf(0.975, se2**2 / sum(v**2 / d for v, d in parts)) * math.sqrt(se2)  # k = 1: 95 %
     assert (est.low, est.high) == pytest.approx((est.mean - half, est.mean + half), rel=1e-9)
     assert "the mean of its 3 compositions" in " ".join(pick.sentences(lambda row: row["config_key"]))
+
+
+def test_a_further_reference_among_the_confirmation_rows_is_compared_paired() -> None:
+    """A hook for other references (e.g. a tuned single-task run): rows with ``reference`` 'tuned'."""
+    results = table(SINGLE, {"c": [(0.90, 0.09), (0.86, 0.10), (0.88, 0.095)], "t": [(0.88, 0.10), (0.84, 0.11), (0.86, 0.105)]})
+    results["reference"] = np.where(results["config_key"] == "t", "tuned", None)
+    pick = reports.deploy_pick(results, TASKS)
+    assert pick.chosen["config_key"] == "c"
+    vs = pick.chosen["estimates"]["tuned"]
+    by_seed = results.set_index(["config_key", "seed"])["delta_m"]
+    diffs = [by_seed[("c", s)] - by_seed[("t", s)] for s in (10, 11, 12)]
+    assert vs.paired and vs.mean == pytest.approx(np.mean(diffs))
+    assert "Against the reference 'tuned'" in " ".join(pick.sentences(lambda row: row["config_key"]))
