@@ -243,9 +243,8 @@ def card_markdown(card: dict[str, Any]) -> str:
                if stats["delta_m_vs_no_search_default"] else "")
         )
         lines += [f"  - {line}" for line in stats["verdict"] or []]
-    for split, d in card["delta_m"].items():
-        if split == "note":
-            continue
+    for split in [s for s in ("val", "test") if s in card["delta_m"]]:
+        d = card["delta_m"][split]
         lines.append(
             f"- Delta_m of the exported run itself ({split}): {_show(d['vs_single_task'], '+.2f')} % vs single-task, "
             f"{_show(d['vs_ensemble'], '+.2f')} % vs the ensemble"

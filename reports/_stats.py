@@ -486,13 +486,13 @@ def config_summary(
             estimates["ensemble"] = vs
             record.update(vs_ensemble=vs.mean, vs_ensemble_low=vs.low, vs_ensemble_high=vs.high,
                           verdict_ensemble=vs.verdict)
-        if default.values:
+        if default.values and first.get("reference") != "default":  # not the default against itself
             vs = noise.vs_reference(deltas, default, seeds, level)
             estimates["default"] = vs
             record.update(vs_default=vs.mean, vs_default_low=vs.low, vs_default_high=vs.high,
                           verdict_default=vs.verdict)
         for name, other in (references or {}).items():
-            if other.values and name not in ("delta_m", "ensemble", "default"):
+            if other.values and name not in ("delta_m", "ensemble", "default") and first.get("reference") != name:
                 vs = noise.vs_reference(deltas, other, seeds, level)
                 estimates[name] = vs
                 record.update({f"vs_{name}": vs.mean, f"vs_{name}_low": vs.low, f"vs_{name}_high": vs.high,
