@@ -1,9 +1,11 @@
 """Summary: what to deploy, in words and numbers, with the noise every number carries.
 
 First the verdict (whether the pick beats single-task, the ensemble and the no-search
-default beyond the seed noise, or that nothing does at this budget), then the ranked
-configs (confirmed over fresh seeds when the run has a confirmation phase) with 95 %
-intervals and each task's contribution to Delta_m, so that one task dominating a gain,
+default beyond the noise, or that nothing does at this budget: chosen on validation,
+judged on test when the run has a test split), then the ranked configs (confirmed over
+fresh seeds when the run has a confirmation phase) with their selection figure
+(validation), the verdict's intervals on the judging split and each task's contribution
+to Delta_m, so that one task dominating a gain,
 or one task paying for it, shows at a glance. Then the best single runs of the search
 per objective, with the seed noise of one run, and the baselines.
 """
