@@ -14,7 +14,14 @@ checkpoint path, so regenerating a report evaluates only what is new. Rows:
   ``class_accuracy/<c>`` and ``class_count/<c>`` (labelled examples of class ``c``);
 - ``trial_id`` ``train-labels``, ``split`` ``train``: ``class_count/<c>`` of the train split;
 - ``split`` ``cost``: parameters, FLOPs and latency measured here for trials whose
-  run predates cost measurement (``cost_device`` says where).
+  run predates cost measurement (``cost_device`` says where);
+- ``trial_id`` ``ensemble/<i>``, ``split`` ``val`` and ``test``: the ensemble composed
+  from the ``i``-th cyclic window of single-task seed members (``reports._stats``:
+  :func:`cyclic_compositions`; composition 0 is the run's own ensemble, not repeated
+  here), so the ensemble's comparison carries its seed noise.
+
+Every confirmation run and every single-task seed is evaluated on test (the verdict is
+judged there); each evaluation is one pass over the split, cached.
 """
 from __future__ import annotations
 
@@ -40,10 +47,12 @@ from mtl_models import (
 from mtl_models.data import iterate_batches
 
 from ._pareto import pareto_mask
-from ._results import confirmed, finished, metric_column, searched
+from ._results import confirmed, ensemble_row, finished, metric_column, searched, single_task_rows
+from ._stats import cyclic_compositions
 
 EVALUATIONS_FILE = "evaluations.parquet"
 TRAIN_LABELS = "train-labels"
+COMPOSITION = "ensemble/"
 COST_METRICS = tuple(c for c in COST_COLUMNS if c != "cost_device")  # the numeric ones
 _COLUMNS = ["trial_id", "checkpoint", "split", "task", "metric", "value"]
 
@@ -116,6 +125,11 @@ def update_evaluations(
             new += _label_rows(data.splits["train"], tasks)
         for trial_id in todo:
             new += _evaluation_rows(rows.loc[trial_id], data, eval_split)
+    compositions = [c for c in _composition_members(results) if (f"{COMPOSITION}{c[0]}", "", "val") not in have]
+    if compositions and load_data is not None:
+        data = data if todo else load_data()
+        for index, config, members in compositions:
+            new += _composition_rows(index, config, members, data)
 
     if not new:
         return cached
@@ -126,6 +140,55 @@ def update_evaluations(
     with atomic_path(run_dir / EVALUATIONS_FILE) as tmp:
         table.to_parquet(tmp, index=False)
     return table
+
+
+def _composition_members(results: pd.DataFrame) -> list[tuple[int, dict[str, Any], dict[str, list[str]]]]:
+    """The ensemble's compositions beyond the run's own: (index, config, member checkpoints per task)."""
+    ensemble = ensemble_row(results)
+    if ensemble is None or pd.isna(ensemble.get("ensemble_size")) or not isinstance(ensemble.get("config"), str):
+        return []
+    size = int(ensemble["ensemble_size"])
+    paths = {}
+    for name in {t for t in single_task_rows(results)["task"] if isinstance(t, str)}:
+        rows = single_task_rows(results, name)
+        paths[name] = [c for c in rows["checkpoint"] if isinstance(c, str)]
+    if not paths:
+        return []
+    seeds = min(len(p) for p in paths.values())
+    config = json.loads(ensemble["config"])
+    return [(i, config, {t: [p[m] for m in window] for t, p in paths.items()})
+            for i, window in enumerate(cyclic_compositions(seeds, size)) if i > 0]
+
+
+def _composition_rows(index: int, config: dict[str, Any], members: dict[str, list[str]], data: MultiTaskData) -> list[dict[str, Any]]:
+    model = build_model(config)
+    for task, paths in members.items():
+        for member, path in zip(model.members[task], paths):
+            member.load_state_dict(load_checkpoint_state(path)["model"])
+    model.eval()
+    out = []
+    for split in ("val", "test"):
+        if split not in data.splits or not len(data.splits[split]):
+            continue
+        metrics, _ = metrics_and_class_counts(model, data.splits[split])
+        for task, values in metrics.items():
+            out += [{"trial_id": f"{COMPOSITION}{index}", "checkpoint": "", "split": split, "task": task,
+                     "metric": m, "value": float(v)} for m, v in values.items()]
+    return out
+
+
+def composition_table(evaluations: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """The ensemble's compositions, one row each (``composition``, ``val/...``, ``test/...``):
+    composition 0 is the run's ensemble row, the others from the cache. Empty without an ensemble."""
+    ensemble = ensemble_row(results)
+    if ensemble is None:
+        return pd.DataFrame()
+    rows = [ensemble.to_dict() | {"composition": 0}]
+    extra = evaluations[evaluations["trial_id"].astype(str).str.startswith(COMPOSITION)]
+    for trial_id, group in extra.groupby("trial_id"):
+        row = {metric_key(s, t, m): v for s, t, m, v in zip(group["split"], group["task"], group["metric"], group["value"])}
+        rows.append(row | {"composition": int(str(trial_id)[len(COMPOSITION):])})
+    return pd.DataFrame(rows).sort_values("composition").reset_index(drop=True)
 
 
 def _checkpoint(row: pd.Series) -> str:

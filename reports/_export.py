@@ -24,9 +24,11 @@ CARD_MARKDOWN = "README.md"
 
 
 def pick_trial(run: RunData, trial_id: str | None = None) -> pd.Series:
-    """Trial ``trial_id``, or, when ``None``, the deploy candidate's best run: the config with
-    the best mean Delta_m (over its confirmation seeds when the run has them) that drops no
-    task beyond ``select.max_task_drop``."""
+    """Trial ``trial_id``, or, when ``None``, the deploy candidate's representative run: of the
+    config with the best mean validation Delta_m (over its confirmation seeds when the run
+    has them) that drops no task beyond ``select.max_task_drop``, the run whose validation
+    Delta_m is nearest that mean (not its luckiest seed), so the weights are a typical draw
+    of the config the card describes."""
     results = run.results
     if trial_id is None:
         chosen = run.pick.chosen
@@ -118,7 +120,8 @@ def model_card(run: RunData, row: pd.Series, command: Sequence[str] | None = Non
         }
         for split in splits
     }
-    delta["note"] = "These are this exported run's own numbers (one seed); `config` gives the config's over its seeds."
+    delta["note"] = ("These are this exported run's own numbers (one seed), per split; `config` gives the config's "
+                     "mean over its seeds, with the split of each figure.")
     info = run.info
     export_command = list(command) if command is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
     return {
@@ -163,15 +166,19 @@ def model_card(run: RunData, row: pd.Series, command: Sequence[str] | None = Non
 
 
 def config_statistics(run: RunData, row: pd.Series) -> dict[str, Any] | None:
-    """The exported run's config over its seeds, as the report ranks it: mean Delta_m with its
-    95 % interval against single-task, the ensemble and the no-search default, each task's
-    relative gain with its interval, the runs and seeds, and the verdict in words."""
+    """The exported run's config over its seeds, as the report ranks it: the selection figure
+    (validation mean Delta_m with its interval) and the verdict's figures on the judging split
+    (test when evaluated): Delta_m against single-task, the ensemble and the no-search
+    default, each task's relative gain, the runs and seeds, which run was exported and
+    why, and the verdict in words."""
     pick = run.pick
     match = pick.table[pick.table["config_key"] == row.get("config_key")] if len(pick.table) else pick.table
     if match.empty:
         return None
     config = match.iloc[0]
     estimates = config["estimates"]
+    judged = config.get("judged") or estimates
+    is_pick = pick.chosen is not None and pick.chosen["config_key"] == config["config_key"]
     return {
         "source": pick.source,
         "source_note": (
@@ -181,14 +188,25 @@ def config_statistics(run: RunData, row: pd.Series) -> dict[str, Any] | None:
         "runs": list(config["trial_ids"]),
         "seeds": list(config["seed_list"]),
         "exported_run": row["trial_id"],
-        "delta_m_vs_single_task": estimates["delta_m"].as_dict(),
-        "delta_m_vs_ensemble": estimates["ensemble"].as_dict() if "ensemble" in estimates else None,
-        "delta_m_vs_no_search_default": estimates["default"].as_dict() if "default" in estimates else None,
-        "task_gain_percent": {t.name: estimates[t.name].as_dict() for t in run.tasks},
+        "representative_run": config["trial_id"],
+        "exported_run_note": (
+            "the config's run whose validation Delta_m is nearest its mean (a typical seed, not the luckiest)"
+            if row["trial_id"] == config["trial_id"] else "the run asked for with --trial (not the config's representative run)"
+        ),
+        "selection": {"split": "val", "delta_m_vs_single_task": estimates["delta_m"].as_dict()},
+        "verdict_split": pick.split,
+        "delta_m_vs_single_task": judged["delta_m"].as_dict(),
+        "delta_m_vs_ensemble": judged["ensemble"].as_dict() if "ensemble" in judged else None,
+        "delta_m_vs_no_search_default": judged["default"].as_dict() if "default" in judged else None,
+        "task_gain_percent": {t.name: judged[t.name].as_dict() for t in run.tasks if t.name in judged},
+        "config_metrics": {pick.split: {t.name: _number((config.get("judged_metrics") or {}).get(metric_column(t, pick.split)))
+                                        for t in run.tasks},
+                           "val": {t.name: _number(config.get(metric_column(t))) for t in run.tasks}},
         "dropped_tasks": list(config["dropped"]),
-        "deploy_candidate": pick.chosen is not None and pick.chosen["config_key"] == config["config_key"],
-        "verdict": pick.sentences(short_label) if pick.chosen is not None and pick.chosen["config_key"] == config["config_key"] else None,
+        "deploy_candidate": is_pick,
+        "verdict": pick.sentences(short_label) if is_pick else None,
         "single_task_seeds": {t.name: pick.noise.seeds.get(t.name, 0) for t in run.tasks},
+        "k_configs": pick.k,
     }
 
 
@@ -197,32 +215,38 @@ def card_markdown(card: dict[str, Any]) -> str:
     lines = [f"# {card['name']} ({card['family']})", ""]
     lines += ["Predicts: " + ", ".join(f"`{t['name']}` ({t['kind']}, {t['classes']})" for t in card["tasks"]), ""]
     splits = [s for s in ("val", "test") if s in next(iter(card["metrics"].values()))]
-    lines += ["| task | metric | split | this model | single-task | ensemble |", "|---|---|---|---|---|---|"]
+    stats = card.get("config")
+    config_metrics = (stats or {}).get("config_metrics") or {}
+    lines += ["| task | metric | split | this model (exported run) | its config (mean over seeds) | single-task | ensemble |",
+              "|---|---|---|---|---|---|---|"]
     for task, m in card["metrics"].items():
         arrow = "higher" if m["higher_is_better"] else "lower"
         for split in splits:
             v = m[split]
             lines.append(
                 f"| {task} | {m['metric']} ({arrow} is better) | {split} | {_show(v['model'])} | "
-                f"{_show(v['single_task'])} | {_show(v['ensemble'])} |"
+                f"{_show((config_metrics.get(split) or {}).get(task))} | {_show(v['single_task'])} | {_show(v['ensemble'])} |"
             )
     lines.append("")
-    stats = card.get("config")
     if stats:
         est = stats["delta_m_vs_single_task"]
+        on = stats.get("verdict_split", "val")
+        lines.append(f"- **Exported run**: {stats['exported_run']}, {stats.get('exported_run_note', '')}.")
+        selection = (stats.get("selection") or {}).get("delta_m_vs_single_task")
+        if selection and on != "val":
+            lines.append(f"- Selection figure (val): this config's Delta_m {_interval(selection)} vs single-task.")
         lines.append(
-            f"- **This config over {est['runs']} run(s)** ({stats['source_note']}): Delta_m {_interval(est)} "
-            "vs single-task (95 % interval)"
+            f"- **This config over {est['runs']} run(s)** ({stats['source_note']}), on {on}: Delta_m {_interval(est)} "
+            f"vs single-task ({100 * est['level']:.4g} % interval, Bonferroni over {stats.get('k_configs', 1)} configs)"
             + (f", {_interval(stats['delta_m_vs_ensemble'])} vs the ensemble" if stats["delta_m_vs_ensemble"] else "")
             + (f", {_interval(stats['delta_m_vs_no_search_default'])} vs the no-search default"
                if stats["delta_m_vs_no_search_default"] else "")
         )
         lines += [f"  - {line}" for line in stats["verdict"] or []]
-    for split, d in card["delta_m"].items():
-        if split == "note":
-            continue
+    for split in [s for s in ("val", "test") if s in card["delta_m"]]:
+        d = card["delta_m"][split]
         lines.append(
-            f"- Delta_m of this run ({split}): {_show(d['vs_single_task'], '+.2f')} % vs single-task, "
+            f"- Delta_m of the exported run itself ({split}): {_show(d['vs_single_task'], '+.2f')} % vs single-task, "
             f"{_show(d['vs_ensemble'], '+.2f')} % vs the ensemble"
         )
     lines.append(f"- {card['test_split_note']}")
@@ -261,7 +285,8 @@ def _interval(est: dict[str, Any]) -> str:
         return "-"
     if est["low"] is None:
         return f"{est['mean']:+.2f} (noise unknown)"
-    return f"{est['mean']:+.2f} [{est['low']:+.2f}, {est['high']:+.2f}]" + (" (approximate: one run)" if est["approximate"] else "")
+    return (f"{est['mean']:+.2f} [{est['low']:+.2f}, {est['high']:+.2f}]" + (" (approximate: one run)" if est["approximate"] else "")
+            + (" (paired)" if est.get("paired") else ""))
 
 
 def _show(value: Any, spec: str = ".4g") -> str:

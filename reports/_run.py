@@ -15,6 +15,7 @@ from mtl_models import MultiTaskData, TaskSpec
 from ._evaluate import (
     TRAIN_LABELS,
     baseline_ids,
+    composition_table,
     cost_columns,
     load_evaluations,
     shortlist,
@@ -61,10 +62,27 @@ class RunData:
         """The experiment's ``select.max_task_drop`` (default ``noise``)."""
         return (self.experiment.get("select") or {}).get("max_task_drop", "noise")
 
+    @property
+    def labelled(self) -> dict[str, dict[str, int]]:
+        """Labelled examples per split and task (``{split: {task: n}}``), from ``run.json``'s label summary."""
+        out: dict[str, dict[str, int]] = {}
+        for key, entry in (self.info.get("labels") or {}).items():
+            split, _, task = key.partition("/")
+            if isinstance(entry, dict) and entry.get("labelled") is not None:
+                out.setdefault(split, {})[task] = int(entry["labelled"])
+        return out
+
+    @property
+    def compositions(self) -> pd.DataFrame:
+        """The ensemble's compositions from different seed members (val and test metrics)."""
+        return composition_table(self.evaluations, self.results)
+
     @functools.cached_property
     def pick(self) -> Pick:
-        """The ranked configs (confirmed ones when there are) and the deploy candidate."""
-        return deploy_pick(self.results, self.tasks, self.max_task_drop)
+        """The ranked configs (confirmed ones when there are) on validation, the deploy
+        candidate, and its verdict on the test split when evaluated."""
+        return deploy_pick(self.results, self.tasks, self.max_task_drop, compositions=self.compositions,
+                           labelled=self.labelled)
 
     @property
     def stage_names(self) -> list[str]:

@@ -11,7 +11,16 @@ from mtl_models import TaskSpec, delta_m
 
 from ._pareto import pareto_mask
 from ._results import confirmed, ensemble_row, finished, metric_column, searched
-from ._stats import BaselineNoise, config_summary
+from ._stats import (
+    LEVEL,
+    BaselineNoise,
+    Estimate,
+    Reference,
+    config_summary,
+    delta_column,
+    ensemble_reference,
+    simultaneous_level,
+)
 
 @dataclass(frozen=True)
 class Constraints:
@@ -33,13 +42,19 @@ class Constraints:
     max_task_drop: str | float | None = "noise"
 
 
-def select(results: pd.DataFrame, tasks: list[TaskSpec], constraints: Constraints) -> pd.DataFrame:
+def select(
+    results: pd.DataFrame, tasks: list[TaskSpec], constraints: Constraints, *,
+    compositions: pd.DataFrame | None = None, labelled: dict[str, dict[str, int]] | None = None,
+) -> pd.DataFrame:
     """The configs that satisfy ``constraints``, best mean Delta_m first: one row per config.
 
     The configs are those :func:`deploy_pick` ranks (the confirmed ones, over their fresh
     seeds, when the run has a confirmation phase; else the searched ones), with their
-    intervals (``delta_m_low``/``_high``, ``seeds``) and the guardrail (``task_drop_ok``,
-    ``dropped``). ``trial_id`` is a config's best run, the one ``export`` writes. Adds
+    selection intervals (validation: ``delta_m_low``/``_high``, ``seeds``), the verdict's
+    figures on the judging split (``judged_split``, ``judged_delta_m``/``_low``/``_high``:
+    test when evaluated) and the guardrail (``task_drop_ok``, ``dropped``).
+    ``trial_id`` is a config's representative run (nearest its mean), the one ``export``
+    writes. ``compositions``/``labelled``: as :func:`deploy_pick`. Adds
     ``pareto_params`` and ``pareto_latency`` (on the front of Delta_m against parameters
     / latency among the qualifying configs) and ``pareto`` (either). Raises
     ``ValueError`` naming the task or family when one is unknown.
@@ -50,7 +65,7 @@ def select(results: pd.DataFrame, tasks: list[TaskSpec], constraints: Constraint
         raise ValueError(f"min_metric: unknown task(s) {unknown}; the run's tasks are {names}.")
     if constraints.latency not in ("latency_ms_b1", "latency_ms_bN"):
         raise ValueError(f"latency must be 'latency_ms_b1' or 'latency_ms_bN', got {constraints.latency!r}.")
-    pool = deploy_pick(results, tasks, constraints.max_task_drop).table
+    pool = deploy_pick(results, tasks, constraints.max_task_drop, compositions=compositions, labelled=labelled).table
     if constraints.include_baselines:
         ensemble = ensemble_row(results)
         if ensemble is not None:
@@ -179,6 +194,7 @@ def confirm_shortlist(
 
 
 _COMPARED = {1: "beats", 0: "is not distinguishable from", -1: "is worse than"}  # by an Estimate's verdict
+_SPLIT = {"val": "validation", "test": "test"}
 
 
 @dataclass
@@ -188,8 +204,13 @@ class Pick:
     ``source``: ``confirm`` (the confirmation phase's configs, each over its fresh seeds)
     or ``search`` (no confirmation: every finished searched config, usually one run each,
     its noise borrowed from the single-task seeds). ``table``: :func:`config_summary` of
-    that pool, best mean Delta_m first; ``chosen``: its best config that drops no task
-    beyond ``max_task_drop`` (None when every config does).
+    that pool on the validation split (the selection figures), best mean Delta_m first,
+    with ``judged`` (each config's estimates on ``split``) and ``judged_delta_m``/
+    ``_low``/``_high``/``judged_verdict_single``/``judged_dropped``; ``chosen``: its best
+    config that drops no task beyond ``max_task_drop`` on validation (None when every
+    config does). ``split``: where the verdict is judged: ``test`` when the pool's runs
+    and the baselines were evaluated there, else ``val`` (the selection split). ``k``
+    configs were ranked, so Delta_m intervals are at the Bonferroni ``level``.
     """
 
     source: str
@@ -199,35 +220,68 @@ class Pick:
     max_task_drop: str | float | None
     has_default: bool
     has_ensemble: bool
+    split: str = "val"
+    judged_noise: BaselineNoise | None = None
+    k: int = 1
+    level: float = LEVEL
+    ensemble_compositions: int = 1
+
+    def judged(self, row: pd.Series | None = None) -> dict[str, Estimate]:
+        """The estimates of ``row`` (default: the chosen config) on the judging split."""
+        row = self.chosen if row is None else row
+        return {} if row is None else row["judged"]
 
     def sentences(self, describe: Callable[[pd.Series], str]) -> list[str]:
         """The verdict in words (plain text): which config to deploy and whether it beats
-        single-task, the ensemble and the no-search default beyond the noise."""
+        single-task, the ensemble and the no-search default beyond the noise, each figure
+        with the split it is on."""
         if self.table.empty:
             return ["No config has finished yet; there is nothing to pick."]
+        split = _SPLIT[self.split]
         if not self.noise.complete or self.noise.min_seeds < 2:
-            noise = "the single-task baseline has one seed per task, so its noise is unknown and no difference can be called beyond it (baselines.seeds >= 2 measures it)"
+            noise = ("the single-task baseline has one seed per task, so its seed noise is unknown and no difference "
+                     "can be called beyond it (baselines.seeds >= 2 measures it)")
         else:
-            noise = f"intervals are 95 % over seeds, against the single-task baseline's {self.noise.min_seeds} seeds per task"
+            judged_noise = self.judged_noise or self.noise
+            floor = (", with each task's sampling noise on its labelled examples" if judged_noise.has_floor else
+                     " (the examples' sampling noise unknown: no label counts in run.json)")
+            noise = (f"intervals are over seeds against the single-task baseline's {self.noise.min_seeds} seeds per "
+                     f"task{floor}, paired where both sides share seeds; Delta_m intervals hold together for the "
+                     f"best of the k = {self.k} ranked configs (Bonferroni: each at {100 * self.level:.4g} %), "
+                     "per-task ones at 95 %")
         where = (
             "the confirmation phase (each shortlisted config trained again with fresh seeds)"
             if self.source == "confirm" else
             "the search (one run per config; a run's noise is taken from the single-task seeds; confirm.top_k > 0 retrains the shortlist with fresh seeds)"
         )
-        out = [f"From {where}; {noise}."]
+        judged = (
+            "judged on the test split, which the choice never saw" if self.split == "test" else
+            "judged on that same validation split, because the run has no evaluated test split: the verdict is "
+            "optimistic, since the pick is the best of k on these very examples and only the seed noise, not the "
+            "examples', is corrected for"
+        )
+        out = [f"Selected on the validation split from {where}; {judged}; {noise}."]
         chosen = self.chosen
         if chosen is None:
             best = self.table.iloc[0]
             out.append(
-                f"No config keeps every task within {self._drop_text()} of single-task; the best by Delta_m, "
-                f"{describe(best)} ({best['estimates']['delta_m'].text()}), loses {', '.join(best['dropped'])}."
+                f"No config keeps every task within {self._drop_text()} of single-task on validation; the best by "
+                f"Delta_m, {describe(best)} (validation {best['estimates']['delta_m'].text()}), loses {', '.join(best['dropped'])}."
             )
             return out
-        est = chosen["estimates"]["delta_m"]
+        selection = chosen["estimates"]["delta_m"]
+        judged_est = self.judged().get("delta_m", selection)
         verdict = {1: "beats single-task beyond the noise", 0: "is not distinguishable from single-task at this budget",
-                   -1: "is worse than single-task beyond the noise"}[est.verdict]
-        runs = f"{est.runs} seed{'s' if est.runs != 1 else ''}"
-        out.append(f"Deploy candidate: {describe(chosen)}, Delta_m {est.text()} over {runs}: it {verdict}.")
+                   -1: "is worse than single-task beyond the noise"}[judged_est.verdict]
+        runs = f"{judged_est.runs} seed{'s' if judged_est.runs != 1 else ''}"
+        if self.split == "test":
+            out.append(f"Deploy candidate: {describe(chosen)}, Delta_m on test {judged_est.text()} over {runs}: it "
+                       f"{verdict} (selection figure, validation: {selection.text()}).")
+        else:
+            out.append(f"Deploy candidate: {describe(chosen)}, Delta_m on validation {judged_est.text()} over {runs}: it {verdict}.")
+        lost = chosen.get("judged_dropped") or []
+        if self.split == "test" and lost:
+            out.append(f"On the test split it loses {', '.join(lost)} beyond {self._drop_text()} (it kept every task on validation).")
         warm = chosen.get("warm_start_epochs") or 0
         if warm:
             out.append(
@@ -237,17 +291,31 @@ class Pick:
         if chosen.name != self.table.index[0]:
             best = self.table.iloc[0]
             out.append(
-                f"The best by Delta_m, {describe(best)} ({best['estimates']['delta_m'].text()}), is not the pick: "
-                f"it loses {', '.join(best['dropped'])} beyond {self._drop_text()}."
+                f"The best by Delta_m, {describe(best)} (validation {best['estimates']['delta_m'].text()}), is not the pick: "
+                f"it loses {', '.join(best['dropped'])} beyond {self._drop_text()} on validation."
             )
-        if self.has_ensemble and "ensemble" in chosen["estimates"]:
-            vs = chosen["estimates"]["ensemble"]
-            out.append(f"Against the ensemble it {_COMPARED[vs.verdict]} it ({vs.text()} Delta_m points; the ensemble is one composition, its own noise not included).")
-        if self.has_default and "default" in chosen["estimates"] and chosen.get("reference") != "default":
-            vs = chosen["estimates"]["default"]
-            out.append(f"Against the no-search default (everything shared, equal loss weights, the same seeds) it {_COMPARED[vs.verdict]} it ({vs.text()}).")
-        if not (self.table["verdict_single"] == 1).any():
-            out.append("No config beats single-task beyond the noise at this budget.")
+        judged_all = self.judged()
+        if self.has_ensemble and "ensemble" in judged_all:
+            vs = judged_all["ensemble"]
+            how = (f"the ensemble is the mean of its {self.ensemble_compositions} compositions from different seed members"
+                   if self.ensemble_compositions > 1 else
+                   "one ensemble composition, its noise taken as one single-task run's (baselines.seeds above the "
+                   "ensemble size measures it)")
+            out.append(f"Against the ensemble it {_COMPARED[vs.verdict]} it ({split} {vs.text()} Delta_m points; {how}).")
+        if self.has_default and "default" in judged_all and chosen.get("reference") != "default":
+            vs = judged_all["default"]
+            how = "paired over the same seeds" if vs.paired else "unpaired: the seeds differ"
+            out.append(f"Against the no-search default (everything shared, equal loss weights) it "
+                       f"{_COMPARED[vs.verdict]} it ({split} {vs.text()}, {how}).")
+        for name, vs in judged_all.items():  # further references (a confirmation row's `reference` value)
+            if name in ("delta_m", "ensemble", "default") or name in {t.name for t in self.noise.tasks}:
+                continue
+            if chosen.get("reference") != name:
+                how = "paired over the same seeds" if vs.paired else "unpaired: the seeds differ"
+                out.append(f"Against the reference '{name}' it {_COMPARED[vs.verdict]} it ({split} {vs.text()}, {how}).")
+        verdicts = self.table["judged_verdict_single"] if "judged_verdict_single" in self.table else self.table["verdict_single"]
+        if not (verdicts == 1).any():
+            out.append(f"No config beats single-task beyond the noise at this budget ({split}).")
         return out
 
     def _drop_text(self) -> str:
@@ -256,18 +324,84 @@ class Pick:
         return f"{self.max_task_drop} %" if self.max_task_drop is not None else "any limit"
 
 
-def deploy_pick(results: pd.DataFrame, tasks: list[TaskSpec], max_task_drop: str | float | None = "noise") -> Pick:
-    """Rank the configs (confirmed ones when the run has them) and pick the deploy candidate:
-    the best mean Delta_m among those that drop no task beyond ``max_task_drop``."""
-    noise = BaselineNoise(results, tasks)
+def deploy_pick(
+    results: pd.DataFrame, tasks: list[TaskSpec], max_task_drop: str | float | None = "noise", *,
+    compositions: pd.DataFrame | None = None, labelled: dict[str, dict[str, int]] | None = None,
+) -> Pick:
+    """Rank the configs (confirmed ones when the run has them) on validation and pick the deploy
+    candidate: the best mean Delta_m among those that drop no task beyond ``max_task_drop``;
+    then judge every config on the test split when its runs and the baselines have test
+    metrics (else on validation, and the pick says so).
+
+    ``compositions``: the ensemble's compositions from different seed members, one row each
+    with ``val/...`` and ``test/...`` metric columns (:func:`reports._evaluate.composition_table`;
+    None: the run's one ensemble). ``labelled``: ``{split: {task: labelled examples}}`` for
+    the noise floor (the run's label summary). Confirmation rows with a ``reference``
+    other than ``default`` (e.g. a tuned single-task run) are compared like the default,
+    under their name."""
+    labelled = labelled or {}
+    noise = BaselineNoise(results, tasks, "val", labelled.get("val"))
     ensemble = ensemble_row(results)
     confirm = confirmed(results)
-    reference = confirm[confirm["reference"] == "default"] if "reference" in confirm else confirm.iloc[0:0]
+    default_rows = confirm[confirm["reference"] == "default"] if "reference" in confirm else confirm.iloc[0:0]
     if len(confirm):
         pool, source = confirm, "confirm"
     else:
         pool, source = finished(searched(results)), "search"
-    table = config_summary(pool, tasks, noise, ensemble, [float(d) for d in reference["delta_m"]], max_task_drop)
+    k = max(int(pool["config_key"].nunique()), 1) if len(pool) else 1
+    level = simultaneous_level(k)
+    size = int(ensemble["ensemble_size"]) if ensemble is not None and not pd.isna(ensemble.get("ensemble_size")) else 1
+    if compositions is None or compositions.empty:
+        compositions = None if ensemble is None else pd.DataFrame([ensemble])
+
+    names = sorted({r for r in confirm["reference"].dropna() if r != "default"}) if "reference" in confirm else []
+
+    def runs_of(rows: pd.DataFrame, on: BaselineNoise, label: str) -> Reference:
+        column = delta_column(on.split)
+        if column not in rows:
+            rows = rows.assign(**{column: [on.row_delta(r) for _, r in rows.iterrows()]})
+        rows = rows[rows[column].notna()]
+        seeds = tuple(int(s) for s in rows["seed"]) if "seed" in rows and rows["seed"].notna().all() else None
+        return Reference(tuple(float(d) for d in rows[column]), seeds, label=label)
+
+    def references(on: BaselineNoise) -> tuple[Reference | None, Reference]:
+        ens = None
+        if compositions is not None:
+            ens = ensemble_reference([on.row_delta(r) for _, r in compositions.iterrows()], on.min_seeds, size)
+        return ens, runs_of(default_rows, on, "default")
+
+    def others(on: BaselineNoise) -> dict[str, Reference]:
+        """Further references among the confirmation rows (``reference`` other than ``default``)."""
+        return {name: runs_of(confirm[confirm["reference"] == name], on, name) for name in names}
+
+    table = config_summary(pool, tasks, noise, *references(noise), max_task_drop, level=level, references=others(noise))
     candidates = table[table["task_drop_ok"]] if len(table) else table
-    chosen = candidates.iloc[0] if len(candidates) else None
-    return Pick(source, table, chosen, noise, max_task_drop, len(reference) > 0, ensemble is not None)
+    chosen_key = candidates.iloc[0]["config_key"] if len(candidates) else None
+    split, judged_noise, judged = "val", noise, table
+    test_noise = BaselineNoise(results, tasks, "test", labelled.get("test"))
+    if chosen_key is not None and test_noise.complete and "test_delta_m" in results:
+        test_table = config_summary(pool, tasks, test_noise, *references(test_noise), max_task_drop, level=level,
+                                    references=others(test_noise))
+        runs = int(table.loc[table["config_key"] == chosen_key, "seeds"].iloc[0])
+        match = test_table[test_table["config_key"] == chosen_key] if len(test_table) else test_table
+        if len(match) and int(match["seeds"].iloc[0]) == runs:  # every run of the pick was evaluated on test
+            split, judged_noise, judged = "test", test_noise, test_table
+    if len(table):
+        by_key = judged.set_index("config_key") if len(judged) else pd.DataFrame()
+        table["judged"] = [by_key.loc[key, "estimates"] if key in by_key.index else {} for key in table["config_key"]]
+        for column in ("delta_m", "delta_m_low", "delta_m_high", "verdict_single"):
+            table[f"judged_{column}"] = [by_key.loc[key, column] if key in by_key.index else math.nan
+                                         for key in table["config_key"]]
+        metric_columns = [c for spec in tasks for c in (metric_column(spec, split), metric_column(spec, split) + ":std")]
+        table["judged_metrics"] = [{c: by_key.loc[key, c] for c in metric_columns if c in by_key} if key in by_key.index
+                                   else {} for key in table["config_key"]]
+        table["judged_dropped"] = [list(by_key.loc[key, "dropped"]) if key in by_key.index else []
+                                   for key in table["config_key"]]
+        table["judged_split"] = split
+    chosen = table[table["config_key"] == chosen_key].iloc[0] if chosen_key is not None else None
+    n_compositions = 0
+    if compositions is not None:
+        reference = references(noise)[0]
+        n_compositions = len(reference.values) if reference is not None and reference.mean_var is not None else 1
+    return Pick(source, table, chosen, noise, max_task_drop, len(default_rows) > 0, ensemble is not None,
+                split, judged_noise, k, level, n_compositions)

@@ -1,4 +1,4 @@
-"""Seed noise and 95 % intervals: every number that ranks configs, with the noise it carries.
+"""Seed noise, sampling noise and 95 % intervals: every number that ranks configs, with the noise it carries.
 
 The single-task baseline is trained with several seeds (``baselines.seeds``), so each
 task's seed spread is measured. On task ``t`` a run's *term* is its relative gain over
@@ -6,15 +6,40 @@ the baseline mean ``B_t``, ``100 (-1)^{l_t} (M_t - B_t) / B_t`` (percent), and D
 the mean of the terms over tasks (Maninis et al. 2019).
 
 A config's estimate is the mean over its runs (its seeds) of Delta_m, or of a term,
-with a Welch interval for the difference from the baseline: the config's runs on one
-side, the baseline's seeds on the other (the mean ``B_t`` is itself an estimate), with
-Welch-Satterthwaite degrees of freedom. Single-task networks are trained per task
-independently, so the baseline's Delta_m variance is the sum of its tasks' term
-variances over ``T^2``; a config's runs are taken as they are (their tasks move
-together). A config trained once has no spread of its own: its run is assumed as noisy
-as one run of the single-task networks (one seed of each), and its interval says
-``approximate``. The ensemble is one composition of single-task networks; it is
-compared as a fixed reference (its own seed noise is not in the interval).
+with an interval for the difference from a reference:
+
+- **Welch** (unpaired): the config's runs on one side, the reference's on the other
+  (the baseline mean ``B_t`` is itself an estimate), Welch-Satterthwaite degrees of
+  freedom. Single-task networks are trained per task independently, so the baseline's
+  Delta_m variance is the sum of its tasks' term variances over ``T^2``.
+- **Paired**: where both sides were trained with the same seeds (the confirmed configs
+  and the no-search default; the single-task baseline when its seeds are the config's),
+  the t interval of the per-seed differences (``scipy.stats.ttest_rel``).
+
+A config trained once has no spread of its own: its run is assumed as noisy as one run
+of the single-task networks (one seed of each), and its interval says ``approximate``.
+
+**Noise floor.** Every interval also carries the sampling error of each task's metric on
+its labelled examples of the split (``n`` from the run's label summary): binomial for
+proportions (accuracy, F1, mAP, mIoU: ``p~(1-p~)/(n+4)``, Agresti-Coull, never 0), the
+standard error of a mean absolute error under half-normal errors (``(0.7555 MAE)^2 / n``)
+and of a root-mean-square error (``RMSE^2 / 2n``). Both sides of a comparison are
+measured on the same examples, so the floor is counted once, in term units. An interval
+whose measured variance is zero (tied seeds, no floor) has unknown noise: NaN bounds,
+never ``[m, m]``.
+
+**The ensemble** (Misra et al. 2016) is composed from the S single-task seeds as the
+S cyclic windows of K consecutive members (members ``i .. i+K-1 mod S``); its value is
+the mean over the compositions. Overlapping windows understate one composition's
+variance by ``(S-K)/(S-1)`` when each member shifts the ensemble by its own effect / K,
+so the mean's variance is ``s^2 (S-1)/(S-K) K/S`` with ``S-1`` degrees of freedom
+(unbiased in that additive model). With ``S = K`` only one composition exists: its noise
+is taken as one single-task run's (approximate; ``baselines.seeds > K`` measures it).
+
+**Best of k.** The deploy pick is the best of the ``k`` ranked configs, so its Delta_m
+intervals (against single-task, the ensemble and the default) are simultaneous:
+Bonferroni, each at level ``1 - 0.05 / k``. Per-task intervals (the guardrail, per-task
+changes) stay at 95 % per task.
 
 An interval entirely above 0 is a difference beyond the noise; one that contains 0 is
 no difference at this budget; the report says which, in words.
@@ -30,16 +55,24 @@ from scipy import stats
 
 from mtl_models import COST_COLUMNS, TaskSpec
 
-from ._results import metric_column, row_metrics, task_values
+from ._results import metric_column, row_metrics, single_task_rows, task_values
 
 LEVEL = 0.95
+HALF_NORMAL_SD = math.sqrt(math.pi / 2 - 1)  # sd(|e|) / E|e| for normal errors
+
+
+def simultaneous_level(k: int, level: float = LEVEL) -> float:
+    """Bonferroni: the per-interval level that makes ``k`` intervals hold together at ``level``."""
+    return 1.0 - (1.0 - level) / max(int(k), 1)
 
 
 @dataclass(frozen=True)
 class Estimate:
     """A difference from a reference (Delta_m points, or a task's relative gain in %), with
-    its 95 % interval. ``runs``: the config's runs averaged; ``std``: their spread (None
-    for one run); ``approximate``: one run, its noise taken from the single-task seeds."""
+    its interval at ``level``. ``runs``: the config's runs averaged; ``std``: their spread
+    (None for one run); ``approximate``: one run (or one reference value), its noise taken
+    from the single-task seeds; ``paired``: the interval is over per-seed differences;
+    ``split``: the data split the metrics are on."""
 
     mean: float
     low: float
@@ -47,6 +80,9 @@ class Estimate:
     runs: int
     std: float | None = None
     approximate: bool = False
+    level: float = LEVEL
+    paired: bool = False
+    split: str = "val"
 
     @property
     def verdict(self) -> int:
@@ -69,8 +105,9 @@ class Estimate:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "mean": _plain(self.mean), "low": _plain(self.low), "high": _plain(self.high), "level": LEVEL,
-            "runs": self.runs, "std": _plain(self.std), "approximate": self.approximate,
+            "mean": _plain(self.mean), "low": _plain(self.low), "high": _plain(self.high), "level": self.level,
+            "runs": self.runs, "std": _plain(self.std), "approximate": self.approximate, "paired": self.paired,
+            "split": self.split,
         }
 
 
@@ -78,18 +115,48 @@ def _plain(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def welch(mean: float, parts: Sequence[tuple[float, int]], level: float = LEVEL) -> tuple[float, float]:
+def welch(mean: float, parts: Sequence[tuple[float, float]], level: float = LEVEL) -> tuple[float, float]:
     """The ``level`` interval around ``mean`` whose squared standard error is the sum of the
-    ``parts`` ``(variance of the mean, degrees of freedom)`` (Welch-Satterthwaite).
-    NaN bounds when a part's noise is unmeasured (no degrees of freedom)."""
-    if math.isnan(mean) or any(df < 1 or math.isnan(v) for v, df in parts):
+    ``parts`` ``(variance of the mean, degrees of freedom)`` (Welch-Satterthwaite; a part
+    with ``math.inf`` dof, such as a noise floor, adds variance but no dof penalty).
+    NaN bounds when a part's noise is unmeasured (no degrees of freedom) or when the
+    variance is zero (tied seeds and no floor: the noise is unknown, not absent)."""
+    if math.isnan(mean) or any(math.isnan(v) or not df >= 1 for v, df in parts):
         return math.nan, math.nan
     se2 = sum(v for v, _ in parts)
-    if se2 <= 0:
-        return mean, mean
-    dof = se2**2 / sum(v**2 / df for v, df in parts if v > 0)
-    half = float(stats.t.ppf(0.5 + level / 2, dof)) * math.sqrt(se2)
+    if math.sqrt(max(se2, 0.0)) <= 1e-9 * max(1.0, abs(mean)):  # zero up to rounding (tied seeds)
+        return math.nan, math.nan
+    denominator = sum(v**2 / df for v, df in parts if v > 0 and math.isfinite(df))
+    q = 0.5 + level / 2
+    quantile = float(stats.norm.ppf(q)) if denominator == 0 else float(stats.t.ppf(q, se2**2 / denominator))
+    half = quantile * math.sqrt(se2)
     return mean - half, mean + half
+
+
+def paired_interval(
+    differences: Sequence[float], extra: Sequence[tuple[float, float]] = (), level: float = LEVEL
+) -> tuple[float, float, float]:
+    """Mean and ``level`` interval of per-seed ``differences`` (the paired t interval of
+    ``scipy.stats.ttest_rel``), widened by the ``extra`` parts (a noise floor)."""
+    n = len(differences)
+    if n < 2:
+        return math.nan, math.nan, math.nan
+    mean = sum(differences) / n
+    return (mean, *welch(mean, [(_var(differences) / n, n - 1), *extra], level))
+
+
+def metric_floor_var(metric: str, value: float, n: int) -> float:
+    """The variance of ``metric`` measured as ``value`` on ``n`` labelled examples: the
+    sampling error of the examples (module docstring). NaN when ``n`` is unknown."""
+    if not n or n <= 0 or value is None or not math.isfinite(value):
+        return math.nan
+    if metric == "mae":
+        return (HALF_NORMAL_SD * value) ** 2 / n
+    if metric == "rmse":
+        return value**2 / (2 * n)
+    p = min(max(value, 0.0), 1.0)  # a proportion: accuracy, F1, mAP, mIoU, pixel accuracy
+    shrunk = (p * n + 2) / (n + 4)  # Agresti-Coull: never 0 at p = 0 or 1
+    return shrunk * (1 - shrunk) / (n + 4)
 
 
 def _var(values: Sequence[float]) -> float:
@@ -100,16 +167,57 @@ def _var(values: Sequence[float]) -> float:
     return sum((v - mean) ** 2 for v in values) / (n - 1)
 
 
-class BaselineNoise:
-    """The single-task baseline's seed noise: per task its mean ``B_t``, the variance of one
-    seed's term and the number of seeds (from the results table's finished single-task trials)."""
+@dataclass(frozen=True)
+class Reference:
+    """What a config is compared with besides single-task: another config's Delta_m runs
+    (the no-search default, ``seeds`` per run, so runs of the same seed pair) or the
+    ensemble's compositions (``mean_var``/``dof``: its mean's variance, from
+    :func:`ensemble_reference`)."""
 
-    def __init__(self, results: pd.DataFrame, tasks: Sequence[TaskSpec], split: str = "val") -> None:
+    values: tuple[float, ...]
+    seeds: tuple[int, ...] | None = None
+    mean_var: float | None = None
+    dof: float | None = None
+    label: str = ""
+
+
+def ensemble_reference(values: Sequence[float], seeds: int, size: int) -> Reference:
+    """The ensemble over its ``seeds`` cyclic compositions of ``size`` members (module
+    docstring): the mean's variance ``s^2 (S-1)/(S-K) K/S`` with ``S-1`` dof. One
+    composition (or not all S of them): its noise unknown here (borrowed downstream)."""
+    values = tuple(float(v) for v in values if not math.isnan(v))
+    if len(values) < 2 or seeds <= size or len(values) != seeds:
+        return Reference(values[:1], label="ensemble")
+    var_one = _var(values) * (seeds - 1) / (seeds - size)
+    return Reference(values, mean_var=var_one * size / seeds, dof=seeds - 1, label="ensemble")
+
+
+def cyclic_compositions(seeds: int, size: int) -> list[list[int]]:
+    """The member indices of the ensemble's compositions: ``S`` cyclic windows of ``K``
+    (one, ``0 .. K-1``, when ``S <= K``); composition 0 is the ensemble the run composed."""
+    if seeds <= size:
+        return [list(range(min(seeds, size)))]
+    return [[(i + j) % seeds for j in range(size)] for i in range(seeds)]
+
+
+class BaselineNoise:
+    """The single-task baseline's seed noise on ``split``: per task its mean ``B_t``, the
+    variance of one seed's term, the number of seeds and each seed's value (from the
+    results table's finished single-task trials), and the noise floor of the task's metric
+    on its ``labelled`` examples of the split (``{task: n}``; unknown: no floor)."""
+
+    def __init__(
+        self, results: pd.DataFrame, tasks: Sequence[TaskSpec], split: str = "val",
+        labelled: dict[str, int] | None = None,
+    ) -> None:
         self.tasks = list(tasks)
         self.split = split
         self.mean: dict[str, float] = {}
         self.var: dict[str, float] = {}
         self.seeds: dict[str, int] = {}
+        self.by_seed: dict[str, dict[int, float]] = {}
+        self.floor: dict[str, float] = {}
+        self.labelled = dict(labelled or {})
         for spec in self.tasks:
             values = task_values(results, spec, split)
             if not values:
@@ -117,6 +225,16 @@ class BaselineNoise:
             self.mean[spec.name] = sum(values) / len(values)
             self.seeds[spec.name] = len(values)
             self.var[spec.name] = _var([self.term(spec, v) for v in values])
+            rows = single_task_rows(results, spec.name)
+            column = metric_column(spec, split)
+            if "seed" in rows and column in rows:
+                pairs = [(s, v) for s, v in zip(rows["seed"], rows[column]) if not pd.isna(s) and not pd.isna(v)]
+                by_seed = {int(s): float(v) for s, v in pairs}
+                if len(by_seed) == len(pairs):
+                    self.by_seed[spec.name] = by_seed
+            floor = metric_floor_var(spec.metric_name, self.mean[spec.name], self.labelled.get(spec.name, 0))
+            base = self.mean[spec.name]
+            self.floor[spec.name] = floor * (100.0 / base) ** 2 if not math.isnan(floor) and base else 0.0
 
     @property
     def complete(self) -> bool:
@@ -126,23 +244,41 @@ class BaselineNoise:
     def min_seeds(self) -> int:
         return min(self.seeds.values()) if self.seeds else 0
 
+    @property
+    def has_floor(self) -> bool:
+        return any(v > 0 for v in self.floor.values())
+
     def term(self, spec: TaskSpec, value: float) -> float:
         """A value's relative gain over ``B_t`` in percent, signed so that positive is better."""
         base = self.mean.get(spec.name, math.nan)
-        if not (math.isfinite(value) and math.isfinite(base)) or base == 0:
+        if value is None or not (math.isfinite(value) and math.isfinite(base)) or base == 0:
             return math.nan
         sign = 1.0 if spec.higher_is_better else -1.0
         return 100.0 * sign * (value - base) / base
+
+    def row_delta(self, row: pd.Series | dict[str, Any]) -> float:
+        """Delta_m of a row's metrics on this split against ``B_t`` (NaN when a task is missing)."""
+        terms = [self.term(spec, row_metrics(row, [spec], self.split)[spec.name]) for spec in self.tasks]
+        return sum(terms) / len(terms) if terms and not any(math.isnan(t) for t in terms) else math.nan
 
     def run_var(self) -> float:
         """The variance of one run's Delta_m (one seed of every single-task network)."""
         t = len(self.tasks)
         return sum(self.var[s.name] for s in self.tasks) / t**2 if self.complete else math.nan
 
-    def mean_parts(self) -> list[tuple[float, int]]:
+    def mean_parts(self) -> list[tuple[float, float]]:
         """The baseline mean's share of a Delta_m difference's variance, per task, with its dof."""
         t = len(self.tasks)
         return [(self.var[s.name] / (t**2 * self.seeds[s.name]), self.seeds[s.name] - 1) for s in self.tasks]
+
+    def floor_parts(self) -> list[tuple[float, float]]:
+        """The noise floor of a Delta_m difference (every task's, once): no dof penalty."""
+        total = sum(self.floor.get(s.name, 0.0) for s in self.tasks) / len(self.tasks) ** 2
+        return [(total, math.inf)] if total > 0 else []
+
+    def task_floor_parts(self, spec: TaskSpec) -> list[tuple[float, float]]:
+        floor = self.floor.get(spec.name, 0.0)
+        return [(floor, math.inf)] if floor > 0 else []
 
     def metric_std(self, spec: TaskSpec) -> float | None:
         """The standard deviation of one single-task run's metric on ``spec`` over the seeds
@@ -151,48 +287,94 @@ class BaselineNoise:
             return None
         return math.sqrt(self.var[spec.name]) * abs(self.mean[spec.name]) / 100.0
 
-    def vs_single(self, deltas: Sequence[float]) -> Estimate:
-        """A config's Delta_m runs against the single-task baseline (mean and interval)."""
-        deltas = [d for d in deltas if not math.isnan(d)]
+    def _pairs_with_baseline(self, seeds: Sequence[int] | None, specs: Sequence[TaskSpec]) -> bool:
+        """Whether a config's runs have exactly the single-task seeds of every task in ``specs``."""
+        if not seeds or len(seeds) < 2 or len(set(seeds)) != len(seeds):
+            return False
+        return all(set(self.by_seed.get(s.name, {})) == set(seeds) and self.seeds.get(s.name) == len(seeds)
+                   for s in specs)
+
+    def vs_single(self, deltas: Sequence[float], seeds: Sequence[int] | None = None, level: float = LEVEL) -> Estimate:
+        """A config's Delta_m runs against the single-task baseline (mean and interval);
+        paired when the runs' ``seeds`` are the baseline's."""
+        keep = [i for i, d in enumerate(deltas) if not math.isnan(d)]
+        seeds = [seeds[i] for i in keep] if seeds is not None and len(seeds) == len(deltas) else None
+        deltas = [deltas[i] for i in keep]
         if not deltas or not self.complete:
-            return Estimate(math.nan, math.nan, math.nan, len(deltas))
+            return Estimate(math.nan, math.nan, math.nan, len(deltas), split=self.split, level=level)
+        if self._pairs_with_baseline(seeds, self.tasks):
+            base = {s: sum(self.term(t, self.by_seed[t.name][s]) for t in self.tasks) / len(self.tasks) for s in seeds}
+            mean, low, high = paired_interval([d - base[s] for d, s in zip(deltas, seeds)], self.floor_parts(), level)
+            return Estimate(mean, low, high, len(deltas), _std(deltas), False, level, True, self.split)
         mean = sum(deltas) / len(deltas)
         own, approximate = self._own(deltas, self.run_var())
-        low, high = welch(mean, [own, *self.mean_parts()])
-        return Estimate(mean, low, high, len(deltas), _std(deltas), approximate)
+        low, high = welch(mean, [own, *self.mean_parts(), *self.floor_parts()], level)
+        return Estimate(mean, low, high, len(deltas), _std(deltas), approximate, level, False, self.split)
 
-    def task_vs_single(self, spec: TaskSpec, values: Sequence[float]) -> Estimate:
-        """A config's runs of task ``spec``'s metric as terms (relative gain, %) against single-task."""
+    def task_vs_single(
+        self, spec: TaskSpec, values: Sequence[float], seeds: Sequence[int] | None = None, level: float = LEVEL
+    ) -> Estimate:
+        """A config's runs of task ``spec``'s metric as terms (relative gain, %) against single-task;
+        paired when the runs' ``seeds`` are the task's single-task seeds."""
         terms = [self.term(spec, v) for v in values]
-        terms = [x for x in terms if not math.isnan(x)]
+        keep = [i for i, x in enumerate(terms) if not math.isnan(x)]
+        terms = [terms[i] for i in keep]
+        seeds = [seeds[i] for i in keep] if seeds is not None and len(seeds) == len(values) else None
         if not terms or spec.name not in self.mean:
-            return Estimate(math.nan, math.nan, math.nan, len(terms))
+            return Estimate(math.nan, math.nan, math.nan, len(terms), split=self.split, level=level)
+        if self._pairs_with_baseline(seeds, [spec]):
+            base = self.by_seed[spec.name]
+            mean, low, high = paired_interval(
+                [x - self.term(spec, base[s]) for x, s in zip(terms, seeds)], self.task_floor_parts(spec), level)
+            return Estimate(mean, low, high, len(terms), _std(terms), False, level, True, self.split)
         mean = sum(terms) / len(terms)
-        seeds = self.seeds[spec.name]
+        seeds_n = self.seeds[spec.name]
         own, approximate = self._own(terms, self.var[spec.name])
-        low, high = welch(mean, [own, (self.var[spec.name] / seeds, seeds - 1)])
-        return Estimate(mean, low, high, len(terms), _std(terms), approximate)
+        low, high = welch(mean, [own, (self.var[spec.name] / seeds_n, seeds_n - 1), *self.task_floor_parts(spec)], level)
+        return Estimate(mean, low, high, len(terms), _std(terms), approximate, level, False, self.split)
 
-    def _own(self, runs: Sequence[float], one_run_var: float) -> tuple[tuple[float, int], bool]:
+    def _own(self, runs: Sequence[float], one_run_var: float) -> tuple[tuple[float, float], bool]:
         """The config side of a difference: its mean's variance and dof; one run borrows the baseline's."""
         if len(runs) > 1:
             return (_var(runs) / len(runs), len(runs) - 1), False
         return (one_run_var, self.min_seeds - 1), True
 
-    def vs_reference(self, deltas: Sequence[float], reference: Sequence[float]) -> Estimate:
-        """A config's Delta_m runs against another config's (the ensemble: one value; the
-        no-search default: its own runs)."""
-        deltas = [d for d in deltas if not math.isnan(d)]
-        reference = [r for r in reference if not math.isnan(r)]
-        if not deltas or not reference:
-            return Estimate(math.nan, math.nan, math.nan, len(deltas))
-        mean = sum(deltas) / len(deltas) - sum(reference) / len(reference)
+    def vs_reference(
+        self, deltas: Sequence[float], reference: Reference | Sequence[float], seeds: Sequence[int] | None = None,
+        level: float = LEVEL,
+    ) -> Estimate:
+        """A config's Delta_m runs against a :class:`Reference` (the ensemble's compositions,
+        the no-search default's runs): paired over seeds when both sides have the same seeds,
+        else Welch; a reference of one value borrows one single-task run's noise."""
+        if not isinstance(reference, Reference):
+            reference = Reference(tuple(float(r) for r in reference))
+        pairs = [(d, None if seeds is None or len(seeds) != len(deltas) else seeds[i])
+                 for i, d in enumerate(deltas) if not math.isnan(d)]
+        deltas = [d for d, _ in pairs]
+        seeds = [s for _, s in pairs] if all(s is not None for _, s in pairs) else None
+        ref = [(r, None if reference.seeds is None else reference.seeds[i])
+               for i, r in enumerate(reference.values) if not math.isnan(r)]
+        values = [r for r, _ in ref]
+        if not deltas or not values:
+            return Estimate(math.nan, math.nan, math.nan, len(deltas), split=self.split, level=level)
+        ref_seeds = [s for _, s in ref] if reference.seeds is not None else None
+        if (seeds and ref_seeds and len(seeds) >= 2 and len(set(seeds)) == len(seeds)
+                and sorted(seeds) == sorted(ref_seeds)):
+            by_seed = dict(zip(ref_seeds, values))
+            mean, low, high = paired_interval([d - by_seed[s] for d, s in zip(deltas, seeds)], self.floor_parts(), level)
+            return Estimate(mean, low, high, len(deltas), _std(deltas), False, level, True, self.split)
+        mean = sum(deltas) / len(deltas) - sum(values) / len(values)
         own, approximate = self._own(deltas, self.run_var())
-        parts = [own]
-        if len(reference) > 1:
-            parts.append((_var(reference) / len(reference), len(reference) - 1))
-        low, high = welch(mean, parts)
-        return Estimate(mean, low, high, len(deltas), _std(deltas), approximate)
+        parts = [own, *self.floor_parts()]
+        if reference.mean_var is not None:
+            parts.append((reference.mean_var, reference.dof or 1))
+        elif len(values) > 1:
+            parts.append((_var(values) / len(values), len(values) - 1))
+        else:
+            parts.append((self.run_var(), self.min_seeds - 1))
+            approximate = True
+        low, high = welch(mean, parts, level)
+        return Estimate(mean, low, high, len(deltas), _std(deltas), approximate, level, False, self.split)
 
 
 def _std(values: Sequence[float]) -> float | None:
@@ -203,36 +385,67 @@ def _std(values: Sequence[float]) -> float | None:
 # --- configs over their seeds ----------------------------------------------------------------
 
 
+def delta_column(split: str) -> str:
+    """The results table's Delta_m column on ``split`` (``delta_m`` on validation, ``test_delta_m``)."""
+    return "delta_m" if split == "val" else f"{split}_delta_m"
+
+
 def config_summary(
     rows: pd.DataFrame,
     tasks: Sequence[TaskSpec],
     noise: BaselineNoise,
-    ensemble: pd.Series | None = None,
-    default: Sequence[float] = (),
+    ensemble: Reference | pd.Series | None = None,
+    default: Reference | Sequence[float] = (),
     max_task_drop: str | float | None = "noise",
+    *,
+    level: float = LEVEL,
+    references: dict[str, Reference] | None = None,
 ) -> pd.DataFrame:
-    """One row per config (``config_key``) of ``rows`` (finished trials), best mean Delta_m first.
+    """One row per config (``config_key``) of ``rows`` (finished trials), best mean Delta_m first,
+    on ``noise.split`` (rows without metrics on it are left out).
 
-    Columns: ``config_key``, ``trial_id`` (the config's best run, the one to export),
-    ``trial_ids``, ``seeds``, ``family``, ``config``, ``reference``, cost columns (their mean),
-    ``delta_m`` (mean) with ``delta_m_std``/``_low``/``_high``/``approximate``, each task's
-    metric mean and ``:std``, its term ``term/<task>`` (relative gain %) with ``:low``/``:high``
-    and ``contribution/<task>`` (its share of Delta_m, term / T), ``vs_ensemble`` and
+    Columns: ``config_key``, ``trial_id`` (the config's representative run, the one to
+    export: the run whose Delta_m is nearest the config's mean), ``best_trial_id`` (its
+    best run), ``trial_ids``, ``seeds``, ``seed_list``, ``family``, ``config``,
+    ``reference``, cost columns (their mean), ``delta_m`` (mean) with
+    ``delta_m_std``/``_low``/``_high``/``approximate``, each task's metric mean and
+    ``:std``, its term ``term/<task>`` (relative gain %) with ``:low``/``:high`` and
+    ``contribution/<task>`` (its share of Delta_m, term / T), ``vs_ensemble`` and
     ``vs_default`` with bounds, ``verdict_single``/``_ensemble``/``_default`` (+1/0/-1),
     ``task_drop_ok`` and ``dropped`` (the tasks that break ``max_task_drop``), and
-    ``estimates`` (the :class:`Estimate` objects, for callers that format them).
+    ``estimates`` (the :class:`Estimate` objects, for callers that format them). Delta_m
+    intervals are at ``level`` (a simultaneous level for the best of k), task terms at 95 %.
+    ``references``: further references by name (a confirmation row's ``reference`` value
+    other than ``default``), each compared like the default: ``vs_<name>`` with bounds,
+    ``verdict_<name>`` and ``estimates[<name>]``.
     """
     out = []
     if rows.empty:
         return pd.DataFrame()
+    split = noise.split
+    column = delta_column(split)
+    rows = rows.copy()
+    if column not in rows:
+        rows[column] = [noise.row_delta(r) for _, r in rows.iterrows()]
+    rows = rows[rows[column].notna()]
+    if rows.empty:
+        return pd.DataFrame()
+    if isinstance(ensemble, pd.Series):
+        value = noise.row_delta(ensemble)
+        ensemble = Reference((value,), label="ensemble") if not math.isnan(value) else None
+    if not isinstance(default, Reference):
+        default = Reference(tuple(float(d) for d in default), label="default")
     for key, group in rows.groupby("config_key", sort=False):
-        group = group.sort_values("delta_m", ascending=False)
+        group = group.sort_values(column, ascending=False)
         first = group.iloc[0]
-        deltas = [float(d) for d in group["delta_m"]]
-        estimate = noise.vs_single(deltas)
+        deltas = [float(d) for d in group[column]]
+        seeds = [int(s) for s in group["seed"]] if "seed" in group and group["seed"].notna().all() else None
+        estimate = noise.vs_single(deltas, seeds, level)
+        nearest = min(range(len(deltas)), key=lambda i: (abs(deltas[i] - estimate.mean), i))
         record: dict[str, Any] = {
             "config_key": key,
-            "trial_id": first["trial_id"],
+            "trial_id": group.iloc[nearest]["trial_id"],
+            "best_trial_id": first["trial_id"],
             "trial_ids": list(group["trial_id"]),
             "seeds": len(group),
             "seed_list": [int(s) for s in group["seed"] if not pd.isna(s)] if "seed" in group else [],
@@ -246,18 +459,19 @@ def config_summary(
             "approximate": estimate.approximate,
             "verdict_single": estimate.verdict,
         }
-        for column in (*COST_COLUMNS, "warm_start_epochs", "budget_epochs", "epochs_run"):
-            if column in group:
-                values = group[column].dropna()
-                record[column] = (values.iloc[0] if column == "cost_device" else float(values.astype(float).mean())) if len(values) else None
+        for cost in (*COST_COLUMNS, "warm_start_epochs", "budget_epochs", "epochs_run"):
+            if cost in group:
+                values = group[cost].dropna()
+                record[cost] = (values.iloc[0] if cost == "cost_device" else float(values.astype(float).mean())) if len(values) else None
         estimates = {"delta_m": estimate}
         dropped = []
         for spec in tasks:
-            column = metric_column(spec)
-            values = [float(v) for v in group[column] if not pd.isna(v)] if column in group else []
-            record[column] = sum(values) / len(values) if values else math.nan
-            record[column + ":std"] = _std(values)
-            term = noise.task_vs_single(spec, values)
+            metric = metric_column(spec, split)
+            values = [float(v) for v in group[metric]] if metric in group else []
+            finite = [v for v in values if not math.isnan(v)]
+            record[metric] = sum(finite) / len(finite) if finite else math.nan
+            record[metric + ":std"] = _std(finite)
+            term = noise.task_vs_single(spec, values, seeds if len(values) == len(group) else None)
             estimates[spec.name] = term
             record[f"term/{spec.name}"] = term.mean
             record[f"term/{spec.name}:low"] = term.low
@@ -267,16 +481,22 @@ def config_summary(
                 dropped.append(spec.name)
         record["dropped"] = dropped
         record["task_drop_ok"] = not dropped
-        if ensemble is not None and not pd.isna(ensemble.get("delta_m")):
-            vs = noise.vs_reference(deltas, [float(ensemble["delta_m"])])
+        if ensemble is not None and ensemble.values:
+            vs = noise.vs_reference(deltas, ensemble, None, level)
             estimates["ensemble"] = vs
             record.update(vs_ensemble=vs.mean, vs_ensemble_low=vs.low, vs_ensemble_high=vs.high,
                           verdict_ensemble=vs.verdict)
-        if default:
-            vs = noise.vs_reference(deltas, default)
+        if default.values and first.get("reference") != "default":  # not the default against itself
+            vs = noise.vs_reference(deltas, default, seeds, level)
             estimates["default"] = vs
             record.update(vs_default=vs.mean, vs_default_low=vs.low, vs_default_high=vs.high,
                           verdict_default=vs.verdict)
+        for name, other in (references or {}).items():
+            if other.values and name not in ("delta_m", "ensemble", "default") and first.get("reference") != name:
+                vs = noise.vs_reference(deltas, other, seeds, level)
+                estimates[name] = vs
+                record.update({f"vs_{name}": vs.mean, f"vs_{name}_low": vs.low, f"vs_{name}_high": vs.high,
+                               f"verdict_{name}": vs.verdict})
         record["estimates"] = estimates
         out.append(record)
     table = pd.DataFrame(out)

@@ -130,45 +130,59 @@ def _select(args: argparse.Namespace) -> int:
         include_baselines=args.include_baselines,
         max_task_drop=run.max_task_drop if args.max_task_drop is None else _task_drop(args.max_task_drop),
     )
-    chosen = select(run.results, run.tasks, constraints)
+    chosen = select(run.results, run.tasks, constraints, compositions=run.compositions, labelled=run.labelled)
     metric_cols = [metric_column(t) for t in run.tasks]
     costs = ["params", "flops", "latency_ms_b1", "latency_ms_bN"]
     source = "confirmed over fresh seeds" if run.pick.source == "confirm" else "searched, one run per config"
+    judged = run.pick.split
+    level = run.pick.level
     if args.json:
         records = [
             {
                 "trial_id": r["trial_id"],
                 "family": r["family"],
                 "seeds": int(r["seeds"]),
-                "delta_m": {"mean": _plain(r["delta_m"]), "low": _plain(r.get("delta_m_low")),
-                            "high": _plain(r.get("delta_m_high")), "level": 0.95,
+                "delta_m": {"split": "val", "role": "selection", "mean": _plain(r["delta_m"]),
+                            "low": _plain(r.get("delta_m_low")), "high": _plain(r.get("delta_m_high")), "level": level,
                             "approximate": bool(r.get("approximate", False))},
+                "verdict_delta_m": {"split": r.get("judged_split", "val"), "role": "verdict",
+                                    "mean": _plain(r.get("judged_delta_m")), "low": _plain(r.get("judged_delta_m_low")),
+                                    "high": _plain(r.get("judged_delta_m_high")), "level": level},
                 **{c: _plain(r.get(c)) for c in metric_cols + costs if c in chosen},
                 "pareto": bool(r["pareto"]),
                 "config": json.loads(r["config"]),
             }
             for _, r in chosen.iterrows()
         ]
-        print(json.dumps({"run": str(args.run), "configs": source, "qualifying": records,
+        print(json.dumps({"run": str(args.run), "configs": source, "selection_split": "val", "verdict_split": judged,
+                          "level": level, "qualifying": records,
                           "pareto": [r["trial_id"] for r in records if r["pareto"]]}, indent=2))
         return 0
     if chosen.empty:
         print("No config meets these constraints.")
         return 1
+    name = "test" if judged == "test" else "val"
     table = pd.DataFrame({
         "trial_id": chosen["trial_id"],
         "structure": [_describe(r) for _, r in chosen.iterrows()],
         "seeds": chosen["seeds"].astype(int),
-        "delta_m": chosen["delta_m"],
-        "95% interval": [_bounds(r) for _, r in chosen.iterrows()],
-        **{c: chosen[c] for c in metric_cols + costs if c in chosen},
+        "delta_m (val, selection)": chosen["delta_m"],
+        **({f"delta_m ({name}, verdict)": chosen["judged_delta_m"]} if judged == "test" else {}),
+        f"interval ({name})": [_bounds(r, "judged_delta_m") for _, r in chosen.iterrows()],
+        **{f"{c} (val)": chosen[c] for c in metric_cols if c in chosen},
+        **{c: chosen[c] for c in costs if c in chosen},
         "pareto": chosen["pareto"].map({True: "*", False: ""}),
     })
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     front = chosen.loc[chosen["pareto"], "trial_id"].tolist()
-    print(f"\n{len(chosen)} qualifying config(s), {source}; Pareto-optimal (Delta_m vs params / latency, *): "
-          f"{', '.join(front)}")
-    print(f"Export one with: mtlsearch export {args.run} --trial {chosen['trial_id'].iloc[0]} --out DIR")
+    print(f"\n{len(chosen)} qualifying config(s), {source}; ranked on the validation split (selection); "
+          + ("intervals on the test split, which the choice never saw"
+             if judged == "test" else "no evaluated test split, so the intervals are on that same validation split "
+             "(optimistic: the best of k on the same examples)")
+          + f"; Delta_m intervals at {100 * level:.4g} % each (Bonferroni over {run.pick.k} configs).")
+    print(f"Pareto-optimal (Delta_m vs params / latency, *): {', '.join(front)}")
+    print(f"Export one with: mtlsearch export {args.run} --trial {chosen['trial_id'].iloc[0]} --out DIR "
+          "(trial_id: each config's run nearest its mean Delta_m)")
     return 0
 
 
@@ -182,10 +196,10 @@ def _task_drop(value: str) -> str | float | None:
         raise ValueError(f"--max-task-drop {value!r}: give noise, none or a percentage such as 1.0.") from None
 
 
-def _bounds(row: "pd.Series") -> str:
+def _bounds(row: "pd.Series", column: str = "delta_m") -> str:
     import math
 
-    low, high = row.get("delta_m_low"), row.get("delta_m_high")
+    low, high = row.get(f"{column}_low"), row.get(f"{column}_high")
     if low is None or high is None or math.isnan(float(low)) or math.isnan(float(high)):
         return "-"
     return f"[{float(low):+.2f}, {float(high):+.2f}]" + (" ~" if row.get("approximate") else "")
@@ -307,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     which = export.add_mutually_exclusive_group()
     which.add_argument("--trial", help="trial id (see the report's leaderboard or `mtlsearch select`)")
-    which.add_argument("--best", action="store_true", help="the best finished searched trial by Delta_m (the default)")
+    which.add_argument("--best", action="store_true", help="the deploy candidate (the default): its run whose Delta_m is nearest the config's mean")
     export.add_argument("--no-format", action="append", choices=["torchscript", "onnx"],
                         help="skip a serving format (e.g. where onnx is not installed); repeatable")
     export.add_argument("--retrain", action="store_true",

@@ -56,7 +56,11 @@ def results(run_dir: Path) -> pd.DataFrame:
 
 def test_a_repeated_proposal_is_trained_with_the_next_seed(run_dir: Path, results: pd.DataFrame) -> None:
     search = results[results["phase"] == "search"]
-    assert len(search) == 6 and search["config_key"].nunique() <= 3  # six trials, three configs: repeats
+    assert len(search) == 6 and search["config_key"].nunique() < 6  # six trials, three configs: repeats
+    # one config per split point (the seed is not part of the key), and some split point was proposed twice
+    assert search.groupby("config_key")["split_point"].nunique().eq(1).all()
+    assert search["config_key"].nunique() == search["split_point"].nunique()
+    assert search.duplicated("config_key").any()
     assert not search.duplicated(["config_key", "seed"]).any()  # never the same (config, seed) twice
     for _, runs in search.groupby("config_key"):
         assert sorted(runs["seed"].astype(int)) == list(range(3, 3 + len(runs)))  # 3, 4, ... in order
@@ -104,10 +108,19 @@ def test_summary_says_in_words_whether_the_pick_beats_single_task(run_dir: Path)
     pick = run.pick
     assert pick.source == "confirm" and len(pick.table) == 3 and (pick.table["seeds"] == 2).all()
     words = " ".join(pick.sentences(reports.short_label))
-    assert "confirmation phase" in words
+    assert "confirmation phase" in words and "judged on the test split" in words and pick.split == "test"
     if pick.chosen is not None:
-        assert any(p in words for p in ("beats single-task beyond the noise", "not distinguishable from single-task",
-                                        "worse than single-task beyond the noise"))
+        judged = pick.judged()["delta_m"]
+        # the test verdict is the mean of the pick's runs' test Delta_m, read from the table independently
+        runs = run.results[run.results["trial_id"].isin(pick.chosen["trial_ids"])]
+        assert judged.split == "test" and judged.mean == pytest.approx(runs["test_delta_m"].mean())
+        assert judged.low < judged.mean < judged.high  # never zero-wide: seeds and the examples' noise floor
+        phrases = {1: "beats single-task beyond the noise", 0: "is not distinguishable from single-task",
+                   -1: "is worse than single-task beyond the noise"}
+        expected = 1 if judged.low > 0 else (-1 if judged.high < 0 else 0)
+        candidate = next(s for s in pick.sentences(reports.short_label) if s.startswith("Deploy candidate"))
+        assert f"Delta_m on test {judged.text()}" in candidate and phrases[expected] in candidate
+        assert not any(phrases[v] in candidate for v in phrases if v != expected)
     html = (run_dir / "report.html").read_text()
     assert "Confirmed configs (fresh seeds" in html and "no-search default" in html
     assert "contribution to &Delta;<sub>m</sub>" in html
@@ -119,6 +132,8 @@ def test_select_and_export_use_the_confirmed_statistics(run_dir: Path, tmp_path:
     assert cli(["select", str(run_dir), "--json", "--max-task-drop", "none"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert listing["configs"] == "confirmed over fresh seeds"
+    assert listing["selection_split"] == "val" and listing["verdict_split"] == "test"
+    assert all(r["delta_m"]["split"] == "val" and r["verdict_delta_m"]["split"] == "test" for r in listing["qualifying"])
     assert len(listing["qualifying"]) == 3 and all(r["seeds"] == 2 for r in listing["qualifying"])
     means = [r["delta_m"]["mean"] for r in listing["qualifying"]]
     assert means == sorted(means, reverse=True)
@@ -126,6 +141,7 @@ def test_select_and_export_use_the_confirmed_statistics(run_dir: Path, tmp_path:
         d = record["delta_m"]
         assert d["low"] <= d["mean"] <= d["high"] and not d["approximate"]
     run = reports.load_run(run_dir, evaluate=False)
+    assert run.pick.split == "test"  # the report cached every confirmation run's and baseline's test metrics
     if run.pick.chosen is None:
         pytest.skip("every confirmed config drops a task beyond its noise on this tiny run")
     bundle = reports.export_trial(run_dir, tmp_path / "best")
@@ -133,7 +149,14 @@ def test_select_and_export_use_the_confirmed_statistics(run_dir: Path, tmp_path:
     stats = card["config"]
     assert stats["source"] == "confirm" and stats["deploy_candidate"]
     assert card["trial_id"] in stats["runs"] and len(stats["runs"]) == 2 and len(stats["seeds"]) == 2
-    assert stats["delta_m_vs_single_task"]["mean"] == pytest.approx(run.pick.chosen["delta_m"])
+    runs = run.results.set_index("trial_id").loc[stats["runs"]]
+    nearest = (runs["delta_m"] - runs["delta_m"].mean()).abs().idxmin()
+    assert card["trial_id"] == stats["exported_run"] == nearest  # the run nearest the mean, not the luckiest
+    assert stats["verdict_split"] == "test" and stats["delta_m_vs_single_task"]["split"] == "test"
+    assert stats["delta_m_vs_single_task"]["mean"] == pytest.approx(runs["test_delta_m"].mean())
+    assert stats["selection"]["delta_m_vs_single_task"]["mean"] == pytest.approx(run.pick.chosen["delta_m"])
+    own = runs.loc[nearest]
+    assert card["delta_m"]["test"]["vs_single_task"] == pytest.approx(own["test_delta_m"])  # the run's own, beside
     assert stats["delta_m_vs_no_search_default"] is not None or run.pick.chosen["reference"] == "default"
     assert "This config over 2 run(s)" in (bundle / "README.md").read_text()
 

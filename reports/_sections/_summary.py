@@ -1,9 +1,11 @@
 """Summary: what to deploy, in words and numbers, with the noise every number carries.
 
 First the verdict (whether the pick beats single-task, the ensemble and the no-search
-default beyond the seed noise, or that nothing does at this budget), then the ranked
-configs (confirmed over fresh seeds when the run has a confirmation phase) with 95 %
-intervals and each task's contribution to Delta_m, so that one task dominating a gain,
+default beyond the noise, or that nothing does at this budget: chosen on validation,
+judged on test when the run has a test split), then the ranked configs (confirmed over
+fresh seeds when the run has a confirmation phase) with their selection figure
+(validation), the verdict's intervals on the judging split and each task's contribution
+to Delta_m, so that one task dominating a gain,
 or one task paying for it, shows at a glance. Then the best single runs of the search
 per objective, with the seed noise of one run, and the baselines.
 """
@@ -86,37 +88,46 @@ def _interval(est: Estimate | None) -> str:
 
 
 def _ranking(run: RunData) -> str:
-    """The ranked configs with their intervals, per-task terms and the guardrail."""
+    """The ranked configs: the selection figure (validation), then the verdict's figures on the
+    judging split (test when evaluated) with their intervals, per-task terms and the guardrail."""
     pick, tasks = run.pick, run.tasks
     table = pick.table
+    split = "test" if pick.split == "test" else "validation"
     title = (
         "Confirmed configs (fresh seeds; the search's own run is left out: it was chosen for scoring well)"
         if pick.source == "confirm" else "Searched configs (one run each unless the search repeated a proposal)"
     )
+    judged_head = f"&Delta;<sub>m</sub> vs single-task ({split}, the verdict)"
     head = (
-        "<tr><th>#</th><th>config</th><th>seeds</th><th>&Delta;<sub>m</sub> vs single-task (95 % interval)</th>"
-        + ("<th>vs ensemble</th>" if pick.has_ensemble else "")
-        + ("<th>vs no-search default</th>" if pick.has_default else "")
+        "<tr><th>#</th><th>config</th><th>seeds</th>"
+        + ("<th>&Delta;<sub>m</sub> selection (validation)</th>" if pick.split == "test" else "")
+        + f"<th>{judged_head}</th>"
+        + (f"<th>vs ensemble ({split})</th>" if pick.has_ensemble else "")
+        + (f"<th>vs no-search default ({split})</th>" if pick.has_default else "")
         + "".join(
-            f"<th>{esc(t.name)} {esc(t.metric_name)} {'&uarr;' if t.higher_is_better else '&darr;'}<br>"
+            f"<th>{esc(t.name)} {esc(t.metric_name)} {'&uarr;' if t.higher_is_better else '&darr;'} ({split})<br>"
             f"<span class='ci'>term, % (contribution to &Delta;<sub>m</sub>)</span></th>"
             for t in tasks
         )
-        + "<th>params</th><th>epochs (with warm start)</th><th>deployable?</th></tr>"
+        + "<th>params</th><th>epochs (with warm start)</th><th>deployable? (validation)</th></tr>"
     )
     rows = []
     limit = 12
     for i, (_, row) in enumerate(table.head(limit).iterrows()):
         est = row["estimates"]
+        judged = row.get("judged") or est
         chosen = pick.chosen is not None and row["config_key"] == pick.chosen["config_key"]
         label = esc(short_label(row)) + (" <i>(no-search default)</i>" if row.get("reference") == "default" else "")
-        cells = [f"<td>{i + 1}</td><td>{label}</td><td>{int(row['seeds'])}</td><td>{_interval(est['delta_m'])}</td>"]
+        cells = [f"<td>{i + 1}</td><td>{label}</td><td>{int(row['seeds'])}</td>"]
+        if pick.split == "test":
+            cells.append(f"<td>{_interval(est['delta_m'])}</td>")
+        cells.append(f"<td>{_interval(judged.get('delta_m'))}</td>")
         if pick.has_ensemble:
-            cells.append(f"<td>{_interval(est.get('ensemble'))}</td>")
+            cells.append(f"<td>{_interval(judged.get('ensemble'))}</td>")
         if pick.has_default:
-            cells.append(f"<td>{'&ndash;' if row.get('reference') == 'default' else _interval(est.get('default'))}</td>")
+            cells.append(f"<td>{'&ndash;' if row.get('reference') == 'default' else _interval(judged.get('default'))}</td>")
         for spec in tasks:
-            cells.append(f"<td>{_task_cell(row, spec)}</td>")
+            cells.append(f"<td>{_task_cell(row, spec, judged, pick.split)}</td>")
         budget = row.get("budget_epochs")
         warm = row.get("warm_start_epochs") or 0
         cells.append(f"<td>{fmt_count(row.get('params'))}</td>")
@@ -126,31 +137,45 @@ def _ranking(run: RunData) -> str:
         cells.append(f"<td>{ok}</td>")
         rows.append(f"<tr class='{'best' if chosen else ''}'>{''.join(cells)}</tr>")
     more = f"<p class='note'>{len(table) - limit} more in the leaderboard.</p>" if len(table) > limit else ""
+    where = (
+        "The configs are ranked and the pick chosen on the validation split (the selection figure); the verdict's "
+        "figures are on the test split, which the choice never saw. "
+        if pick.split == "test" else
+        "There is no evaluated test split: ranking, pick and verdict are all on the validation split, so the "
+        "pick's figures are optimistic (the best of k on the same examples). "
+    )
     return (
         f"<h3>{esc(title)}</h3><table class='data summary'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>{more}"
         + note(
-            "Each cell gives the mean over the config's runs and, beneath, the 95 % interval of its difference "
-            "(Welch: the config's runs against the single-task seeds); green is better beyond the noise, red "
-            "worse beyond it, grey not distinguishable. &asymp; marks a single run, whose noise is taken to be "
-            "that of one single-task run. A task's term is its relative change against single-task in percent "
+            where
+            + "Each cell gives the mean over the config's runs and, beneath, the interval of its difference: paired "
+            "over seeds where both sides share them, else Welch (the config's runs against the single-task seeds), "
+            "widened by each task's sampling noise on its labelled examples; &Delta;<sub>m</sub> intervals hold "
+            f"together for the best of the k = {pick.k} configs (Bonferroni, each at {100 * pick.level:.4g} %), "
+            "per-task ones are 95 %. Green is better beyond the noise, red worse beyond it, grey not "
+            "distinguishable. &asymp; marks a single run, whose noise is taken to be that of one single-task run. "
+            "A task's term is its relative change against single-task in percent "
             "(signed so that higher is better); &Delta;<sub>m</sub> is the mean of the terms, so each task "
             f"contributes its term / {len(tasks)}. A config is deployable when no task "
-            + ("drops beyond its noise (select.max_task_drop: noise)." if run.max_task_drop == "noise" else
-               f"drops more than {esc(run.max_task_drop)} % (select.max_task_drop)." if run.max_task_drop is not None
+            + ("drops beyond its noise on validation (select.max_task_drop: noise)." if run.max_task_drop == "noise" else
+               f"drops more than {esc(run.max_task_drop)} % on validation (select.max_task_drop)." if run.max_task_drop is not None
                else "&hellip; (select.max_task_drop: null, no limit).")
         )
     )
 
 
-def _task_cell(row: pd.Series, spec: TaskSpec) -> str:
-    value = row.get(metric_column(spec))
-    std = row.get(metric_column(spec) + ":std")
+def _task_cell(row: pd.Series, spec: TaskSpec, judged: dict[str, Estimate], split: str) -> str:
+    """A task's metric mean (&plusmn; its spread over seeds) and its term's interval, on ``split``."""
+    column = metric_column(spec, split)
+    metrics = row.get("judged_metrics") if isinstance(row.get("judged_metrics"), dict) else row
+    value, std = metrics.get(column), metrics.get(column + ":std")
     spread = f" &plusmn; {fmt(std, 2)}" if std is not None and not pd.isna(std) else ""
-    term: Estimate = row["estimates"][spec.name]
-    contribution = row.get(f"contribution/{spec.name}")
+    term: Estimate | None = judged.get(spec.name)
+    tasks = [k for k in judged if k not in ("delta_m", "ensemble", "default")]
+    contribution = term.mean / len(tasks) if term is not None and not math.isnan(term.mean) else None
     return (
         f"{fmt(value)}{spread}<br>{_interval(term)}"
-        + (f" <span class='ci'>({contribution:+.2f})</span>" if contribution is not None and not pd.isna(contribution) else "")
+        + (f" <span class='ci'>({contribution:+.2f})</span>" if contribution is not None else "")
     )
 
 
@@ -176,7 +201,7 @@ def _contributions(run: RunData) -> go.Figure:
         )
     )
     fig.update_layout(
-        barmode="relative", height=120 + 34 * len(table), title="Each task's contribution to Δm (points), with Δm's 95 % interval",
+        barmode="relative", height=120 + 34 * len(table), title="Each task's contribution to Δm (points, validation: the selection split), with Δm's interval",
         yaxis={"autorange": "reversed"}, xaxis_title="Δm points (term / number of tasks)", legend={"orientation": "h", "y": -0.2},
     )
     return fig
