@@ -230,13 +230,17 @@ def policies() -> dict[str, spaces.PrunerConfig]:
     }
     for fraction in (0.2, 0.4, 0.6):
         out[f"median, warm-up {fraction:.0%} of the epochs"] = P(name="median", warmup_fraction=fraction)
-    out["percentile 75 (prune the bottom quarter), warm-up 20 %"] = P(name="percentile", percentile=75.0, warmup_fraction=0.2)
-    for patience in (2, 3):
-        for fraction in (0.0, 0.2, 0.4):
-            out[f"patient {patience}, warm-up {fraction:.0%}"] = P(name="patient", patience=patience, warmup_fraction=fraction)
+    out["percentile 75 (prune the bottom quarter), no warm-up"] = P(name="percentile", percentile=75.0)
+    for startup in (3, 4, 5):
+        for patience in (1, 2, 3):
+            for fraction in (0.0, 0.2, 0.4):
+                out[f"patient {patience}, {startup} startup, warm-up {fraction:.0%}"] = P(
+                    name="patient", patience=patience, n_startup_trials=startup, warmup_fraction=fraction)
+    out["patient 1 at percentile 90 (the bottom tenth), 3 startup"] = P(
+        name="patient", patience=1, percentile=90.0, n_startup_trials=3, warmup_fraction=0.0)
     out["successive halving (Optuna defaults)"] = P(name="successive_halving")
     out["hyperband (max_resource = epochs)"] = P(name="hyperband")
-    out["new default (patient: 2 steps behind the median, 4 startup, warm-up 20 %)"] = P()
+    out["new default (patient: 2 steps in a row behind the median, 4 startup, warm-up 10 %)"] = P()
     return out
 
 

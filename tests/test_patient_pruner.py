@@ -91,13 +91,15 @@ def test_no_pruning_before_enough_trials_completed() -> None:
 @pytest.mark.parametrize(
     "config, epochs, warmup",
     [
-        (PrunerConfig(), 5, 1),  # the default: ceil(0.2 x 5)
-        (PrunerConfig(), 8, 2),  # ceil(1.6)
-        (PrunerConfig(), 10, 2),
-        (PrunerConfig(), 1, 1),
-        (PrunerConfig(name="patient", warmup_fraction=0.5), 5, 3),
+        (PrunerConfig(), 5, 0),  # the default: floor(0.1 x 5)
+        (PrunerConfig(), 8, 0),
+        (PrunerConfig(), 10, 1),
+        (PrunerConfig(), 29, 2),
+        (PrunerConfig(), 50, 5),
+        (PrunerConfig(name="patient", warmup_fraction=0.5), 5, 2),  # floor(2.5)
+        (PrunerConfig(name="patient", warmup_fraction=0.3), 10, 3),  # 0.3 x 10 is 3 (not 2.9999...)
         (PrunerConfig(name="patient", n_warmup_steps=3), 10, 3),  # given in epochs: as given
-        (PrunerConfig(name="median", warmup_fraction=0.4), 8, 4),
+        (PrunerConfig(name="median", warmup_fraction=0.4), 8, 3),
         (PrunerConfig(name="median"), 8, 0),  # Optuna's own default when not asked for a fraction
         (PrunerConfig(name="median", n_warmup_steps=1), 8, 1),
     ],
@@ -108,9 +110,10 @@ def test_the_warm_up_is_a_fraction_of_the_schedule(config: PrunerConfig, epochs:
 
 
 def test_the_default_pruner_is_the_patient_one() -> None:
-    assert DEFAULT_WARMUP_FRACTION == 0.2
+    assert DEFAULT_WARMUP_FRACTION == 0.1
     pruner = build_pruner(PrunerConfig(), 5)
     assert isinstance(pruner, PatientPruner) and pruner._patience == 2 and pruner._percentile == 50.0
+    assert pruner._n_startup_trials == 4
 
 
 @pytest.mark.parametrize(
