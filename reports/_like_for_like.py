@@ -73,7 +73,7 @@ class SplitFigures:
 class TunedReference:
     """The tuned single-task reference of a run against its pick (``pick_key`` its config)."""
 
-    tuned: dict[str, Any]  # the training hyperparameters it trained with
+    tuned: dict[str, Any]  # the training hyperparameters it trained with that differ from the baselines
     seeds: list[int]
     pick_key: str | None
     pick_is_reference: bool
@@ -92,7 +92,7 @@ class TunedReference:
                     part += f" (it recovers {s.recovered_pct:.0f} % of the pick's gain)"
             figures.append(part)
         if self.pick_is_reference:
-            figures.append("the pick is this reference itself")
+            figures.append("the pick is this reference itself: its gain is the tuning, not sharing")
         return head + ": " + "; ".join(figures) + "."
 
 
@@ -107,7 +107,9 @@ def tuned_reference(results: pd.DataFrame, pick_key: str | None) -> TunedReferen
     if ref.empty:
         return None
     config = json.loads(ref["config"].iloc[0])
-    tuned = {k: config[k] for k in TUNED_TRAINING_KEYS if k in config}
+    single = results[results["family"] == "single_task"] if "family" in results else results.iloc[0:0]
+    baseline = json.loads(single["config"].iloc[0]) if len(single) else {}
+    tuned = {k: config[k] for k in TUNED_TRAINING_KEYS if k in config and (k not in baseline or config[k] != baseline[k])}
     pick = confirm[confirm["config_key"] == pick_key] if pick_key is not None else confirm.iloc[0:0]
     pick_is_reference = pick_key is not None and pick_key == ref["config_key"].iloc[0]
     splits = []

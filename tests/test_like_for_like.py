@@ -104,7 +104,8 @@ def _confirmed_table() -> pd.DataFrame:
     pick = {**fixed, **BEST, "lr": 0.0071}
     ref = {**fixed, "family": "hard_split", "tree": "single", "split_point": 0, "lr": 0.0071,
            "reference": reports.TUNED_SINGLE_TASK}
-    rows = []
+    rows = [{**result_row("b0", "baselines", {**fixed, "family": "single_task", "task": "left", "seed": 0}, {},
+                          epochs_run=3, status="finished", checkpoint=None), "delta_m": None}]
     for name, config, val, test in (("p", pick, PICK_VAL, PICK_TEST), ("r", ref, REF_VAL, REF_TEST)):
         for seed in val:
             row = result_row(f"{name}{seed}", "confirm", {**config, "seed": seed}, {}, epochs_run=3,
@@ -124,7 +125,7 @@ def test_the_section_shows_how_much_of_the_gain_a_tuned_single_task_run_recovers
     table = _confirmed_table()
     pick_key = table.loc[table["trial_id"] == "p1", "config_key"].iloc[0]
     ref = reports.tuned_reference(table, pick_key)
-    assert ref is not None and ref.tuned == {"lr": 0.0071, "grad_clip": None, "class_weighting": "none"}
+    assert ref is not None and ref.tuned == {"lr": 0.0071}  # what differs from the baselines
     assert ref.seeds == [1, 2, 3] and not ref.pick_is_reference
     val, test = ref.splits
     assert (val.split, test.split) == ("val", "test")
@@ -145,8 +146,18 @@ def test_the_section_shows_how_much_of_the_gain_a_tuned_single_task_run_recovers
 
 def test_no_reference_no_section() -> None:
     table = _confirmed_table()
-    table = table[table["reference"].isna()]
+    table = table[table["reference"].isna() & (table["phase"] == "confirm")]
     assert reports.tuned_reference(table, table["config_key"].iloc[0]) is None
     run = RunData(name="r", run_dir=None, results=table, curves=pd.DataFrame(), tasks=[])
     run.__dict__["pick"] = type("P", (), {"chosen": table.iloc[0]})()
     assert like_for_like(ReportContext([run])) == []
+
+
+def test_a_pick_that_is_the_reference_says_so() -> None:
+    """The quickstart's case: the pick is the single-task networks at the tuned learning rate."""
+    table = _confirmed_table()
+    ref_key = table.loc[table["trial_id"] == "r1", "config_key"].iloc[0]
+    ref = reports.tuned_reference(table, ref_key)
+    assert ref.pick_is_reference and [s.difference.mean for s in ref.splits] == [0.0, 0.0]
+    assert ref.splits[1].recovered_pct == pytest.approx(100.0)
+    assert "the pick is this reference itself" in ref.sentence() and "gains" not in ref.sentence()

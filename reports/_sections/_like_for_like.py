@@ -49,6 +49,12 @@ def _run_like_for_like(run: RunData) -> list[Block]:
         f"<th>pick &Delta;<sub>m</sub> ({label})</th><th>pick &minus; tuned single-task, paired</th>"
         "<th>share of the pick's gain it recovers</th></tr>" + "".join(rows) + "</table>"
     )
+    blocks.append(
+        "<p class='note'>A &Delta;<sub>m</sub>'s interval here is over its own seeds, the baseline mean "
+        "B<sub>t</sub> taken as fixed (the summary's intervals also count the single-task seeds' noise); the "
+        "paired difference needs no such assumption: both sides are measured against the same B<sub>t</sub>, "
+        "which cancels.</p>"
+    )
     if ref.pick_is_reference:
         blocks.append("<p>The pick is this reference itself: the search's gain is the tuning, not sharing.</p>")
     fig = go.Figure()
