@@ -149,10 +149,10 @@ def replay(curves: list[Curve], epochs: int, pruner: optuna.pruners.BasePruner, 
     from a pruned search). Else the trials start in ``order``, ``concurrency`` at a time,
     each epoch taking its recorded duration, a stopped trial freeing its slot at once.
     Each trial reports its Delta_m at step ``epoch - 1`` and asks the pruner, as
-    ``search.OptunaPrunerScheduler`` does, except at its last epoch: that result ends the
-    trial (Ray Tune marks it done and stops the trial without asking the scheduler), and
-    it is told COMPLETE with that value. The check against a real pruned search showed it:
-    a trial behind the median at its last epoch finished.
+    ``search.OptunaPrunerScheduler`` does, except at its last epoch: it has run its budget
+    and is told COMPLETE with that value. (The check against a real pruned search showed
+    it: a trial behind the median at its last epoch finished, the searcher telling the
+    study COMPLETE; the scheduler now does not judge a last epoch at all.)
     """
     study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0))
     trials: dict[str, optuna.Trial] = {}
@@ -165,7 +165,7 @@ def replay(curves: list[Curve], epochs: int, pruner: optuna.pruners.BasePruner, 
         trial = trials.setdefault(curve.trial_id, study.ask())
         trial.report(curve.values[step], step)
         epochs_run[curve.trial_id] = step + 1
-        if step == epochs - 1:  # the last epoch's result ends the trial: Ray Tune stops it unjudged
+        if step == epochs - 1:  # its last epoch: it ran its budget (search.OptunaPrunerScheduler does not judge it)
             study.tell(trial, curve.values[step])
             return True
         if trial.should_prune():
