@@ -8,12 +8,14 @@ TorchScript, ONNX).
 from ._evaluate import EVALUATIONS_FILE, per_class_counts, shortlist, update_evaluations
 from ._export import export_trial, pick_trial
 from ._html import REPORT_FILE, build_report, write_report
+from ._like_for_like import TUNED_TRAINING_KEYS, TunedReference, tuned_reference
 from ._pareto import pareto_mask
 from ._results import (
     AFFINITY_FILE,
     CURVES_FILE,
     PHASES,
     RESULTS_FILE,
+    TUNED_SINGLE_TASK,
     add_delta_m,
     best_trial,
     confirmed,

@@ -53,6 +53,9 @@ CONFIG_COLUMNS = (
     "cross_stitch_unit",
     "affinity_tree",
 )
+# ``reference`` of the confirmation runs of the single-task networks trained with the
+# searched training hyperparameters (``search.confirm_configs``; "default": the no-search default)
+TUNED_SINGLE_TASK = "tuned_single_task"
 MAPPING_COLUMNS = ("split_points", "task_groups", "group_split_points", "loss_weights")
 
 

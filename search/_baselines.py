@@ -26,6 +26,7 @@ from mtl_models import (
     save_checkpoint_state,
 )
 from mtl_models.data import MultiTaskData
+from reports import TUNED_TRAINING_KEYS
 from spaces import Experiment
 
 
@@ -51,6 +52,30 @@ def baseline_configs(exp: Experiment, fixed: dict[str, Any]) -> list[dict[str, A
         for k in range(baseline_seeds(exp))
         for t in exp.tasks
     ]
+
+
+def tuned_single_task_config(
+    exp: Experiment, fixed: dict[str, Any], tuned: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The single-task networks trained with ``tuned``'s training hyperparameters; None when
+    those are the baselines' own (then the baselines are that reference already).
+
+    A hard split that shares nothing (``split_point: 0``: every task its own backbone
+    column and head, parameter for parameter the single-task networks) with the loss
+    weights the searched configs share when not searched (``fixed``'s). Under Adam
+    (without weight decay) or AdamW an update is invariant to each column's loss scale,
+    so it learns what the single-task networks would learn at those settings; it is the
+    like-for-like reference for a search that tunes ``TUNED_TRAINING_KEYS``: how much of
+    a searched config's gain a single-task network tuned the same way recovers.
+    """
+    changed = {k: tuned[k] for k in TUNED_TRAINING_KEYS if k in tuned and tuned[k] != fixed.get(k)}
+    if not changed:
+        return None
+    return {
+        **fixed, "family": "hard_split", "tree": "single", "split_point": 0,
+        "loss_weighting": "static", "loss_weights": dict(fixed["loss_weights"]), "optimization": "joint",
+        **changed,
+    }
 
 
 def compose_ensemble(

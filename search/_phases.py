@@ -15,7 +15,7 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from mtl_models import MultiTaskData, config_key
-from reports import confirm_shortlist, searched, single_task_baseline
+from reports import TUNED_SINGLE_TASK, confirm_shortlist, searched, single_task_baseline
 from spaces import Experiment, define_space, optuna_point
 
 from ._affinity import affinity_in_ray, format_affinity, load_affinity, save_affinity
@@ -25,6 +25,7 @@ from ._baselines import (
     baseline_configs,
     compose_ensemble,
     ensemble_size,
+    tuned_single_task_config,
 )
 from ._cache import baselines_key, restore_baselines, store_baselines
 from ._checkpoints import describe_damaged_checkpoints
@@ -234,14 +235,19 @@ def confirm_configs(exp: Experiment, fixed: dict[str, Any], results: pd.DataFram
     the last stage, equal static loss weights, joint optimisation), each with
     ``confirm.seeds`` seeds that config was not trained with in the search (the first
     after the experiment's seed). A default identical to a shortlisted config is that
-    config's runs, marked ``reference: default``: no (config, seed) is trained twice."""
+    config's runs, marked ``reference: default``: no (config, seed) is trained twice.
+
+    Like for like: when the shortlist's best trains with other training hyperparameters
+    than the baselines (a searched ``lr``, ...), the single-task networks trained with its
+    values (:func:`tuned_single_task_config`) join, marked ``reference:
+    tuned_single_task``, with that config's seeds (so the two pair seed by seed); a
+    shortlisted config that is this reference is marked, not trained again."""
     confirm = exp.confirm
     if not confirm.enabled:
         return []
-    chosen = {
-        row.name: json.loads(row["config"])
-        for row in confirm_shortlist(results, list(exp.search.objectives), confirm.top_k, confirm.max_configs)
-    }
+    shortlist = confirm_shortlist(results, list(exp.search.objectives), confirm.top_k, confirm.max_configs)
+    chosen = {row.name: json.loads(row["config"]) for row in shortlist}
+    pairs: dict[str, str] = {}  # a reference key -> the config whose seeds it shares
     if confirm.default:
         names = [t.name for t in exp.tasks]
         default = {
@@ -251,11 +257,20 @@ def confirm_configs(exp: Experiment, fixed: dict[str, Any], results: pd.DataFram
         }
         key = config_key(default)
         chosen[key] = {**chosen.get(key, default), "reference": "default"}
+    tuned = tuned_single_task_config(exp, fixed, chosen[shortlist[0].name]) if shortlist else None
+    if tuned is not None:
+        key = config_key(tuned)
+        chosen[key] = {**chosen.get(key, tuned), "reference": TUNED_SINGLE_TASK}
+        pairs[key] = shortlist[0].name
     search = searched(results)
+
+    def used(key: str) -> set[int]:
+        return set(search.loc[search["config_key"] == key, "seed"].dropna().astype(int))
+
     configs = []
     for key, config in chosen.items():
-        used = set(search.loc[search["config_key"] == key, "seed"].dropna().astype(int))
-        configs += [{**config, "seed": seed} for seed in _fresh_seeds(exp.seed, confirm.seeds, used)]
+        taken = used(key) | (used(pairs[key]) if key in pairs else set())
+        configs += [{**config, "seed": seed} for seed in _fresh_seeds(exp.seed, confirm.seeds, taken)]
     return configs
 
 

@@ -26,7 +26,9 @@ class OptunaPrunerScheduler(FIFOScheduler):
     With ``searcher`` (the search's :class:`MTLOptunaSearch`) the Optuna trials are
     the sampler's own: one study holds the sampler's history and the pruner's, it is
     persisted with the searcher, and it comes back whole when a search is resumed;
-    the searcher tells how each trial ended. Without one (any other Tune searcher) the
+    the searcher tells how each trial ended. A trial's last epoch (``epoch`` equal to the
+    ``epochs`` its results carry) is not judged: it ran its budget, stopping it saves
+    nothing. Without one (any other Tune searcher) the
     scheduler keeps a private in-memory study and tells it itself. Trials for which
     ``exempt(config)`` is true are never pruned.
     """
@@ -81,7 +83,7 @@ class OptunaPrunerScheduler(FIFOScheduler):
         if self._exempt(trial.config) or trial.trial_id in self._ended:
             return TrialScheduler.CONTINUE
         ot_trial = self._report(trial, result)
-        if ot_trial is None or not ot_trial.should_prune():
+        if ot_trial is None or _last_epoch(result) or not ot_trial.should_prune():
             return TrialScheduler.CONTINUE
         self._ended.add(trial.trial_id)
         self.pruned[trial.trial_id] = int(result[TRAINING_ITERATION])
@@ -113,3 +115,9 @@ class OptunaPrunerScheduler(FIFOScheduler):
 
     def debug_string(self) -> str:
         return f"Using Optuna pruner {type(self._pruner).__name__} on {self._metric!r} ({self._mode})."
+
+
+def _last_epoch(result: dict) -> bool:
+    """Whether ``result`` is a trial's last epoch (``epoch`` reaches its ``epochs``, when reported)."""
+    budget = result.get("epochs")
+    return budget is not None and int(result.get("epoch") or result.get(TRAINING_ITERATION, 0)) >= int(budget)

@@ -20,8 +20,12 @@ def build_sampler(config: SamplerConfig, default_seed: int) -> optuna.samplers.B
 
 def build_pruner(config: PrunerConfig, max_epochs: int) -> optuna.pruners.BasePruner:
     """The named pruner with the experiment's arguments; Hyperband's ``max_resource`` defaults
-    to the trials' epochs."""
+    to the trials' epochs, and a warm-up given as a fraction of the schedule
+    (``warmup_fraction``, the default pruner's by default) becomes ``n_warmup_steps``."""
     options = config.options()
     if config.name == "hyperband":
         options.setdefault("max_resource", max_epochs)
+    warmup = config.warmup_steps(max_epochs)
+    if warmup is not None:
+        options["n_warmup_steps"] = warmup
     return PRUNER_CLASSES[config.name](**options)

@@ -54,11 +54,15 @@ def _run(args: argparse.Namespace) -> int:
 
 def _print_verdict(run_dir: Path) -> None:
     """The report summary's verdict, in words, on the terminal."""
-    from reports import load_run, short_label
+    from reports import load_run, short_label, tuned_reference
 
     run = load_run(run_dir, evaluate=False)
     for sentence in run.pick.sentences(short_label):
         print(sentence)
+    chosen = run.pick.chosen
+    reference = tuned_reference(run.results, None if chosen is None else chosen["config_key"])
+    if reference is not None:
+        print(reference.sentence())
 
 
 def _affinity(args: argparse.Namespace) -> int:

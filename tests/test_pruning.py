@@ -53,3 +53,34 @@ def test_exempt_trials_are_never_pruned(tmp_path, ray_local) -> None:
 def test_mode_is_checked() -> None:
     with pytest.raises(ValueError, match="mode must be 'min' or 'max'"):
         OptunaPrunerScheduler(optuna.pruners.NopPruner(), metric="x", mode="maximize")
+
+
+def shaped_trainable(config: dict) -> None:
+    for step, value in enumerate(config["curve"], 1):
+        tune.report({"score": value, "step": step, "epoch": step, "epochs": len(config["curve"])})
+
+
+def run_curves(tmp_path, pruner, curves):
+    scheduler = OptunaPrunerScheduler(pruner, metric="score", mode="max")
+    tuner = tune.Tuner(
+        shaped_trainable,
+        param_space={"curve": tune.grid_search(curves)},
+        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="patient", verbose=0),
+    )
+    return [r.metrics["step"] for r in tuner.fit()], scheduler
+
+
+def test_patient_pruner_keeps_a_transient_and_stops_a_trial_that_stays_behind(tmp_path, ray_local) -> None:
+    from spaces._patient_pruner import PatientPruner
+
+    flat_high, flat_low = [1.0] * 5, [0.8] * 5  # the two startup trials: median 0.9 at every step
+    dip = [0.1, 0.95, 0.95, 0.95, 0.95]  # behind at its first epoch only
+    behind = [0.1] * 5  # behind at every epoch
+    late = [0.95, 0.95, 0.95, 0.95, 0.1]  # behind at its last epoch only: it ran its budget, nothing to stop
+    pruner = PatientPruner(n_startup_trials=2, n_warmup_steps=0, patience=2)
+    steps, scheduler = run_curves(tmp_path, pruner, [flat_high, flat_low, dip, behind])
+    assert steps == [5, 5, 5, 2]  # the dip finished; the trial behind twice in a row stopped after 2 epochs
+    steps, scheduler = run_curves(tmp_path / "late", PatientPruner(n_startup_trials=2, patience=1), [flat_high, flat_low, late])
+    assert steps == [5, 5, 5] and scheduler.pruned == {}
+    assert [t.state for t in scheduler.study.trials].count(optuna.trial.TrialState.COMPLETE) == 3

@@ -88,7 +88,7 @@ def test_valid_experiment_loads(tmp_path: Path) -> None:
         ("space.loss_weights", "dirichlet", "space.loss_weights: Input should be 'simplex' or 'equal'"),
         ("space.cross_stitch_stages", [0, 5], "space.cross_stitch_stages: [5] out of range; stages are 0..2"),
         ("search.pruner", {"name": "median", "n_warmup": 2}, "search.pruner: unknown argument(s) ['n_warmup'] for pruner 'median'; allowed: interval_steps"),
-        ("search.pruner", {"name": "asha"}, "search.pruner.name: Input should be 'median', 'percentile', 'successive_halving'"),
+        ("search.pruner", {"name": "asha"}, "search.pruner.name: Input should be 'patient', 'median', 'percentile', 'successive_halving'"),
         ("search.sampler", {"name": "cmaes"}, "search.sampler.name: Input should be 'tpe', 'nsga2' or 'random' (got 'cmaes')"),
         ("search.objectives", ["params", "delta_m"], "search: objectives: the first must be delta_m and none repeated, got ['params', 'delta_m']; allowed after delta_m: params, flops, latency_ms_b1, latency_ms_bN"),
         ("search.objectives", ["delta_m", "size"], "search.objectives[1]: Input should be 'delta_m', 'params', 'flops', 'latency_ms_b1' or 'latency_ms_bN' (got 'size')"),

@@ -4,6 +4,7 @@ from . import (  # noqa: F401  (register the built-in sections)
     _affinity,
     _cross_stitch,
     _leaderboard,
+    _like_for_like,
     _optuna,
     _pareto,
     _per_class,

@@ -9,7 +9,7 @@ import pandas as pd
 
 from mtl_models import TaskSpec
 
-from .._results import metric_column
+from .._results import TUNED_SINGLE_TASK, metric_column
 from .._run import RunData
 from ._base import (
     Block,
@@ -24,6 +24,10 @@ from ._base import (
 )
 
 _STATUS_ORDER = {"finished": 0, "running": 1, "pending": 2, "pruned": 3, "errored": 4}
+
+
+_REFERENCE_LABELS = {"default": " <i>(no-search default)</i>",
+                     TUNED_SINGLE_TASK: " <i>(tuned single-task reference)</i>"}
 
 
 @register_section("leaderboard", "Leaderboard", order=20)
@@ -148,7 +152,7 @@ def _row(
         _cell(esc(row.get("trial_id"))),
         _cell(esc(row.get("phase") or "")),
         _cell(esc(row.get("family"))),
-        _cell(structure(row) + (" <i>(no-search default)</i>" if row.get("reference") == "default" else "")),
+        _cell(structure(row) + _REFERENCE_LABELS.get(row.get("reference"), "")),
         _cell("" if missing(seed) else str(int(seed)), None if missing(seed) else int(seed)),
         _cell(fmt(delta, 3) + spread, delta),
         _config_cell(run, row) if searched_row else _cell(""),
