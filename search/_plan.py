@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from spaces._defaults import affinity_cost, budget, budget_warning
 
 from ._baselines import baseline_seeds, ensemble_size
 
-TIMED_STEPS = 3  # after one warm-up step
+TIMED_STEPS = 5  # after one warm-up step; the median step is taken
 
 
 @dataclass(frozen=True)
@@ -176,12 +177,13 @@ def _candidates(exp: Experiment, fixed: dict[str, Any]) -> list[tuple[str, dict[
 
 
 def _step_seconds(config: dict[str, Any], data: MultiTaskData, steps: int = TIMED_STEPS) -> tuple[float, int]:
-    """Seconds per training step of ``config`` (after one warm-up step), and its parameters."""
+    """Seconds per training step of ``config`` (the median of ``steps`` after one warm-up
+    step: a step that another process delayed does not count), and its parameters."""
     mm.seed_everything(0)
     model = mm.build_model(config)
     trainer = mm.Trainer(model, data, config)
     batches = trainer.feeds["train"].batches(trainer.batch_size, shuffle=True, generator=trainer.generator, augment=True)
-    elapsed = 0.0
+    times = []
     for i, (x, targets) in enumerate(batches):
         if i > steps:
             break
@@ -192,8 +194,8 @@ def _step_seconds(config: dict[str, Any], data: MultiTaskData, steps: int = TIME
         if trainer.device.type == "cuda":
             torch.cuda.synchronize()
         if i > 0:
-            elapsed += time.perf_counter() - started
-    return elapsed / steps, sum(p.numel() for p in model.parameters())
+            times.append(time.perf_counter() - started)
+    return statistics.median(times) if times else 0.0, sum(p.numel() for p in model.parameters())
 
 
 def time_epochs(exp: Experiment, data: MultiTaskData, fixed: dict[str, Any]) -> Timing:
@@ -260,7 +262,7 @@ def format_plan(exp: Experiment, timing: Timing | None = None, num_cpus: int | N
     if timing is not None:
         lines.append(
             f"Timing on this machine ({timing.threads} thread{'s' if timing.threads > 1 else ''} per trial, "
-            f"{TIMED_STEPS} steps each): an epoch ({timing.steps_per_epoch} steps and validation) of the largest "
+            f"the median of {TIMED_STEPS} steps each): an epoch ({timing.steps_per_epoch} steps and validation) of the largest "
             f"network ({timing.largest}, {timing.largest_params:,} parameters) {timing.largest_epoch_s:.2f} s, of a "
             f"single-task network {timing.single_epoch_s:.2f} s."
         )
