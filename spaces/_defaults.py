@@ -19,7 +19,8 @@ it filled in, so ``mtlsearch plan`` and the saved ``experiment.json`` show it):
   over), then as many model-guided trials: ``2 max(d + 1, K)`` trials cover the space;
   the default ``num_trials`` is that, but never below :data:`MIN_TRIALS` (the old fixed
   default, so no file gets fewer trials than before). The quickstart's hand-sized 12 trials and 6 startup trials are
-  exactly this rule on its space. A file that gives ``num_trials`` keeps it;
+  exactly this rule on its space. A file that gives ``num_trials`` keeps it (and TPE still
+  starts with the rule's random trials unless the file says otherwise);
   :func:`budget_warning` says when it is below the rule.
 """
 from __future__ import annotations
@@ -238,7 +239,7 @@ def resolve_defaults(exp: "Experiment") -> Resolved:
         startup = startup_for(exp)
         _replace(exp, "search", exp.search.model_copy(update={"sampler": sampler.model_copy(update={"n_startup_trials": startup})}))
         out.filled["search.sampler.n_startup_trials"] = startup
-        out.reasons["search.sampler.n_startup_trials"] = "the budget rule's random trials, at most half of num_trials"
+        out.reasons["search.sampler.n_startup_trials"] = "the budget rule's random trials, max(d + 1, K)"
     return out
 
 
@@ -258,8 +259,10 @@ def _size(exp: "Experiment", out: Resolved) -> None:
 
 def startup_for(exp: "Experiment") -> int:
     """TPE's random trials when the file gives ``num_trials`` but not ``n_startup_trials``:
-    the rule's, but at most half the trials, so the model guides some."""
-    return max(1, min(budget(exp).startup, exp.search.num_trials // 2))
+    the rule's ``max(d + 1, K)`` whatever the budget. Below ``d + 1`` observations the model
+    has too little to go on (BOHB's reasoning), so a budget that small is best spent at
+    random, and :func:`budget_warning` says it is too small."""
+    return budget(exp).startup
 
 
 def _replace(exp: "Experiment", key: str, value: Any) -> None:

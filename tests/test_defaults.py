@@ -78,7 +78,7 @@ def test_a_given_small_budget_keeps_the_affinity_stage_off_and_warns(tmp_path: P
     assert exp.affinity.epochs == 0 and exp.space.tree == ["single", "per_task", "grouped"]
     assert exp.defaults.reasons["affinity.epochs"].startswith("off: ")
     assert exp.search.num_trials == 10
-    assert exp.search.sampler.n_startup_trials == 5  # the rule's 14, but at most half the trials
+    assert exp.search.sampler.n_startup_trials == 14  # the rule's: too few trials for a model, so all at random
     assert budget_warning(exp).startswith("search.num_trials 10 is below the 28 this space needs to be covered")
 
 
