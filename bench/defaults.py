@@ -16,8 +16,8 @@ For each dataset, searches that differ only in what the file says about the spac
 - **old** (optional, ``--arms``): the defaults before issue 29 written out (``tree:
   single``, no affinity stage), with the minimal arm's ``num_trials``.
 
-Datasets: ``quickstart`` (examples/quickstart.yaml's MultiMNIST, 2 tasks, shrunk: 600
-train rows, 300 validation and test rows, 2 epochs), ``digits4`` (bench/_digits4.py: 4 tasks, a regression and
+Datasets: ``quickstart`` (examples/quickstart.yaml's MultiMNIST, 2 tasks, shrunk: 1000
+train rows, 400 validation and test rows, 3 epochs), ``digits4`` (bench/_digits4.py: 4 tasks, a regression and
 missing labels, 4 epochs) and ``planted`` (bench/_planted.py: two digits in two colour
 channels, two pairs of tasks each reading one, digit labels on 20 % of the train rows;
 4 epochs). Baselines: 3 single-task seeds, trained once per dataset and shared by the
@@ -61,8 +61,8 @@ def minimal(name: str, work: Path) -> dict[str, Any]:
     """The minimal file: no space, no trial budget, no affinity section."""
     if name == "quickstart":
         doc = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
-        doc["data"].update(n_train=600, n_val=300, n_test=300)
-        doc["train"]["epochs"] = 2
+        doc["data"].update(n_train=1000, n_val=400, n_test=400)
+        doc["train"]["epochs"] = 3
         doc = {k: doc[k] for k in ("name", "seed", "data", "tasks", "backbone", "head", "train")}
     elif name == "digits4":
         doc = digits4_experiment(work / "digits4-data")
