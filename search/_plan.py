@@ -26,8 +26,7 @@ import torch
 
 import mtl_models as mm
 from mtl_models import MultiTaskData
-from spaces import Experiment, FloatRange, IntRange
-from spaces._defaults import affinity_cost, budget, budget_warning
+from spaces import Experiment, FloatRange, IntRange, affinity_cost, budget, budget_warning
 
 from ._baselines import baseline_seeds, ensemble_size
 
@@ -207,7 +206,10 @@ def time_epochs(exp: Experiment, data: MultiTaskData, fixed: dict[str, Any]) -> 
     try:
         sized = []
         for label, config in _candidates(exp, fixed):
-            params = sum(p.numel() for p in mm.build_model(config).parameters())
+            try:
+                params = sum(p.numel() for p in mm.build_model(config).parameters())
+            except (TypeError, ValueError, KeyError):  # a plugin family that needs its searched arguments
+                continue
             sized.append((params, label, config))
         params, label, config = max(sized, key=lambda s: s[0])
         largest, params = _step_seconds(config, data)

@@ -44,7 +44,7 @@ MIN_STARTUP = 5  # Optuna's and the old default's floor of random trials
 
 
 @dataclass(frozen=True)
-class Path:
+class SpacePath:
     """One conditional path through the space: a structure and the dimensions it samples."""
 
     structure: str
@@ -55,7 +55,7 @@ class Path:
 class Budget:
     """The sized budget of a space: its paths, ``d``, ``K`` and the trials the rule gives."""
 
-    paths: tuple[Path, ...]
+    paths: tuple[SpacePath, ...]
     startup: int
     trials: int
 
@@ -73,7 +73,7 @@ class Budget:
         return len(self.paths)
 
     @property
-    def longest(self) -> Path:
+    def longest(self) -> SpacePath:
         return max(self.paths, key=lambda p: len(p.dims))
 
     def rule(self) -> str:
@@ -100,7 +100,7 @@ def _searched(param: Any) -> bool:
     return isinstance(param, list) and len(param) > 1
 
 
-def space_paths(exp: "Experiment") -> list[Path]:
+def space_paths(exp: "Experiment") -> list[SpacePath]:
     """Every structure the space can build, with the dimensions a trial samples on its way
     there (as :class:`spaces.SpaceSampler` asks them; an affinity tree counts as one
     structure whatever the stage proposes, its index one dimension)."""
@@ -110,11 +110,11 @@ def space_paths(exp: "Experiment") -> list[Path]:
     split = ["split_point"] if high > low else []
     family = ["family"] if len(space.families) > 1 else []
     common = _common_dims(exp, T)
-    paths: list[Path] = []
+    paths: list[SpacePath] = []
     for fam in space.families:
         if fam == "hard_split":
             if space.branches is not None:
-                paths.append(Path("hard_split branches", tuple(family + common)))
+                paths.append(SpacePath("hard_split branches", tuple(family + common)))
                 continue
             trees = choices(space.tree)
             if exp.affinity.enabled and "affinity" not in trees:
@@ -130,7 +130,7 @@ def space_paths(exp: "Experiment") -> list[Path]:
                     ),
                     "affinity": ["affinity_tree"],
                 }[kind]
-                paths.append(Path(f"hard_split {kind}", tuple(family + tree + extra + common)))
+                paths.append(SpacePath(f"hard_split {kind}", tuple(family + tree + extra + common)))
         elif fam == "cross_stitch":
             dims = [k for k in ("alpha_same", "lr_multiplier") if _searched(exp.space_param(k))]
             if space.alpha_diff != "convex" and _searched(space.alpha_diff):
@@ -138,13 +138,13 @@ def space_paths(exp: "Experiment") -> list[Path]:
             if space.cross_stitch_stages == "search":
                 dims += [f"stitch.{s}" for s in range(S)]
             dims += [k for k in ("cross_stitch_unit", "column_init") if _searched(choices(getattr(space, k)))]
-            paths.append(Path("cross_stitch", tuple(family + dims + common)))
+            paths.append(SpacePath("cross_stitch", tuple(family + dims + common)))
         elif fam == "mtan":
             dims = [f"attend.{s}" for s in range(S - 1)] if space.mtan_stages == "search" else []
-            paths.append(Path("mtan", tuple(family + dims + common)))
+            paths.append(SpacePath("mtan", tuple(family + dims + common)))
         else:
             dims = [k for k, p in family_parameters(fam).items() if p.searchable and _searched(space.part_param(k))]
-            paths.append(Path(fam, tuple(family + dims + common)))
+            paths.append(SpacePath(fam, tuple(family + dims + common)))
     return paths
 
 

@@ -17,7 +17,7 @@ import mtl_models as mm
 import spaces
 from reports._sections._pick_tree import _run_tree, task_order, tree_svg
 from search.cli import main
-from spaces._defaults import budget, budget_warning, space_paths
+from spaces import budget, budget_warning, space_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 
