@@ -265,5 +265,24 @@ def startup_for(exp: "Experiment") -> int:
     return budget(exp).startup
 
 
+def affinity_points(exp: "Experiment", count: int) -> list[dict[str, Any]]:
+    """The search's first trials: each of the ``count`` trees the affinity stage proposed, as
+    Optuna parameters (``spaces.optuna_point``), with equal static loss weights where the
+    space searches them on the simplex, as the no-search default has them. Drawn at random
+    instead, a weight near 0 leaves its task untrained and the tree is judged on that
+    (on 4 tasks a uniform simplex draw gives some task less than 0.05 with probability
+    1 - (1 - 4 x 0.05)^3 = 49 %)."""
+    from ._space import optuna_point
+
+    point: dict[str, Any] = {"family": "hard_split", "tree": "affinity"}
+    if exp.space.loss_weights == "simplex" and "static" in choices(exp.space.loss_weighting):
+        point["loss_weights"] = {t.name: 1.0 / len(exp.tasks) for t in exp.tasks}
+        if isinstance(exp.space.loss_weighting, list):
+            point["loss_weighting"] = "static"
+        if isinstance(exp.space.optimization, list):
+            point["optimization"] = "joint"
+    return [{**optuna_point(point, exp), "affinity_tree": i} for i in range(count)]
+
+
 def _replace(exp: "Experiment", key: str, value: Any) -> None:
     object.__setattr__(exp, key, value)  # the sections are frozen; this is validation, before anyone reads them

@@ -122,6 +122,25 @@ def test_the_default_space_samples_every_tree(tmp_path: Path) -> None:
     assert seen == {"single", "per_task", "grouped", "affinity", "cross_stitch"}
 
 
+def test_the_affinity_trees_come_first_with_equal_loss_weights(tmp_path: Path) -> None:
+    exp = load(tmp_path, FOUR)
+    trees = [{"branches": [[["colour", "shape", "size", "count"]], [["colour", "shape"], ["size", "count"]], [["colour", "shape"], ["size", "count"]]]},
+             {"branches": [[["colour", "shape", "size", "count"]]] * 3}]
+    points = spaces.affinity_points(exp, len(trees))
+    assert [p["affinity_tree"] for p in points] == [0, 1]
+    sampler = spaces.define_space(exp, spaces.fixed_config(exp, {"channels": 3, "height": 16, "width": 16}), trees)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    for point in points:
+        study.enqueue_trial(point)
+    for i, tree in enumerate(trees):
+        config = sampler(study.ask())
+        assert (config["family"], config["tree"], config["affinity_tree"]) == ("hard_split", "affinity", i)
+        assert config["branches"] == tree["branches"]
+        assert config["loss_weights"] == pytest.approx({"colour": 0.25, "shape": 0.25, "size": 0.25, "count": 0.25}, rel=1e-12)
+    fixed_weights = load(tmp_path, FOUR, space={"loss_weights": "equal"})
+    assert spaces.affinity_points(fixed_weights, 1) == [{"family": "hard_split", "tree": "affinity", "affinity_tree": 0}]
+
+
 def test_plan_prints_the_resolved_space_and_the_phases(tmp_path: Path, capsys) -> None:
     path = tmp_path / "four.yaml"
     path.write_text(yaml.safe_dump(FOUR, sort_keys=False))
