@@ -200,7 +200,7 @@ def _step_seconds(config: dict[str, Any], data: MultiTaskData, steps: int = TIME
 def time_epochs(exp: Experiment, data: MultiTaskData, fixed: dict[str, Any]) -> Timing:
     """Time :data:`TIMED_STEPS` steps of the largest network and of a single-task one (module
     docstring), with a trial's threads, and scale them to an epoch."""
-    threads = max(1, int(exp.search.resources.cpu))
+    threads = max(1, min(int(exp.search.resources.cpu), os.cpu_count() or 1))
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -294,5 +294,8 @@ def plan(exp: Experiment, data: MultiTaskData | None = None, timed: bool = True,
         from ._runner import trial_base_config
 
         data = data if data is not None else exp.load_data()
-        timing = time_epochs(exp, data, trial_base_config(exp, data))
+        try:
+            timing = time_epochs(exp, data, trial_base_config(exp, data))
+        except (RuntimeError, ValueError, TypeError) as exc:  # the plan informs; it never stops a run
+            return format_plan(exp, None, num_cpus) + f"\nNo timing: {type(exc).__name__}: {exc}"
     return format_plan(exp, timing, num_cpus)

@@ -137,12 +137,12 @@ def run_experiment(
     log.info("Loading and checking data (%s) ...", exp.data.source)
     data = exp.load_data()  # every row checked here: a bad dataset stops the run before Ray starts
     log.info(format_data_report(data))
+    init_ray(address, num_cpus, exp.plugins)
+    check_resources(exp, address)  # before the run directory exists: nothing half-written
     if show_plan:
         from ._plan import plan
 
         log.info(plan(exp, data, num_cpus=num_cpus))
-    init_ray(address, num_cpus, exp.plugins)
-    check_resources(exp, address)  # before the run directory exists: nothing half-written
     run_dir.mkdir(parents=True, exist_ok=True)
     fixed = trial_base_config(exp, data)
     if storage is not None:
