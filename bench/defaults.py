@@ -191,8 +191,7 @@ def main() -> None:
     for name in args.datasets:
         doc = minimal(name, work, args.confirm_top_k)
         key = name if args.confirm_top_k == 1 else f"{name}, confirm.top_k {args.confirm_top_k}"
-        out["datasets"][key] = {}
-        entry: dict[str, Any] = out["datasets"][key]
+        entry: dict[str, Any] = out["datasets"].setdefault(key, {})  # --keep: arms not rerun stay
         entry.update(revision=revision, **{k: machine()[k] for k in ("date", "machine")})
         arms: dict[str, Any] = {}
         base, exp = run_arm(name, "minimal", doc, work)
