@@ -157,10 +157,11 @@ def run_arm(name: str, arm: str, doc: dict[str, Any], work: Path) -> tuple[dict[
     exp = spaces.load_experiment(path)
     run_dir = work / f"{name}-{arm}-run"
     started = time.monotonic()
-    if not (run_dir / reports.RESULTS_FILE).is_file():
+    reused = (run_dir / reports.RESULTS_FILE).is_file()  # a finished run in --work is judged again, not rerun
+    if not reused:
         run_experiment(exp, run_dir, num_cpus=2, cache_dir=work / "cache", show_plan=True)
     wall = time.monotonic() - started
-    out = {"space": resolved(exp), "wall_s": round(wall, 1), **judge(run_dir, exp)}
+    out = {"space": resolved(exp), "wall_s": None if reused else round(wall, 1), **judge(run_dir, exp)}
     print(f"{name} {arm}: {out['pick']}: test Delta_m {out['test_delta_m']}; {wall:.0f} s", flush=True)
     return out, exp
 
@@ -192,9 +193,11 @@ def main() -> None:
         doc = minimal(name, work, args.confirm_top_k)
         key = name if args.confirm_top_k == 1 else f"{name}, confirm.top_k {args.confirm_top_k}"
         entry: dict[str, Any] = out["datasets"].setdefault(key, {})  # --keep: arms not rerun stay
+        walls = {arm: entry[arm].get("wall_s") for arm in ("minimal", "full", "old") if isinstance(entry.get(arm), dict)}
         entry.update(revision=revision, **{k: machine()[k] for k in ("date", "machine")})
         arms: dict[str, Any] = {}
         base, exp = run_arm(name, "minimal", doc, work)
+        base["wall_s"] = base["wall_s"] if base["wall_s"] is not None else walls.get("minimal")
         arms["minimal"] = base
         entry["minimal"] = base
         write_result("defaults", out)
@@ -204,6 +207,8 @@ def main() -> None:
                 entry["old"] = "the minimal file's space for 2 tasks is the old default space (tree single, no affinity)"
                 continue
             entry[arm], _ = run_arm(name, arm, (full if arm == "full" else old)(doc, trials), work)
+            if entry[arm]["wall_s"] is None:
+                entry[arm]["wall_s"] = walls.get(arm)
             arms[arm] = entry[arm]
             write_result("defaults", out)
         for arm, result in arms.items():
