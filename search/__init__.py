@@ -11,6 +11,7 @@ from ._optuna import MTLOptunaSearch, trial_outcome
 from ._cluster import init_ray
 from ._hooks import TRIAL_HOOKS, register_trial_hook
 from ._log import log_to_stdout
+from ._plan import format_plan, plan
 from ._phases import Baselines, SearchInterrupted, confirm_configs, run_baselines, run_confirm, run_search
 from ._runner import RunResult, resume_experiment, run_experiment
 from ._table import collect_results, write_results

@@ -16,7 +16,7 @@ from ray.tune.search import ConcurrencyLimiter
 
 from mtl_models import MultiTaskData, config_key
 from reports import TUNED_SINGLE_TASK, confirm_shortlist, searched, single_task_baseline
-from spaces import Experiment, define_space, optuna_point
+from spaces import Experiment, affinity_points, define_space, optuna_point
 
 from ._affinity import affinity_in_ray, format_affinity, load_affinity, save_affinity
 from ._baselines import (
@@ -192,7 +192,7 @@ def run_search(
     ``affinity_trees`` (the affinity stage's proposals) those trees are tried first."""
     trainable = _trial_trainable(exp, data, baselines)
     points = [optuna_point(p, exp) for p in exp.search.points_to_evaluate]
-    points += [{"family": "hard_split", "tree": "affinity", "affinity_tree": i} for i in range(len(affinity_trees or []))]
+    points += affinity_points(exp, len(affinity_trees or []))  # equal loss weights: each tree's fair first try
 
     def make_tuner() -> tune.Tuner:
         pruner = build_pruner(exp.search.pruner, exp.train.epochs)

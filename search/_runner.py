@@ -116,6 +116,7 @@ def run_experiment(
     num_cpus: int | None = None,
     storage: str | None = None,
     cache_dir: Path | None = None,
+    show_plan: bool = False,
 ) -> RunResult:
     """Baselines, then the search; writes ``results.parquet``/``curves.parquet`` in ``run_dir``.
 
@@ -123,7 +124,8 @@ def run_experiment(
     run directory; on a cluster a shared filesystem path or an object-store URI
     (``s3://bucket/prefix``), under which the run gets a folder named like ``run_dir``.
     ``cache_dir``: reuse and store trained baselines there (None: no cache).
-    Raises :class:`SearchInterrupted` when stopped early (Ctrl-C); the run directory
+    ``show_plan``: log the plan (``search._plan``: space, trials per phase, a timed wall-time
+    estimate) once the data is loaded. Raises :class:`SearchInterrupted` when stopped early (Ctrl-C); the run directory
     then holds all that finished, and :func:`resume_experiment` continues it.
     """
     run_dir = Path(run_dir).resolve()
@@ -137,6 +139,10 @@ def run_experiment(
     log.info(format_data_report(data))
     init_ray(address, num_cpus, exp.plugins)
     check_resources(exp, address)  # before the run directory exists: nothing half-written
+    if show_plan:
+        from ._plan import plan
+
+        log.info(plan(exp, data, num_cpus=num_cpus))
     run_dir.mkdir(parents=True, exist_ok=True)
     fixed = trial_base_config(exp, data)
     if storage is not None:

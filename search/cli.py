@@ -1,4 +1,4 @@
-"""The ``mtlsearch`` command line: check-data, run, resume, report, select, export."""
+"""The ``mtlsearch`` command line: check-data, plan, run, resume, report, select, export."""
 from __future__ import annotations
 
 import argparse
@@ -43,12 +43,25 @@ def _run(args: argparse.Namespace) -> int:
     if overrides:
         exp = exp.model_copy(update={"search": exp.search.model_copy(update=overrides)})
     result = run_experiment(
-        exp, args.out, address=args.address, num_cpus=args.num_cpus, storage=args.storage, cache_dir=_cache_dir(args)
+        exp, args.out, address=args.address, num_cpus=args.num_cpus, storage=args.storage, cache_dir=_cache_dir(args),
+        show_plan=True,
     )
     report = write_report(result.run_dir)
     _print_verdict(result.run_dir)
     print(f"Results: {result.run_dir / 'results.parquet'}")
     print(f"Report:  {report}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from spaces import load_experiment
+
+    from ._plan import plan
+
+    exp = load_experiment(args.experiment)
+    if args.num_trials is not None:
+        exp = exp.model_copy(update={"search": exp.search.model_copy(update={"num_trials": args.num_trials})})
+    print(plan(exp, timed=not args.no_timing, num_cpus=args.num_cpus))
     return 0
 
 
@@ -271,6 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
                      "object-store URI (s3://bucket/prefix); default: the run directory")
     _cache_arguments(run)
     run.set_defaults(func=_run)
+
+    plan = sub.add_parser(
+        "plan", help="print the resolved space (defaults filled in), the trials per phase and the expected wall time "
+        "(from a short timing of an epoch on this machine), without running anything"
+    )
+    plan.add_argument("experiment", type=Path, help="experiment YAML file")
+    plan.add_argument("--num-cpus", type=int, help="CPUs the run will have (default: all of this machine's)")
+    plan.add_argument("--num-trials", type=int, help="as `run --num-trials`: override search.num_trials")
+    plan.add_argument("--no-timing", action="store_true", help="skip the timing (no data is loaded, no wall time)")
+    plan.set_defaults(func=_plan)
 
     affinity = sub.add_parser(
         "affinity", help="measure task affinity (TAG lookahead, per stage) on one shared network and propose branch trees"

@@ -5,6 +5,15 @@ field and allowed values; ``define_space`` turns it into an Optuna define-by-run
 function, conditional on the architecture family.
 """
 from ._schema import Experiment, load_experiment, validate_experiment
+from ._defaults import (
+    Budget,
+    affinity_cost,
+    affinity_points,
+    budget,
+    budget_warning,
+    searched_training,
+    space_paths,
+)
 from ._search_config import BaselinesConfig, PrunerConfig, SamplerConfig, SearchConfig
 from ._space_config import SEARCHED_FAMILIES, SpaceConfig
 from ._training import BackboneConfig, TaskConfig, TrainConfig

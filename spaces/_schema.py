@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import (
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -42,6 +43,7 @@ from ._common import (
     choices,
 )
 from ._data import augment_problems
+from ._defaults import Resolved, resolve_defaults
 from ._errors import problems
 from ._search_config import (
     AffinityConfig,
@@ -80,6 +82,7 @@ class Experiment(_Strict):
     select: SelectConfig = SelectConfig()
     affinity: AffinityConfig = AffinityConfig()
     source_path: Path | None = Field(None, exclude=True)
+    _defaults: Resolved = PrivateAttr(default_factory=Resolved)
 
     @field_validator("plugins")
     @classmethod
@@ -134,6 +137,7 @@ class Experiment(_Strict):
                 f"space.split_point: {sp} is outside 0..{n} for backbone {self.backbone.name!r} "
                 f"(stages: {', '.join(self.stage_names())})"
             )
+        self._defaults = resolve_defaults(self)  # what the file leaves out, sized to its tasks and space
         for key in ("cross_stitch_stages", "mtan_stages"):
             stages = getattr(self.space, key)
             bad = [s for s in stages if s >= n] if isinstance(stages, list) else []
@@ -220,6 +224,11 @@ class Experiment(_Strict):
                 raise ValueError(f"{where}: loss_weights are only searched with space.loss_weights: simplex")
             if not isinstance(weights, dict) or set(weights) != set(names) or min(weights.values()) <= 0:
                 raise ValueError(f"{where}: loss_weights must give a positive weight for each task {names}")
+
+    @property
+    def defaults(self) -> Resolved:
+        """What the file left out and validation filled in (``spaces._defaults``), and why."""
+        return self._defaults
 
     def space_param(self, key: str) -> Any:
         """``space.<key>`` with ``auto`` resolved: ``lr_multiplier: auto`` is the range for the

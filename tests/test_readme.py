@@ -246,6 +246,10 @@ def test_readme_command(command: str, outcomes: dict[str, Outcome], workdir: Pat
         assert ("retrained" in card) == ("--retrain" in args)
     elif sub == "check-data":
         assert "OK:" in out.stdout
+    elif sub == "plan":  # the resolved space, the phases with their trainings, a timed estimate
+        assert "Space (defaults filled in):" in out.stdout and "\n  tree: single  (default)\n" in out.stdout
+        assert re.search(r"^  search +3 trainings x 2 epochs", out.stdout, flags=re.M), out.stdout
+        assert "Expected wall time: ~" in out.stdout
     elif sub == "affinity":
         result = json.loads((workdir / args[args.index("--out") + 1]).read_text())
         assert result["tasks"] == ["left", "right"] and len(result["affinity"]) == 4 and result["trees"]

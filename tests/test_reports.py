@@ -205,7 +205,7 @@ def _require_chromium() -> None:
         pytest.skip(f"{chromium.CHROMIUM} is not installed (apt-get install chromium)")
 
 
-SECTION_IDS = ["summary", "leaderboard", "pareto", "split-sweep", "cross-stitch", "progress", "importance", "per-class"]
+SECTION_IDS = ["summary", "pick-tree", "leaderboard", "pareto", "split-sweep", "cross-stitch", "progress", "importance", "per-class"]
 
 
 def test_report_renders_in_chromium_without_errors(report: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (register the built-in sections)
     _optuna,
     _pareto,
     _per_class,
+    _pick_tree,
     _progress,
     _split_sweep,
     _summary,
