@@ -30,6 +30,7 @@ from pydantic import (
 from mtl_models import TaskSpec
 from mtl_models.data import (
     CELEBA_ATTRIBUTES,
+    MAX_IMAGE_PIXELS,
     augmentation_class,
     augmentation_options,
     available_augmentations,
@@ -189,6 +190,7 @@ class FilesData(_DataBase):
     ignore_columns: list[str] = Field(default_factory=list)
     cache: bool = True
     cache_dir: Path | None = None
+    max_image_pixels: PositiveInt = MAX_IMAGE_PIXELS
 
     @field_validator("train", "val", "test", "file")
     @classmethod
@@ -282,6 +284,7 @@ class CelebAData(_DataBase):
     landmarks_task: str = "landmarks"
     cache: bool = True
     cache_dir: Path | None = None
+    max_image_pixels: PositiveInt = MAX_IMAGE_PIXELS
 
     @field_validator("root")
     @classmethod

@@ -14,7 +14,8 @@ import torch
 from torchvision.io import encode_png, write_png
 
 import mtl_models as mm
-from mtl_models.data import DataErrors, MAX_LISTED, split_indices
+from conftest import bomb_png
+from mtl_models.data import MAX_IMAGE_PIXELS, DataErrors, MAX_LISTED, header_pixels, split_indices
 
 TASKS = [mm.TaskSpec("kind", "classification", 3), mm.TaskSpec("size", "regression")]
 SIZE = (8, 8)
@@ -244,6 +245,11 @@ def _directory_as_image(root: Path) -> None:
     (root / "folder").mkdir()
 
 
+def _bomb(root: Path) -> None:
+    _files(train_csv="path,kind,size\na.png,0,1\nbomb.png,1,2\n", val_csv=GOOD_VAL)(root)
+    bomb_png(root / "bomb.png")
+
+
 # (name, make the files, file named in the error, line, column, column name, message)
 CORPUS = [
     ("missing data file", _files(val_csv=GOOD_VAL), "train.csv", None, None, None, "data file does not exist."),
@@ -252,6 +258,7 @@ CORPUS = [
     ("missing image", _files(train_csv="path,kind,size\na.png,0,1\nnothere.png,1,2\n", val_csv=GOOD_VAL), "train.csv", 3, 1, "path", "image '{root}/nothere.png' does not exist."),
     ("corrupt png", _corrupt, "train.csv", 3, 1, "path", "image '{root}/bad.png' could not be decoded"),
     ("truncated png", _truncated, "train.csv", 3, 1, "path", "image '{root}/cut.png' could not be decoded"),
+    ("decompression bomb", _bomb, "train.csv", 3, 1, "path", "image '{root}/bomb.png' is too large: its header claims 900,000,000 pixels, more than data.max_image_pixels = 89,478,485; a decompression bomb?"),
     ("zero-byte image", _empty_image, "train.csv", 3, 1, "path", "image '{root}/zero.png' is empty (0 bytes)."),
     ("directory as image", _directory_as_image, "train.csv", 3, 1, "path", "image '{root}/folder' is not a file."),
     ("label out of range", _files(train_csv="path,kind,size\na.png,3,1\n", val_csv=GOOD_VAL), "train.csv", 2, 2, "kind", "label 3 is out of range; allowed: 0..2, or -1 or empty for missing."),
@@ -287,6 +294,38 @@ def test_bad_input_is_refused_naming_file_line_and_column(tmp_path: Path, case: 
     assert (file, line, column, name) in located
     where = str(tmp_path / file) + (f", line {line}" if line else "") + (f", column {column} ({name})" if column else "")
     assert f"{where}: {message.format(root=tmp_path)}" in str(error)
+
+
+def test_a_bomb_is_refused_from_its_header_without_being_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision.io
+
+    _bomb(tmp_path)
+    decode, bomb = torchvision.io.decode_image, (tmp_path / "bomb.png").read_bytes()
+
+    def no_bomb(data, *args, **kwargs):
+        assert bytes(data.numpy()) != bomb, "a bomb must not reach the decoder"
+        return decode(data, *args, **kwargs)
+
+    monkeypatch.setattr(torchvision.io, "decode_image", no_bomb)
+    assert (tmp_path / "bomb.png").stat().st_size < 200_000
+    assert header_pixels(tmp_path / "bomb.png") == 900_000_000
+    with pytest.raises(mm.DataFileError, match="is too large"):
+        load(tmp_path / "train.csv", tmp_path / "val.csv")
+
+
+@pytest.mark.parametrize("limit,refused", [(119, True), (120, False)])
+def test_the_pixel_limit_is_configurable_and_inclusive(tmp_path: Path, limit: int, refused: bool) -> None:
+    write_images(tmp_path, 2)  # 10 x 12 = 120 pixels each
+    (tmp_path / "train.csv").write_text("img0.png,0,1\nimg1.png,1,2\n")
+    if refused:
+        with pytest.raises(DataErrors) as info:
+            load(tmp_path / "train.csv", max_image_pixels=limit)
+        assert f"{tmp_path / 'train.csv'}, line 1, column 1 (path): image '{tmp_path / 'img0.png'}' is too large: " \
+            f"its header claims 120 pixels, more than data.max_image_pixels = {limit}" in str(info.value)
+        assert info.value.total == 2
+    else:
+        assert len(load(tmp_path / "train.csv", max_image_pixels=limit).splits["train"]) == 2
+    assert MAX_IMAGE_PIXELS == 89_478_485
 
 
 def test_the_corpus_is_large_enough() -> None:

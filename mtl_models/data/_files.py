@@ -28,7 +28,7 @@ import numpy as np
 
 from ..tasks import TaskSpec
 from ._errors import DataFileError, ProblemLog
-from ._images import ImageRef, decode_images, default_cache_dir
+from ._images import MAX_IMAGE_PIXELS, ImageRef, decode_images, default_cache_dir
 from ._labels import LabelError, label_format
 from ._tensors import MultiTaskData, Split, register_source, tensor_from_numpy
 
@@ -276,6 +276,7 @@ def files(
     ignore_columns: Sequence[str] = (),
     cache: bool = True,
     cache_dir: str | Path | None = None,
+    max_image_pixels: int | None = MAX_IMAGE_PIXELS,
 ) -> MultiTaskData:
     """Data files: one per split (``train``, ``val``, optional ``test``), or one ``file`` and a ``split``.
 
@@ -314,11 +315,11 @@ def files(
     size = tuple(int(s) for s in image_size)
     if problems:  # check every image anyway, so one pass reports every problem
         refs = {row.image: None for _, rows in split_rows.values() for row in rows}
-        decode_images(list(refs), channels, size, problems, validate_only=True)
+        decode_images(list(refs), channels, size, problems, validate_only=True, max_pixels=max_image_pixels)
         problems.raise_if_any()
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     arrays = {
-        name: decode_images([row.image for row in rows], channels, size, problems, cache_dir=directory if cache else None)
+        name: decode_images([row.image for row in rows], channels, size, problems, cache_dir=directory if cache else None, max_pixels=max_image_pixels)
         for name, (_, rows) in split_rows.items()
     }
     problems.raise_if_any()
