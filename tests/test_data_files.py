@@ -276,6 +276,8 @@ CORPUS = [
     ("duplicate header", _files(train_csv="path,kind,kind,size\na.png,0,0,1\n", val_csv=GOOD_VAL), "train.csv", 1, 3, "kind", "duplicate column name 'kind' (also column 2)."),
     ("header misses a task", _files(train_csv="path,kind\na.png,0\n", val_csv=GOOD_VAL), "train.csv", 1, None, None, "the header has no column for ['size']; expected columns: path, kind, size (any order)."),
     ("not text", _files(train_csv=b"path,kind,size\n\xff\xfe\x00garbage\n", val_csv=GOOD_VAL), "train.csv", 2, None, None, "not UTF-8 text (byte 0xff)"),
+    ("binary task of one class in train", _files(train_csv="path,kind,size,smiling\na.png,0,1,1\nb.png,1,2,-1\na.png,2,1,1\n", val_csv="path,kind,size,smiling\na.png,0,1,0\nb.png,1,2,1\n"), "train.csv", None, 4, "smiling", "task 'smiling' has a single class in the train split: all 2 labelled row(s) are class 1; a model would learn (or be scored on) nothing. Add rows of the other class(es), or drop the task."),
+    ("class task of one class in val", _files(train_csv=GOOD_VAL, val_csv="path,kind,size\na.png,2,1\nb.png,2,2\n"), "val.csv", None, 2, "kind", "task 'kind' has a single class in the val split: all 2 labelled row(s) are class 2;"),
     ("task never labelled in val", _files(train_csv=GOOD_VAL, val_csv="path,kind,size\na.png,-1,1\nb.png,,2\n"), "val.csv", None, 2, "kind", "task 'kind' has no labelled row in the val split"),
 ]
 
@@ -285,8 +287,8 @@ def test_bad_input_is_refused_naming_file_line_and_column(tmp_path: Path, case: 
     _, make, file, line, column, name, message = case
     make(tmp_path)
     tasks = TASKS + [mm.TaskSpec("smiling", "binary")] if name == "smiling" else TASKS
-    if name == "smiling":  # the train file of that case has no smiling column: give it one
-        (tmp_path / "train.csv").write_text("path,kind,size,smiling\na.png,0,1,1\n")
+    if name == "smiling" and "smiling" not in (tmp_path / "train.csv").read_text():  # give the train file that column
+        (tmp_path / "train.csv").write_text("path,kind,size,smiling\na.png,0,1,1\nb.png,1,2,0\n")
     with pytest.raises(mm.DataFileError) as info:
         load(tmp_path / "train.csv", tmp_path / "val.csv", tasks)
     error = info.value
@@ -326,6 +328,17 @@ def test_the_pixel_limit_is_configurable_and_inclusive(tmp_path: Path, limit: in
     else:
         assert len(load(tmp_path / "train.csv", max_image_pixels=limit).splits["train"]) == 2
     assert MAX_IMAGE_PIXELS == 89_478_485
+
+
+def test_a_task_missing_most_of_its_classes_in_train_is_a_warning(tmp_path: Path) -> None:
+    write_images(tmp_path, 4)
+    (tmp_path / "train.csv").write_text("img0.png,0,1\nimg1.png,1,1\nimg2.png,1,2\nimg3.png,-1,2\n")
+    (tmp_path / "val.csv").write_text("img0.png,0,1\nimg1.png,4,1\n")
+    tasks = [mm.TaskSpec("kind", "classification", 5), mm.TaskSpec("size", "regression")]
+    data = load(tmp_path / "train.csv", tmp_path / "val.csv", tasks)
+    assert "train/kind: 3 of its 5 classes have no labelled train rows (only [0, 1] have); it cannot learn the others." in data.warnings()
+    (tmp_path / "train.csv").write_text("img0.png,0,1\nimg1.png,1,1\nimg2.png,3,2\nimg3.png,-1,2\n")
+    assert "train/kind: class(es) [2, 4] have no labelled train rows." in load(tmp_path / "train.csv", tmp_path / "val.csv", tasks).warnings()
 
 
 def test_the_corpus_is_large_enough() -> None:

@@ -255,6 +255,36 @@ def _labelled_everywhere(path: Path, split_name: str, rows: list[Row], tasks: li
             )
 
 
+SINGLE_CLASS_KINDS = ("classification", "binary")
+
+
+def _more_than_one_class(path: Path, split_name: str, rows: list[Row], tasks: list[TaskSpec], table: Table, problems: ProblemLog) -> None:
+    """A class task whose labelled train or val rows are all one class cannot be learned or scored.
+
+    Trained anyway, it reaches accuracy 1 by always answering that class, with F1 0:
+    a number that looks like a result. Refused, naming the class found.
+    """
+    if split_name not in ("train", "val") or not rows:
+        return
+    for spec in tasks:
+        if spec.kind not in SINGLE_CLASS_KINDS:
+            continue
+        fmt = label_format(spec)
+        values = [row.labels[spec.name] for row in rows if not _is_missing(row.labels[spec.name], fmt.missing)]
+        found = sorted({int(v[0] if isinstance(v, list) else v) for v in values})
+        if len(found) == 1:
+            col = table.columns[spec.name][0]
+            problems.add(
+                DataFileError(
+                    path, None, col + 1,
+                    f"task {spec.name!r} has a single class in the {split_name} split: all {len(values)} labelled "
+                    f"row(s) are class {found[0]}; a model would learn (or be scored on) nothing. "
+                    "Add rows of the other class(es), or drop the task.",
+                    spec.name,
+                )
+            )
+
+
 def _is_missing(value: Any, missing: Any) -> bool:
     """Whether a parsed label is the format's missing value (-1, or NaN: ``v != v``)."""
     values = value if isinstance(value, list) else [value]
@@ -312,6 +342,9 @@ def files(
                 split_rows[name] = (table, table.rows)
     for name, (table, rows) in split_rows.items():
         _labelled_everywhere(table.path, name, rows, tasks, table, problems)
+    if not problems:  # judged on whole files only: a row left out for a bad label would skew it
+        for name, (table, rows) in split_rows.items():
+            _more_than_one_class(table.path, name, rows, tasks, table, problems)
     size = tuple(int(s) for s in image_size)
     if problems:  # check every image anyway, so one pass reports every problem
         refs = {row.image: None for _, rows in split_rows.values() for row in rows}
