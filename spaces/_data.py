@@ -196,7 +196,11 @@ class FilesData(_DataBase):
     @classmethod
     def _file_exists(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         v = _resolve(v, info)
-        if v is not None and not v.is_file():
+        try:
+            exists = v is None or v.is_file()
+        except OSError as exc:  # a name too long for the file system, ...
+            raise ValueError(f"data file {str(v)[:200]!r} cannot be read ({exc.strerror})") from None
+        if not exists:
             raise ValueError(f"data file {str(v)!r} does not exist")
         return v
 
@@ -290,7 +294,11 @@ class CelebAData(_DataBase):
     @classmethod
     def _folder_exists(cls, v: Path, info: ValidationInfo) -> Path:
         v = _resolve(v, info)
-        if not v.is_dir():
+        try:
+            exists = v.is_dir()
+        except OSError as exc:
+            raise ValueError(f"CelebA folder {str(v)[:200]!r} cannot be read ({exc.strerror})") from None
+        if not exists:
             raise ValueError(f"CelebA folder {str(v)!r} does not exist")
         return v
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,11 +287,18 @@ def backbone_facts(name: str, in_channels: int, options_json: str, size: tuple[i
     no image when the size is not known yet)."""
     import torch
 
-    stages = build_backbone(name, in_channels, **json.loads(options_json))
+    # on the meta device: shapes only, so widths of a billion cost no memory here
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # loading weights into meta parameters is a no-op, and says so
+        try:
+            stages = build_backbone(name, in_channels, **json.loads(options_json))
+        except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ValueError(f"backbone.options: {name!r} cannot be built with these options ({first})") from None
     error = None
     if size is None:
         return BackboneFacts(tuple(s.name for s in stages), stages[-1].spatial, error)
-    x = torch.zeros(1, in_channels, *size)
+    x = torch.zeros(1, in_channels, *size, device="meta")
     with torch.no_grad():
         for stage in stages:
             try:

@@ -82,6 +82,19 @@ def _splitter(first: str, delimiter: str) -> Any:
     return lambda s: s.split()
 
 
+def _guarded(split: Any) -> Any:
+    """``split``, returning why not (a string) where a row cannot be split (a quoted cell
+    longer than the csv module's field limit, ...)."""
+
+    def guarded(text: str) -> list[str] | str:
+        try:
+            return split(text)
+        except csv.Error as exc:
+            return f"the row cannot be split into cells ({exc})."
+
+    return guarded
+
+
 def _looks_like_header(cells: list[str], names: set[str]) -> bool:
     if cells[0].strip().lower() in PATH_WORDS or any(c in names for c in cells[1:]):
         return True
@@ -161,10 +174,15 @@ def read_data_file(
         if own:
             problems.raise_if_any()
         return table
-    split = _splitter(lines[0][1], delimiter)
+    split = _guarded(_splitter(lines[0][1], delimiter))
     formats = {spec.name: label_format(spec) for spec in tasks}
     names = {n for spec in tasks for n in formats[spec.name].column_names(spec)} | set(ignore_columns)
     first_line, first = lines[0][0], split(lines[0][1])
+    if isinstance(first, str):
+        problems.add(DataFileError(path, first_line, None, first))
+        if own:
+            problems.raise_if_any()
+        return table
     table.header = _looks_like_header(first, names) if header == "auto" else bool(header)
     if table.header:
         columns = _header_columns(path, first_line, first, tasks, ignore_columns, problems)
@@ -188,13 +206,23 @@ def read_data_file(
     layout = ", ".join(header_names)
     for line, text in lines:
         cells = split(text)
+        if isinstance(cells, str):  # why the row cannot be split
+            problems.add(DataFileError(path, line, None, cells))
+            continue
         if len(cells) != width:
             problems.add(DataFileError(path, line, None, f"expected {width} columns ({layout}), got {len(cells)}."))
             continue
         if not cells[0]:
             problems.add(DataFileError(path, line, 1, "the image path is empty.", header_names[0]))
             continue
-        image = Path(cells[0]).expanduser()
+        if "\x00" in cells[0]:
+            problems.add(DataFileError(path, line, 1, "the image path contains a NUL byte.", header_names[0]))
+            continue
+        try:
+            image = Path(cells[0]).expanduser()
+        except RuntimeError:  # ~name of no user
+            problems.add(DataFileError(path, line, 1, f"cannot expand {cells[0].split('/')[0][:100]!r}: no such user.", header_names[0]))
+            continue
         ref = ImageRef(image if image.is_absolute() else path.parent / image, path, line, 1, header_names[0])
         labels, ok = {}, True
         for spec in tasks:

@@ -84,6 +84,10 @@ def _stat(refs: Sequence[ImageRef], log_: ProblemLog) -> list[tuple[str, int, in
     for ref in refs:
         try:
             st = ref.path.stat()
+        except ValueError:  # a NUL byte in the path
+            log_.add(ref.error(f"image path {str(ref.path)[:200]!r} is not a valid file name."))
+            keys.append(None)
+            continue
         except OSError:
             log_.add(ref.error(f"image {str(ref.path)!r} does not exist."))
             keys.append(None)
