@@ -315,6 +315,22 @@ def test_a_bomb_is_refused_from_its_header_without_being_decoded(tmp_path: Path,
         load(tmp_path / "train.csv", tmp_path / "val.csv")
 
 
+def test_a_plugin_source_decoding_through_the_shared_decoder_gets_the_limit(tmp_path: Path) -> None:
+    from mtl_models.data import ImageRef, ProblemLog, decode_images
+
+    bomb_png(tmp_path / "bomb.png")
+    write_images(tmp_path, 1)
+    problems = ProblemLog()
+    refs = [ImageRef(tmp_path / "img0.png", tmp_path / "index.json", 3, 9, "file"), ImageRef(tmp_path / "bomb.png", tmp_path / "index.json", 7, 9, "file")]
+    assert decode_images(refs, 3, SIZE, problems, cache_dir=tmp_path / "cache") is None
+    assert [str(p) for p in problems.problems] == [
+        f"{tmp_path / 'index.json'}, line 7, column 9 (file): image '{tmp_path / 'bomb.png'}' is too large: its header claims "
+        "900,000,000 pixels, more than data.max_image_pixels = 89,478,485; a decompression bomb? shrink the image or raise "
+        "data.max_image_pixels."
+    ]
+    assert not list((tmp_path / "cache").iterdir())  # the half-written cache file is removed
+
+
 @pytest.mark.parametrize("limit,refused", [(119, True), (120, False)])
 def test_the_pixel_limit_is_configurable_and_inclusive(tmp_path: Path, limit: int, refused: bool) -> None:
     write_images(tmp_path, 2)  # 10 x 12 = 120 pixels each
