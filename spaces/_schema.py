@@ -298,13 +298,16 @@ def backbone_facts(name: str, in_channels: int, options_json: str, size: tuple[i
     error = None
     if size is None:
         return BackboneFacts(tuple(s.name for s in stages), stages[-1].spatial, error)
-    x = torch.zeros(1, in_channels, *size, device="meta")
+    try:
+        x = torch.zeros(1, in_channels, *size, device="meta")
+    except (RuntimeError, OverflowError) as exc:  # sizes whose product overflows
+        return BackboneFacts(tuple(s.name for s in stages), stages[-1].spatial, str(exc).splitlines()[0][:200])
     with torch.no_grad():
         for stage in stages:
             try:
                 x = stage.module.eval()(x)
-            except RuntimeError as exc:
-                error = f"stage {stage.name!r} fails: {str(exc).splitlines()[0]}"
+            except (RuntimeError, IndexError, ValueError) as exc:  # a stage with 0 channels fails with IndexError
+                error = f"stage {stage.name!r} fails: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
                 break
     return BackboneFacts(tuple(s.name for s in stages), stages[-1].spatial, error)
 

@@ -138,6 +138,7 @@ def test_an_experiment_in_utf16_with_a_bom_is_read(root: Path) -> None:
 @pytest.mark.parametrize("widths,message", [
     ([{"a": 1}], "cannot be built with these options (unsupported operand type(s) for %: 'dict' and 'int')"),
     ([10**12, 10**12], None),  # built on the meta device: no memory is taken; refused or not, no traceback
+    ([4, 0], "cannot process 4x4 inputs (stage "),  # found by bench/fuzz.py: an IndexError in the dry run
 ])
 def test_backbone_options_that_cannot_build_are_located_errors(root: Path, widths: list, message: str | None) -> None:
     import yaml
@@ -152,6 +153,20 @@ def test_backbone_options_that_cannot_build_are_located_errors(root: Path, width
 
         with pytest.raises(spaces.ExperimentError) as info:
             spaces.load_experiment(path)
-        assert f"{path}:" in str(info.value) and "backbone.options: 'small_cnn' " + message in str(info.value)
+        assert f"{path}:" in str(info.value)
+        assert "backbone.options: 'small_cnn' " + message in str(info.value) or "backbone: 'small_cnn' " + message in str(info.value)
     else:
         assert outcome in ("valid", "refused")
+
+
+def test_an_image_size_whose_tensor_overflows_is_a_located_error(root: Path) -> None:
+    """Found by bench/fuzz.py: 4 x 2**62 pixels overflowed torch's size computation in the dry run."""
+    import yaml
+
+    import spaces
+    from fuzz_inputs import EXPERIMENT
+
+    path = root / "huge.yaml"
+    path.write_text(yaml.safe_dump({**EXPERIMENT, "data": {**EXPERIMENT["data"], "image_size": [4, 2**62]}}))
+    with pytest.raises(spaces.ExperimentError, match=r"backbone: 'small_cnn' cannot process 4x4611686018427387904 inputs \(Storage size calculation overflowed"):
+        spaces.load_experiment(path)
