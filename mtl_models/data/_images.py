@@ -37,9 +37,9 @@ def header_pixels(path: Path) -> int | None:
     """Width x height as the file's header claims it, read without decoding; ``None`` when unknown.
 
     Pillow's ``Image.open`` is lazy: it parses the header only. Its own bomb check
-    (which raises above twice its ``MAX_IMAGE_PIXELS``) is bypassed here, so the
-    caller's limit is the one applied; a file Pillow cannot identify is left to the
-    decoder, which reports it.
+    (which raises above twice its ``MAX_IMAGE_PIXELS``) is caught and its size read
+    from the message, so the caller's limit is the one applied; a file Pillow cannot
+    identify is left to the decoder, which reports it.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -50,7 +50,7 @@ def header_pixels(path: Path) -> int | None:
                 width, height = img.size
     except Image.DecompressionBombError as exc:  # above twice Pillow's limit; its message has the size
         found = re.search(r"\((\d+) pixels\)", str(exc))
-        return int(found.group(1)) if found else None
+        return int(found.group(1)) if found else 2 * int(Image.MAX_IMAGE_PIXELS or MAX_IMAGE_PIXELS) + 1
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
         return None
     return int(width) * int(height)
