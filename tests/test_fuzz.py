@@ -112,8 +112,9 @@ def test_data_rows_the_fuzzing_found_are_located_errors(root: Path, row: str, me
         ("name: " + "[" * 5000, "utf-8", "{path}: not valid YAML (nested too deeply)."),
         ("seed: " + "9" * 5000 + "\n", "utf-8", "{path}: not valid YAML (Exceeds the limit (4300 digits) for integer string conversion"),
         ("name: x\ndata: {source: files, train: " + "x" * 5000 + ".csv}\n", "utf-8", "data.train: data file '"),
+        ("name: x\ndata: {source: files, train: ~nobody_here/t.csv}\n", "utf-8", "data.train: path '~nobody_here/t.csv' cannot be resolved (Could not determine home directory.)"),
     ],
-    ids=["latin-1", "cp1252 line 3", "deep nesting", "5000-digit integer", "name too long"],
+    ids=["latin-1", "cp1252 line 3", "deep nesting", "5000-digit integer", "name too long", "unknown ~user (bench/fuzz.py)"],
 )
 def test_experiments_the_fuzzing_found_are_located_errors(tmp_path: Path, text: str, encoding: str, message: str) -> None:
     import spaces
