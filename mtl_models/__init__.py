@@ -15,7 +15,7 @@ from ._bundle import (
     save_bundle,
     save_checkpoint_state,
 )
-from ._checkpoint import CHECKPOINT_STATE_FILE, CorruptCheckpointError, checkpoint_problem
+from ._checkpoint import CHECKPOINT_STATE_FILE, CorruptCheckpointError, UnsafeCheckpointError, checkpoint_problem
 from ._cost import COST_COLUMNS, Cost, count_flops, measure_cost, measure_latency
 from ._delta import delta_m
 from ._describe import config_key, describe_config

@@ -10,7 +10,13 @@ A reader checks the manifest before unpickling: a checkpoint cut off or damaged 
 it was written (a crash before the storage flushed it, a truncated copy, garbage) is
 reported as :class:`CorruptCheckpointError`, naming the file and what is wrong, never
 loaded. Checkpoints written before the manifest existed are read as before, with
-torch's own checks. Paths are local or URIs that pyarrow understands (``s3://...``),
+torch's own checks. Nothing read executes code: the state is loaded with
+``torch.load(weights_only=True)`` (tensors, numbers, strings and containers only; the
+trainer's optimiser, schedule, weighting and RNG states are all of those), so a file
+carrying any other pickled object (which could run code when unpickled: anyone who can
+write a run directory could otherwise run code on every machine that resumes or
+reports it; the manifest, written beside the file, proves completeness, not origin)
+is refused as :class:`UnsafeCheckpointError` without being executed. Paths are local or URIs that pyarrow understands (``s3://...``),
 where Ray Tune keeps checkpoints when its storage is an object store.
 """
 from __future__ import annotations
@@ -20,6 +26,7 @@ import io
 import json
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -38,6 +45,14 @@ class CorruptCheckpointError(RuntimeError):
         super().__init__(f"{path!r} is corrupt: {problem}.")
         self.path = path
         self.problem = problem
+
+
+class UnsafeCheckpointError(CorruptCheckpointError):
+    """A checkpoint whose pickle holds more than tensors and plain data: refused, never executed."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(path, problem)
+        self.args = (f"{path!r} is refused: {problem}.",)
 
 
 def save_checkpoint_state(state: dict[str, Any], directory: str | Path) -> None:
@@ -112,10 +127,22 @@ def _read_checkpoint(
 
 
 def _unpickle(path: str, data: bytes, map_location: str | torch.device) -> dict[str, Any]:
-    # Trainer state holds optimiser and RNG state (not only tensors), written by this package.
+    # weights_only: torch's restricted unpickler; the trainer state needs nothing beyond it
     try:
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Weights only" in str(exc):
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            raise UnsafeCheckpointError(
+                path,
+                "it holds pickled objects other than tensors and plain data"
+                + (f" (it names {found.group(1).rstrip('.')})" if found else "")
+                + "; refused without loading them, since unpickling them could run code. "
+                "Only load checkpoints written by mtlsearch from storage you trust",
+            ) from None
+        first = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0]
+        raise CorruptCheckpointError(path, f"it cannot be read ({first})") from exc
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0]  # torch's first sentence
         raise CorruptCheckpointError(path, f"it cannot be read ({first})") from exc
 

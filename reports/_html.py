@@ -87,13 +87,23 @@ def build_report(runs: Sequence[RunData], title: str, meta: dict[str, Any]) -> s
                 parts.append(block)
         parts.append("</section>")
     meta_line = " &middot; ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in meta.items())
+
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{_CSS}</style>"
         f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
-        f"<h1>{html.escape(title)}</h1><p class='meta'>{meta_line}</p><nav>{''.join(nav)}</nav>"
+        f"<h1>{html.escape(title)}</h1><p class='meta'>{meta_line}</p>{_data_warnings(runs)}<nav>{''.join(nav)}</nav>"
         f"{''.join(parts)}<script>{_SORT_JS}</script></body></html>"
     )
+
+
+def _data_warnings(runs: Sequence[RunData]) -> str:
+    """The data's warnings as ``check-data`` and the run's log showed them (``run.json``), repeated here."""
+    items = []
+    for run in runs:
+        prefix = f"{run.name}: " if len(runs) > 1 else ""
+        items += [f"<li>{html.escape(prefix + str(w))}</li>" for w in run.info.get("data_warnings") or []]
+    return f"<div class='data-warnings'><p>Data warnings:</p><ul>{''.join(items)}</ul></div>" if items else ""
 
 
 def _meta(run: RunData) -> dict[str, Any]:

@@ -70,6 +70,7 @@ def _write_run_files(
             "versions": _versions(),
             "data": data.description,
             "labels": data.label_summary(),
+            "data_warnings": data.warnings(),
             "storage": storage,
         },
     )

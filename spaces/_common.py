@@ -15,11 +15,16 @@ def _resolve(path: Path | None, info: ValidationInfo) -> Path | None:
     """``path`` relative to the experiment file's folder (``context['base_dir']``) unless absolute."""
     if path is None:
         return path
-    path = path.expanduser()
-    if path.is_absolute():
-        return path
-    base = (info.context or {}).get("base_dir")
-    return (Path(base) / path).resolve() if base else path
+    try:
+        path = path.expanduser()
+        if path.is_absolute():
+            return path
+        base = (info.context or {}).get("base_dir")
+        return (Path(base) / path).resolve() if base else path
+    except RuntimeError as exc:  # ~name of no user; a symlink loop
+        raise ValueError(f"path {str(path)[:200]!r} cannot be resolved ({exc})") from None
+    except OSError as exc:
+        raise ValueError(f"path {str(path)[:200]!r} cannot be resolved ({exc.strerror})") from None
 
 
 def _registered(what: str, name: str, available: Iterable[str]) -> str:

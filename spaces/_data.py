@@ -30,6 +30,7 @@ from pydantic import (
 from mtl_models import TaskSpec
 from mtl_models.data import (
     CELEBA_ATTRIBUTES,
+    MAX_IMAGE_PIXELS,
     augmentation_class,
     augmentation_options,
     available_augmentations,
@@ -189,12 +190,17 @@ class FilesData(_DataBase):
     ignore_columns: list[str] = Field(default_factory=list)
     cache: bool = True
     cache_dir: Path | None = None
+    max_image_pixels: PositiveInt = MAX_IMAGE_PIXELS
 
     @field_validator("train", "val", "test", "file")
     @classmethod
     def _file_exists(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         v = _resolve(v, info)
-        if v is not None and not v.is_file():
+        try:
+            exists = v is None or v.is_file()
+        except OSError as exc:  # a name too long for the file system, ...
+            raise ValueError(f"data file {str(v)[:200]!r} cannot be read ({exc.strerror})") from None
+        if not exists:
             raise ValueError(f"data file {str(v)!r} does not exist")
         return v
 
@@ -282,12 +288,17 @@ class CelebAData(_DataBase):
     landmarks_task: str = "landmarks"
     cache: bool = True
     cache_dir: Path | None = None
+    max_image_pixels: PositiveInt = MAX_IMAGE_PIXELS
 
     @field_validator("root")
     @classmethod
     def _folder_exists(cls, v: Path, info: ValidationInfo) -> Path:
         v = _resolve(v, info)
-        if not v.is_dir():
+        try:
+            exists = v.is_dir()
+        except OSError as exc:
+            raise ValueError(f"CelebA folder {str(v)[:200]!r} cannot be read ({exc.strerror})") from None
+        if not exists:
             raise ValueError(f"CelebA folder {str(v)!r} does not exist")
         return v
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -295,17 +296,27 @@ def backbone_facts(name: str, in_channels: int, options_json: str, size: tuple[i
     no image when the size is not known yet)."""
     import torch
 
-    stages = build_backbone(name, in_channels, **json.loads(options_json))
+    # on the meta device: shapes only, so widths of a billion cost no memory here
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # loading weights into meta parameters is a no-op, and says so
+        try:
+            stages = build_backbone(name, in_channels, **json.loads(options_json))
+        except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ValueError(f"backbone.options: {name!r} cannot be built with these options ({first})") from None
     error = None
     if size is None:
         return BackboneFacts(tuple(s.name for s in stages), stages[-1].spatial, error)
-    x = torch.zeros(1, in_channels, *size)
+    try:
+        x = torch.zeros(1, in_channels, *size, device="meta")
+    except (RuntimeError, OverflowError) as exc:  # sizes whose product overflows
+        return BackboneFacts(tuple(s.name for s in stages), stages[-1].spatial, str(exc).splitlines()[0][:200])
     with torch.no_grad():
         for stage in stages:
             try:
                 x = stage.module.eval()(x)
-            except RuntimeError as exc:
-                error = f"stage {stage.name!r} fails: {str(exc).splitlines()[0]}"
+            except (RuntimeError, IndexError, ValueError) as exc:  # a stage with 0 channels fails with IndexError
+                error = f"stage {stage.name!r} fails: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
                 break
     return BackboneFacts(tuple(s.name for s in stages), stages[-1].spatial, error)
 

@@ -21,7 +21,7 @@ def load_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """The parsed document and its node tree (for line numbers)."""
     if not path.is_file():
         raise ExperimentError([f"{path}: experiment file does not exist."])
-    text = path.read_text(encoding="utf-8")
+    text = decode_text(path, path.read_bytes())
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -29,7 +29,28 @@ def load_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ExperimentError([f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})."]) from None
+    except RecursionError:  # thousands of nested [ or {: the parser recurses once per level
+        raise ExperimentError([f"{path}: not valid YAML (nested too deeply)."]) from None
+    except ValueError as exc:  # a scalar Python cannot hold, e.g. an integer of more than 4300 digits
+        raise ExperimentError([f"{path}: not valid YAML ({str(exc).splitlines()[0][:200]})."]) from None
     return data, node
+
+
+_BOMS = ((b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\xef\xbb\xbf", "utf-8-sig"),
+         (b"\xfe\xff", "utf-16"), (b"\xff\xfe", "utf-16"))
+
+
+def decode_text(path: Path, raw: bytes) -> str:
+    """The file's text: UTF-8, or UTF-8/16/32 with a byte-order mark (as YAML allows);
+    anything else is an :class:`ExperimentError` naming the line of the first bad byte."""
+    encoding = next((enc for bom, enc in _BOMS if raw.startswith(bom)), "utf-8")
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n" if encoding.startswith("utf-8") else "\n".encode(encoding)[-2:]) + 1
+        raise ExperimentError(
+            [f"{path}:{line}: not {encoding.upper().removesuffix('-SIG')} text (byte {raw[exc.start]:#04x}); save the file as UTF-8."]
+        ) from None
 
 
 def line_of(node: yaml.Node | None, loc: Sequence[Any]) -> int | None:

@@ -45,6 +45,23 @@ def tiny_experiment(**sections: Any) -> dict[str, Any]:
     return merged
 
 
+def bomb_png(path: "os.PathLike[str] | str", width: int = 30000, height: int = 30000) -> None:
+    """A valid 1-bit grey PNG of ``width`` x ``height`` black pixels: ~110 kB on disk for
+    30000 x 30000, 900 megapixels (about 2.5 GiB as RGB) once decoded. A decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    packer = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the row's bits
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
 def make_tasks(n: int, kinds: tuple[str, ...] = ("classification",)) -> list[dict[str, Any]]:
     """``n`` task dicts cycling through ``kinds``."""
     out = []

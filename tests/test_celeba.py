@@ -16,6 +16,7 @@ import torchvision
 from torchvision.io import encode_jpeg
 
 import mtl_models as mm
+from conftest import bomb_png
 from mtl_models.data import CELEBA_ATTRIBUTES, attribute_target
 
 N = 12
@@ -128,9 +129,10 @@ def _set_first_value(path: Path, image: str, value: str) -> None:
         (lambda f: _set_first_value(f / "list_attr_celeba.txt", "000002.jpg", "7"), "list_attr_celeba.txt", 4, 2, "value '7' is not one of [-1, 1]."),
         (lambda f: _rewrite(f / "list_landmarks_align_celeba.txt", "000003.jpg", "000003.jpg 5"), "list_landmarks_align_celeba.txt", 5, None, "expected 11 columns (image + 10), got 12."),
         (lambda f: (f / "img_align_celeba" / "000007.jpg").write_bytes(b"broken"), "list_eval_partition.txt", 7, 1, "could not be decoded"),
+        (lambda f: bomb_png(f / "img_align_celeba" / "000005.jpg"), "list_eval_partition.txt", 5, 1, "is too large: its header claims 900,000,000 pixels"),
         (lambda f: _rewrite(f / "list_eval_partition.txt", "000004.jpg 0", "000004.jpg 5"), "list_eval_partition.txt", 4, 2, "partition '5' is not one of 0 (train), 1 (valid), 2 (test)."),
     ],
-    ids=["missing attr file", "attribute not -1/1", "landmarks row too long", "corrupt image", "unknown partition"],
+    ids=["missing attr file", "attribute not -1/1", "landmarks row too long", "corrupt image", "decompression bomb", "unknown partition"],
 )
 def test_bad_celeba_files_name_file_line_and_column(celeba_root: Path, break_it, file: str, line, column, message: str) -> None:
     folder = celeba_root / "celeba"

@@ -12,6 +12,7 @@ from torchvision.io import write_png
 
 import search._runner
 import spaces
+from conftest import bomb_png
 from search.cli import main as cli
 
 BASE = {
@@ -83,6 +84,23 @@ def test_run_refuses_a_bad_dataset_before_ray_starts(tmp_path: Path, monkeypatch
     assert not out.exists()
 
 
+def test_run_refuses_a_decompression_bomb_before_ray_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray must not start for a bad dataset")
+
+    monkeypatch.setattr(search._runner, "init_ray", no_ray)
+    write_dataset(tmp_path, "path,kind,size\nimg0.png,0,1.0\nbomb.png,1,2.0\n")
+    bomb_png(tmp_path / "bomb.png")
+    out = tmp_path / "run"
+    assert cli(["run", str(write_experiment(tmp_path)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'train.csv'}, line 3, column 1 (path): image '{tmp_path / 'bomb.png'}' is too large: " \
+        "its header claims 900,000,000 pixels, more than data.max_image_pixels = 89,478,485" in err
+    assert "Traceback" not in err
+    assert not out.exists()
+    assert not list(tmp_path.glob("cache/*.tmp"))  # the good val split may be cached; no half-written file
+
+
 def with_data(**changes) -> dict:
     doc = copy.deepcopy(BASE)
     for key, value in changes.items():
@@ -119,6 +137,7 @@ SCENES = {"source": "scenes", "n_train": 16, "n_val": 8}
         ({**BASE, "data": {"source": "celeba", "root": "."}, "tasks": [{"name": "smiling", "kind": "classification", "classes": 2}, {"name": "glasses", "kind": "classification", "classes": 2}]}, "tasks[1]: CelebA has no task 'glasses'; a task is an attribute"),
         ({**BASE, "data": {"source": "celeba", "root": ".", "attributes": {"glasses": "Glasses"}}, "tasks": [{"name": "smiling", "kind": "classification", "classes": 2}, {"name": "glasses", "kind": "classification", "classes": 2}]}, "data.attributes: unknown CelebA attribute(s) ['Glasses']; allowed: 5_o_Clock_Shadow"),
         ({**BASE, "data": {"source": "celeba", "root": "no/such/dir"}}, "data.root: CelebA folder"),
+        (with_data(max_image_pixels=0), "data.max_image_pixels: Input should be greater than 0"),
     ],
 )
 def test_data_section_errors_name_line_field_and_allowed_values(tmp_path: Path, doc: dict, message: str) -> None:

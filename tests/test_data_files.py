@@ -14,7 +14,8 @@ import torch
 from torchvision.io import encode_png, write_png
 
 import mtl_models as mm
-from mtl_models.data import DataErrors, MAX_LISTED, split_indices
+from conftest import bomb_png
+from mtl_models.data import MAX_IMAGE_PIXELS, DataErrors, MAX_LISTED, header_pixels, split_indices
 
 TASKS = [mm.TaskSpec("kind", "classification", 3), mm.TaskSpec("size", "regression")]
 SIZE = (8, 8)
@@ -244,6 +245,11 @@ def _directory_as_image(root: Path) -> None:
     (root / "folder").mkdir()
 
 
+def _bomb(root: Path) -> None:
+    _files(train_csv="path,kind,size\na.png,0,1\nbomb.png,1,2\n", val_csv=GOOD_VAL)(root)
+    bomb_png(root / "bomb.png")
+
+
 # (name, make the files, file named in the error, line, column, column name, message)
 CORPUS = [
     ("missing data file", _files(val_csv=GOOD_VAL), "train.csv", None, None, None, "data file does not exist."),
@@ -252,6 +258,7 @@ CORPUS = [
     ("missing image", _files(train_csv="path,kind,size\na.png,0,1\nnothere.png,1,2\n", val_csv=GOOD_VAL), "train.csv", 3, 1, "path", "image '{root}/nothere.png' does not exist."),
     ("corrupt png", _corrupt, "train.csv", 3, 1, "path", "image '{root}/bad.png' could not be decoded"),
     ("truncated png", _truncated, "train.csv", 3, 1, "path", "image '{root}/cut.png' could not be decoded"),
+    ("decompression bomb", _bomb, "train.csv", 3, 1, "path", "image '{root}/bomb.png' is too large: its header claims 900,000,000 pixels, more than data.max_image_pixels = 89,478,485; a decompression bomb?"),
     ("zero-byte image", _empty_image, "train.csv", 3, 1, "path", "image '{root}/zero.png' is empty (0 bytes)."),
     ("directory as image", _directory_as_image, "train.csv", 3, 1, "path", "image '{root}/folder' is not a file."),
     ("label out of range", _files(train_csv="path,kind,size\na.png,3,1\n", val_csv=GOOD_VAL), "train.csv", 2, 2, "kind", "label 3 is out of range; allowed: 0..2, or -1 or empty for missing."),
@@ -269,6 +276,8 @@ CORPUS = [
     ("duplicate header", _files(train_csv="path,kind,kind,size\na.png,0,0,1\n", val_csv=GOOD_VAL), "train.csv", 1, 3, "kind", "duplicate column name 'kind' (also column 2)."),
     ("header misses a task", _files(train_csv="path,kind\na.png,0\n", val_csv=GOOD_VAL), "train.csv", 1, None, None, "the header has no column for ['size']; expected columns: path, kind, size (any order)."),
     ("not text", _files(train_csv=b"path,kind,size\n\xff\xfe\x00garbage\n", val_csv=GOOD_VAL), "train.csv", 2, None, None, "not UTF-8 text (byte 0xff)"),
+    ("binary task of one class in train", _files(train_csv="path,kind,size,smiling\na.png,0,1,1\nb.png,1,2,-1\na.png,2,1,1\n", val_csv="path,kind,size,smiling\na.png,0,1,0\nb.png,1,2,1\n"), "train.csv", None, 4, "smiling", "task 'smiling' has a single class in the train split: all 2 labelled row(s) are class 1; a model would learn (or be scored on) nothing. Add rows of the other class(es), or drop the task."),
+    ("class task of one class in val", _files(train_csv=GOOD_VAL, val_csv="path,kind,size\na.png,2,1\nb.png,2,2\n"), "val.csv", None, 2, "kind", "task 'kind' has a single class in the val split: all 2 labelled row(s) are class 2;"),
     ("task never labelled in val", _files(train_csv=GOOD_VAL, val_csv="path,kind,size\na.png,-1,1\nb.png,,2\n"), "val.csv", None, 2, "kind", "task 'kind' has no labelled row in the val split"),
 ]
 
@@ -278,8 +287,8 @@ def test_bad_input_is_refused_naming_file_line_and_column(tmp_path: Path, case: 
     _, make, file, line, column, name, message = case
     make(tmp_path)
     tasks = TASKS + [mm.TaskSpec("smiling", "binary")] if name == "smiling" else TASKS
-    if name == "smiling":  # the train file of that case has no smiling column: give it one
-        (tmp_path / "train.csv").write_text("path,kind,size,smiling\na.png,0,1,1\n")
+    if name == "smiling" and "smiling" not in (tmp_path / "train.csv").read_text():  # give the train file that column
+        (tmp_path / "train.csv").write_text("path,kind,size,smiling\na.png,0,1,1\nb.png,1,2,0\n")
     with pytest.raises(mm.DataFileError) as info:
         load(tmp_path / "train.csv", tmp_path / "val.csv", tasks)
     error = info.value
@@ -287,6 +296,65 @@ def test_bad_input_is_refused_naming_file_line_and_column(tmp_path: Path, case: 
     assert (file, line, column, name) in located
     where = str(tmp_path / file) + (f", line {line}" if line else "") + (f", column {column} ({name})" if column else "")
     assert f"{where}: {message.format(root=tmp_path)}" in str(error)
+
+
+def test_a_bomb_is_refused_from_its_header_without_being_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision.io
+
+    _bomb(tmp_path)
+    decode, bomb = torchvision.io.decode_image, (tmp_path / "bomb.png").read_bytes()
+
+    def no_bomb(data, *args, **kwargs):
+        assert bytes(data.numpy()) != bomb, "a bomb must not reach the decoder"
+        return decode(data, *args, **kwargs)
+
+    monkeypatch.setattr(torchvision.io, "decode_image", no_bomb)
+    assert (tmp_path / "bomb.png").stat().st_size < 200_000
+    assert header_pixels(tmp_path / "bomb.png") == 900_000_000
+    with pytest.raises(mm.DataFileError, match="is too large"):
+        load(tmp_path / "train.csv", tmp_path / "val.csv")
+
+
+def test_a_plugin_source_decoding_through_the_shared_decoder_gets_the_limit(tmp_path: Path) -> None:
+    from mtl_models.data import ImageRef, ProblemLog, decode_images
+
+    bomb_png(tmp_path / "bomb.png")
+    write_images(tmp_path, 1)
+    problems = ProblemLog()
+    refs = [ImageRef(tmp_path / "img0.png", tmp_path / "index.json", 3, 9, "file"), ImageRef(tmp_path / "bomb.png", tmp_path / "index.json", 7, 9, "file")]
+    assert decode_images(refs, 3, SIZE, problems, cache_dir=tmp_path / "cache") is None
+    assert [str(p) for p in problems.problems] == [
+        f"{tmp_path / 'index.json'}, line 7, column 9 (file): image '{tmp_path / 'bomb.png'}' is too large: its header claims "
+        "900,000,000 pixels, more than data.max_image_pixels = 89,478,485; a decompression bomb? shrink the image or raise "
+        "data.max_image_pixels."
+    ]
+    assert not list((tmp_path / "cache").iterdir())  # the half-written cache file is removed
+
+
+@pytest.mark.parametrize("limit,refused", [(119, True), (120, False)])
+def test_the_pixel_limit_is_configurable_and_inclusive(tmp_path: Path, limit: int, refused: bool) -> None:
+    write_images(tmp_path, 2)  # 10 x 12 = 120 pixels each
+    (tmp_path / "train.csv").write_text("img0.png,0,1\nimg1.png,1,2\n")
+    if refused:
+        with pytest.raises(DataErrors) as info:
+            load(tmp_path / "train.csv", max_image_pixels=limit)
+        assert f"{tmp_path / 'train.csv'}, line 1, column 1 (path): image '{tmp_path / 'img0.png'}' is too large: " \
+            f"its header claims 120 pixels, more than data.max_image_pixels = {limit}" in str(info.value)
+        assert info.value.total == 2
+    else:
+        assert len(load(tmp_path / "train.csv", max_image_pixels=limit).splits["train"]) == 2
+    assert MAX_IMAGE_PIXELS == 89_478_485
+
+
+def test_a_task_missing_most_of_its_classes_in_train_is_a_warning(tmp_path: Path) -> None:
+    write_images(tmp_path, 4)
+    (tmp_path / "train.csv").write_text("img0.png,0,1\nimg1.png,1,1\nimg2.png,1,2\nimg3.png,-1,2\n")
+    (tmp_path / "val.csv").write_text("img0.png,0,1\nimg1.png,4,1\n")
+    tasks = [mm.TaskSpec("kind", "classification", 5), mm.TaskSpec("size", "regression")]
+    data = load(tmp_path / "train.csv", tmp_path / "val.csv", tasks)
+    assert "train/kind: 3 of its 5 classes have no labelled train rows (only [0, 1] have); it cannot learn the others." in data.warnings()
+    (tmp_path / "train.csv").write_text("img0.png,0,1\nimg1.png,1,1\nimg2.png,3,2\nimg3.png,-1,2\n")
+    assert "train/kind: class(es) [2, 4] have no labelled train rows." in load(tmp_path / "train.csv", tmp_path / "val.csv", tasks).warnings()
 
 
 def test_the_corpus_is_large_enough() -> None:

@@ -259,6 +259,17 @@ def test_report_of_a_running_search_says_it_is_a_snapshot(run_dir: Path) -> None
     assert "still running (1 trials not done)" in html
 
 
+def test_the_report_repeats_the_data_warnings_of_run_json(run_dir: Path, data: mm.MultiTaskData) -> None:
+    run = reports.load_run(run_dir, evaluate=False)
+    assert run.info["data_warnings"] == data.warnings()
+    run.info["data_warnings"] = ["train/kind: 9 of its 10 classes have no labelled train rows (only [3] have); it cannot <learn> the others."]
+    html = reports.build_report([run], "warned", {})
+    assert ("<div class='data-warnings'><p>Data warnings:</p><ul><li>train/kind: 9 of its 10 classes have no labelled "
+            "train rows (only [3] have); it cannot &lt;learn&gt; the others.</li></ul></div>") in html
+    run.info["data_warnings"] = []
+    assert "data-warnings" not in reports.build_report([run], "clean", {})
+
+
 def test_compare_two_runs_in_one_report(run_dir: Path, report: Path, tmp_path: Path, capsys) -> None:
     other = tmp_path / "run2"
     shutil.copytree(run_dir, other)

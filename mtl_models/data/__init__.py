@@ -18,7 +18,7 @@ from ._tensors import (
 )
 from ._errors import MAX_LISTED, DataErrors, DataFileError, ProblemLog
 from ._labels import LabelError, LabelFormat, label_format, register_label_format
-from ._images import ImageRef, decode_images, default_cache_dir
+from ._images import MAX_IMAGE_PIXELS, ImageRef, ImageTooLarge, decode_images, default_cache_dir, header_pixels
 from ._files import read_data_file, split_indices
 from ._augment import (
     Augmentation,

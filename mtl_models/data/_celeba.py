@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..tasks import TaskSpec
 from ._errors import DataFileError, ProblemLog
-from ._images import ImageRef, decode_images, default_cache_dir
+from ._images import MAX_IMAGE_PIXELS, ImageRef, decode_images, default_cache_dir
 from ._tensors import MultiTaskData, Split, register_source, tensor_from_numpy
 
 ATTRIBUTES = (
@@ -155,6 +155,7 @@ def celeba(
     landmarks_task: str = "landmarks",
     cache: bool = True,
     cache_dir: str | Path | None = None,
+    max_image_pixels: int | None = MAX_IMAGE_PIXELS,
 ) -> MultiTaskData:
     """CelebA's official train/valid/test partition (the first ``n_*`` images of each, if given).
 
@@ -214,10 +215,10 @@ def celeba(
             problems.add(DataFileError(part_path, None, None, f"no images in the {required} partition ({PARTITIONS[required]})."))
     size = tuple(int(s) for s in image_size)
     if problems:
-        decode_images([r for s in splits_raw.values() for r in s["refs"]], channels, size, problems, validate_only=True)
+        decode_images([r for s in splits_raw.values() for r in s["refs"]], channels, size, problems, validate_only=True, max_pixels=max_image_pixels)
         problems.raise_if_any()
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    arrays = {name: decode_images(s["refs"], channels, size, problems, cache_dir=directory if cache else None) for name, s in splits_raw.items()}
+    arrays = {name: decode_images(s["refs"], channels, size, problems, cache_dir=directory if cache else None, max_pixels=max_image_pixels) for name, s in splits_raw.items()}
     problems.raise_if_any()
     scale = np.array(ALIGNED_SIZE * (len(LANDMARKS) // 2), dtype=np.float32)
     splits = {}

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..tasks import TaskSpec
 from ._errors import DataFileError, ProblemLog
-from ._images import ImageRef, decode_images, default_cache_dir
+from ._images import MAX_IMAGE_PIXELS, ImageRef, decode_images, default_cache_dir
 from ._labels import LabelError, label_format
 from ._tensors import MultiTaskData, Split, register_source, tensor_from_numpy
 
@@ -80,6 +80,19 @@ def _splitter(first: str, delimiter: str) -> Any:
     if sep == "\t":
         return lambda s: [c.strip() for c in s.split("\t")]
     return lambda s: s.split()
+
+
+def _guarded(split: Any) -> Any:
+    """``split``, returning why not (a string) where a row cannot be split (a quoted cell
+    longer than the csv module's field limit, ...)."""
+
+    def guarded(text: str) -> list[str] | str:
+        try:
+            return split(text)
+        except csv.Error as exc:
+            return f"the row cannot be split into cells ({exc})."
+
+    return guarded
 
 
 def _looks_like_header(cells: list[str], names: set[str]) -> bool:
@@ -161,10 +174,15 @@ def read_data_file(
         if own:
             problems.raise_if_any()
         return table
-    split = _splitter(lines[0][1], delimiter)
+    split = _guarded(_splitter(lines[0][1], delimiter))
     formats = {spec.name: label_format(spec) for spec in tasks}
     names = {n for spec in tasks for n in formats[spec.name].column_names(spec)} | set(ignore_columns)
     first_line, first = lines[0][0], split(lines[0][1])
+    if isinstance(first, str):
+        problems.add(DataFileError(path, first_line, None, first))
+        if own:
+            problems.raise_if_any()
+        return table
     table.header = _looks_like_header(first, names) if header == "auto" else bool(header)
     if table.header:
         columns = _header_columns(path, first_line, first, tasks, ignore_columns, problems)
@@ -188,13 +206,23 @@ def read_data_file(
     layout = ", ".join(header_names)
     for line, text in lines:
         cells = split(text)
+        if isinstance(cells, str):  # why the row cannot be split
+            problems.add(DataFileError(path, line, None, cells))
+            continue
         if len(cells) != width:
             problems.add(DataFileError(path, line, None, f"expected {width} columns ({layout}), got {len(cells)}."))
             continue
         if not cells[0]:
             problems.add(DataFileError(path, line, 1, "the image path is empty.", header_names[0]))
             continue
-        image = Path(cells[0]).expanduser()
+        if "\x00" in cells[0]:
+            problems.add(DataFileError(path, line, 1, "the image path contains a NUL byte.", header_names[0]))
+            continue
+        try:
+            image = Path(cells[0]).expanduser()
+        except RuntimeError:  # ~name of no user
+            problems.add(DataFileError(path, line, 1, f"cannot expand {cells[0].split('/')[0][:100]!r}: no such user.", header_names[0]))
+            continue
         ref = ImageRef(image if image.is_absolute() else path.parent / image, path, line, 1, header_names[0])
         labels, ok = {}, True
         for spec in tasks:
@@ -255,6 +283,36 @@ def _labelled_everywhere(path: Path, split_name: str, rows: list[Row], tasks: li
             )
 
 
+SINGLE_CLASS_KINDS = ("classification", "binary")
+
+
+def _more_than_one_class(path: Path, split_name: str, rows: list[Row], tasks: list[TaskSpec], table: Table, problems: ProblemLog) -> None:
+    """A class task whose labelled train or val rows are all one class cannot be learned or scored.
+
+    Trained anyway, it reaches accuracy 1 by always answering that class, with F1 0:
+    a number that looks like a result. Refused, naming the class found.
+    """
+    if split_name not in ("train", "val") or not rows:
+        return
+    for spec in tasks:
+        if spec.kind not in SINGLE_CLASS_KINDS:
+            continue
+        fmt = label_format(spec)
+        values = [row.labels[spec.name] for row in rows if not _is_missing(row.labels[spec.name], fmt.missing)]
+        found = sorted({int(v[0] if isinstance(v, list) else v) for v in values})
+        if len(found) == 1:
+            col = table.columns[spec.name][0]
+            problems.add(
+                DataFileError(
+                    path, None, col + 1,
+                    f"task {spec.name!r} has a single class in the {split_name} split: all {len(values)} labelled "
+                    f"row(s) are class {found[0]}; a model would learn (or be scored on) nothing. "
+                    "Add rows of the other class(es), or drop the task.",
+                    spec.name,
+                )
+            )
+
+
 def _is_missing(value: Any, missing: Any) -> bool:
     """Whether a parsed label is the format's missing value (-1, or NaN: ``v != v``)."""
     values = value if isinstance(value, list) else [value]
@@ -276,6 +334,7 @@ def files(
     ignore_columns: Sequence[str] = (),
     cache: bool = True,
     cache_dir: str | Path | None = None,
+    max_image_pixels: int | None = MAX_IMAGE_PIXELS,
 ) -> MultiTaskData:
     """Data files: one per split (``train``, ``val``, optional ``test``), or one ``file`` and a ``split``.
 
@@ -311,14 +370,17 @@ def files(
                 split_rows[name] = (table, table.rows)
     for name, (table, rows) in split_rows.items():
         _labelled_everywhere(table.path, name, rows, tasks, table, problems)
+    if not problems:  # judged on whole files only: a row left out for a bad label would skew it
+        for name, (table, rows) in split_rows.items():
+            _more_than_one_class(table.path, name, rows, tasks, table, problems)
     size = tuple(int(s) for s in image_size)
     if problems:  # check every image anyway, so one pass reports every problem
         refs = {row.image: None for _, rows in split_rows.values() for row in rows}
-        decode_images(list(refs), channels, size, problems, validate_only=True)
+        decode_images(list(refs), channels, size, problems, validate_only=True, max_pixels=max_image_pixels)
         problems.raise_if_any()
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     arrays = {
-        name: decode_images([row.image for row in rows], channels, size, problems, cache_dir=directory if cache else None)
+        name: decode_images([row.image for row in rows], channels, size, problems, cache_dir=directory if cache else None, max_pixels=max_image_pixels)
         for name, (_, rows) in split_rows.items()
     }
     problems.raise_if_any()

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 import uuid
 import warnings
@@ -29,6 +30,30 @@ log = logging.getLogger("mtlsearch.data")
 
 CACHE_VERSION = 1  # bump when decoding or resizing changes, so old caches are not reused
 CACHE_ENV = "MTLSEARCH_CACHE_DIR"
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's Image.MAX_IMAGE_PIXELS: about 0.25 GiB of 24-bit RGB
+
+
+def header_pixels(path: Path) -> int | None:
+    """Width x height as the file's header claims it, read without decoding; ``None`` when unknown.
+
+    Pillow's ``Image.open`` is lazy: it parses the header only. Its own bomb check
+    (which raises above twice its ``MAX_IMAGE_PIXELS``) is caught and its size read
+    from the message, so the caller's limit is the one applied; a file Pillow cannot
+    identify is left to the decoder, which reports it.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+    except Image.DecompressionBombError as exc:  # above twice Pillow's limit; its message has the size
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        return int(found.group(1)) if found else 2 * int(Image.MAX_IMAGE_PIXELS or MAX_IMAGE_PIXELS) + 1
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        return None
+    return int(width) * int(height)
 
 
 def default_cache_dir() -> Path:
@@ -59,6 +84,10 @@ def _stat(refs: Sequence[ImageRef], log_: ProblemLog) -> list[tuple[str, int, in
     for ref in refs:
         try:
             st = ref.path.stat()
+        except ValueError:  # a NUL byte in the path
+            log_.add(ref.error(f"image path {str(ref.path)[:200]!r} is not a valid file name."))
+            keys.append(None)
+            continue
         except OSError:
             log_.add(ref.error(f"image {str(ref.path)!r} does not exist."))
             keys.append(None)
@@ -80,15 +109,25 @@ def cache_key(files: list[tuple[str, int, int]], channels: int, size: Sequence[i
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def decode_file(path: Path, channels: int, size: Sequence[int]) -> torch.Tensor:
+def decode_file(path: Path, channels: int, size: Sequence[int], max_pixels: int | None = MAX_IMAGE_PIXELS) -> torch.Tensor:
     """One image as ``(channels, H, W)`` uint8 at ``size``; raises ``ValueError`` saying why not.
 
     torchvision decodes PNG, JPEG, GIF and WebP; anything else (BMP, TIFF, ...) goes
     through Pillow. Grey images are repeated to RGB and alpha is dropped as asked.
+    An image whose header claims more than ``max_pixels`` pixels (a decompression
+    bomb: a small file that decodes to gigabytes) is refused before decoding;
+    ``None`` turns the check off.
     """
     from torchvision.io import ImageReadMode, decode_image  # here: importing torchvision costs a second
     from torchvision.transforms.v2.functional import resize
 
+    if max_pixels is not None:
+        pixels = header_pixels(path)
+        if pixels is not None and pixels > max_pixels:
+            raise ImageTooLarge(
+                f"its header claims {pixels:,} pixels, more than data.max_image_pixels = {max_pixels:,}; "
+                "a decompression bomb? shrink the image or raise data.max_image_pixels"
+            )
     data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
     try:
         with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec's
@@ -101,6 +140,10 @@ def decode_file(path: Path, channels: int, size: Sequence[int]) -> torch.Tensor:
     if tuple(image.shape[-2:]) != tuple(size):
         image = resize(image, list(size), antialias=True)
     return image
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header claims more pixels than the limit (refused undecoded)."""
 
 
 def _decode_with_pillow(path: Path, channels: int, first: Exception) -> torch.Tensor:
@@ -124,6 +167,7 @@ def decode_images(
     cache_dir: Path | None = None,
     workers: int | None = None,
     validate_only: bool = False,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
 ) -> np.ndarray | None:
     """All ``refs`` decoded into ``(N, channels, H, W)`` uint8; ``None`` when any failed.
 
@@ -131,11 +175,12 @@ def decode_images(
     With ``cache_dir`` the array is a read-only memory map of the cache file, written
     on the first decode; without it, an in-memory array. ``validate_only`` decodes
     and drops each image (a check that holds no memory) and returns ``None``.
+    An image whose header claims more than ``max_pixels`` pixels is refused undecoded.
     """
     size = tuple(int(s) for s in size)
     files = _stat(refs, problems)
     if validate_only or any(f is None for f in files):  # decode the others, to report every bad image at once
-        _decode_into(None, [r for r, f in zip(refs, files) if f is not None], channels, size, problems, workers)
+        _decode_into(None, [r for r, f in zip(refs, files) if f is not None], channels, size, problems, workers, max_pixels)
         return None
     shape = (len(refs), channels, *size)
     target: Path | None = None
@@ -152,7 +197,7 @@ def decode_images(
         out: np.ndarray = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
     else:
         out = np.empty(shape, dtype=np.uint8)
-    failed = _decode_into(out, refs, channels, size, problems, workers)
+    failed = _decode_into(out, refs, channels, size, problems, workers, max_pixels)
     if target is None:
         return None if failed else out
     out.flush()  # type: ignore[attr-defined]
@@ -171,13 +216,16 @@ def _decode_into(
     size: tuple[int, ...],
     problems: ProblemLog,
     workers: int | None,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
 ) -> bool:
     def one(i: int) -> DataFileError | None:
         ref = refs[i]
         try:
-            image = decode_file(ref.path, channels, size)
+            image = decode_file(ref.path, channels, size, max_pixels)
             if out is not None:
                 out[i] = image.numpy()
+        except ImageTooLarge as exc:
+            return ref.error(f"image {str(ref.path)!r} is too large: {exc}.")
         except (ValueError, RuntimeError, OSError) as exc:
             return ref.error(f"image {str(ref.path)!r} could not be decoded ({exc}).")
         return None

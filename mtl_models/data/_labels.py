@@ -23,6 +23,9 @@ MISSING_WORDS = ("", "-1")
 _NAN_WORDS = ("nan", "na", "n/a", "none", "null")
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 class LabelError(ValueError):
     """A cell that is not a valid label; ``offset`` is the cell's index within the task's columns."""
 
@@ -112,6 +115,8 @@ class Numbers(LabelFormat):
                 raise LabelError(f"value {text!r} is not a number; {self.describe(spec)}.", i) from None
             if not math.isfinite(value):
                 raise LabelError(f"value {text!r} is not finite; {self.describe(spec)}.", i)
+            if abs(value) > FLOAT32_MAX:  # stored as float32: it would become infinite
+                raise LabelError(f"value {text!r} is beyond float32's range (+-3.4e38); {self.describe(spec)}.", i)
             values.append(value)
         return values[0] if len(values) == 1 else values
 

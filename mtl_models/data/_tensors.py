@@ -204,7 +204,14 @@ class MultiTaskData:
             empty = [c for c, n in enumerate(entry.get("counts", [])) if n == 0]
             if split_name == "train" and empty:
                 what = "pixels" if entry.get("unit") == "pixels" else "rows"
-                out.append(f"{key}: class(es) {empty} have no labelled train {what}.")
+                counts = entry["counts"]
+                if 2 * len(empty) > len(counts):  # most classes unseen: it can only learn the few it sees
+                    out.append(
+                        f"{key}: {len(empty)} of its {len(counts)} classes have no labelled train {what} "
+                        f"(only {[c for c, n in enumerate(counts) if n]} have); it cannot learn the others."
+                    )
+                else:
+                    out.append(f"{key}: class(es) {empty} have no labelled train {what}.")
         return out
 
 
