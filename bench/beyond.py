@@ -60,7 +60,8 @@ import yaml
 from scipy import stats
 
 import mtl_models as mm
-from mtl_models._affinity import measure_affinity, shared_reason
+from mtl_models._affinity import measure_affinity
+from mtl_models._task_groups import shared_reason
 import reports
 import spaces
 from bench._common import machine, write_result

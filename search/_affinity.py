@@ -10,7 +10,8 @@ from typing import Any
 import ray
 
 from mtl_models import MultiTaskData, atomic_write_json
-from mtl_models._affinity import AffinityResult, measure_affinity, shared_reason
+from mtl_models._affinity import AffinityResult, measure_affinity
+from mtl_models._task_groups import shared_reason
 from reports import AFFINITY_FILE
 
 

@@ -19,9 +19,9 @@ import torch
 from scipy.stats import t as student_t
 
 import mtl_models as mm
-from mtl_models._affinity import (
-    SINGLETON, grouping_score, lookahead_affinity, measure_affinity, partitions, propose_trees, select_groups,
-    shared_reason, shared_stage_parameters, split_test,
+from mtl_models._affinity import lookahead_affinity, measure_affinity, shared_stage_parameters
+from mtl_models._task_groups import (
+    SINGLETON, grouping_score, partitions, propose_trees, select_groups, shared_reason, split_test,
 )
 
 from conftest import make_config, make_tasks, random_data

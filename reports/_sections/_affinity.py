@@ -8,7 +8,7 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from mtl_models._affinity import shared_reason
+from mtl_models._task_groups import shared_reason
 
 from .._run import RunData
 from .._stats import config_summary
