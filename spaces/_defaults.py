@@ -8,6 +8,13 @@ it filled in, so ``mtlsearch plan`` and the saved ``experiment.json`` show it):
   tree (some tasks share deeper than others), so ``space.tree`` becomes
   ``[single, per_task, grouped]`` (plus ``affinity`` when that stage runs). With two
   tasks it stays ``single``: a per-task split point is the only other tree there.
+- **The learning rate** is searched with three or more tasks (when the file's space leaves
+  ``lr`` out), log-uniform over :data:`LR_FACTOR` either side of ``train.lr``: which
+  structure wins depends on the rate it is trained at (on the planted-group set of
+  bench/defaults.py the planted tree lost to a barely-mixing cross-stitch network at the
+  fixed rate and won with the rate searched), and the confirmation phase then trains the
+  single-task networks at the pick's rate too (the like-for-like reference), so a gain
+  that comes from the rate alone is not credited to sharing. Two tasks keep the fixed rate.
 - **The task-affinity stage** (TAG, Fifty et al. 2021) runs by default with three or more
   tasks when it is cheap against the search: its cost, :data:`AFFINITY_EPOCHS` epochs of
   one fully shared network times its lookahead overhead (:func:`affinity_cost`), at most
@@ -41,6 +48,7 @@ AFFINITY_EPOCHS = 2  # as `mtlsearch affinity` measures by default
 CHEAP_SHARE = 0.10  # the affinity stage runs by default when it costs at most this share of the search
 MIN_TRIALS = 20  # the old fixed default: a sized budget is never smaller
 MIN_STARTUP = 5  # Optuna's and the old default's floor of random trials
+LR_FACTOR = 4.0  # the default learning-rate range with 3+ tasks: train.lr / 4 to train.lr x 4, log-uniform
 
 
 @dataclass(frozen=True)
@@ -219,6 +227,14 @@ def resolve_defaults(exp: "Experiment") -> Resolved:
     if many and not wrote_tree:
         _replace(exp, "space", space.model_copy(update={"tree": list(DEFAULT_TREES)}))
         out.reasons["space.tree"] = f"{T} tasks: the trees join the space"
+    if T >= MANY_TASKS and "lr" not in space.model_fields_set:
+        lr = exp.train.lr
+        searched = FloatRange(low=lr / LR_FACTOR, high=lr * LR_FACTOR, log=True)
+        _replace(exp, "space", exp.space.model_copy(update={"lr": searched}))
+        out.filled["space.lr"] = f"{searched.low:.3g}-{searched.high:.3g} (log)"
+        out.reasons["space.lr"] = (
+            f"{T} tasks: the rate decides which structure wins; train.lr {lr:g} / {LR_FACTOR:g} to x {LR_FACTOR:g}, "
+            "and the single-task networks are trained at the pick's rate too (like for like)")
     if not wrote_trials:
         _size(exp, out)
     if many and not wrote_affinity and space.branches is None:

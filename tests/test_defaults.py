@@ -58,18 +58,20 @@ def test_two_tasks_keep_the_space_they_had(tmp_path: Path) -> None:
 def test_four_tasks_get_the_trees_and_the_affinity_stage(tmp_path: Path) -> None:
     exp = load(tmp_path, FOUR)
     assert exp.space.tree == ["single", "per_task", "grouped", "affinity"]
+    # the learning rate too: train.lr 1e-3 (the default) / 4 to x 4, log-uniform
+    assert exp.space.lr == spaces.FloatRange(low=0.00025, high=0.004, log=True)
     # grouped: family, tree, split_point, 4 task groups, 3 group split points (max_groups T - 1),
-    # 3 free loss weights = 13 dims -> 14 random trials, 28 in all
-    assert (exp.search.num_trials, exp.search.sampler.n_startup_trials) == (28, 14)
+    # 3 free loss weights, lr = 14 dims -> 15 random trials, 30 in all
+    assert (exp.search.num_trials, exp.search.sampler.n_startup_trials) == (30, 15)
     # TAG's cost: 2 epochs x (1 + T (S + 3) / (3 every)) = 2 (1 + 4 * 6 / 30) = 3.6 network-epochs
-    # (every: TAG's 10 steps), 6.4 % of 28 trials x 2 epochs: at most 10 %, so on
+    # (every: TAG's 10 steps), 6.0 % of 30 trials x 2 epochs: at most 10 %, so on
     assert exp.affinity.epochs == 2
-    assert "3.6 network-epochs, 6.4% of the search's 56 trial-epochs (at most 10%)" in exp.defaults.reasons["affinity.epochs"]
+    assert "3.6 network-epochs, 6.0% of the search's 60 trial-epochs (at most 10%)" in exp.defaults.reasons["affinity.epochs"]
     structures = [p.structure for p in space_paths(exp)]
     assert structures == ["hard_split single", "hard_split per_task", "hard_split grouped", "hard_split affinity", "cross_stitch"]
     per_task = space_paths(exp)[1].dims
     assert per_task == ("family", "tree", "split_point.colour", "split_point.shape", "split_point.size",
-                        "split_point.count", "loss_weights[0]", "loss_weights[1]", "loss_weights[2]")
+                        "split_point.count", "loss_weights[0]", "loss_weights[1]", "loss_weights[2]", "lr")
 
 
 def test_a_given_small_budget_keeps_the_affinity_stage_off_and_warns(tmp_path: Path) -> None:
@@ -78,12 +80,12 @@ def test_a_given_small_budget_keeps_the_affinity_stage_off_and_warns(tmp_path: P
     assert exp.affinity.epochs == 0 and exp.space.tree == ["single", "per_task", "grouped"]
     assert exp.defaults.reasons["affinity.epochs"].startswith("off: ")
     assert exp.search.num_trials == 10
-    assert exp.search.sampler.n_startup_trials == 14  # the rule's: too few trials for a model, so all at random
-    assert budget_warning(exp).startswith("search.num_trials 10 is below the 28 this space needs to be covered")
+    assert exp.search.sampler.n_startup_trials == 15  # the rule's: too few trials for a model, so all at random
+    assert budget_warning(exp).startswith("search.num_trials 10 is below the 30 this space needs to be covered")
 
 
 def test_what_the_file_writes_wins(tmp_path: Path) -> None:
-    exp = load(tmp_path, FOUR, space={"tree": "single"}, affinity={"epochs": 0},
+    exp = load(tmp_path, FOUR, space={"tree": "single", "lr": 0.001}, affinity={"epochs": 0},
                search={"num_trials": 7, "sampler": {"name": "tpe", "n_startup_trials": 3}})
     assert (exp.space.tree, exp.affinity.epochs, exp.search.num_trials, exp.search.sampler.n_startup_trials) == ("single", 0, 7, 3)
     assert exp.defaults.filled == {}
@@ -107,7 +109,7 @@ def test_the_saved_experiment_keeps_the_resolved_defaults(tmp_path: Path) -> Non
     again = spaces.validate_experiment(json.loads(exp.model_dump_json()))  # what a resumed run reads back
     assert again.defaults.filled == {}  # nothing left to fill in
     assert (again.space.tree, again.search.num_trials, again.search.sampler.n_startup_trials, again.affinity.epochs) == (
-        ["single", "per_task", "grouped", "affinity"], 28, 14, 2)
+        ["single", "per_task", "grouped", "affinity"], 30, 15, 2)
 
 
 def test_the_default_space_samples_every_tree(tmp_path: Path) -> None:
@@ -148,12 +150,13 @@ def test_plan_prints_the_resolved_space_and_the_phases(tmp_path: Path, capsys) -
     out = capsys.readouterr().out
     assert "  tree: [single, per_task, grouped, affinity]  (filled in: 4 tasks: the trees join the space)" in out
     assert "  families: [hard_split, cross_stitch]  (default)" in out
-    assert "Budget: 28 trials (sized to the space), TPE's random start 14." in out
+    assert "Budget: 30 trials (sized to the space), TPE's random start 15." in out
     phases = re.findall(r"^  (baselines|affinity|search|confirm) +(.*?)[:,]", out, flags=re.M)
     # baselines: 4 seeds (the ensemble's default size, T = 4, exceeds seeds: 3) x 4 tasks; confirm: the top 3
-    # and the no-search default x 3 seeds
+    # and the no-search default x 3 seeds, and the single-task networks at the pick's searched rate (one
+    # trial per seed: the like-for-like reference)
     assert phases == [("baselines", "16 trainings x 2 epochs"), ("affinity", "3.6 network-epochs"),
-                      ("search", "28 trainings x 2 epochs"), ("confirm", "12 trainings x 2 epochs")]
+                      ("search", "30 trainings x 2 epochs"), ("confirm", "15 trainings x 2 epochs")]
     assert "Expected wall time" not in out  # --no-timing
 
 
@@ -162,7 +165,7 @@ def test_plan_times_an_epoch_and_warns_of_a_small_budget(tmp_path: Path, capsys)
     path.write_text(yaml.safe_dump({**FOUR, "search": {"num_trials": 4}}, sort_keys=False))
     assert main(["plan", str(path), "--num-cpus", "2"]) == 0
     out = capsys.readouterr().out
-    assert "WARNING: search.num_trials 4 is below the 28 this space needs to be covered" in out
+    assert "WARNING: search.num_trials 4 is below the 30 this space needs to be covered" in out
     assert "  affinity   off: 4 tasks, and 2 epochs of one shared network with TAG's lookahead cost 3.6" in out
     timing = re.search(r"an epoch \((\d+) steps and validation\) of the largest network \(cross-stitch, a unit "
                        r"after every stage, ([\d,]+) parameters\) ([\d.]+) s, of a single-task network ([\d.]+) s", out)
