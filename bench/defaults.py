@@ -85,8 +85,9 @@ def full(doc: dict[str, Any], trials: int) -> dict[str, Any]:
 
 
 def old(doc: dict[str, Any], trials: int) -> dict[str, Any]:
-    """The defaults before issue 29, written out: one split point for all tasks, no affinity stage."""
-    return {**doc, "space": {"tree": "single"}, "affinity": {"epochs": 0}, "search": {**SEARCH, "num_trials": trials}}
+    """The defaults before issue 29, written out: one split point for all tasks, no affinity
+    stage, the learning rate fixed at ``train.lr``."""
+    return {**doc, "space": {"tree": "single", "lr": doc["train"]["lr"]}, "affinity": {"epochs": 0}, "search": {**SEARCH, "num_trials": trials}}
 
 
 def resolved(exp: spaces.Experiment) -> dict[str, Any]:
