@@ -8,7 +8,8 @@ For each dataset (MultiMNIST as in examples/quickstart.yaml; the 4-task digits o
 bench/_digits4.py, a regression and missing labels among them):
 
 - **Families**: one search per row of ``FAMILIES`` (hard split; cross-stitch with its
-  unit at each granularity, ``cross_stitch_unit`` channel / scalar / nddr; MTAN), each
+  unit at each granularity, ``cross_stitch_unit`` channel / scalar / nddr; MTAN; MMoE with 2 or 3
+  experts; CGC/PLE with 1 or 2 levels, one shared and one per-task expert), each
   the same ``--trials`` trials of its default space drawn by the random sampler (no
   pruning, every trial the full epochs: equal trial-epochs), no confirmation phase, the
   single-task baseline (3 seeds) trained once and shared. The family's best trial is
@@ -77,6 +78,8 @@ FAMILIES: dict[str, dict[str, Any]] = {  # row -> the space's family keys
     "cross_stitch[scalar]": {"families": ["cross_stitch"], "cross_stitch_unit": ["scalar"]},
     "cross_stitch[nddr]": {"families": ["cross_stitch"], "cross_stitch_unit": ["nddr"]},
     "mtan": {"families": ["mtan"]},
+    "mmoe": {"families": ["mmoe"], "mmoe_experts": {"low": 2, "high": 3}},  # whole-backbone experts, gates on the input
+    "ple": {"families": ["ple"], "ple_levels": {"low": 1, "high": 2}},  # CGC or a 2-level PLE, 1 shared + 1 per task
 }
 SCHEMES = ("static", "uncertainty", "dwa", "famo", "gradnorm", "db_mtl", "upgrad", "pcgrad", "cagrad", "mgda",
            "imtlg", "aligned_mtl", "nash_mtl")

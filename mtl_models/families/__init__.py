@@ -16,7 +16,7 @@ from ._cross_stitch import UNITS as CROSS_STITCH_UNITS
 from ._cross_stitch import CrossStitchModel, CrossStitchUnit, NDDRUnit, ScalarCrossStitchUnit
 from ._ensemble import EnsembleModel
 from ._mtan import MTANModel
-from ._experts import AtMostStages, ExpertsModel
+from ._experts import AtMostStages, ExpertsModel, level_stages
 from . import _mmoe, _ple  # noqa: F401  (register the mixture-of-experts families)
 from ._hard_split import (
     BranchedModel,
@@ -31,6 +31,7 @@ from ._hard_split import (
 __all__ = [
     "AtMostStages",
     "ExpertsModel",
+    "level_stages",
     "CROSS_STITCH_UNITS",
     "MTANModel",
     "NDDRUnit",
