@@ -99,7 +99,7 @@ EXPERIMENT = tiny_experiment(**{
               "loss_weights": "equal"},
     "search": {"num_trials": 2, "max_concurrent": 2, "pruner": {"name": "nop"},
                "points_to_evaluate": [{"family": "mmoe", "mmoe_experts": 3}, {"family": "ple", "ple_levels": 2}]},
-    "baselines": {"ensemble": False},
+    "baselines": {"ensemble": False, "seeds": 1},
 })
 
 
