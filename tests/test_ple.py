@@ -209,3 +209,14 @@ def test_ple_describes_itself_in_words() -> None:
     assert mm.describe_config(config) == "cgc 2 shared + 1 per-task experts"
     assert mm.describe_config({**config, "ple_levels": 3, "ple_shared_gate": False, "ple_gate": "pooled"}) == (
         "ple 3 levels 2 shared + 1 per-task experts pooled gates, no shared gate")
+
+
+def test_the_pick_s_note_says_the_levels_in_stage_names() -> None:
+    from reports._sections._pick_tree import experts_words
+
+    config = make_config("ple", make_tasks(2), ple_levels=2, ple_shared=2)
+    assert experts_words(config, ["conv1", "conv2", "conv3"]) == (
+        "2 extraction levels (conv1-conv2 | conv3); at each, 2 shared and 1 per-task experts, copies of the level's "
+        "stages; each task's gate mixes its own and the shared experts, reading every value of the task's features "
+        "from the level before (the input at the first); a shared gate mixes all of a level's experts for the next "
+        "level's shared experts (PLE, Tang et al. 2020).")

@@ -66,19 +66,21 @@ def _run_tree(run: RunData) -> list[Block]:
 
 def experts_words(config: dict[str, Any], stages: Sequence[str]) -> str:
     """A mixture-of-experts pick in words: its experts, levels and gates (MMoE, CGC/PLE)."""
-    gate = "a 4x4 grid of channel means" if config.get(f"{config['family']}_gate") == "pooled" else "every input value"
+    gate = "a 4x4 grid of channel means of" if config.get(f"{config['family']}_gate") == "pooled" else "every value of"
     if config["family"] == "mmoe":
         return (f"{config.get('mmoe_experts', 2)} copies of the whole backbone (experts) shared by every task; each "
-                f"task's head reads its own softmax-gated mix of their outputs, its gate reading {gate} of the input "
+                f"task's head reads its own softmax-gated mix of their outputs, its gate reading {gate} the input "
                 "(MMoE, Ma et al. 2018).")
     levels = level_stages(len(stages), int(config.get("ple_levels", 1)))
     cut = " | ".join("-".join(dict.fromkeys([stages[g[0]], stages[g[-1]]])) for g in levels)
+    plural = "level" if len(levels) == 1 else "levels"
     shared = ("a shared gate mixes all of a level's experts for the next level's shared experts"
               if config.get("ple_shared_gate", True) else "the shared experts read each task's own mix (LibMTL's layout)")
     name = "CGC" if len(levels) == 1 else "PLE"
-    return (f"{len(levels)} extraction level(s) ({cut}); at each, {config.get('ple_shared', 1)} shared expert(s) and "
-            f"{config.get('ple_specific', 1)} per task, copies of the level's stages; each task's gate mixes its own "
-            f"and the shared experts, reading {gate} of its features from the level before"
+    reads = "the input" if len(levels) == 1 else "the task's features from the level before (the input at the first)"
+    return (f"{len(levels)} extraction {plural} ({cut}); at each, {config.get('ple_shared', 1)} shared and "
+            f"{config.get('ple_specific', 1)} per-task experts, copies of the level's stages; each task's gate mixes its own "
+            f"and the shared experts, reading {gate} {reads}"
             + (f"; {shared}" if len(levels) > 1 else "") + f" ({name}, Tang et al. 2020).")
 
 
