@@ -122,8 +122,7 @@ class ExpertsModel(MultiTaskModel):
         heads: nn.ModuleDict,
     ) -> None:
         super().__init__(tasks, input_spec)
-        if shared < 0 or specific < 0 or shared + specific < 1:
-            raise ValueError(f"experts: {shared} shared and {specific} per task; a task's gate needs one or more.")
+        _check_experts(shared, specific)
         if gate not in ("flat", "pooled"):
             raise ValueError(f"gate {gate!r}: must be 'flat' or 'pooled'.")
         names = self.task_names
@@ -189,7 +188,13 @@ class ExpertsModel(MultiTaskModel):
                 shared_reach |= set().union(*reach.values())  # the specific experts read the tasks' representations
             reach = new
         order = list(self.parameters())
-        return {t: [p for p in order if id(p) in reach[t] or id(p) in ids(self.heads[t])] for t in names}
+        reach = {t: reach[t] | ids(self.heads[t]) for t in names}
+        return {t: [p for p in order if id(p) in reach[t]] for t in names}
+
+
+def _check_experts(shared: int, specific: int) -> None:
+    if shared < 0 or specific < 0 or shared + specific < 1:
+        raise ValueError(f"experts: {shared} shared and {specific} per task; a task's gate needs one or more.")
 
 
 def _level_input_shapes(column: list, groups: list[list[int]], input_spec: dict[str, Any]) -> list[tuple[int, ...]]:
@@ -223,8 +228,7 @@ def build_experts(config: dict[str, Any], *, shared: int, specific: int, levels:
     """An :class:`ExpertsModel` of ``config``'s backbone, tasks and heads: one independent
     backbone build per expert column (``shared + T * specific`` of them)."""
     tasks = tasks_from_config(config)
-    if shared < 0 or specific < 0 or shared + specific < 1:
-        raise ValueError(f"experts: {shared} shared and {specific} per task; a task's gate needs one or more.")
+    _check_experts(shared, specific)
     columns = backbone_copies(config, shared + len(tasks) * specific)
     heads = build_heads(config, tasks, columns[0][-1])
     return ExpertsModel(tasks, config["input"], columns, shared=shared, specific=specific, levels=levels, gate=gate,
