@@ -148,9 +148,11 @@ class Experiment(_Strict):
                 raise ValueError(f"space.{key}: {bad} out of range; stages are 0..{n - 1}")
         for family in self.space.families:  # a family's count bounded by the stages (ple_levels)
             for key, p in family_parameters(family).items():
+                if not any(isinstance(b, AtMostStages) for b in p.bounds):
+                    continue
                 value = self.space.part_param(key)
                 ends = [value.low, value.high] if isinstance(value, IntRange) else value if isinstance(value, list) else [value]
-                if any(isinstance(b, AtMostStages) for b in p.bounds) and max(ends) > n:
+                if max(ends) > n:
                     raise ValueError(
                         f"space.{key}: {value if not isinstance(value, IntRange) else value.model_dump()} exceeds the "
                         f"{n} stages of backbone {self.backbone.name!r}; at most {n}"
