@@ -8,12 +8,15 @@ For each dataset (MultiMNIST as in examples/quickstart.yaml; the 4-task digits o
 bench/_digits4.py, a regression and missing labels among them):
 
 - **Families**: one search per row of ``FAMILIES`` (hard split; cross-stitch with its
-  unit at each granularity, ``cross_stitch_unit`` channel / scalar / nddr; MTAN), each
+  unit at each granularity, ``cross_stitch_unit`` channel / scalar / nddr; MTAN; MMoE with 2 or 3
+  experts; CGC/PLE with 1 or 2 levels, one shared and one per-task expert), each
   the same ``--trials`` trials of its default space drawn by the random sampler (no
   pruning, every trial the full epochs: equal trial-epochs), no confirmation phase, the
   single-task baseline (3 seeds) trained once and shared. The family's best trial is
   trained again with ``--seeds`` new seeds: its Delta_m mean and spread, its parameter
-  count, its training seconds per epoch.
+  count, its training seconds per epoch; and again at **equal wall-clock** with the hard
+  split's best (``FAMILY_WALL_CLOCK_RULE``: its epochs scaled by the hard split's
+  training time over its own).
 - **Weightings**: the hard-split family's best config with each loss weighting or
   gradient aggregator in its place (equal static weights for ``static``, each scheme's
   default parameters; aggregators on every parameter two or more task losses reach,
@@ -77,6 +80,8 @@ FAMILIES: dict[str, dict[str, Any]] = {  # row -> the space's family keys
     "cross_stitch[scalar]": {"families": ["cross_stitch"], "cross_stitch_unit": ["scalar"]},
     "cross_stitch[nddr]": {"families": ["cross_stitch"], "cross_stitch_unit": ["nddr"]},
     "mtan": {"families": ["mtan"]},
+    "mmoe": {"families": ["mmoe"], "mmoe_experts": {"low": 2, "high": 3}},  # whole-backbone experts, gates on the input
+    "ple": {"families": ["ple"], "ple_levels": {"low": 1, "high": 2}},  # CGC or a 2-level PLE, 1 shared + 1 per task
 }
 SCHEMES = ("static", "uncertainty", "dwa", "famo", "gradnorm", "db_mtl", "upgrad", "pcgrad", "cagrad", "mgda",
            "imtlg", "aligned_mtl", "nash_mtl")
@@ -86,6 +91,12 @@ WALL_CLOCK_RULE = ("equal wall-clock: scheme s trains max(1, round(E * t_static 
                    "from other processes only ever slows a training down; the ratios still carry that noise); every scheme thus gets about the training time static gets "
                    "in E epochs; where the epochs equal E the equal-epoch training is the equal-wall-clock one "
                    "(same seeds, reused within this run, marked same_as_equal_epochs)")
+
+
+FAMILY_WALL_CLOCK_RULE = ("families at equal wall-clock: family f's retrained best trains max(1, round(E * t_hard / t_f)) "
+                          "epochs, t the fastest seed's training seconds of the equal-epoch retrain and t_hard the "
+                          "hard split's best's; the same seeds; where the epochs equal E the equal-epoch training is "
+                          "reused (same_as_equal_epochs)")
 
 
 def revision() -> dict[str, Any]:
@@ -211,6 +222,18 @@ def run_dataset(name: str, work: Path, args: argparse.Namespace, reused: list[st
         print(f"{name} {family:22} best {out['families'][family]['best_config']} ({result['params']:,} params, "
               f"{per_epoch:.1f} s/epoch): search {out['families'][family]['best_search_delta_m']:+.2f}"
               f", new seeds {result['mean']:+.2f} ± {result['std']:.2f}", flush=True)
+    t_hard = min(out["families"]["hard_split"]["retrained"]["train_s"])
+    for family, config in configs.items():  # equal wall-clock: FAMILY_WALL_CLOCK_RULE
+        at_epochs_f = out["families"][family]["retrained"]
+        cost = min(at_epochs_f["train_s"]) / t_hard
+        wall_epochs = max(1, round(epochs / cost))
+        if wall_epochs == epochs:
+            wall = {**at_epochs_f, "same_as_equal_epochs": True}
+        else:
+            wall = retrain({**config, "epochs": wall_epochs}, data, seeds, baseline, tasks)
+        out["families"][family].update({"cost_vs_hard_split": cost, "equal_wall_clock": wall})
+        print(f"{name} {family:22} x{cost:.2f} of the hard split's training time; equal wall-clock ({wall_epochs} "
+              f"epochs) {wall['mean']:+.2f} ± {wall['std']:.2f}", flush=True)
 
     template = configs[hard]
     equal = {t.name: 1.0 / len(tasks) for t in tasks}
@@ -297,7 +320,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     reused: list[str] = []
     out: dict[str, Any] = {**machine(), **rev, "command": "python -m bench.beyond", "arguments": arguments,
-                           "wall_clock_rule": WALL_CLOCK_RULE,
+                           "wall_clock_rule": WALL_CLOCK_RULE, "family_wall_clock_rule": FAMILY_WALL_CLOCK_RULE,
                            "reused": reused, "datasets": {}}
     for name in args.datasets:
         started = time.monotonic()

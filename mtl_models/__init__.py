@@ -53,6 +53,8 @@ from .data import (
 from .families import (
     CROSS_STITCH_UNITS,
     MTANModel,
+    AtMostStages,
+    ExpertsModel,
     NDDRUnit,
     ScalarCrossStitchUnit,
     BranchedModel,

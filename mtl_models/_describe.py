@@ -21,7 +21,8 @@ def config_key(config: dict[str, Any]) -> str:
 
 
 def describe_config(config: dict[str, Any]) -> str:
-    """``hard_split k=2``, ``hard_split per-task left:1 right:3``, ``cross_stitch a=(0.90, 0.10) lr x120``, ...
+    """``hard_split k=2``, ``hard_split per-task left:1 right:3``, ``cross_stitch a=(0.90, 0.10) lr x120``,
+    ``mmoe 3 shared experts``, ``ple 2 levels 1 shared + 1 per-task experts`` (``cgc ...`` with one level), ...
 
     Loss weighting and optimisation are appended when they are not the defaults.
     """
@@ -56,6 +57,16 @@ def describe_config(config: dict[str, Any]) -> str:
     elif family == "mtan":
         stages = config.get("mtan_stages")
         text = "mtan attend " + ("all" if stages is None else ",".join(str(s) for s in stages))
+    elif family == "mmoe":
+        gate = " pooled gates" if config.get("mmoe_gate") == "pooled" else ""
+        text = f"mmoe {config.get('mmoe_experts', 2)} shared experts{gate}"
+    elif family == "ple":
+        levels = int(config.get("ple_levels", 1))
+        kind = "cgc" if levels == 1 else f"ple {levels} levels"
+        gate = " pooled gates" if config.get("ple_gate") == "pooled" else ""
+        libmtl = ", no shared gate" if levels > 1 and config.get("ple_shared_gate") is False else ""
+        text = (f"{kind} {config.get('ple_shared', 1)} shared + {config.get('ple_specific', 1)} per-task experts"
+                f"{gate}{libmtl}")
     elif family == "single_task":
         text = f"single_task {config.get('task')} (seed {config.get('seed')})"
     elif family == "ensemble":

@@ -92,6 +92,8 @@ def space_lines(exp: Experiment) -> list[str]:
                  ("cross_stitch_unit", space.cross_stitch_unit), ("column_init", space.column_init)]
     if "mtan" in families:
         keys.append(("mtan_stages", space.mtan_stages))
+    for family in families:  # families declared by their builder's arguments (mmoe, ple, a plugin's)
+        keys += [(key, space.part_param(key)) for key, p in mm.family_parameters(family).items() if p.searchable]
     keys += [("loss_weighting", space.loss_weighting), ("loss_weights", space.loss_weights),
              ("optimization", space.optimization), ("class_weighting", space.class_weighting),
              ("lr", space.lr if space.lr is not None else f"{exp.train.lr:g} (train.lr)")]
@@ -173,7 +175,13 @@ def _candidates(exp: Experiment, fixed: dict[str, Any]) -> list[tuple[str, dict[
             out.append(("cross-stitch, a unit after every stage", config))
         elif family == "mtan":
             out.append(("MTAN attending every stage", {**config, "mtan_stages": None}))
-        else:
+        else:  # a family declared by its builder's arguments: the high end of each searched range
+            for key, p in mm.family_parameters(family).items():
+                value = exp.space.part_param(key) if p.searchable else None
+                if isinstance(value, (IntRange, FloatRange)):
+                    config[key] = value.high
+                elif value is not None:
+                    config[key] = value[0] if isinstance(value, list) else value
             out.append((family, config))
     return out
 

@@ -27,6 +27,8 @@ from pydantic import (
 )
 
 from mtl_models import (
+    AtMostStages,
+    family_parameters,
     MultiTaskData,
     TaskSpec,
     build_backbone,
@@ -144,6 +146,17 @@ class Experiment(_Strict):
             bad = [s for s in stages if s >= n] if isinstance(stages, list) else []
             if bad:
                 raise ValueError(f"space.{key}: {bad} out of range; stages are 0..{n - 1}")
+        for family in self.space.families:  # a family's count bounded by the stages (ple_levels)
+            for key, p in family_parameters(family).items():
+                if not any(isinstance(b, AtMostStages) for b in p.bounds):
+                    continue
+                value = self.space.part_param(key)
+                ends = [value.low, value.high] if isinstance(value, IntRange) else value if isinstance(value, list) else [value]
+                if max(ends) > n:
+                    raise ValueError(
+                        f"space.{key}: {value if not isinstance(value, IntRange) else value.model_dump()} exceeds the "
+                        f"{n} stages of backbone {self.backbone.name!r}; at most {n}"
+                    )
         if "affinity" in choices(self.space.tree) and not self.affinity.enabled:
             raise ValueError("space.tree: affinity trees come from the affinity stage; set affinity.epochs > 0")
         if self.affinity.enabled and "hard_split" not in self.space.families:

@@ -67,7 +67,10 @@ class SpaceConfig(_Strict):
     granularity: ``channel`` (Misra et al.), ``scalar`` (one alpha per task pair) or ``nddr``
     (Gao et al.'s 1x1-convolution fusion), a list searches them. MTAN (Liu et al.):
     ``mtan_stages`` are the stages after which every task has an attention module (the
-    last always): ``search`` (default, a searched subset), ``all`` or a list. Hard splits
+    last always): ``search`` (default, a searched subset), ``all`` or a list. MMoE (Ma et al.)
+    and CGC/PLE (Tang et al.) are declared by their builders' arguments: ``mmoe_experts``,
+    ``mmoe_gate``; ``ple_shared``, ``ple_specific``, ``ple_levels`` (at most the backbone's
+    stages; 1 is CGC), ``ple_gate``, ``ple_shared_gate``. Hard splits
     with ``tree: affinity`` take the branch trees the task-affinity stage proposes (the
     experiment's ``affinity`` section). ``alpha_diff`` ``convex`` (default)
     gives every unit row the sum 1 with the rest shared evenly,

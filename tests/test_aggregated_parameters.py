@@ -39,6 +39,9 @@ CASES: dict[str, tuple[list[dict], dict[str, Any]]] = {
     "cross_stitch[nddr]@0,1": (THREE, {"family": "cross_stitch", "cross_stitch_unit": "nddr", "cross_stitch_stages": [0, 1],
                                       "alpha_same": 0.6, "alpha_diff": 0.2}),
     "mtan": (TWO, {"family": "mtan"}),
+    "mmoe": (TWO, {"family": "mmoe", "mmoe_experts": 2}),
+    # the paper's shared gate: every expert of level 0 reaches every task; t_k's level-1 expert only t_k
+    "ple@2": (THREE, {"family": "ple", "ple_levels": 2}),
 }
 
 

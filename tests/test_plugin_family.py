@@ -63,7 +63,7 @@ def test_a_plugin_family_s_parameters_are_validated_from_yaml(tmp_path: Path) ->
     assert exp.space.part_param("trunk_depth") == spaces.IntRange(low=0, high=2)
     with pytest.raises(spaces.ExperimentError, match=r"space.trunk_depth: must be >= 0, got \{'low': -1, 'high': 2\}"):
         spaces.load_experiment(write_experiment(tmp_path, trunk_depth={"low": -1, "high": 2}))
-    with pytest.raises(spaces.ExperimentError, match=r"exp.yaml:\d+: space.families: unknown model family 'trunks'; allowed: cross_stitch, hard_split, mtan, trunk"):
+    with pytest.raises(spaces.ExperimentError, match=r"exp.yaml:\d+: space.families: unknown model family 'trunks'; allowed: cross_stitch, hard_split, mmoe, mtan, ple, trunk"):
         spaces.load_experiment(write_experiment(tmp_path, families=["trunks"]))
 
 

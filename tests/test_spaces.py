@@ -78,7 +78,7 @@ def test_valid_experiment_loads(tmp_path: Path) -> None:
         ("backbone.weights", "missing.pth", "backbone.weights: weights file"),
         ("data.source", "imagenet", "data.source: unknown or missing source 'imagenet'; allowed: 'multimnist', 'files'"),
         ("data.missing_rate", {"lft": 0.1}, "data.missing_rate: unknown task name(s) ['lft']; allowed: ['left', 'right']"),
-        ("space.families", ["hard_split", "crossstitch"], "space.families: unknown model family 'crossstitch'; allowed: cross_stitch, hard_split, mtan"),
+        ("space.families", ["hard_split", "crossstitch"], "space.families: unknown model family 'crossstitch'; allowed: cross_stitch, hard_split, mmoe, mtan, ple"),
         ("space.families", [], "space.families: List should have at least 1 item"),
         ("space.split_point", {"low": 0, "high": 9}, "space.split_point: low=0 high=9 is outside 0..3 for backbone 'small_cnn' (stages: conv1, conv2, conv3)"),
         ("space.split_point", {"low": 3, "high": 1}, "space.split_point: low (3) must be <= high (1)"),

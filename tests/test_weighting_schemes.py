@@ -154,4 +154,5 @@ def test_a_plugin_scheme_s_parameters_are_validated_with_the_line(tmp_path: Path
     line += isinstance(space[key], dict)  # a range: the line its mapping starts on
     assert problem.startswith(f"{tmp_path / 'exp.yaml'}:{line}: {message}")
     if "unknown field" in message:
-        assert problem.endswith("cagrad_c, db_mtl_beta, db_mtl_beta_sigma, dwa_temperature, famo_w_lr, famo_gamma, focus_share, focus_on, focus_rounds, gradnorm_alpha, nash_mtl_update_every")
+        assert problem.endswith("cagrad_c, db_mtl_beta, db_mtl_beta_sigma, dwa_temperature, famo_w_lr, famo_gamma, focus_share, focus_on, focus_rounds, gradnorm_alpha, nash_mtl_update_every, "
+                                "mmoe_experts, mmoe_gate, ple_shared, ple_specific, ple_levels, ple_gate, ple_shared_gate")

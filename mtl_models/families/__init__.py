@@ -1,4 +1,5 @@
-"""Model families: hard split (tree), cross-stitch (channel, scalar or NDDR units), MTAN, single-task and ensemble baselines."""
+"""Model families: hard split (tree), cross-stitch (channel, scalar or NDDR units), MTAN, MMoE, CGC/PLE,
+single-task and ensemble baselines."""
 from ._base import (
     MultiTaskModel,
     BASELINE_FAMILIES,
@@ -15,6 +16,8 @@ from ._cross_stitch import UNITS as CROSS_STITCH_UNITS
 from ._cross_stitch import CrossStitchModel, CrossStitchUnit, NDDRUnit, ScalarCrossStitchUnit
 from ._ensemble import EnsembleModel
 from ._mtan import MTANModel
+from ._experts import AtMostStages, ExpertsModel, level_stages
+from . import _mmoe, _ple  # noqa: F401  (register the mixture-of-experts families)
 from ._hard_split import (
     BranchedModel,
     build_branched,
@@ -26,6 +29,9 @@ from ._hard_split import (
 )
 
 __all__ = [
+    "AtMostStages",
+    "ExpertsModel",
+    "level_stages",
     "CROSS_STITCH_UNITS",
     "MTANModel",
     "NDDRUnit",

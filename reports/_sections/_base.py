@@ -21,8 +21,8 @@ from .._run import RunData
 Block = Union[str, go.Figure]
 Render = Callable[["ReportContext"], list[Block]]
 
-FAMILY_COLORS = {"hard_split": "#1f77b4", "cross_stitch": "#d62728", "mtan": "#9467bd", "single_task": "#7f7f7f",
-                 "ensemble": "#2ca02c"}
+FAMILY_COLORS = {"hard_split": "#1f77b4", "cross_stitch": "#d62728", "mtan": "#9467bd", "mmoe": "#ff7f0e",
+                 "ple": "#8c564b", "single_task": "#7f7f7f", "ensemble": "#2ca02c"}
 _OTHER_COLORS = ["#ff7f0e", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
 
 
@@ -121,7 +121,7 @@ def fmt_flops(value: Any) -> str:
 def structure(row: pd.Series | dict) -> str:
     """A readable description of a row's sharing structure (HTML)."""
     family = row.get("family")
-    if family in ("hard_split", "cross_stitch", "mtan"):
+    if family in ("hard_split", "cross_stitch", "mtan", "mmoe", "ple"):
         return esc(short_label(row))
     if family == "ensemble":
         return f"{int(row['ensemble_size'])} single-task nets per task, averaged"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from mtl_models.families import describe_tree, partitions_from_config
+from mtl_models.families import describe_tree, level_stages, partitions_from_config
 
 from .._run import RunData
 from ._base import Block, ReportContext, esc, fmt_count, note, per_run, register_section, short_label
@@ -59,7 +59,29 @@ def _run_tree(run: RunData) -> list[Block]:
         return [head, tree_svg(parts, stages, tasks, links=after, link_label="attention"),
                 note("One backbone shared by every task; after the marked stages each task has its own attention "
                      "module over the shared features (MTAN, Liu et al. 2019).")]
+    if family in ("mmoe", "ple"):
+        return [head, note(esc(experts_words(config, stages)))]
     return [head, note(f"No diagram for the {esc(family)} family.")]
+
+
+def experts_words(config: dict[str, Any], stages: Sequence[str]) -> str:
+    """A mixture-of-experts pick in words: its experts, levels and gates (MMoE, CGC/PLE)."""
+    gate = "a 4x4 grid of channel means of" if config.get(f"{config['family']}_gate") == "pooled" else "every value of"
+    if config["family"] == "mmoe":
+        return (f"{config.get('mmoe_experts', 2)} copies of the whole backbone (experts) shared by every task; each "
+                f"task's head reads its own softmax-gated mix of their outputs, its gate reading {gate} the input "
+                "(MMoE, Ma et al. 2018).")
+    levels = level_stages(len(stages), int(config.get("ple_levels", 1)))
+    cut = " | ".join("-".join(dict.fromkeys([stages[g[0]], stages[g[-1]]])) for g in levels)
+    plural = "level" if len(levels) == 1 else "levels"
+    shared = ("a shared gate mixes all of a level's experts for the next level's shared experts"
+              if config.get("ple_shared_gate", True) else "the shared experts read each task's own mix (LibMTL's layout)")
+    name = "CGC" if len(levels) == 1 else "PLE"
+    reads = "the input" if len(levels) == 1 else "the task's features from the level before (the input at the first)"
+    return (f"{len(levels)} extraction {plural} ({cut}); at each, {config.get('ple_shared', 1)} shared and "
+            f"{config.get('ple_specific', 1)} per-task experts, copies of the level's stages; each task's gate mixes its own "
+            f"and the shared experts, reading {gate} {reads}"
+            + (f"; {shared}" if len(levels) > 1 else "") + f" ({name}, Tang et al. 2020).")
 
 
 def _num_stages(config: dict[str, Any]) -> int:

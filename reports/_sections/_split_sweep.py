@@ -79,7 +79,7 @@ def split_sweep(ctx: ReportContext) -> list[Block]:
                 fig.add_hline(y=float(ensemble[column].iloc[0]), line_color=FAMILY_COLORS["ensemble"], line_dash="dot",
                               row=1, col=col, annotation_text=f"{prefix}ensemble", annotation_position="top right")
     if not shown:
-        return [note("No finished hard-split or cross-stitch trial yet.")]
+        return [note("No finished searched trial yet.")]
     order = sorted({k for run in ctx.runs for k in searched(run.results)["split_point"].dropna().astype(int)})
     others = sorted({f.replace("_", "-") for run in ctx.runs for f in searched(run.results)["family"].dropna()} - {"hard-split"})
     categories = [_label(k, ctx.runs[0].stage_names) for k in order] + others
@@ -87,7 +87,8 @@ def split_sweep(ctx: ReportContext) -> list[Block]:
     fig.update_layout(height=450, legend={"orientation": "h", "y": -0.25})
     return [
         "<p>Validation metric of every finished hard-split trial by split point (stages before it shared, "
-        "one copy of the rest per task), the soft-sharing trials (cross-stitch, MTAN) in a column per family, "
+        "one copy of the rest per task), the soft-sharing and mixture-of-experts trials (cross-stitch, MTAN, "
+        "MMoE, CGC/PLE) in a column per family, "
         "and the baselines. "
         "The paper's motivating finding is that the best split differs per task. The grey band is the "
         "single-task baseline's mean &plusmn; its standard deviation over seeds, and each trial's bar the same "
