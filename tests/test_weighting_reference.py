@@ -64,6 +64,7 @@ def assert_same_gradients(trainer: mm.Trainer, reference: nn.Module) -> None:
 def test_uncertainty_is_kendalls_over_three_steps(kinds: tuple[str, ...], start: float, form: str) -> None:
     tasks = make_tasks(len(kinds), kinds)
     trainer, reference, batches = setup(tasks, "uncertainty")
+    assert trainer.weighting.log_var.tolist() == [0.0] * len(tasks)  # ours starts at sigma = 1
     with torch.no_grad():
         trainer.weighting.log_var.fill_(start)
     s = torch.full((len(tasks),), start, requires_grad=True)
