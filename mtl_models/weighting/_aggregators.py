@@ -21,27 +21,21 @@ the stage before a cross-stitch network's last unit in every column, MTAN's last
 backbone stage), the other parameters taking the plain sum: a cheaper step
 (bench/aggregator_cost.py) that leaves earlier shared stages unaggregated.
 
-The methods (torchjd's implementations; the papers):
-
-- ``upgrad``: UPGrad (Quinton & Rey 2024), each gradient projected onto the dual cone of
-  all of them, averaged: no task's loss increases to first order;
-- ``pcgrad``: PCGrad (Yu et al. 2020), a gradient's component conflicting with another's
-  removed;
-- ``cagrad``: CAGrad (Liu et al. 2021), the mean gradient corrected towards the
-  worst-off task within a ball of radius ``c`` times its norm;
-- ``mgda``: MGDA (Sener & Koltun 2018), the min-norm convex combination;
-- ``imtlg``: IMTL-G (Liu et al. 2021), equal projections onto every task's unit gradient;
-- ``aligned_mtl``: Aligned-MTL (Senushkin et al. 2023), the gradients' principal
-  components aligned (condition number 1);
-- ``nash_mtl``: Nash-MTL (Navon et al. 2022), a Nash bargaining solution, recomputed
-  every ``update_every`` steps.
+The methods are data: :data:`METHODS` maps each name to its torchjd aggregator, its paper
+and its parameters (type hints with bounds, defaults, the torchjd keyword each feeds); one
+generic wrapper, :class:`TorchJDAggregation`, builds any of them, and each name is
+registered as a subclass whose keyword-only constructor signature is generated from the
+data, so its schema is read exactly as every other scheme's (``keyword_parameters``).
 
 ``weights()`` reports the weights the last step gave each task's gradient (normalised to
 sum to 1; PCGrad's are not defined: equal).
 """
 from __future__ import annotations
 
+import inspect
+import typing
 import warnings
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Sequence
 
 import numpy as np
@@ -57,7 +51,8 @@ Scope = Literal["shared", "last_shared_stage"]
 
 
 class GradientAggregation(LossWeighting):
-    """The base of the aggregators: subclasses build a torchjd aggregator in ``make``.
+    """The base of the aggregators: subclasses build the aggregator in ``make`` (torchjd's:
+    :class:`TorchJDAggregation`; DB-MTL's own).
 
     ``scope`` (``aggregation_scope``): which parameters are aggregated (module docstring).
     A subclass with its own parameters takes ``scope`` too and passes it on.
@@ -116,85 +111,34 @@ class GradientAggregation(LossWeighting):
         return dict(zip(self.task_names, self.last.tolist()))
 
 
-@register_weighting("upgrad")
-class UPGrad(GradientAggregation):
-    def make(self, num_tasks: int) -> Any:
-        from torchjd.aggregation import UPGrad as Method
+@dataclass(frozen=True)
+class Option:
+    """A parameter of a torchjd aggregator: ``name`` (config key ``<scheme>_<name>``), its type
+    hint with ``annotated_types`` bounds, its default and the torchjd keyword it feeds."""
 
-        return Method()
+    name: str
+    hint: Any
+    default: Any
+    keyword: str
 
-
-@register_weighting("pcgrad")
-class PCGrad(GradientAggregation):
-    def make(self, num_tasks: int) -> Any:
-        from torchjd.aggregation import PCGrad as Method
-
-        return Method()
-
-
-@register_weighting("cagrad")
-class CAGrad(GradientAggregation):
-    """``c`` (``cagrad_c``): the radius of the ball around the mean gradient, relative to its
-    norm (the paper's 0.4-0.5; 0 is the mean gradient)."""
-
-    def __init__(self, tasks: Sequence[TaskSpec], *, c: Annotated[float, Ge(0)] = 0.5, scope: Scope = "shared") -> None:
-        self.c = float(c)
-        super().__init__(tasks, scope=scope)
-
-    def make(self, num_tasks: int) -> Any:
-        from torchjd.aggregation import CAGrad as Method
-
-        return Method(c=self.c)
+    def cast(self, value: Any) -> Any:
+        """``value`` as the hint's base type (``float``, ``int``)."""
+        base = typing.get_args(self.hint)[0] if typing.get_origin(self.hint) is Annotated else self.hint
+        return base(value)
 
 
-@register_weighting("mgda")
-class MGDA(GradientAggregation):
-    def make(self, num_tasks: int) -> Any:
-        from torchjd.aggregation import MGDA as Method
+class _NashMTLState:
+    """Checkpoints the bargaining state torchjd's Nash-MTL keeps outside tensors (its step
+    counter, the previous weights that warm-start and, between updates, replace the solve,
+    the Gram matrix's normalisation): part of ``state_dict``, so a resumed trial continues it."""
 
-        return Method()
-
-
-@register_weighting("imtlg")
-class IMTLG(GradientAggregation):
-    def make(self, num_tasks: int) -> Any:
-        from torchjd.aggregation import IMTLG as Method
-
-        return Method()
-
-
-@register_weighting("aligned_mtl")
-class AlignedMTL(GradientAggregation):
-    def make(self, num_tasks: int) -> Any:
-        from torchjd.aggregation import AlignedMTL as Method
-
-        return Method()
-
-
-@register_weighting("nash_mtl")
-class NashMTL(GradientAggregation):
-    """``update_every`` (``nash_mtl_update_every``): solve the bargaining problem every this
-    many steps and keep the weights in between (the paper's speed-up; 1: every step)."""
-
-    def __init__(
-        self, tasks: Sequence[TaskSpec], *, update_every: Annotated[int, Gt(0)] = 1, scope: Scope = "shared"
-    ) -> None:
-        self.update_every = int(update_every)
-        super().__init__(tasks, scope=scope)
-
-    def make(self, num_tasks: int) -> Any:
-        from torchjd.aggregation import NashMTL as Method
-
-        return Method(n_tasks=num_tasks, update_weights_every=self.update_every)
+    aggregator: Any
 
     def _solver(self) -> Any:
         """torchjd's stateful Nash-MTL weighting inside the aggregator."""
         return next(m for m in self.aggregator.modules() if hasattr(m, "prvs_alpha"))
 
     def get_extra_state(self) -> dict[str, Any]:
-        """The bargaining state torchjd keeps outside tensors (its step counter, the previous
-        weights that warm-start and, between updates, replace the solve, the Gram matrix's
-        normalisation): part of ``state_dict``, so a checkpointed trial resumes with it."""
         solver = self._solver()
         return {
             "step": float(solver.step),
@@ -209,6 +153,94 @@ class NashMTL(GradientAggregation):
         solver.normalization_factor = state["normalization_factor"].numpy().copy()
         if solver.step > 0:  # torchjd builds its convex problem at step 0 only
             solver._init_optim_problem()
+
+
+@dataclass(frozen=True)
+class Method:
+    """One torchjd aggregator: its class in ``torchjd.aggregation`` (also the wrapper's name),
+    what it does (the paper), its parameters, the torchjd keyword that takes the number of
+    tasks (if any) and a mixin that checkpoints state torchjd keeps outside tensors (if any)."""
+
+    torchjd: str
+    doc: str
+    options: tuple[Option, ...] = ()
+    task_count: str | None = None
+    state: type | None = None
+
+
+METHODS: dict[str, Method] = {
+    "upgrad": Method("UPGrad", "UPGrad (Quinton & Rey 2024): each gradient projected onto the dual cone of all of "
+                     "them, averaged: no task's loss increases to first order."),
+    "pcgrad": Method("PCGrad", "PCGrad (Yu et al. 2020): a gradient's component conflicting with another's removed."),
+    "cagrad": Method(
+        "CAGrad",
+        "CAGrad (Liu et al. 2021): the mean gradient corrected towards the worst-off task within a ball of "
+        "radius ``c`` times its norm. ``c`` (``cagrad_c``): the paper's 0.4-0.5; 0 is the mean gradient.",
+        (Option("c", Annotated[float, Ge(0)], 0.5, "c"),),
+    ),
+    "mgda": Method("MGDA", "MGDA (Sener & Koltun 2018): the min-norm convex combination."),
+    "imtlg": Method("IMTLG", "IMTL-G (Liu et al. 2021): equal projections onto every task's unit gradient."),
+    "aligned_mtl": Method("AlignedMTL", "Aligned-MTL (Senushkin et al. 2023): the gradients' principal components "
+                          "aligned (condition number 1)."),
+    "nash_mtl": Method(
+        "NashMTL",
+        "Nash-MTL (Navon et al. 2022): a Nash bargaining solution. ``update_every`` "
+        "(``nash_mtl_update_every``): solve it every this many steps and keep the weights in between "
+        "(the paper's speed-up; 1: every step).",
+        (Option("update_every", Annotated[int, Gt(0)], 1, "update_weights_every"),),
+        task_count="n_tasks",
+        state=_NashMTLState,
+    ),
+}
+
+
+class TorchJDAggregation(GradientAggregation):
+    """Any of :data:`METHODS`: the registered subclass of each sets ``method`` and gives the
+    constructor its keyword-only signature (``<options>, scope``)."""
+
+    method: ClassVar[Method]
+
+    def __init__(self, tasks: Sequence[TaskSpec], *, scope: Scope = "shared", **options: Any) -> None:
+        known = {o.name: o for o in self.method.options}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword arguments {unknown}; allowed: {[*known, 'scope']}.")
+        for o in self.method.options:
+            setattr(self, o.name, o.cast(options.get(o.name, o.default)))
+        super().__init__(tasks, scope=scope)
+
+    def make(self, num_tasks: int) -> Any:
+        import torchjd.aggregation
+
+        arguments = {o.keyword: getattr(self, o.name) for o in self.method.options}
+        if self.method.task_count:
+            arguments[self.method.task_count] = num_tasks
+        return getattr(torchjd.aggregation, self.method.torchjd)(**arguments)
+
+
+def _register(name: str, method: Method) -> type[TorchJDAggregation]:
+    """Register ``name`` as a :class:`TorchJDAggregation` subclass whose ``__init__`` signature
+    (and type hints) list ``method``'s options: the schema the registry reads."""
+    parameters = [
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("tasks", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Sequence[TaskSpec]),
+        *(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default, annotation=o.hint)
+          for o in method.options),
+        inspect.Parameter("scope", inspect.Parameter.KEYWORD_ONLY, default="shared", annotation=Scope),
+    ]
+
+    def __init__(self: TorchJDAggregation, tasks: Sequence[TaskSpec], **options: Any) -> None:
+        TorchJDAggregation.__init__(self, tasks, **options)
+
+    __init__.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    __init__.__annotations__ = {p.name: p.annotation for p in parameters[1:]}
+    bases = (method.state, TorchJDAggregation) if method.state else (TorchJDAggregation,)
+    namespace = {"__init__": __init__, "method": method, "__doc__": method.doc, "__module__": __name__,
+                 "__qualname__": method.torchjd}
+    return register_weighting(name)(type(method.torchjd, bases, namespace))
+
+
+WRAPPERS: dict[str, type[TorchJDAggregation]] = {name: _register(name, method) for name, method in METHODS.items()}
 
 
 def reached_by_several(losses: Sequence[Tensor], parameters: Any) -> list[nn.Parameter]:
