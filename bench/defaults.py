@@ -93,7 +93,7 @@ def old(doc: dict[str, Any], trials: int) -> dict[str, Any]:
 def resolved(exp: spaces.Experiment) -> dict[str, Any]:
     return {"families": exp.space.families, "tree": exp.space.tree, "num_trials": exp.search.num_trials,
             "n_startup_trials": exp.search.sampler.n_startup_trials, "affinity_epochs": exp.affinity.epochs,
-            "lr": exp.space.lr.model_dump() if exp.space.lr is not None else exp.train.lr,
+            "lr": exp.space.lr.model_dump() if hasattr(exp.space.lr, "model_dump") else (exp.space.lr or exp.train.lr),
             "filled_in": {k: str(v) for k, v in exp.defaults.filled.items()}}
 
 
