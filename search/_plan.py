@@ -124,10 +124,11 @@ def phases(exp: Experiment, timing: Timing | None = None) -> list[Phase]:
     ens = f"; the ensemble averages {ensemble_size(exp)} of them per task, no training" if exp.baselines.ensemble else ""
     out = [Phase("baselines", seeds * T, epochs, f"{seeds} seeds x {T} single-task networks{ens}", single)]
     if exp.affinity.enabled:
-        cost = affinity_cost(exp, exp.affinity.epochs)
+        cost = affinity_cost(exp.affinity, exp, exp.affinity.epochs)
         why = exp.defaults.reasons.get("affinity.epochs", "on: the file's affinity section")
-        out.append(Phase("affinity", 1, cost, f"{exp.affinity.epochs} epochs of one shared network, lookahead every "
-                         f"{exp.affinity.every} steps = {cost:.1f} network-epochs ({why})",
+        every = exp.defaults.reasons.get("affinity.every")
+        out.append(Phase("affinity", 1, cost, f"{exp.affinity.epochs} epochs of one shared network, lookahead "
+                         + ("every step" if exp.affinity.every == 1 else f"every {exp.affinity.every} steps") + (f" ({every})" if every else "") + f" = {cost:.1f} network-epochs ({why})",
                          single, parallel=False))
     else:
         why = exp.defaults.reasons.get("affinity.epochs", "off: affinity.epochs 0")

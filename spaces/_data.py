@@ -111,6 +111,12 @@ class _DataBase(_Strict):
         """``(task index or None, message)`` per task the source cannot provide."""
         return []
 
+    def train_rows(self) -> int | None:
+        """How many training rows the source gives, where that is known without loading it
+        (``n_train``); None where it is not."""
+        n = getattr(self, "n_train", None)
+        return int(n) if n is not None else None
+
     def task_effects(self, spec: TaskSpec) -> dict[str, str] | None:
         """Augmentation effects that change ``spec``'s labels, with why; ``None``: the source does not know."""
         return None
@@ -221,6 +227,18 @@ class FilesData(_DataBase):
         elif self.split is not None:
             raise ValueError("data.split: only used with data.file (one file to split)")
         return self
+
+    def train_rows(self) -> int | None:
+        """The training file's lines (less a header line), or the one file's times its train
+        fraction: a count of newlines, not a parse (an estimate for sizing, never for training)."""
+        path = self.train or self.file
+        try:
+            with open(path, "rb") as handle:
+                lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+        except OSError:
+            return None
+        rows = max(lines - 1, 0)
+        return int(rows * self.split.train) if self.file is not None and self.split is not None else rows
 
     def source_options(self) -> dict[str, Any]:
         options = super().source_options()

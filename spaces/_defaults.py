@@ -19,6 +19,12 @@ it filled in, so ``mtlsearch plan`` and the saved ``experiment.json`` show it):
   tasks when it is cheap against the search: its cost, :data:`AFFINITY_EPOCHS` epochs of
   one fully shared network times its lookahead overhead (:func:`affinity_cost`), at most
   :data:`CHEAP_SHARE` of the search's trial-epochs (``num_trials x epochs``).
+- **How often it measures** (``affinity.every``, when the file leaves it out): TAG's
+  every 10 steps assumes thousands of steps; on a small training set 2 epochs hold a few
+  dozen, and 10 would give ~5 measurements, too few for the noise gate's t interval to
+  split anything. :func:`affinity_every` measures often enough for
+  :data:`AFFINITY_SAMPLES` measurements, never more often than the cheap share allows,
+  never less often than TAG's 10.
 - **The budget** (:func:`budget`): TPE starts with ``max(d + 1, K)`` random trials, ``d``
   the searched dimensions of the longest conditional path through the space and ``K`` the
   structures it can build (BOHB, Falkner et al. 2018, fits its density model once it
@@ -32,6 +38,7 @@ it filled in, so ``mtlsearch plan`` and the saved ``experiment.json`` show it):
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +52,8 @@ if TYPE_CHECKING:
 MANY_TASKS = 3  # from this many tasks on, the trees join the default space
 DEFAULT_TREES = ["single", "per_task", "grouped"]
 AFFINITY_EPOCHS = 2  # as `mtlsearch affinity` measures by default
+AFFINITY_SAMPLES = 30  # measurements the affinity stage aims for (its noise gate: a t interval over them)
+TAG_EVERY = 10  # TAG's reference code measures every 10th step
 CHEAP_SHARE = 0.10  # the affinity stage runs by default when it costs at most this share of the search
 MIN_TRIALS = 20  # the old fixed default: a sized budget is never smaller
 MIN_STARTUP = 5  # Optuna's and the old default's floor of random trials
@@ -200,14 +209,35 @@ def budget_warning(exp: "Experiment") -> str | None:
     )
 
 
-def affinity_cost(exp: "Experiment", epochs: int) -> float:
+def affinity_cost(affinity: Any, exp: "Experiment", epochs: int) -> float:
     """The affinity stage's cost in network-epochs of one fully shared network: a training
     step is about 3 forward passes (forward and backward), and every ``every`` steps each of
     the T tasks takes a lookahead step at each of the S stages and on the whole trunk, each
     measured with one forward ((S + 1) T forwards) after T backward passes (2 T):
     ``epochs (1 + T (S + 3) / (3 every))``."""
     T, S = len(exp.tasks), exp.num_stages()
-    return epochs * (1.0 + T * (S + 3) / (3.0 * exp.affinity.every))
+    return epochs * (1.0 + T * (S + 3) / (3.0 * affinity.every))
+
+
+def affinity_every(exp: "Experiment", epochs: int, wrote_every: bool) -> tuple[int, str]:
+    """How often the affinity stage measures, and why (module docstring): the file's
+    ``every`` when it gives one; else often enough for :data:`AFFINITY_SAMPLES`
+    measurements over ``epochs`` (from the training rows, where the source says how many),
+    but no more often than keeps the stage within :data:`CHEAP_SHARE` of the search, and at
+    least every :data:`TAG_EVERY` steps."""
+    if wrote_every:
+        return exp.affinity.every, "the file's"
+    rows = exp.data.train_rows()
+    if rows is None:
+        return TAG_EVERY, f"TAG's (the training rows are not known before loading: {TAG_EVERY})"
+    steps = epochs * max(1, math.ceil(rows / exp.train.batch_size))
+    for_samples = max(1, steps // AFFINITY_SAMPLES)
+    T, S = len(exp.tasks), exp.num_stages()
+    overhead = CHEAP_SHARE * search_trial_epochs(exp) / max(epochs, 1) - 1.0  # allowed lookahead cost per epoch
+    for_cost = math.ceil(T * (S + 3) / (3.0 * overhead)) if overhead > 0 else TAG_EVERY
+    every = min(max(for_samples, for_cost), TAG_EVERY)
+    return every, (f"{steps} steps ({epochs} epochs of {rows} rows): every {every} gives {steps // every} "
+                   f"measurements (aim {AFFINITY_SAMPLES}; at least every {for_cost} to stay cheap, at most {TAG_EVERY}, TAG's)")
 
 
 def search_trial_epochs(exp: "Experiment") -> int:
@@ -239,8 +269,10 @@ def resolve_defaults(exp: "Experiment") -> Resolved:
         _size(exp, out)
     if many and not wrote_affinity and space.branches is None:
         epochs = min(AFFINITY_EPOCHS, exp.train.epochs)
-        on = exp.affinity.model_copy(update={"epochs": epochs})
-        cost = affinity_cost(exp, epochs)
+        wrote_every = "every" in exp.affinity.model_fields_set
+        every, every_why = affinity_every(exp, epochs, wrote_every)
+        on = exp.affinity.model_copy(update={"epochs": epochs, "every": every})
+        cost = affinity_cost(on, exp, epochs)
         share = cost / max(search_trial_epochs(exp), 1)
         cheap = share <= CHEAP_SHARE
         why = (f"{T} tasks, and {epochs} epochs of one shared network with TAG's lookahead cost {cost:.1f} "
@@ -250,6 +282,9 @@ def resolve_defaults(exp: "Experiment") -> Resolved:
             _replace(exp, "affinity", on)
             out.filled["affinity.epochs"] = epochs
             out.reasons["affinity.epochs"] = "on: " + why
+            if not wrote_every:
+                out.filled["affinity.every"] = every
+                out.reasons["affinity.every"] = every_why
             if not wrote_tree:
                 _replace(exp, "space", exp.space.model_copy(update={"tree": [*DEFAULT_TREES, "affinity"]}))
         else:

@@ -63,10 +63,15 @@ def test_four_tasks_get_the_trees_and_the_affinity_stage(tmp_path: Path) -> None
     # grouped: family, tree, split_point, 4 task groups, 3 group split points (max_groups T - 1),
     # 3 free loss weights, lr = 14 dims -> 15 random trials, 30 in all
     assert (exp.search.num_trials, exp.search.sampler.n_startup_trials) == (30, 15)
-    # TAG's cost: 2 epochs x (1 + T (S + 3) / (3 every)) = 2 (1 + 4 * 6 / 30) = 3.6 network-epochs
-    # (every: TAG's 10 steps), 6.0 % of 30 trials x 2 epochs: at most 10 %, so on
+    # how often it measures: 2 epochs of 48 rows in batches of 32 are 4 steps, so every step for
+    # samples; the cheap share allows 0.1 x 30 trials x 2 epochs / 2 epochs - 1 = 2 network-epochs of
+    # lookahead per epoch, T (S + 3) / (3 every) <= 2: every 4
+    assert exp.affinity.every == 4 and exp.defaults.filled["affinity.every"] == 4
+    assert exp.defaults.reasons["affinity.every"].startswith("4 steps (2 epochs of 48 rows): every 4 gives 1 measurements")
+    # TAG's cost: 2 epochs x (1 + T (S + 3) / (3 every)) = 2 (1 + 4 * 6 / 12) = 6.0 network-epochs,
+    # 10.0 % of 30 trials x 2 epochs: at most 10 %, so on
     assert exp.affinity.epochs == 2
-    assert "3.6 network-epochs, 6.0% of the search's 60 trial-epochs (at most 10%)" in exp.defaults.reasons["affinity.epochs"]
+    assert "6.0 network-epochs, 10.0% of the search's 60 trial-epochs (at most 10%)" in exp.defaults.reasons["affinity.epochs"]
     structures = [p.structure for p in space_paths(exp)]
     assert structures == ["hard_split single", "hard_split per_task", "hard_split grouped", "hard_split affinity", "cross_stitch"]
     per_task = space_paths(exp)[1].dims
@@ -155,7 +160,7 @@ def test_plan_prints_the_resolved_space_and_the_phases(tmp_path: Path, capsys) -
     # baselines: 4 seeds (the ensemble's default size, T = 4, exceeds seeds: 3) x 4 tasks; confirm: the top 3
     # and the no-search default x 3 seeds, and the single-task networks at the pick's searched rate (one
     # trial per seed: the like-for-like reference)
-    assert phases == [("baselines", "16 trainings x 2 epochs"), ("affinity", "3.6 network-epochs"),
+    assert phases == [("baselines", "16 trainings x 2 epochs"), ("affinity", "6.0 network-epochs"),
                       ("search", "30 trainings x 2 epochs"), ("confirm", "15 trainings x 2 epochs")]
     assert "Expected wall time" not in out  # --no-timing
 
@@ -220,3 +225,15 @@ def test_the_section_draws_the_pick() -> None:
     _, svg, _ = _run_tree(run)
     assert re.findall(r"<line class='link' data-after='(\w+)'", svg) == ["conv1", "conv3"]
     assert len(copies(svg)) == 16 and "shared by" not in svg
+
+
+def test_train_rows_are_counted_without_loading(tmp_path: Path) -> None:
+    from spaces._data import FilesData
+
+    (tmp_path / "train.csv").write_text("path,a\n" + "".join(f"x{i}.png,{i % 2}\n" for i in range(70)))
+    (tmp_path / "val.csv").write_text("path,a\nv.png,1\n")
+    two = FilesData(source="files", train=tmp_path / "train.csv", val=tmp_path / "val.csv")
+    assert two.train_rows() == 70
+    one = FilesData(source="files", file=tmp_path / "train.csv", split={"train": 0.6, "val": 0.4})
+    assert one.train_rows() == 42
+    assert spaces.validate_experiment(TWO).data.train_rows() == 64  # a generator's n_train
