@@ -330,7 +330,8 @@ def affinity_points(exp: "Experiment", count: int) -> list[dict[str, Any]]:
     space searches them on the simplex, as the no-search default has them. Drawn at random
     instead, a weight near 0 leaves its task untrained and the tree is judged on that
     (on 4 tasks a uniform simplex draw gives some task less than 0.05 with probability
-    1 - (1 - 4 x 0.05)^3 = 49 %)."""
+    1 - (1 - 4 x 0.05)^3 = 49 %). Where the space searches the learning rate, at the file's
+    ``train.lr`` (the rate the user chose; a random draw could judge a tree by a bad rate)."""
     from ._space import optuna_point
 
     point: dict[str, Any] = {"family": "hard_split", "tree": "affinity"}
@@ -340,6 +341,8 @@ def affinity_points(exp: "Experiment", count: int) -> list[dict[str, Any]]:
             point["loss_weighting"] = "static"
         if isinstance(exp.space.optimization, list):
             point["optimization"] = "joint"
+    if _searched(exp.space.lr) and exp.space.lr.low <= exp.train.lr <= exp.space.lr.high:
+        point["lr"] = exp.train.lr
     return [{**optuna_point(point, exp), "affinity_tree": i} for i in range(count)]
 
 

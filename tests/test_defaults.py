@@ -144,7 +144,8 @@ def test_the_affinity_trees_come_first_with_equal_loss_weights(tmp_path: Path) -
         assert (config["family"], config["tree"], config["affinity_tree"]) == ("hard_split", "affinity", i)
         assert config["branches"] == tree["branches"]
         assert config["loss_weights"] == pytest.approx({"colour": 0.25, "shape": 0.25, "size": 0.25, "count": 0.25}, rel=1e-12)
-    fixed_weights = load(tmp_path, FOUR, space={"loss_weights": "equal"})
+        assert config["lr"] == 0.001  # the file's train.lr (the default), inside the searched range
+    fixed_weights = load(tmp_path, FOUR, space={"loss_weights": "equal", "lr": 0.002})
     assert spaces.affinity_points(fixed_weights, 1) == [{"family": "hard_split", "tree": "affinity", "affinity_tree": 0}]
 
 
