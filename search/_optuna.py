@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,13 @@ def trial_outcome(
     return TrialState.COMPLETE, values if isinstance(metric, list) else values[0]
 
 
+def set_metric_names(study: optuna.Study, names: list[str]) -> None:
+    """``study.set_metric_names`` (experimental in Optuna since 3.2: its warning is not the user's concern)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
+
+
 def table_attrs(trial_id: str, config: dict[str, Any], phase: str = "search") -> dict[str, Any]:
     """The user attributes that tie an Optuna trial to its row of the results table: ``trial_id``,
     ``phase``, ``config_key`` and the loss weights as the table's ``loss_weights/<task>`` columns."""
@@ -110,7 +118,7 @@ class MTLOptunaSearch(OptunaSearch):
         super()._setup_study(mode)
         self._ot_study.pruner = self._pruner
         if self._ot_study.metric_names is None:
-            self._ot_study.set_metric_names(list(self._metric) if isinstance(self._metric, list) else [self._metric])
+            set_metric_names(self._ot_study, list(self._metric) if isinstance(self._metric, list) else [self._metric])
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (into Tune's ``tuner.pkl``) without its study: unpickling would connect to

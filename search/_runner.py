@@ -58,8 +58,9 @@ def _write_run_files(
     exp: Experiment, run_dir: Path, data: MultiTaskData, fixed: dict[str, Any], storage: str | None
 ) -> None:
     if exp.overrides and exp.document is not None:  # what ran: the file with its --set changes applied
-        header = (f"# {exp.source_path} with {' '.join('--set ' + shlex.quote(o) for o in exp.overrides)} applied;\n"
-                  f"# relative paths in it are relative to {exp.source_path.parent if exp.source_path else '.'}\n")
+        source = exp.source_path.resolve() if exp.source_path else None
+        header = (f"# {source} with {' '.join('--set ' + shlex.quote(o) for o in exp.overrides)} applied;\n"
+                  f"# relative paths in it are relative to {source.parent if source else '.'}\n")
         atomic_write_text(run_dir / "experiment.yaml", header + yaml.safe_dump(exp.document, sort_keys=False))
     elif exp.source_path is not None:
         with atomic_path(run_dir / "experiment.yaml") as tmp:

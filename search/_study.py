@@ -45,7 +45,7 @@ from ray.tune import ExperimentAnalysis
 
 from spaces import define_space, load_experiment, optuna_point
 
-from ._optuna import OPTUNA_KEY, TUNE_TRIAL_ATTR, table_attrs, trial_outcome
+from ._optuna import OPTUNA_KEY, TUNE_TRIAL_ATTR, set_metric_names, table_attrs, trial_outcome
 from ._table import phase_path
 from ._trainable import OBJECTIVE
 
@@ -151,7 +151,7 @@ def rebuild_study(run_dir: Path) -> str:
     try:
         storage = optuna.storages.RDBStorage(f"sqlite:///{tmp}")
         study = optuna.create_study(storage=storage, study_name=STUDY_NAME, directions=directions)
-        study.set_metric_names(metric if isinstance(metric, list) else [metric])
+        set_metric_names(study, metric if isinstance(metric, list) else [metric])
         study.add_trials(trials)
         storage.engine.dispose()
         aside = None
