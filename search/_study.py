@@ -282,27 +282,28 @@ class _Replay:
 DEPLOY_PICK_ATTR = "deploy_pick"
 
 
-def record_deploy_pick(run_dir: Path, pick: dict[str, Any]) -> bool:
+def record_deploy_pick(run_dir: Path, pick: dict[str, Any]) -> dict[str, Any] | None:
     """Record the run's deploy pick on its study, as the study user attribute ``deploy_pick``.
 
     The study's ``best_trial`` is the searched run with the best single value; the pick is the
     config judged best over its seeds with its noise (``reports.deploy_pick``), often a
     confirmation run the study never saw. ``pick`` (JSON-able): its ``trial_id``,
     ``config_key``, the split and figures of the verdict, ``study_trials`` (the numbers of
-    the study's trials of that config) and the verdict in words. Returns False when the run
-    has no study (no search phase yet) and nothing was written.
+    the study's trials of that config, added here) and the verdict in words. Returns what was
+    recorded, or None when the run has no study (no search phase yet) and nothing was written.
     """
     path = run_dir / STUDY_FILE
     if not path.is_file():
-        return False
+        return None
     storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
     try:
         study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
     except KeyError:  # the file holds no study "search"
         storage.engine.dispose()
-        return False
+        return None
     key = pick.get("config_key")
     numbers = [t.number for t in study.get_trials(deepcopy=False) if key is not None and t.user_attrs.get("config_key") == key]
-    study.set_user_attr(DEPLOY_PICK_ATTR, {**pick, "study_trials": numbers})
+    record = {**pick, "study_trials": numbers}
+    study.set_user_attr(DEPLOY_PICK_ATTR, record)
     storage.engine.dispose()
-    return True
+    return record

@@ -17,7 +17,8 @@ Conventions (as ML engineers know them from pip, git, Ray and Hydra):
   error (bad arguments, experiment file, run directory, data given to ``run``, storage that
   cannot be used); 130 interrupted (``mtlsearch resume`` continues).
 - ``--json`` on check-data, report, select and export: one JSON document on standard output
-  (every other line on standard error), the same exit status as without it. Schemas:
+  (every other line on standard error), the same exit status as without it; a usage or
+  input error (exit 2) prints no document, only its ``mtlsearch: error:`` line. Schemas:
 
   check-data: ``{"experiment": path, "ok": bool, "rows": {split: n}, "tasks": [{"name",
   "kind", "classes"}], "labels": {"<split>/<task>": {"rows", "labelled", "missing_rate",
@@ -145,13 +146,13 @@ def _plan(args: argparse.Namespace) -> int:
 def _print_verdict(run_dir: Path, show: bool = True) -> dict[str, Any]:
     """The report summary's verdict, in words, on the terminal (``show``); the deploy pick is
     recorded on the run's study (``deploy_pick``) and returned (:func:`_pick_record`)."""
-    from reports import load_run, short_label, tuned_reference
+    from reports import load_run, tuned_reference
 
     from ._study import record_deploy_pick
 
     run = load_run(run_dir, evaluate=False)
     record = _pick_record(run)
-    record_deploy_pick(Path(run_dir), record)
+    record = record_deploy_pick(Path(run_dir), record) or record
     if show:
         for sentence in record["verdict"]:
             print(sentence)
@@ -373,6 +374,8 @@ def _export(args: argparse.Namespace) -> int:
         raise ValueError(f"--no-format {', '.join(unknown)}: not a serving format; known: {', '.join(BUNDLE_EXPORTS)}.")
     _refuse_to_overwrite(args.out, args.force)
     formats = [f for f in BUNDLE_EXPORTS if f not in (args.no_format or [])]
+    log().info("Exporting %s of %s (%s) ...", f"trial {args.trial}" if args.trial else "the deploy candidate", args.run,
+               ", ".join(formats) or "weights only")
     out = export_trial(args.run, args.out, trial_id=args.trial, formats=formats, command=["mtlsearch", *args.argv],
                        retrain=args.retrain, device=args.device)
     card = load_card(out)
@@ -604,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # --help, --version, --print-completion and usage errors: no torch import
     args.argv = argv  # recorded in exported model cards
 
-    from ._log import ROOT, console_state, log_to_console, restore_console, verbosity_level
+    from ._log import console_state, log_to_console, restore_console, verbosity_level
 
     saved = console_state()
     log_to_console(verbosity_level(getattr(args, "verbose", 0), getattr(args, "quiet", 0)),

@@ -375,15 +375,15 @@ def test_fixed_weights_are_recorded_too_and_unnormalised_ones_normalised() -> No
 
 def test_the_deploy_pick_is_recorded_on_the_study(tmp_path: Path) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    assert record_deploy_pick(tmp_path, {"trial_id": "x"}) is False  # no study yet: nothing written
+    assert record_deploy_pick(tmp_path, {"trial_id": "x"}) is None  # no study yet: nothing written
     assert not (tmp_path / "optuna.db").exists()
     study = optuna.create_study(study_name="search", storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize")
     for number, key in enumerate(["k1", "k2", "k1", "k3"]):
         study.add_trial(optuna.trial.create_trial(value=float(number), user_attrs={"config_key": key}))
     pick = {"trial_id": "confirm_7", "config_key": "k1", "verdict": ["Deploy it."]}
-    assert record_deploy_pick(tmp_path, pick) is True
+    recorded = record_deploy_pick(tmp_path, pick)
     stored = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path / 'optuna.db'}").user_attrs[DEPLOY_PICK_ATTR]
-    assert stored == {**pick, "study_trials": [0, 2]}  # the study's own trials of the picked config
+    assert stored == recorded == {**pick, "study_trials": [0, 2]}  # the study's own trials of the picked config
     assert study.best_trial.number == 3  # which is not the study's best trial: why the pick is recorded
 
 
