@@ -121,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
         exp, args.out, address=args.address, num_cpus=args.num_cpus, storage=args.storage, cache_dir=_cache_dir(args),
         show_plan=True,
     )
-    log().info("Writing the report ...")
+    _cli_log().info("Writing the report ...")
     report = write_report(result.run_dir)
     _print_verdict(result.run_dir)
     print(f"Results: {result.run_dir / 'results.parquet'}")
@@ -129,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def log() -> logging.Logger:
+def _cli_log() -> logging.Logger:
     from ._log import get_logger
 
     return get_logger("cli")
@@ -222,7 +222,7 @@ def _resume(args: argparse.Namespace) -> int:
 
     result = resume_experiment(args.run, address=args.address, num_cpus=args.num_cpus, cache_dir=_cache_dir(args),
                                break_lock=args.break_lock, rebuild_study=args.rebuild_study)
-    log().info("Writing the report ...")
+    _cli_log().info("Writing the report ...")
     report = write_report(result.run_dir)
     _print_verdict(result.run_dir)
     print(f"Results: {result.run_dir / 'results.parquet'}")
@@ -239,13 +239,13 @@ def _report(args: argparse.Namespace) -> int:
         raise ValueError("Comparing several runs needs an output file (--out compare.html).")  # before any work
     runs = []
     for run in args.run:
-        log().info("Reading the trials of %s ...", run)
+        _cli_log().info("Reading the trials of %s ...", run)
         results = write_results(run)
         counts = {phase: {str(k): int(v) for k, v in rows["status"].value_counts().items()}
                   for phase, rows in results.groupby("phase")}
-        log().info("  %s", "; ".join(f"{p}: " + ", ".join(f"{n} {s}" for s, n in c.items()) for p, c in counts.items()))
+        _cli_log().info("  %s", "; ".join(f"{p}: " + ", ".join(f"{n} {s}" for s, n in c.items()) for p, c in counts.items()))
         runs.append({"run": str(run), "results": str(Path(run) / "results.parquet"), "trials": counts})
-    log().info("Building the report (test-split evaluations of the shortlist are cached in each run) ...")
+    _cli_log().info("Building the report (test-split evaluations of the shortlist are cached in each run) ...")
     report = write_report(args.run if len(args.run) > 1 else args.run[0], args.out)
     for entry in runs:
         entry["deploy_pick"] = _print_verdict(Path(entry["run"]), show=False)
@@ -374,7 +374,7 @@ def _export(args: argparse.Namespace) -> int:
         raise ValueError(f"--no-format {', '.join(unknown)}: not a serving format; known: {', '.join(BUNDLE_EXPORTS)}.")
     _refuse_to_overwrite(args.out, args.force)
     formats = [f for f in BUNDLE_EXPORTS if f not in (args.no_format or [])]
-    log().info("Exporting %s of %s (%s) ...", f"trial {args.trial}" if args.trial else "the deploy candidate", args.run,
+    _cli_log().info("Exporting %s of %s (%s) ...", f"trial {args.trial}" if args.trial else "the deploy candidate", args.run,
                ", ".join(formats) or "weights only")
     out = export_trial(args.run, args.out, trial_id=args.trial, formats=formats, command=["mtlsearch", *args.argv],
                        retrain=args.retrain, device=args.device)
@@ -384,7 +384,7 @@ def _export(args: argparse.Namespace) -> int:
     config = json.loads(row["config"])
     warnings = _export_warnings(row, bool(card.get("retrained")))
     for warning in warnings:
-        log().warning(warning)
+        _cli_log().warning(warning)
     candidate = bool((card.get("config") or {}).get("deploy_candidate")) and (card.get("config") or {}).get(
         "exported_run") == (card.get("config") or {}).get("representative_run")
     files = sorted(p.name for p in out.iterdir())
