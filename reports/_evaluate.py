@@ -26,6 +26,7 @@ judged there); each evaluation is one pass over the split, cached.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -43,6 +44,7 @@ from mtl_models import (
     load_checkpoint_state,
     measure_cost,
     metric_key,
+    report_progress,
 )
 from mtl_models.data import iterate_batches
 
@@ -55,6 +57,7 @@ TRAIN_LABELS = "train-labels"
 COMPOSITION = "ensemble/"
 COST_METRICS = tuple(c for c in COST_COLUMNS if c != "cost_device")  # the numeric ones
 _COLUMNS = ["trial_id", "checkpoint", "split", "task", "metric", "value"]
+log = logging.getLogger("mtlsearch.reports")
 
 
 def shortlist(results: pd.DataFrame, tasks: list[TaskSpec], top_k: int = 3, limit: int = 8) -> list[str]:
@@ -119,17 +122,22 @@ def update_evaluations(
         if t in rows.index and _checkpoint(rows.loc[t]) and not _evaluated(have, t, _checkpoint(rows.loc[t]))
     ]
     if todo and load_data is not None:
+        log.info("Loading the data to evaluate %d trial(s) ...", len(todo))
         data = load_data()
         eval_split = "test" if "test" in data.splits and len(data.splits["test"]) else "val"
         if (TRAIN_LABELS, "", "train") not in have:
             new += _label_rows(data.splits["train"], tasks)
-        for trial_id in todo:
+        for done, trial_id in enumerate(todo, 1):
             new += _evaluation_rows(rows.loc[trial_id], data, eval_split)
+            report_progress(log, f"evaluating on {eval_split}", done, len(todo),
+                            f"evaluated {done}/{len(todo)} trials on {eval_split} ({trial_id})")
     compositions = [c for c in _composition_members(results) if (f"{COMPOSITION}{c[0]}", "", "val") not in have]
     if compositions and load_data is not None:
         data = data if todo else load_data()
-        for index, config, members in compositions:
+        for done, (index, config, members) in enumerate(compositions, 1):
             new += _composition_rows(index, config, members, data)
+            report_progress(log, "ensemble compositions", done, len(compositions),
+                            f"evaluated {done}/{len(compositions)} ensemble compositions")
 
     if not new:
         return cached

@@ -57,7 +57,7 @@ def export_trial(
     evaluate: bool = True,
     retrain: bool = False,
     device: str | None = None,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the bundle of ``trial_id`` (default: the best finished searched trial) to ``out``.
 

@@ -8,6 +8,7 @@ and is the only honest measure of the retrained model.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -22,10 +23,13 @@ from mtl_models import (
     Trainer,
     build_model,
     load_single_task_models,
+    report_progress,
     seed_everything,
 )
 
 from ._run import RunData, data_loader
+
+log = logging.getLogger("mtlsearch.reports")
 
 
 @dataclass
@@ -40,14 +44,15 @@ def retrain(
     run: RunData,
     row: pd.Series,
     device: str | None = None,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] | None = None,
 ) -> Retrained:
     """Train ``row``'s config from scratch on ``run``'s train + val splits for its epochs.
 
     Cross-stitch columns with ``column_init: single_task`` start, as in the search, from
     the run's single-task baselines. Returns the model (on CPU) and, for the card, the
     splits and rows trained on, the epochs, the time it took and the held-out test
-    metrics (None without a test split).
+    metrics (None without a test split). Each epoch is a progress record of the
+    ``mtlsearch.reports`` logger (a bar on the CLI's terminal), or a line to ``progress``.
     """
     if row["family"] == "ensemble":
         raise ValueError("--retrain: the ensemble baseline is composed of trained single-task networks, not trained "
@@ -71,8 +76,12 @@ def retrain(
     started = time.monotonic()
     for _ in range(epochs):
         losses = trainer.train_epoch()
-        progress(f"[retrain {time.monotonic() - started:5.0f}s] epoch {trainer.epoch}/{epochs} on train + val "
-                 f"({len(both)} rows): loss {losses['loss']:.4g}")
+        line = (f"[retrain {time.monotonic() - started:5.0f}s] epoch {trainer.epoch}/{epochs} on train + val "
+                f"({len(both)} rows): loss {losses['loss']:.4g}")
+        if progress is not None:
+            progress(line)
+        else:
+            report_progress(log, "retraining", trainer.epoch, epochs, line)
     metrics = trainer.evaluate("val") if held_out is not None else None
     info = {
         "on": ["train", "val"],

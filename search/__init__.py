@@ -3,18 +3,46 @@
 ``run_experiment`` trains the baselines and runs the search; ``collect_results``
 builds the results table from a run directory; ``OptunaPrunerScheduler`` lets any
 Optuna pruner stop Tune trials.
-"""
-from ._baselines import baseline_configs, compose_ensemble
-from ._progress import ProgressPrinter
-from ._pruning import OptunaPrunerScheduler
-from ._optuna import MTLOptunaSearch, trial_outcome
-from ._cluster import init_ray
-from ._hooks import TRIAL_HOOKS, register_trial_hook
-from ._log import log_to_stdout
-from ._plan import format_plan, plan
-from ._phases import Baselines, SearchInterrupted, confirm_configs, run_baselines, run_confirm, run_search
-from ._runner import RunResult, resume_experiment, run_experiment
-from ._table import collect_results, write_results
-from ._trainable import OBJECTIVE, train_trial
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+The names are imported when first used (PEP 562), so ``mtlsearch --version``, ``--help``
+and shell completion answer without importing torch and Ray.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+_PUBLIC = {
+    "._baselines": ("baseline_configs", "compose_ensemble"),
+    "._progress": ("ProgressPrinter",),
+    "._pruning": ("OptunaPrunerScheduler",),
+    "._optuna": ("MTLOptunaSearch", "table_attrs", "trial_outcome"),
+    "._cluster": ("init_ray",),
+    "._hooks": ("TRIAL_HOOKS", "register_trial_hook"),
+    "._log": ("log_to_console", "log_to_stdout"),
+    "._plan": ("format_plan", "plan"),
+    "._phases": ("Baselines", "SearchInterrupted", "confirm_configs", "run_baselines", "run_confirm", "run_search"),
+    "._runner": ("RunResult", "resume_experiment", "run_experiment"),
+    "._study": ("DEPLOY_PICK_ATTR", "record_deploy_pick"),
+    "._table": ("collect_results", "write_results"),
+    "._trainable": ("OBJECTIVE", "train_trial"),
+}
+_WHERE = {name: module for module, names in _PUBLIC.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        if name.startswith("_") and not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}"):
+            return importlib.import_module(f"{__name__}.{name}")  # search._runner: a submodule
+        raise AttributeError(f"module 'search' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -25,6 +25,14 @@ metric holds. Here:
   study is told that seed's value, so the sampler sees the config's seed noise rather
   than a copy of one result, and the results table averages a config over its seeds.
   Each Optuna trial records its ``config_key`` and ``seed`` (user attributes);
+- each Optuna trial also names what the results table calls it: user attributes
+  ``trial_id`` (the Tune trial, the table's ``trial_id``), ``phase`` (``search``) and the
+  loss weights as the table has them (``loss_weights/<task>``, normalised to sum to 1),
+  since its parameters hold the raw draws ``_loss_weight.<task>`` the weights are made
+  from (``spaces.simplex_weights``); the study names its objectives
+  (``study.metric_names``: ``delta_m``, or the multi-objective metrics), and ``mtlsearch
+  report`` records the deploy pick on it (``deploy_pick``, ``search._study``), which is
+  not the study's best trial: the pick is judged over seeds, with its noise;
 - intermediate values are reported at the trial's 0-based ``epoch`` (Tune's
   ``training_iteration`` only where no epoch is reported), which stays right when a
   trial restarts from an older checkpoint than its last one;
@@ -41,6 +49,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 from typing import Any
 
 import numpy as np
@@ -73,6 +82,26 @@ def trial_outcome(
     return TrialState.COMPLETE, values if isinstance(metric, list) else values[0]
 
 
+def set_metric_names(study: optuna.Study, names: list[str]) -> None:
+    """``study.set_metric_names`` (experimental in Optuna since 3.2: its warning is not the user's concern)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
+
+
+def table_attrs(trial_id: str, config: dict[str, Any], phase: str = "search") -> dict[str, Any]:
+    """The user attributes that tie an Optuna trial to its row of the results table: ``trial_id``,
+    ``phase``, ``config_key`` and the loss weights as the table's ``loss_weights/<task>`` columns."""
+    weights = config.get("loss_weights") or {}
+    total = sum(float(w) for w in weights.values())
+    return {
+        "trial_id": trial_id,
+        "phase": phase,
+        "config_key": config_key(config),
+        **{f"loss_weights/{t}": float(w) / total for t, w in weights.items() if total > 0},
+    }
+
+
 class MTLOptunaSearch(OptunaSearch):
     """``OptunaSearch`` with exact trial outcomes and the pruner on its study (see module doc)."""
 
@@ -88,6 +117,8 @@ class MTLOptunaSearch(OptunaSearch):
     def _setup_study(self, mode: Any) -> None:
         super()._setup_study(mode)
         self._ot_study.pruner = self._pruner
+        if self._ot_study.metric_names is None:
+            set_metric_names(self._ot_study, list(self._metric) if isinstance(self._metric, list) else [self._metric])
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (into Tune's ``tuner.pkl``) without its study: unpickling would connect to
@@ -163,6 +194,8 @@ class MTLOptunaSearch(OptunaSearch):
         if isinstance(config, dict):
             config = self._next_seed({k: v for k, v in config.items() if not k.startswith(HIDDEN_PREFIX)}, trial_id)
             ot_trial = self._ot_trials[trial_id]
+            for name, value in table_attrs(trial_id, config).items():
+                ot_trial.set_user_attr(name, value)
             stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
             config[OPTUNA_KEY] = {  # after everything the searcher records on the trial
                 "number": stored.number,

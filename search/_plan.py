@@ -249,7 +249,9 @@ def format_plan(exp: Experiment, timing: Timing | None = None, num_cpus: int | N
     sized = budget(exp)
     trials = exp.search.num_trials
     given = "search.num_trials" not in exp.defaults.filled
-    lines.append(f"Budget: {trials} trials{' (the file)' if given else ' (sized to the space)'}, TPE's random start "
+    set_here = any(o.split("=", 1)[0].strip() in ("search.num_trials", "search") for o in exp.overrides)
+    origin = " (--set)" if set_here else (" (the file)" if given else " (sized to the space)")
+    lines.append(f"Budget: {trials} trials{origin}, TPE's random start "
                  f"{exp.search.sampler.n_startup_trials}. Rule: {sized.rule()}.")
     warning = budget_warning(exp)
     if warning:

@@ -1,7 +1,8 @@
-"""One readable line per trial event, printed by the driver while Tune runs."""
+"""One readable line per trial event, logged by the driver while Tune runs (``mtlsearch.trials``:
+the CLI shows them on standard output; ``-q`` hides them)."""
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from typing import Any
 
@@ -39,10 +40,9 @@ class ProgressPrinter(tune.Callback):
 
     def _print(self, trial: Any, text: str) -> None:
         elapsed = time.monotonic() - self.started
-        print(
-            f"[{self.phase} {elapsed:6.0f}s] #{trial_number(trial):<3} {describe_config(trial.config):<44} {text}",
-            file=sys.stdout,  # looked up per call: the callback is pickled with Tune's state
-            flush=True,
+        # the logger is looked up per call: the callback is pickled with Tune's state
+        logging.getLogger("mtlsearch.trials").info(
+            "[%s %6.0fs] #%-3d %-44s %s", self.phase, elapsed, trial_number(trial), describe_config(trial.config), text
         )
 
     def _score(self, result: dict) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import optuna
 import pandas as pd
 import ray
+import yaml
 
 from mtl_models import MultiTaskData, atomic_path, atomic_write_json, atomic_write_text
 from mtl_models.data import format_data_report
@@ -55,7 +57,12 @@ class RunResult:
 def _write_run_files(
     exp: Experiment, run_dir: Path, data: MultiTaskData, fixed: dict[str, Any], storage: str | None
 ) -> None:
-    if exp.source_path is not None:
+    if exp.overrides and exp.document is not None:  # what ran: the file with its --set changes applied
+        source = exp.source_path.resolve() if exp.source_path else None
+        header = (f"# {source} with {' '.join('--set ' + shlex.quote(o) for o in exp.overrides)} applied;\n"
+                  f"# relative paths in it are relative to {source.parent if source else '.'}\n")
+        atomic_write_text(run_dir / "experiment.yaml", header + yaml.safe_dump(exp.document, sort_keys=False))
+    elif exp.source_path is not None:
         with atomic_path(run_dir / "experiment.yaml") as tmp:
             shutil.copyfile(exp.source_path, tmp)
     atomic_write_text(run_dir / "experiment.json", exp.model_dump_json(indent=2))
@@ -65,6 +72,7 @@ def _write_run_files(
         {
             "started": _now(),
             "command": sys.argv,
+            "overrides": exp.overrides,  # --set KEY=VALUE, applied to the experiment file
             "host": platform.node(),
             "python": platform.python_version(),
             "versions": _versions(),

@@ -45,7 +45,7 @@ from ray.tune import ExperimentAnalysis
 
 from spaces import define_space, load_experiment, optuna_point
 
-from ._optuna import OPTUNA_KEY, TUNE_TRIAL_ATTR, trial_outcome
+from ._optuna import OPTUNA_KEY, TUNE_TRIAL_ATTR, set_metric_names, table_attrs, trial_outcome
 from ._table import phase_path
 from ._trainable import OBJECTIVE
 
@@ -151,6 +151,7 @@ def rebuild_study(run_dir: Path) -> str:
     try:
         storage = optuna.storages.RDBStorage(f"sqlite:///{tmp}")
         study = optuna.create_study(storage=storage, study_name=STUDY_NAME, directions=directions)
+        set_metric_names(study, metric if isinstance(metric, list) else [metric])
         study.add_trials(trials)
         storage.engine.dispose()
         aside = None
@@ -186,7 +187,8 @@ def _frozen_trials(analysis: ExperimentAnalysis, space: Any, metric: str | list[
             values=values,
             params={name: params[name] for name in replay.distributions},
             distributions=replay.distributions,
-            user_attrs={**(record.get("user_attrs") or {}), TUNE_TRIAL_ATTR: trial.trial_id},
+            user_attrs={**table_attrs(trial.trial_id, {k: v for k, v in trial.config.items() if not k.startswith("_")}),
+                        **(record.get("user_attrs") or {}), TUNE_TRIAL_ATTR: trial.trial_id},
             system_attrs=record.get("system_attrs") or {},
             intermediate_values=_intermediate(rows, metric),
         )
@@ -275,3 +277,33 @@ class _Replay:
                              f"the study cannot be rebuilt.")
         self.distributions[name] = distribution
         return value
+
+
+DEPLOY_PICK_ATTR = "deploy_pick"
+
+
+def record_deploy_pick(run_dir: Path, pick: dict[str, Any]) -> dict[str, Any] | None:
+    """Record the run's deploy pick on its study, as the study user attribute ``deploy_pick``.
+
+    The study's ``best_trial`` is the searched run with the best single value; the pick is the
+    config judged best over its seeds with its noise (``reports.deploy_pick``), often a
+    confirmation run the study never saw. ``pick`` (JSON-able): its ``trial_id``,
+    ``config_key``, the split and figures of the verdict, ``study_trials`` (the numbers of
+    the study's trials of that config, added here) and the verdict in words. Returns what was
+    recorded, or None when the run has no study (no search phase yet) and nothing was written.
+    """
+    path = run_dir / STUDY_FILE
+    if not path.is_file():
+        return None
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
+    try:
+        study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    except KeyError:  # the file holds no study "search"
+        storage.engine.dispose()
+        return None
+    key = pick.get("config_key")
+    numbers = [t.number for t in study.get_trials(deepcopy=False) if key is not None and t.user_attrs.get("config_key") == key]
+    record = {**pick, "study_trials": numbers}
+    study.set_user_attr(DEPLOY_PICK_ATTR, record)
+    storage.engine.dispose()
+    return record

@@ -1,92 +1,202 @@
-"""The ``mtlsearch`` command line: check-data, plan, run, resume, report, select, export."""
+"""The ``mtlsearch`` command line: check-data, plan, run, resume, affinity, report, select, export.
+
+Conventions (as ML engineers know them from pip, git, Ray and Hydra):
+
+- ``mtlsearch --version``; ``-v`` (debug lines) and ``-q`` (only warnings, errors and the
+  results; ``-qq``: errors and results), before or after the command. The run's lines go to
+  standard output, warnings and errors to standard error (``Warning: ...``, ``mtlsearch:
+  error: ...``); progress (decoding images, evaluating, retraining) to standard error, as a
+  bar on a terminal (tqdm) and as a line now and then otherwise (``search._log``).
+- ``--set KEY=VALUE`` (repeatable) on the commands that read an experiment file: a dotted
+  key into the file, a YAML value (``train.epochs=3``, ``space.families=[hard_split]``),
+  applied before validation (a bad one is refused like a bad line of the file, located at
+  its ``--set``) and recorded in the run (``experiment.yaml`` is the file with them
+  applied; ``run.json``'s ``overrides``).
+- Exit status: 0 success; 1 nothing matched or a check failed (``select`` with no
+  qualifying config, ``check-data`` that found problems in the data); 2 a usage or input
+  error (bad arguments, experiment file, run directory, data given to ``run``, storage that
+  cannot be used); 130 interrupted (``mtlsearch resume`` continues).
+- ``--json`` on check-data, report, select and export: one JSON document on standard output
+  (every other line on standard error), the same exit status as without it; a usage or
+  input error (exit 2) prints no document, only its ``mtlsearch: error:`` line. Schemas:
+
+  check-data: ``{"experiment": path, "ok": bool, "rows": {split: n}, "tasks": [{"name",
+  "kind", "classes"}], "labels": {"<split>/<task>": {"rows", "labelled", "missing_rate",
+  ...}}, "warnings": [str], "loader": {"mode", "resolved", "augment": [name]},
+  "problems": [{"path", "line", "column", "name", "message"}], "total_problems": n}``
+  (on problems ``ok`` is false, exit 1, and only ``experiment``, ``ok``, ``problems``,
+  ``total_problems`` are given).
+
+  report: ``{"report": path, "runs": [{"run": path, "results": path, "trials": {phase:
+  {status: n}}, "deploy_pick": PICK}]}``, PICK as recorded on the study (below).
+
+  select: ``{"run", "configs", "selection_split", "verdict_split", "level", "qualifying":
+  [{"trial_id", "family", "seeds", "delta_m": {"split", "role", "mean", "low", "high",
+  "level", "approximate"}, "verdict_delta_m": {...}, "<metric columns>", "params", "flops",
+  "latency_ms_b1", "latency_ms_bN", "pareto", "config"}], "pareto": [trial_id]}``.
+
+  export: ``{"bundle": path, "trial_id", "phase", "family", "structure", "seed", "status",
+  "epochs_run", "epochs", "deploy_candidate": bool, "retrained": bool, "files": [name],
+  "warnings": [str]}``.
+
+  PICK (``deploy_pick``, also the study user attribute ``deploy_pick`` in ``optuna.db``):
+  ``{"trial_id", "config_key", "family", "structure", "phase", "source", "verdict_split",
+  "delta_m": {"mean", "low", "high", "level", "runs", ...}, "selection_delta_m": {...},
+  "verdict": [sentence], "config": {...}, "study_trials": [number]}``; ``trial_id`` null
+  (with the verdict saying why) when no config qualifies.
+- ``mtlsearch --print-completion bash`` (or zsh, tcsh) prints a shell completion script (shtab).
+"""
 from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 
+EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-def _check_data(args: argparse.Namespace) -> int:
-    from mtl_models.data import format_data_report, make_feeds
+
+def _load(args: argparse.Namespace, extra: list[str] | None = None) -> Any:
+    """The experiment of ``args.experiment`` with ``--set`` (and ``extra``) applied."""
     from spaces import load_experiment
 
-    exp = load_experiment(args.experiment)
-    data = exp.load_data()
-    print(format_data_report(data))
+    return load_experiment(args.experiment, overrides=[*(extra or []), *(args.set or [])])
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    from mtl_models import DataFileError
+    from mtl_models.data import format_data_report, make_feeds
+
+    exp = _load(args)
+    try:
+        data = exp.load_data()
+    except DataFileError as exc:  # the check ran and failed: exit 1, as a linter does
+        listed = getattr(exc, "problems", [exc])
+        if args.json:
+            _print_json({"experiment": str(args.experiment), "ok": False, "total_problems": getattr(exc, "total", 1),
+                         "problems": [{"path": p.path, "line": p.line, "column": p.column, "name": p.name,
+                                       "message": p.message} for p in listed]})
+        print(f"mtlsearch: error: {exc}", file=sys.stderr)
+        return EXIT_NOTHING
     loader = exp.data.loader_config(exp.search.resources.cpu)
     feeds = make_feeds(data, [t.name for t in exp.tasks], "cpu", {**loader, "gpu_share": exp.search.resources.gpu})
     mode = feeds["train"].mode
+    rows = sum(len(s) for s in data.splits.values())
+    if args.json:
+        _print_json({
+            "experiment": str(args.experiment), "ok": True,
+            "rows": {name: len(split) for name, split in data.splits.items()},
+            "tasks": [{"name": t.name, "kind": t.kind, "classes": t.classes} for t in data.tasks],
+            "labels": data.label_summary(), "warnings": data.warnings(),
+            "loader": {"mode": loader["mode"], "resolved": mode, "augment": [a["name"] for a in loader["augment"]]},
+            "problems": [], "total_problems": 0,
+        })
+        return EXIT_OK
+    print(format_data_report(data))
     augment = ", ".join(a["name"] for a in loader["augment"]) or "none"
     print(f"Loader: {loader['mode']} -> {mode} on this machine's CPU; augmentations: {augment}")
-    print(f"OK: {sum(len(s) for s in data.splits.values())} rows checked, no problems.")
-    return 0
+    print(f"OK: {rows} rows checked, no problems.")
+    return EXIT_OK
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document, indent=2, default=str))
 
 
 def _run(args: argparse.Namespace) -> int:
     from reports import write_report
-    from spaces import load_experiment
 
     from ._runner import run_experiment
 
-    exp = load_experiment(args.experiment)
-    overrides = {}
-    if args.num_trials is not None:
-        overrides["num_trials"] = args.num_trials
-    if args.max_concurrent is not None:
-        overrides["max_concurrent"] = args.max_concurrent
-    if overrides:
-        exp = exp.model_copy(update={"search": exp.search.model_copy(update=overrides)})
+    extra = [f"search.num_trials={args.num_trials}"] if args.num_trials is not None else []
+    extra += [f"search.max_concurrent={args.max_concurrent}"] if args.max_concurrent is not None else []
+    exp = _load(args, extra)
     result = run_experiment(
         exp, args.out, address=args.address, num_cpus=args.num_cpus, storage=args.storage, cache_dir=_cache_dir(args),
         show_plan=True,
     )
+    _cli_log().info("Writing the report ...")
     report = write_report(result.run_dir)
     _print_verdict(result.run_dir)
     print(f"Results: {result.run_dir / 'results.parquet'}")
     print(f"Report:  {report}")
-    return 0
+    return EXIT_OK
+
+
+def _cli_log() -> logging.Logger:
+    from ._log import get_logger
+
+    return get_logger("cli")
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from spaces import load_experiment
-
     from ._plan import plan
 
-    exp = load_experiment(args.experiment)
-    if args.num_trials is not None:
-        exp = exp.model_copy(update={"search": exp.search.model_copy(update={"num_trials": args.num_trials})})
+    exp = _load(args, [f"search.num_trials={args.num_trials}"] if args.num_trials is not None else [])
     print(plan(exp, timed=not args.no_timing, num_cpus=args.num_cpus))
     return 0
 
 
-def _print_verdict(run_dir: Path) -> None:
-    """The report summary's verdict, in words, on the terminal."""
-    from reports import load_run, short_label, tuned_reference
+def _print_verdict(run_dir: Path, show: bool = True) -> dict[str, Any]:
+    """The report summary's verdict, in words, on the terminal (``show``); the deploy pick is
+    recorded on the run's study (``deploy_pick``) and returned (:func:`_pick_record`)."""
+    from reports import load_run, tuned_reference
+
+    from ._study import record_deploy_pick
 
     run = load_run(run_dir, evaluate=False)
-    for sentence in run.pick.sentences(short_label):
-        print(sentence)
+    record = _pick_record(run)
+    record = record_deploy_pick(Path(run_dir), record) or record
+    if show:
+        for sentence in record["verdict"]:
+            print(sentence)
     chosen = run.pick.chosen
     reference = tuned_reference(run.results, None if chosen is None else chosen["config_key"])
-    if reference is not None:
+    if reference is not None and show:
         print(reference.sentence())
+    return record
+
+
+def _pick_record(run: Any) -> dict[str, Any]:
+    """The deploy pick of a loaded run as JSON (see the module doc's PICK)."""
+    from mtl_models import describe_config
+    from reports import short_label
+
+    pick, chosen = run.pick, run.pick.chosen
+    record: dict[str, Any] = {"trial_id": None, "config_key": None, "source": pick.source, "verdict_split": pick.split,
+                              "verdict": pick.sentences(short_label)}
+    if chosen is None:
+        return record
+    config = json.loads(chosen["config"]) if isinstance(chosen.get("config"), str) else None
+    phase = run.results.loc[run.results["trial_id"] == chosen["trial_id"], "phase"]
+    judged = pick.judged()
+    return {
+        **record,
+        "trial_id": chosen["trial_id"],
+        "config_key": chosen["config_key"],
+        "family": chosen.get("family"),
+        "structure": describe_config(config) if config else None,
+        "phase": phase.iloc[0] if len(phase) else None,
+        "delta_m": judged["delta_m"].as_dict() if "delta_m" in judged else None,
+        "selection_delta_m": chosen["estimates"]["delta_m"].as_dict() if "estimates" in chosen else None,
+        "config": config,
+    }
 
 
 def _affinity(args: argparse.Namespace) -> int:
     from mtl_models import atomic_write_json
-    from spaces import load_experiment
 
     from ._affinity import affinity_in_ray, format_affinity
     from ._cluster import init_ray, trial_resources
     from ._runner import trial_base_config
 
-    exp = load_experiment(args.experiment)
+    exp = _load(args)
     data = exp.load_data()
     init_ray(args.address, args.num_cpus, exp.plugins)
     fixed = trial_base_config(exp, data)
@@ -112,6 +222,7 @@ def _resume(args: argparse.Namespace) -> int:
 
     result = resume_experiment(args.run, address=args.address, num_cpus=args.num_cpus, cache_dir=_cache_dir(args),
                                break_lock=args.break_lock, rebuild_study=args.rebuild_study)
+    _cli_log().info("Writing the report ...")
     report = write_report(result.run_dir)
     _print_verdict(result.run_dir)
     print(f"Results: {result.run_dir / 'results.parquet'}")
@@ -124,15 +235,28 @@ def _report(args: argparse.Namespace) -> int:
 
     from ._table import write_results
 
+    if len(args.run) > 1 and args.out is None:
+        raise ValueError("Comparing several runs needs an output file (--out compare.html).")  # before any work
+    runs = []
     for run in args.run:
-        write_results(run)
-    print(f"Report: {write_report(args.run if len(args.run) > 1 else args.run[0], args.out)}")
-    return 0
+        _cli_log().info("Reading the trials of %s ...", run)
+        results = write_results(run)
+        counts = {phase: {str(k): int(v) for k, v in rows["status"].value_counts().items()}
+                  for phase, rows in results.groupby("phase")}
+        _cli_log().info("  %s", "; ".join(f"{p}: " + ", ".join(f"{n} {s}" for s, n in c.items()) for p, c in counts.items()))
+        runs.append({"run": str(run), "results": str(Path(run) / "results.parquet"), "trials": counts})
+    _cli_log().info("Building the report (test-split evaluations of the shortlist are cached in each run) ...")
+    report = write_report(args.run if len(args.run) > 1 else args.run[0], args.out)
+    for entry in runs:
+        entry["deploy_pick"] = _print_verdict(Path(entry["run"]), show=False)
+    if args.json:
+        _print_json({"report": str(report), "runs": runs})
+    else:
+        print(f"Report: {report}")
+    return EXIT_OK
 
 
 def _select(args: argparse.Namespace) -> int:
-    import json
-
     import pandas as pd
 
     from reports import Constraints, load_run, metric_column, parse_min_metric, select
@@ -174,10 +298,10 @@ def _select(args: argparse.Namespace) -> int:
         print(json.dumps({"run": str(args.run), "configs": source, "selection_split": "val", "verdict_split": judged,
                           "level": level, "qualifying": records,
                           "pareto": [r["trial_id"] for r in records if r["pareto"]]}, indent=2))
-        return 0
+        return EXIT_NOTHING if chosen.empty else EXIT_OK  # as the table: 1 when nothing qualifies
     if chosen.empty:
         print("No config meets these constraints.")
-        return 1
+        return EXIT_NOTHING
     name = "test" if judged == "test" else "val"
     table = pd.DataFrame({
         "trial_id": chosen["trial_id"],
@@ -234,24 +358,76 @@ def _plain(value: object) -> object:
 
 
 def _describe(row: "pd.Series") -> str:
-    import json
-
     from mtl_models import describe_config
 
     return describe_config(json.loads(row["config"]))
 
 
 def _export(args: argparse.Namespace) -> int:
-    from reports import export_trial
+    from mtl_models import BUNDLE_EXPORTS, describe_config, load_card
+    from reports import export_trial, load_results
 
     if args.best and args.trial:
         raise ValueError("Give --trial ID or --best, not both.")
-    formats = [f for f in ("torchscript", "onnx") if f not in (args.no_format or [])]
+    unknown = [f for f in args.no_format or [] if f not in BUNDLE_EXPORTS]
+    if unknown:
+        raise ValueError(f"--no-format {', '.join(unknown)}: not a serving format; known: {', '.join(BUNDLE_EXPORTS)}.")
+    _refuse_to_overwrite(args.out, args.force)
+    formats = [f for f in BUNDLE_EXPORTS if f not in (args.no_format or [])]
+    _cli_log().info("Exporting %s of %s (%s) ...", f"trial {args.trial}" if args.trial else "the deploy candidate", args.run,
+               ", ".join(formats) or "weights only")
     out = export_trial(args.run, args.out, trial_id=args.trial, formats=formats, command=["mtlsearch", *args.argv],
                        retrain=args.retrain, device=args.device)
-    print(f"Exported trial to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    card = load_card(out)
+    results, _ = load_results(args.run)
+    row = results[results["trial_id"] == card["trial_id"]].iloc[0]
+    config = json.loads(row["config"])
+    warnings = _export_warnings(row, bool(card.get("retrained")))
+    for warning in warnings:
+        _cli_log().warning(warning)
+    candidate = bool((card.get("config") or {}).get("deploy_candidate")) and (card.get("config") or {}).get(
+        "exported_run") == (card.get("config") or {}).get("representative_run")
+    files = sorted(p.name for p in out.iterdir())
+    if args.json:
+        _print_json({
+            "bundle": str(out), "trial_id": card["trial_id"], "phase": row["phase"], "family": row["family"],
+            "structure": describe_config(config), "seed": config.get("seed"), "status": row["status"],
+            "epochs_run": int(row["epochs_run"]), "epochs": int(row["epochs"]), "deploy_candidate": candidate,
+            "retrained": bool(card.get("retrained")), "files": files, "warnings": warnings,
+        })
+        return EXIT_OK
+    which = "the deploy candidate" if candidate else "as asked"
+    print(f"Exported trial {card['trial_id']} ({which}; {row['phase']} phase, {describe_config(config)}, "
+          f"seed {config.get('seed')}{', retrained on train + val' if card.get('retrained') else ''}) to {out}: "
+          f"{', '.join(files)}")
     print(f"Load with mtl_models.load({str(out)!r})")
-    return 0
+    return EXIT_OK
+
+
+def _refuse_to_overwrite(out: Path, force: bool) -> None:
+    """``export --out`` must be new, empty, or (with ``--force``) an earlier bundle: never anything else."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"--out {out}: a file of that name exists; give another --out.")
+    if not force:
+        raise FileExistsError(f"--out {out} exists and is not empty; give --force to replace it, or another --out.")
+    if not (out / "card.json").is_file():
+        raise FileExistsError(f"--out {out} exists and is not a bundle (no card.json); --force replaces only an "
+                              f"earlier export. Give another --out.")
+
+
+def _export_warnings(row: "pd.Series", retrained: bool) -> list[str]:
+    """What a deployer must hear about an exported trial that did not finish its budget."""
+    status, done, budget = row["status"], int(row["epochs_run"]), int(row["epochs"])
+    if status == "finished" or retrained:
+        return []
+    if status == "pruned":
+        return [f"trial {row['trial_id']} was pruned at epoch {done} of {budget}: the bundle holds a network trained for "
+                f"{done} epoch(s), stopped because it looked worse than the others; its metrics are those of that epoch."]
+    return [f"trial {row['trial_id']} is {status} (after {done} of {budget} epochs"
+            + (f"; {row['error']}" if isinstance(row.get("error"), str) else "")
+            + "): the bundle holds its last checkpoint, not a trained result."]
 
 
 def _cache_arguments(parser: argparse.ArgumentParser) -> None:
@@ -261,16 +437,57 @@ def _cache_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="always train the baselines")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mtlsearch")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown (not installed)"
+
+
+def _verbosity_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-v``/``-q``, given before or after the command (SUPPRESS: a subcommand does not reset them)."""
+    parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="more lines: debug messages (on standard output; warnings always on standard error)")
+    parser.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS,
+                        help="fewer lines: only warnings, errors and results (-qq: only errors and results)")
+
+
+def _set_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="change a setting of the experiment file: a dotted key and a YAML value, e.g. "
+                        "train.epochs=3 or space.families=[hard_split]; repeatable; validated like the file "
+                        "and recorded in the run (experiment.yaml, run.json)")
+
+
+def _json_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help=f"print {what} as one JSON document on standard output (other lines go to standard "
+                        "error; schema: python -c 'import search.cli; help(search.cli)')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mtlsearch", description="Search how a multi-task network should share its layers."
+        prog="mtlsearch", description="Search how a multi-task network should share its layers.",
+        epilog="Exit status: 0 success, 1 nothing matched or a check failed, 2 usage or input error, 130 interrupted.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _verbosity_arguments(parser)
+    try:
+        import shtab
+    except ImportError:  # completion is optional
+        shtab = None
+    if shtab is not None:
+        shtab.add_argument_to(parser, ["--print-completion"], help="print a shell completion script (bash, zsh, tcsh)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     check = sub.add_parser(
         "check-data", help="check every row of an experiment's data (files, images, labels) and summarise the labels"
     )
     check.add_argument("experiment", type=Path, help="experiment YAML file")
+    _set_argument(check)
+    _json_argument(check, "the label summary, warnings and problems")
     check.set_defaults(func=_check_data)
 
     run = sub.add_parser("run", help="run an experiment: baselines, then the search, then the report")
@@ -278,8 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, required=True, help="run directory to create (results, report, checkpoints)")
     run.add_argument("--address", help="join an existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     run.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
-    run.add_argument("--num-trials", type=int, help="override search.num_trials")
-    run.add_argument("--max-concurrent", type=int, help="override search.max_concurrent")
+    run.add_argument("--num-trials", type=int, help="override search.num_trials (as --set search.num_trials=N)")
+    run.add_argument("--max-concurrent", type=int, help="override search.max_concurrent (as --set search.max_concurrent=N)")
+    _set_argument(run)
     run.add_argument("--storage", help="where Ray Tune keeps trials and checkpoints: a shared filesystem path or an "
                      "object-store URI (s3://bucket/prefix); default: the run directory")
     _cache_arguments(run)
@@ -293,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--num-cpus", type=int, help="CPUs the run will have (default: all of this machine's)")
     plan.add_argument("--num-trials", type=int, help="as `run --num-trials`: override search.num_trials")
     plan.add_argument("--no-timing", action="store_true", help="skip the timing (no data is loaded, no wall time)")
+    _set_argument(plan)
     plan.set_defaults(func=_plan)
 
     affinity = sub.add_parser(
@@ -305,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     affinity.add_argument("--out", type=Path, help="write the matrices and trees as JSON here")
     affinity.add_argument("--address", help="join an existing Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     affinity.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    _set_argument(affinity)
     affinity.set_defaults(func=_affinity)
 
     resume = sub.add_parser("resume", help="continue a run stopped by Ctrl-C, a killed driver or a lost node")
@@ -325,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run", type=Path, nargs="+", help="run directory; several to compare them in one report")
     report.add_argument("--out", type=Path, help="report file (default: RUN/report.html; required for several runs)")
+    _json_argument(report, "the report's path, each run's trial counts and deploy pick")
     report.set_defaults(func=_report)
 
     select = sub.add_parser("select", help="list the finished configs meeting deployment constraints, and the Pareto-optimal ones")
@@ -343,63 +564,87 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--json", action="store_true", help="print JSON (with each config) instead of a table")
     select.set_defaults(func=_select)
 
-    export = sub.add_parser("export", help="export a trial (default: the best) as a deployable bundle")
+    export = sub.add_parser(
+        "export", help="export the deploy candidate (default) or a given trial as a deployable bundle",
+        description="Write a bundle a deployer loads: config.json, the weights, the serving formats (default: all "
+        "that are installed), and the model card (card.json, README.md). Without --trial it exports the deploy "
+        "candidate, the config that `mtlsearch report` recommends: when the run has a confirmation phase that is "
+        "a confirmation run (the config's run, with fresh seeds, whose validation Delta_m is nearest the config's "
+        "mean), else a searched trial. It names the trial it exported, refuses to overwrite an existing directory "
+        "(--force replaces an earlier bundle), and warns when the trial was pruned or errored.",
+    )
     export.add_argument("run", type=Path, help="run directory")
-    export.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    export.add_argument("--out", type=Path, required=True, help="bundle directory to write (new or empty; see --force)")
+    export.add_argument("--force", action="store_true", help="replace --out when it holds an earlier bundle")
     which = export.add_mutually_exclusive_group()
     which.add_argument("--trial", help="trial id (see the report's leaderboard or `mtlsearch select`)")
-    which.add_argument("--best", action="store_true", help="the deploy candidate (the default): its run whose Delta_m is nearest the config's mean")
-    export.add_argument("--no-format", action="append", choices=["torchscript", "onnx"],
-                        help="skip a serving format (e.g. where onnx is not installed); repeatable")
+    which.add_argument("--best", action="store_true",
+                       help="the deploy candidate (the default): a confirmation run when the run has them, the "
+                       "config's run whose Delta_m is nearest its mean")
+    export.add_argument("--no-format", action="append", metavar="FORMAT",
+                        help="skip a serving format (torchscript, onnx, ...: the known ones are listed when an unknown "
+                        "one is given), e.g. where onnx is not installed; repeatable")
+    _json_argument(export, "what was exported (trial, phase, files, warnings)")
     export.add_argument("--retrain", action="store_true",
                         help="first train the config again from scratch on train + val (same seed and epochs); "
                              "the test split stays held out")
     export.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where --retrain trains (default: the trial's)")
     export.set_defaults(func=_export)
+    for name, command in sub.choices.items():
+        _verbosity_arguments(command)
+        for action in command._actions:  # what the shell completes
+            if action.dest == "experiment":
+                action.complete = getattr(shtab, "FILE", None)  # type: ignore[attr-defined]
+            elif action.dest == "run":
+                action.complete = getattr(shtab, "DIRECTORY", None)  # type: ignore[attr-defined]
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mtl_models import DataFileError
+    """Run one command; returns its exit status (see the module doc). Called in-process (tests,
+    scripts), it leaves the ``mtlsearch`` logger's level and streams as it found them."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)  # --help, --version, --print-completion and usage errors: no torch import
+    args.argv = argv  # recorded in exported model cards
+
+    from ._log import console_state, log_to_console, restore_console, verbosity_level
+
+    saved = console_state()
+    log_to_console(verbosity_level(getattr(args, "verbose", 0), getattr(args, "quiet", 0)),
+                   info_to_stderr=bool(getattr(args, "json", False)))
+    try:
+        return _dispatch(args)
+    finally:
+        restore_console(saved)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from mtl_models import CorruptCheckpointError, DataFileError
     from spaces import ExperimentError
 
-    from mtl_models import CorruptCheckpointError
-
     from ._lock import RunLockedError
-    from ._log import log_to_stdout
     from ._phases import SearchInterrupted
     from ._snapshots import SnapshotError
     from ._study import StudyError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    args.argv = argv  # recorded in exported model cards
-    log_to_stdout()  # the run's lines and warnings
-    data_log = logging.getLogger("mtlsearch.data")
-    if not data_log.handlers:  # decoding progress on long first runs, on stderr
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        data_log.addHandler(handler)
-        data_log.setLevel(logging.INFO)
-        data_log.propagate = False
     try:
         return args.func(args)
     except SearchInterrupted as exc:
         print(f"mtlsearch: interrupted: {exc}", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except (RunLockedError, StudyError, SnapshotError, CorruptCheckpointError) as exc:  # storage the run cannot use as it is
         print(f"mtlsearch: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyError:
         raise  # a bug, not a user error: keep the traceback
     except (ExperimentError, DataFileError, FileExistsError, FileNotFoundError, LookupError, ValueError) as exc:
         print(f"mtlsearch: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except OSError as exc:
         if exc.errno not in OUT_OF_SPACE:
             raise
         print(f"mtlsearch: error: {_out_of_space(exc, args)}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
 
 OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # full disk, quota, file-size limit

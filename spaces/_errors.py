@@ -12,15 +12,20 @@ from pydantic import (
 )
 
 from ._sources import data_fields, known_sources
+from ._overrides import override_at
 from ._yaml import format_loc, line_of
 
 _TYPE_MISMATCH = ("_type", "_parsing")
 _FIELD_PREFIX = re.compile(r"^([a-z_][a-z0-9_.\[\]]*): (.*)$", re.S)
 
 
-def problems(exc: ValidationError, source: Path | None, node: Any, data: Any, root: type[BaseModel]) -> list[str]:
+def problems(
+    exc: ValidationError, source: Path | None, node: Any, data: Any, root: type[BaseModel],
+    origins: dict[tuple[str, ...], str] | None = None,
+) -> list[str]:
     """One ``file:line: field: message (got value)`` line per problem, union noise merged
-    (``root``: the model validated, whose fields an unknown field's message lists)."""
+    (``root``: the model validated, whose fields an unknown field's message lists); a problem
+    in a value ``--set`` gave (``origins``: path -> ``KEY=VALUE``) is located at ``--set KEY=VALUE``."""
     grouped: dict[tuple, list[dict]] = {}
     for err in exc.errors():
         loc = _yaml_loc(err["loc"], data, missing=err["type"] == "missing")
@@ -52,6 +57,9 @@ def problems(exc: ValidationError, source: Path | None, node: Any, data: Any, ro
             text += f" (got {specific[0].get('input')!r})"
         line = line_of(node, loc) if node is not None else None
         where = f"{source}:{line}: " if source and line else (f"{source}: " if source else "")
+        override = override_at(origins or {}, loc)
+        if override is not None:
+            where = f"--set {override}: "
         problems.append(f"{where}{format_loc(loc)}: {text}")
     return problems
 

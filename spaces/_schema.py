@@ -15,7 +15,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from pydantic import (
     Field,
@@ -48,6 +48,7 @@ from ._common import (
 from ._data import augment_problems
 from ._defaults import Resolved, resolve_defaults
 from ._errors import problems
+from ._overrides import apply_overrides
 from ._search_config import (
     AffinityConfig,
     BaselinesConfig,
@@ -86,6 +87,18 @@ class Experiment(_Strict):
     affinity: AffinityConfig = AffinityConfig()
     source_path: Path | None = Field(None, exclude=True)
     _defaults: Resolved = PrivateAttr(default_factory=Resolved)
+    _overrides: list[str] = PrivateAttr(default_factory=list)
+    _document: Any = PrivateAttr(default=None)
+
+    @property
+    def overrides(self) -> list[str]:
+        """The ``--set KEY=VALUE`` changes applied to the file before validation, in order."""
+        return list(self._overrides)
+
+    @property
+    def document(self) -> dict[str, Any] | None:
+        """The file's mapping with :attr:`overrides` applied (what was validated); None without overrides."""
+        return self._document
 
     @field_validator("plugins")
     @classmethod
@@ -334,24 +347,37 @@ def backbone_facts(name: str, in_channels: int, options_json: str, size: tuple[i
     return BackboneFacts(tuple(s.name for s in stages), stages[-1].spatial, error)
 
 
-def load_experiment(path: str | Path) -> Experiment:
+def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:
     """Read and validate an experiment file; raise :class:`ExperimentError` listing every problem.
 
     Relative paths in the file (data files, weights) are relative to the file.
+    ``overrides``: ``KEY=VALUE`` settings applied before validation (``--set``, see
+    ``spaces._overrides``); a problem in a value they set is located at its ``--set``.
     """
     path = Path(path)
     data, node = load_yaml(path)
     if not isinstance(data, dict):
         raise ExperimentError([f"{path}: the experiment must be a mapping of sections, got {type(data).__name__}."])
-    return validate_experiment(data, base_dir=path.parent.resolve(), source=path, node=node)
+    origins: dict[tuple[str, ...], str] = {}
+    if overrides:
+        try:
+            data, origins = apply_overrides(data, overrides)
+        except ValueError as exc:
+            raise ExperimentError([str(exc)]) from None
+    exp = validate_experiment(data, base_dir=path.parent.resolve(), source=path, node=node, origins=origins)
+    if overrides:
+        exp._overrides, exp._document = list(overrides), data
+    return exp
 
 
 def validate_experiment(
-    data: dict[str, Any], base_dir: Path | None = None, source: Path | None = None, node: Any = None
+    data: dict[str, Any], base_dir: Path | None = None, source: Path | None = None, node: Any = None,
+    origins: dict[tuple[str, ...], str] | None = None,
 ) -> Experiment:
-    """Validate an experiment given as a dict (what a YAML file parses to)."""
+    """Validate an experiment given as a dict (what a YAML file parses to); ``origins``: the
+    paths ``--set`` changed, each with its ``KEY=VALUE``, where problems there are located."""
     try:
         exp = Experiment.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise ExperimentError(problems(exc, source, node, data, Experiment)) from None
+        raise ExperimentError(problems(exc, source, node, data, Experiment, origins)) from None
     return exp.model_copy(update={"source_path": source})

@@ -115,7 +115,7 @@ def test_mtlsearch_commands_inside_cluster_commands_parse() -> None:
 def test_inline_mtlsearch_commands_are_ones_the_fenced_blocks_show() -> None:
     """Prose may mention a command (`mtlsearch report RUN`); its subcommand and options must be
     among those of the fenced, tested commands."""
-    shown = {(a[1], tuple(sorted(o for o in a if o.startswith("--")))) for a in map(shlex.split, _all_runnable())}
+    shown = {(_subcommand(a), tuple(sorted(o for o in a if o.startswith("--")))) for a in map(shlex.split, _all_runnable())}
     text = README.read_text()
     for span in re.findall(r"`(mtlsearch [^`]+)`", text):
         args = shlex.split(span)
@@ -217,7 +217,7 @@ def test_readme_command(command: str, outcomes: dict[str, Outcome], workdir: Pat
     out = outcomes[command]
     print(f"{out.seconds:.1f}s: {command}")
     args = shlex.split(command)
-    sub = args[1]
+    sub = _subcommand(args)
     if sub == "select" and "--json" not in args and out.returncode == 1:
         assert "No config meets these constraints." in out.stdout  # documented: exit 1 when nothing qualifies
         return
@@ -228,8 +228,12 @@ def test_readme_command(command: str, outcomes: dict[str, Outcome], workdir: Pat
             assert (run / name).is_file(), name
         assert f"Report:  {run.resolve() / 'report.html'}" in out.stdout
     elif sub == "report":
-        target = workdir / args[args.index("--out") + 1] if "--out" in args else workdir / args[2] / "report.html"
+        run = args[args.index("report") + 1]
+        target = workdir / args[args.index("--out") + 1] if "--out" in args else workdir / run / "report.html"
         assert target.is_file() and "<html" in target.read_text()[:2000].lower()
+        if "--json" in args:
+            document = json.loads(out.stdout)  # stdout holds the document alone
+            assert Path(document["report"]) == Path(run) / "report.html" and document["runs"][0]["deploy_pick"]["verdict"]
     elif sub == "select" and "--json" in args:
         listing = json.loads(out.stdout)
         assert listing["qualifying"] and all("config" in r for r in listing["qualifying"])
@@ -244,18 +248,35 @@ def test_readme_command(command: str, outcomes: dict[str, Outcome], workdir: Pat
         assert ("model.onnx" in {p.name for p in bundle.iterdir()}) == ("--no-format" not in args)
         card = json.loads((bundle / "card.json").read_text())
         assert ("retrained" in card) == ("--retrain" in args)
+    elif sub == "check-data" and "--json" in args:
+        document = json.loads(out.stdout)
+        assert document["ok"] is True and document["problems"] == [] and set(document["rows"]) >= {"train", "val"}
     elif sub == "check-data":
         assert "OK:" in out.stdout
+    elif sub == "plan" and "--set" in args:  # the settings as changed
+        assert "\n  families: [hard_split]\n" in out.stdout and "Budget: 4 trials (--set)" in out.stdout, out.stdout
     elif sub == "plan":  # the resolved space, the phases with their trainings, a timed estimate
         assert "Space (defaults filled in):" in out.stdout and "\n  tree: single  (default)\n" in out.stdout
         assert re.search(r"^  search +3 trainings x 2 epochs", out.stdout, flags=re.M), out.stdout
         assert "Expected wall time: ~" in out.stdout
+    elif sub == "--version":
+        assert re.fullmatch(r"mtlsearch \S+\n", out.stdout), out.stdout
+    elif sub == "--print-completion":
+        assert "_shtab_mtlsearch" in out.stdout and "export" in out.stdout
     elif sub == "affinity":
         result = json.loads((workdir / args[args.index("--out") + 1]).read_text())
         assert result["tasks"] == ["left", "right"] and len(result["affinity"]) == 4 and result["trees"]
         assert "Proposed branch trees" in out.stdout
     else:
         pytest.fail(f"no expectation written for `mtlsearch {sub}`; add one here")
+
+
+def _subcommand(args: list[str]) -> str:
+    """``mtlsearch [-v|-q ...] COMMAND ...``'s command, or the top-level option that stands for one
+    (``--version``, ``--print-completion``)."""
+    if args[1] in ("--version", "--print-completion"):
+        return args[1]
+    return next(a for a in args[1:] if not a.startswith("-"))
 
 
 def _python_blocks() -> list[Block]:

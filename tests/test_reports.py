@@ -412,6 +412,82 @@ def test_export_refuses_unknown_trials_and_formats(run_dir: Path, report: Path, 
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+def test_export_names_its_trial_refuses_to_overwrite_and_warns_on_a_pruned_one(
+    run_dir: Path, bundle: Path, tmp_path: Path, capsys
+) -> None:
+    """``export``'s conventions (tests/test_cli_conventions.py has those that need no run)."""
+    chosen = reports.load_run(run_dir, evaluate=False).pick.chosen["trial_id"]
+    earlier = tmp_path / "best"
+    shutil.copytree(bundle, earlier)
+    capsys.readouterr()
+    assert cli(["export", str(run_dir), "--best", "--out", str(earlier)]) == 2  # never silently overwritten
+    assert "exists and is not empty; give --force" in capsys.readouterr().err
+    assert cli(["export", str(run_dir), "--out", str(earlier), "--force", "--json", "--no-format", "onnx"]) == 0
+    out = capsys.readouterr()
+    listing = json.loads(out.out)  # stdout is the document alone
+    assert listing["trial_id"] == chosen == mm.load_card(earlier)["trial_id"]
+    assert listing["deploy_candidate"] is True and listing["phase"] == "search" and listing["status"] == "finished"
+    assert listing["files"] == sorted(p.name for p in earlier.iterdir()) and "model.onnx" not in listing["files"]
+    assert listing["warnings"] == [] and "Warning" not in out.err
+    results = pd.read_parquet(run_dir / "results.parquet")
+    pruned = results[(results["phase"] == "search") & (results["status"] == "pruned")]
+    assert len(pruned) == 1  # the useless learning rate
+    row = pruned.iloc[0]
+    assert cli(["export", str(run_dir), "--trial", row["trial_id"], "--out", str(tmp_path / "pruned"),
+                "--no-format", "onnx", "--no-format", "torchscript"]) == 0
+    out = capsys.readouterr()
+    assert f"\nExported trial {row['trial_id']} (as asked; search phase, hard_split k=1" in out.out
+    assert f"Warning: trial {row['trial_id']} was pruned at epoch {row['epochs_run']} of 3:" in out.err
+    assert "Warning" not in out.out  # warnings go to stderr
+
+
+def test_report_json_gives_the_deploy_pick_and_records_it_on_the_study(run_dir: Path, report: Path, tmp_path: Path, capsys) -> None:
+    import optuna
+
+    assert cli(["report", str(run_dir), "--json", "--out", str(tmp_path / "again.html")]) == 0
+    out = capsys.readouterr()
+    document = json.loads(out.out)
+    assert "Building the report" in out.err  # what it does, while it does it (on stderr with --json)
+    assert document["report"] == str(tmp_path / "again.html")
+    results = pd.read_parquet(run_dir / "results.parquet")
+    entry = document["runs"][0]
+    assert entry["trials"] == {p: rows["status"].value_counts().to_dict() for p, rows in results.groupby("phase")}
+    run = reports.load_run(run_dir, evaluate=False)
+    pick = entry["deploy_pick"]
+    assert pick["trial_id"] == run.pick.chosen["trial_id"] and pick["config_key"] == run.pick.chosen["config_key"]
+    assert pick["phase"] == "search" and pick["source"] == "search" and pick["verdict_split"] == "test"
+    assert pick["verdict"] == run.pick.sentences(reports.short_label)
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    assert study.user_attrs["deploy_pick"] == pick
+    assert pick["study_trials"] == [t.number for t in study.trials if t.user_attrs["config_key"] == pick["config_key"]]
+    assert len(pick["study_trials"]) == 1
+
+
+def test_study_trials_name_their_rows_of_the_results_table(run_dir: Path) -> None:
+    import optuna
+
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    assert study.metric_names == ["delta_m"]
+    results = pd.read_parquet(run_dir / "results.parquet").set_index("trial_id")
+    searched = results[results["phase"] == "search"]
+    assert sorted(t.user_attrs["trial_id"] for t in study.trials) == sorted(searched.index)
+    for trial in study.trials:
+        row = searched.loc[trial.user_attrs["trial_id"]]
+        assert trial.user_attrs["phase"] == "search" and trial.user_attrs["config_key"] == row["config_key"]
+        weights = [trial.user_attrs[f"loss_weights/{task}"] for task in TASKS]
+        # as the table has them (the weights the trial reported, as float32 tensors)
+        assert weights == pytest.approx([row[f"loss_weights/{task}"] for task in TASKS], rel=1e-6)
+        assert sum(weights) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_select_json_exits_1_when_nothing_qualifies_as_the_table_does(run_dir: Path, report: Path, capsys) -> None:
+    assert cli(["select", str(run_dir), "--max-params", "1"]) == 1
+    assert "No config meets these constraints." in capsys.readouterr().out
+    assert cli(["select", str(run_dir), "--max-params", "1", "--json"]) == 1
+    listing = json.loads(capsys.readouterr().out)
+    assert listing["qualifying"] == [] and listing["pareto"] == []
+
+
 def test_importances_say_so_when_every_trial_has_the_same_delta_m() -> None:
     """fANOVA raises on zero variance (chance-level tiny runs do that): the report notes it instead."""
     import optuna

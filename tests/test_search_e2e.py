@@ -154,8 +154,9 @@ def test_export_retrains_the_config_on_train_and_val(run, tmp_path: Path, capsys
     out = tmp_path / "retrained"
     assert cli(["export", str(run.run_dir), "--trial", row["trial_id"], "--out", str(out), "--retrain",
                 "--no-format", "onnx", "--no-format", "torchscript"]) == 0
-    printed = capsys.readouterr().out
-    assert "epoch 3/3 on train + val (384 rows)" in printed
+    printed = capsys.readouterr()
+    assert "epoch 3/3 on train + val (384 rows)" in printed.err  # progress: on stderr
+    assert f"Exported trial {row['trial_id']} (as asked; {row['phase']} phase" in printed.out
     card = json.loads((out / "card.json").read_text())
     assert card["retrained"]["on"] == ["train", "val"] and card["retrained"]["rows"] == 256 + 128
     assert card["retrained"]["test"] is None and "no test split" in card["retrained"]["note"]

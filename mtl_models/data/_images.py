@@ -24,9 +24,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .._progress import report_progress
 from ._errors import DataFileError, ProblemLog
 
 log = logging.getLogger("mtlsearch.data")
+PROGRESS_EVERY_S = 0.5  # a progress record at most this often while decoding (and one at the end of a long decode)
 
 CACHE_VERSION = 1  # bump when decoding or resizing changes, so old caches are not reused
 CACHE_ENV = "MTLSEARCH_CACHE_DIR"
@@ -231,13 +233,15 @@ def _decode_into(
         return None
 
     workers = workers or min(8, os.cpu_count() or 1)
-    started, last, failed = time.monotonic(), time.monotonic(), False
+    started = last = time.monotonic()
+    failed = False
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for done, err in enumerate(pool.map(one, range(len(refs)), chunksize=64), 1):
             if err is not None:
                 problems.add(err)
                 failed = True
-            if time.monotonic() - last > 10:
+            if time.monotonic() - last > PROGRESS_EVERY_S or (done == len(refs) and last > started):
                 last = time.monotonic()
-                log.info("decoding images: %d/%d (%.0f/s)", done, len(refs), done / (last - started))
+                report_progress(log, "decoding images", done, len(refs),
+                                f"decoding images: {done}/{len(refs)} ({done / max(last - started, 1e-9):.0f}/s)")
     return failed
