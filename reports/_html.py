@@ -1,8 +1,10 @@
 """The self-contained HTML report of one run, or of several runs to compare.
 
 Sections come from the registry in ``reports/_sections``; this module only lays them
-out. plotly.js is inlined once in the page head and the sorting script is a few lines
-inline, so the file opens offline and nothing is fetched.
+out, and leaves out a section that has nothing to show. plotly.js (the minified bundle
+plotly ships) is inlined once in the page head, every figure with
+``include_plotlyjs=False``, and the sorting script is a few lines inline, so the file
+opens offline and nothing is fetched.
 """
 from __future__ import annotations
 
@@ -22,7 +24,12 @@ from ._sections import ReportContext, sections
 REPORT_FILE = "report.html"
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1280px;color:#222;padding:0 1em}
+*,*:before,*:after{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1280px;color:#222;padding:0 1em;overflow-wrap:break-word}
+.table-wrap{max-width:100%;overflow-x:auto;margin:.5em 0} .table-wrap>table.data{margin:0}
+pre,code{white-space:pre-wrap;word-break:break-word} .plotly-graph-div{max-width:100%}
+.words{color:#555;font-size:.92em} .glossary{font-size:.88em;margin:.8em 0} .glossary dt{font-weight:600;margin-top:.35em}
+.glossary dd{margin-left:1.5em}
 h1{font-size:1.6em} h2{font-size:1.25em;margin-top:2.2em;border-bottom:1px solid #ddd} h3{font-size:1.05em}
 nav a{margin-right:1em;font-size:.9em}
 table.data{border-collapse:collapse;font-size:.82em;width:100%;margin:.5em 0}
@@ -84,7 +91,7 @@ def build_report(runs: Sequence[RunData], title: str, meta: dict[str, Any]) -> s
                     )
                 )
             else:
-                parts.append(block)
+                parts.append(_wrap_tables(block))
         parts.append("</section>")
     meta_line = " &middot; ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in meta.items())
 
@@ -95,6 +102,13 @@ def build_report(runs: Sequence[RunData], title: str, meta: dict[str, Any]) -> s
         f"<h1>{html.escape(title)}</h1><p class='meta'>{meta_line}</p>{_data_warnings(runs)}<nav>{''.join(nav)}</nav>"
         f"{''.join(parts)}<script>{_SORT_JS}</script></body></html>"
     )
+
+
+def _wrap_tables(block: str) -> str:
+    """Every table in its own horizontally scrolling container, so a wide table (the
+    leaderboard has a column per task and split) scrolls inside the page instead of
+    widening it: the page fits a 1400 px window."""
+    return block.replace("<table", "<div class='table-wrap'><table").replace("</table>", "</table></div>")
 
 
 def _data_warnings(runs: Sequence[RunData]) -> str:

@@ -10,6 +10,8 @@ from plotly.subplots import make_subplots
 
 from mtl_models._task_groups import shared_reason
 
+from mtl_models import format_delta, format_plain, format_signed
+
 from .._run import RunData
 from .._stats import config_summary
 from ._base import Block, ReportContext, esc, note, per_run, register_section
@@ -23,8 +25,7 @@ def affinity(ctx: ReportContext) -> list[Block]:
 def _run_affinity(run: RunData) -> list[Block]:
     result = run.affinity
     if not result:
-        return [note("This run measured no task affinity (the experiment's affinity.epochs is 0; "
-                     "`mtlsearch affinity EXPERIMENT.yaml` measures it on its own).")]
+        return []  # no affinity measured (affinity.epochs: 0): no section
     opt = result.get("optimizer")
     rates = result.get("lrs") or []
     how = (f"the trial optimiser's own step ({esc(opt)}, with its state, weight decay and the scheduled rate "
@@ -77,7 +78,7 @@ def _trees(result: dict) -> str:
         parts = "".join(
             f"<td>{esc(' '.join('{' + ','.join(g) + '}' for g in part))}</td>" for part in tree["branches"]
         )
-        rows.append(f"<tr><td>{i}</td><td>{esc(tree['name'])}</td>{parts}<td>{tree['score']:.2e}</td></tr>")
+        rows.append(f"<tr><td>{i}</td><td>{esc(tree['name'])}</td>{parts}<td>{esc(format_plain(tree['score'], 3))}</td></tr>")
         selection = tree.get("selection")
         if selection:
             reasons.append(f"<li>{i}. TAG's network selection chose "
@@ -122,12 +123,12 @@ def _fared(run: RunData, result: dict) -> str | None:
         gap = best["delta_m"] - top.mean
         within = not math.isnan(top.high) and best["delta_m"] <= top.high
         text = (
-            f"The best affinity tree scores &Delta;<sub>m</sub> {top.mean:+.2f}; the best config of the run "
-            f"({pool_phase}) {best['delta_m']:+.2f}, {gap:+.2f} points apart: "
+            f"The best affinity tree scores &Delta;<sub>m</sub> {esc(format_delta(top.mean))}; the best config of the run "
+            f"({pool_phase}) {esc(format_delta(best['delta_m']))}, {esc(format_signed(gap))} percentage points apart: "
             + ("within the affinity tree's noise." if within else "beyond the affinity tree's noise.")
         )
     return (
         "<h3>How the proposed trees fared</h3><table class='data'><thead><tr><th>tree</th><th>runs</th>"
-        f"<th>&Delta;<sub>m</sub> (95 % interval)</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<th>&Delta;<sub>m</sub> [95 % interval]</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
         + (f"<p>{text}</p>" if text else "")
     )
