@@ -22,6 +22,7 @@ from mtl_models import (
     Trainer,
     build_model,
     load_single_task_models,
+    format_plain,
     seed_everything,
 )
 
@@ -72,7 +73,7 @@ def retrain(
     for _ in range(epochs):
         losses = trainer.train_epoch()
         progress(f"[retrain {time.monotonic() - started:5.0f}s] epoch {trainer.epoch}/{epochs} on train + val "
-                 f"({len(both)} rows): loss {losses['loss']:.4g}")
+                 f"({len(both)} rows): loss {format_plain(losses['loss'])}")
     metrics = trainer.evaluate("val") if held_out is not None else None
     info = {
         "on": ["train", "val"],

@@ -67,10 +67,10 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _print_verdict(run_dir: Path) -> None:
     """The report summary's verdict, in words, on the terminal."""
-    from reports import load_run, short_label, tuned_reference
+    from reports import load_run, tuned_reference, worded_label
 
     run = load_run(run_dir, evaluate=False)
-    for sentence in run.pick.sentences(short_label):
+    for sentence in run.pick.sentences(worded_label):
         print(sentence)
     chosen = run.pick.chosen
     reference = tuned_reference(run.results, None if chosen is None else chosen["config_key"])
@@ -178,19 +178,23 @@ def _select(args: argparse.Namespace) -> int:
     if chosen.empty:
         print("No config meets these constraints.")
         return 1
+    from mtl_models import format_count, format_delta, format_flops, format_metric, format_ms
+
     name = "test" if judged == "test" else "val"
+    formats = {"params": format_count, "flops": format_flops, "latency_ms_b1": format_ms, "latency_ms_bN": format_ms}
     table = pd.DataFrame({
         "trial_id": chosen["trial_id"],
         "structure": [_describe(r) for _, r in chosen.iterrows()],
         "seeds": chosen["seeds"].astype(int),
-        "delta_m (val, selection)": chosen["delta_m"],
-        **({f"delta_m ({name}, verdict)": chosen["judged_delta_m"]} if judged == "test" else {}),
+        "delta_m (val, selection)": chosen["delta_m"].map(format_delta),
+        **({f"delta_m ({name}, verdict)": chosen["judged_delta_m"].map(format_delta)} if judged == "test" else {}),
         f"interval ({name})": [_bounds(r, "judged_delta_m") for _, r in chosen.iterrows()],
-        **{f"{c} (val)": chosen[c] for c in metric_cols if c in chosen},
-        **{c: chosen[c] for c in costs if c in chosen},
+        **{f"{metric_column(t)} (val)": chosen[metric_column(t)].map(lambda v, t=t: format_metric(v, t.metric_name))
+           for t in run.tasks if metric_column(t) in chosen},
+        **{c: chosen[c].map(formats[c]) for c in costs if c in chosen},
         "pareto": chosen["pareto"].map({True: "*", False: ""}),
     })
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(table.to_string(index=False))
     front = chosen.loc[chosen["pareto"], "trial_id"].tolist()
     print(f"\n{len(chosen)} qualifying config(s), {source}; ranked on the validation split (selection); "
           + ("intervals on the test split, which the choice never saw"
@@ -219,7 +223,9 @@ def _bounds(row: "pd.Series", column: str = "delta_m") -> str:
     low, high = row.get(f"{column}_low"), row.get(f"{column}_high")
     if low is None or high is None or math.isnan(float(low)) or math.isnan(float(high)):
         return "-"
-    return f"[{float(low):+.2f}, {float(high):+.2f}]" + (" ~" if row.get("approximate") else "")
+    from mtl_models import format_signed
+
+    return f"[{format_signed(low)}, {format_signed(high)}]" + (" \u2248" if row.get("approximate") else "")
 
 
 def _plain(value: object) -> object:
@@ -236,9 +242,11 @@ def _plain(value: object) -> object:
 def _describe(row: "pd.Series") -> str:
     import json
 
-    from mtl_models import describe_config
+    from mtl_models import describe_config, describe_structure
 
-    return describe_config(json.loads(row["config"]))
+    config = json.loads(row["config"])
+    words = describe_structure(config)
+    return describe_config(config) + (f" ({words})" if words else "")
 
 
 def _export(args: argparse.Namespace) -> int:
