@@ -254,7 +254,7 @@ def _export(args: argparse.Namespace) -> int:
 
     if args.best and args.trial:
         raise ValueError("Give --trial ID or --best, not both.")
-    formats = [f for f in ("torchscript", "onnx") if f not in (args.no_format or [])]
+    formats = [f for f in ("torchscript", "onnx", "torch_export") if f not in (args.no_format or [])]
     out = export_trial(args.run, args.out, trial_id=args.trial, formats=formats, command=["mtlsearch", *args.argv],
                        retrain=args.retrain, device=args.device)
     print(f"Exported trial to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     which = export.add_mutually_exclusive_group()
     which.add_argument("--trial", help="trial id (see the report's leaderboard or `mtlsearch select`)")
     which.add_argument("--best", action="store_true", help="the deploy candidate (the default): its run whose Delta_m is nearest the config's mean")
-    export.add_argument("--no-format", action="append", choices=["torchscript", "onnx"],
+    export.add_argument("--no-format", action="append", choices=["torchscript", "onnx", "torch_export"],
                         help="skip a serving format (e.g. where onnx is not installed); repeatable")
     export.add_argument("--retrain", action="store_true",
                         help="first train the config again from scratch on train + val (same seed and epochs); "
