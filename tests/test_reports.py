@@ -213,7 +213,8 @@ def test_report_renders_in_chromium_without_errors(report: Path, tmp_path: Path)
     _require_chromium()
     html = report.read_text()
     assert re.search(r"<(script|link|img)[^>]*\s(src|href)=", html) is None  # all inline: opens offline
-    assert html.count("plotly.js v") == 1
+    assert html.count("plotly.js v") == 1 and html.count("id='plotlyjs-gz'") == 1  # once, compressed
+    assert len(html.encode()) < 2_600_000  # plotly.js alone is 4.8 MB as text, about 2 MB packed
     for key in SECTION_IDS:
         assert f"<section id='{key}'>" in html, key
     assert "only for the" in html and "shortlisted configs" in html
