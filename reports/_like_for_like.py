@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
-from mtl_models import format_delta
+from mtl_models import format_delta, format_rate
 
 from ._results import TUNED_SINGLE_TASK, confirmed
 
@@ -82,7 +82,7 @@ class TunedReference:
 
     def sentence(self) -> str:
         """One line for the run's printed summary."""
-        tuned = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.tuned.items())
+        tuned = ", ".join(f"{k} {format_rate(v)}" if isinstance(v, float) else f"{k} {v}" for k, v in self.tuned.items())
         head = f"Like for like: the single-task networks at the searched {tuned}"
         figures = []
         for s in self.splits:
