@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 
 from mtl_models._task_groups import shared_reason
 
-from mtl_models import format_delta, format_plain, format_signed
+from mtl_models import format_delta, format_plain, format_rate, format_signed
 
 from .._run import RunData
 from .._stats import config_summary
@@ -29,7 +29,7 @@ def _run_affinity(run: RunData) -> list[Block]:
     opt = result.get("optimizer")
     rates = result.get("lrs") or []
     how = (f"the trial optimiser's own step ({esc(opt)}, with its state, weight decay and the scheduled rate "
-           f"{min(rates):.2g} to {max(rates):.2g})" if opt and rates else "a lookahead step")
+           f"{format_rate(min(rates))} to {format_rate(max(rates))})" if opt and rates else "a lookahead step")
     blocks: list[Block] = [
         f"<p>One network with every stage shared trained for {result['epochs']} epochs; every "
         f"{result.get('every', 'few')} steps ({result['steps']} measured), each task's gradient alone was put through "
@@ -56,7 +56,7 @@ def _heatmaps(result: dict) -> go.Figure:
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.04)
     scale = max((abs(v) for _, m, _ in panels for row in m for v in row), default=1.0) or 1.0
     for col, (_, matrix, errors) in enumerate(panels, start=1):
-        text = [[f"{v:.2g}" + (f"<br>\u00b1{e:.1g}" if errors else "") for v, e in zip(row, erow or row)]
+        text = [[format_plain(v, 2) + (f"<br>\u00b1{format_plain(e, 1)}" if errors else "") for v, e in zip(row, erow or row)]
                 for row, erow in zip(matrix, errors or matrix)]
         fig.add_trace(
             go.Heatmap(
@@ -83,7 +83,7 @@ def _trees(result: dict) -> str:
         if selection:
             reasons.append(f"<li>{i}. TAG's network selection chose "
                            + esc(" ".join("{" + ",".join(g) + "}" for g in selection["groups"]))
-                           + f" (mean served affinity {selection['score']:.3g}); each task branches with the group "
+                           + f" (mean served affinity {format_plain(selection['score'], 3)}); each task branches with the group "
                            "that serves it.</li>")
         for why in tree.get("shared_within_noise", []):
             reasons.append(f"<li>{i}. {esc(shared_reason(why, result['stages']))}</li>")
