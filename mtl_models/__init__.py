@@ -7,6 +7,7 @@ an exported bundle holds.
 """
 from ._bundle import (
     BUNDLE_EXPORTS,
+    file_sha256,
     load,
     load_card,
     load_checkpoint_state,
@@ -14,12 +15,22 @@ from ._bundle import (
     load_single_task_models,
     save_bundle,
     save_checkpoint_state,
+    verify_bundle,
 )
 from ._checkpoint import CHECKPOINT_STATE_FILE, CorruptCheckpointError, UnsafeCheckpointError, checkpoint_problem
 from ._cost import COST_COLUMNS, Cost, count_flops, measure_cost, measure_latency
 from ._delta import delta_m
-from ._describe import config_key, describe_config
-from ._deploy import TaskOutputs, example_input, export_onnx, export_torchscript
+from ._format import count as format_count
+from ._format import delta as format_delta
+from ._format import estimate as format_estimate
+from ._format import flops as format_flops
+from ._format import metric as format_metric
+from ._format import ms as format_ms
+from ._format import plain as format_plain
+from ._format import rate as format_rate
+from ._format import signed as format_signed
+from ._describe import config_key, describe_config, describe_structure
+from ._deploy import TaskOutputs, example_input, export_onnx, export_program, export_torchscript
 from ._io import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
 from ._plugins import import_plugin, is_plugin_path
 from ._progress import PROGRESS_KEY, report_progress

@@ -1,12 +1,13 @@
-"""TorchScript and ONNX exports of a multi-task model, for serving without this package.
+"""TorchScript, ONNX and ``torch.export`` exports of a multi-task model, for serving without this package.
 
 The models return ``{task: output}``; serving runtimes want a fixed list of outputs,
-so both exports wrap the model in :class:`TaskOutputs`, which returns a tuple in the
+so every export wraps the model in :class:`TaskOutputs`, which returns a tuple in the
 order of ``model.task_names``. That order is recorded in the bundle (``card.json``
 ``outputs``) and, for ONNX, as the graph's output names.
 """
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -76,4 +77,23 @@ def export_onnx(model: MultiTaskModel, path: str | Path, example: Tensor, opset:
             verbose=False,
         )
         program.save(str(tmp), external_data=False)
+    return Path(path)
+
+
+def export_program(model: MultiTaskModel, path: str | Path, example: Tensor) -> Path:
+    """Save ``TaskOutputs(model)`` as a ``torch.export`` program (``.pt2``) with a dynamic batch axis.
+
+    ``torch.export.load(path).module()(images)`` returns the tuple of task outputs in
+    ``model.task_names`` order, without this package or the model's Python classes:
+    the successor of TorchScript for Python-free serving (AOTInductor, ExecuTorch).
+    """
+    wrapper = TaskOutputs(model).cpu().eval()
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        program = torch.export.export(wrapper, (example.cpu(),), dynamic_shapes=({0: batch},), strict=False)
+    buffer = io.BytesIO()  # the archive checks its file name ends in .pt2; the temporary file's does not
+    torch.export.save(program, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
     return Path(path)

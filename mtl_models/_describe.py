@@ -1,10 +1,12 @@
-"""One short, human-readable line per model config (progress lines, reports, cards), and
-the key that says when two configs train the same model."""
+"""One short, human-readable line per model config (progress lines, reports, cards), the
+same structure in words for a reader who does not know the short form, and the key that
+says when two configs train the same model."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from typing import Any
+from typing import Any, Sequence
 
 # Keys that do not change what is trained: the seed (a config is trained with several) and
 # bookkeeping (a baseline's member index, a confirmation run's role).
@@ -92,3 +94,105 @@ def describe_config(config: dict[str, Any]) -> str:
 
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def describe_structure(config: dict[str, Any]) -> str:
+    """The sharing structure of ``config`` in words, for a reader who does not know the short form.
+
+    ``shares nothing: one network per task`` (a hard split at 0, which *is* the
+    single-task networks), ``shares conv1-conv2, then one branch per task``,
+    ``shares every stage (conv1-conv4), one head per task``, ``shares conv1; {a,b}
+    share conv2-conv3; then one branch per task`` (a tree),
+    ``cross-stitch units mixing task columns after conv2, conv3`` (Misra et al. 2016),
+    ``one shared network, per-task attention after conv1-conv4`` (MTAN, Liu et al. 2019).
+    Stages are named by the backbone (split point ``k``: stages ``0..k-1`` shared);
+    where the backbone cannot be built here, by index.
+    """
+    family = config.get("family")
+    tasks = [t["name"] for t in config.get("tasks") or []]
+    names = _stages(config)
+    if family == "hard_split" and tasks and names:
+        from .families import partitions_from_config
+
+        try:
+            parts = partitions_from_config(config, tasks, len(names))
+        except (ValueError, KeyError, TypeError):
+            return ""
+        return _tree_words(parts, names, tasks)
+    if family == "cross_stitch":
+        stages = config.get("cross_stitch_stages")
+        where = _span(names, range(len(names)) if stages is None else stages)
+        unit = config.get("cross_stitch_unit") or "channel"
+        kind = {"channel": "cross-stitch units", "scalar": "scalar cross-stitch units", "nddr": "NDDR units"}.get(unit, f"{unit} units")
+        return f"one network (column) per task; {kind} mixing the task columns after {where}"
+    if family == "mtan":
+        stages = config.get("mtan_stages")
+        where = _span(names, range(len(names)) if stages is None else stages)
+        return f"one shared network; each task attends to its features after {where}"
+    if family == "single_task":
+        return f"one network for {config.get('task')} alone"
+    if family == "ensemble":
+        return f"{config.get('ensemble_size')} single-task networks per task, their outputs averaged"
+    return ""
+
+
+def _tree_words(parts: Sequence[Sequence[Sequence[str]]], names: Sequence[str], tasks: Sequence[str]) -> str:
+    """Words for a hard-sharing tree given as per-stage task groups."""
+    everyone = [len(part) == 1 and len(part[0]) == len(tasks) for part in parts]
+    alone = [all(len(g) == 1 for g in part) for part in parts]
+    if len(tasks) > 1 and all(alone):
+        return "shares nothing: one network per task"
+    if all(everyone):
+        return f"shares every stage ({_range(names, 0, len(names))}), then one head per task"
+    trunk = next((s for s, e in enumerate(everyone) if not e), len(parts))
+    if all(alone[trunk:]):
+        return f"shares {_range(names, 0, trunk)}, then one branch per task"
+    pieces = [f"shares {_range(names, 0, trunk)}"] if trunk else []
+    s = trunk
+    while s < len(parts):  # runs of stages with the same grouping
+        end = s
+        while end + 1 < len(parts) and sorted(parts[end + 1]) == sorted(parts[s]):
+            end += 1
+        groups = [g for g in parts[s] if len(g) > 1]
+        if groups:
+            pieces.append("; ".join("{" + ",".join(g) + "} share " + _range(names, s, end + 1) for g in groups))
+        s = end + 1
+    if all(alone[-1:]):
+        pieces.append("then one branch per task")
+    return "; ".join(pieces)
+
+
+def _range(names: Sequence[str], start: int, stop: int) -> str:
+    return names[start] if stop - start == 1 else f"{names[start]}-{names[stop - 1]}"
+
+
+def _span(names: Sequence[str], stages: Any) -> str:
+    """``conv2, conv3`` / ``conv1-conv4`` for stage indices (contiguous runs joined by a dash)."""
+    chosen = sorted({int(s) for s in stages})
+    if not chosen:
+        return "no stage"
+    label = (lambda i: names[i] if 0 <= i < len(names) else f"stage {i}") if names else (lambda i: f"stage {i}")
+    runs: list[list[int]] = [[chosen[0]]]
+    for i in chosen[1:]:
+        (runs[-1].append(i) if i == runs[-1][-1] + 1 else runs.append([i]))
+    return ", ".join(label(r[0]) if len(r) == 1 else f"{label(r[0])}-{label(r[-1])}" for r in runs)
+
+
+def _stages(config: dict[str, Any]) -> list[str]:
+    backbone = config.get("backbone") or {}
+    if not isinstance(backbone, dict) or "name" not in backbone:
+        return []
+    options = json.dumps(backbone.get("options") or {}, sort_keys=True, default=str)
+    channels = int((config.get("input") or {}).get("channels", 3))
+    return list(_stage_names(backbone["name"], channels, options))
+
+
+@functools.lru_cache(maxsize=64)
+def _stage_names(name: str, channels: int, options: str) -> tuple[str, ...]:
+    """The backbone's stage names (built once per backbone and options; no weights are loaded)."""
+    from .backbones import stage_names
+
+    try:
+        return tuple(stage_names(name, channels, **json.loads(options)))
+    except (LookupError, ValueError, TypeError, OSError):  # an unknown plugin backbone (its module not imported here): fall back to indices
+        return ()

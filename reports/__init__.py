@@ -33,7 +33,7 @@ from ._results import (
     task_values,
 )
 from ._run import RunData, class_table, load_run
-from ._sections import SECTIONS, ReportContext, available_sections, register_section, short_label
+from ._sections import SECTIONS, ReportContext, available_sections, register_section, short_label, worded_label
 from ._select import (
     Constraints,
     Objective,

@@ -17,6 +17,8 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
+from mtl_models import format_delta, format_rate
+
 from ._results import TUNED_SINGLE_TASK, confirmed
 
 LEVEL = 0.95
@@ -48,10 +50,9 @@ class Interval:
         half = stats.t.ppf(0.5 + LEVEL / 2, n - 1) * sd / math.sqrt(n)
         return cls(mean, mean - half, mean + half, n)
 
-    def text(self, unit: str = "") -> str:
-        if math.isnan(self.low):
-            return f"{self.mean:+.2f}{unit} (n={self.n})"
-        return f"{self.mean:+.2f}{unit} [{self.low:+.2f}, {self.high:+.2f}] (n={self.n})"
+    def text(self) -> str:
+        """``+1.23 % [-0.51, +2.97] (n=3)``; without the interval for one value."""
+        return format_delta(self.mean, self.low, self.high, interval=self.n > 1) + f" (n={self.n})"
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class TunedReference:
 
     def sentence(self) -> str:
         """One line for the run's printed summary."""
-        tuned = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.tuned.items())
+        tuned = ", ".join(f"{k} {format_rate(v)}" if isinstance(v, float) else f"{k} {v}" for k, v in self.tuned.items())
         head = f"Like for like: the single-task networks at the searched {tuned}"
         figures = []
         for s in self.splits:

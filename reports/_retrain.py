@@ -23,7 +23,11 @@ from mtl_models import (
     Trainer,
     build_model,
     load_single_task_models,
+<<<<<<< HEAD
     report_progress,
+=======
+    format_plain,
+>>>>>>> wip-h5
     seed_everything,
 )
 
@@ -76,12 +80,17 @@ def retrain(
     started = time.monotonic()
     for _ in range(epochs):
         losses = trainer.train_epoch()
+<<<<<<< HEAD
         line = (f"[retrain {time.monotonic() - started:5.0f}s] epoch {trainer.epoch}/{epochs} on train + val "
                 f"({len(both)} rows): loss {losses['loss']:.4g}")
         if progress is not None:
             progress(line)
         else:
             report_progress(log, "retraining", trainer.epoch, epochs, line)
+=======
+        progress(f"[retrain {time.monotonic() - started:5.0f}s] epoch {trainer.epoch}/{epochs} on train + val "
+                 f"({len(both)} rows): loss {format_plain(losses['loss'])}")
+>>>>>>> wip-h5
     metrics = trainer.evaluate("val") if held_out is not None else None
     info = {
         "on": ["train", "val"],

@@ -139,6 +139,34 @@ def load_run(
     return run
 
 
+EXPORTS_FILE = "exports.json"
+
+
+def read_exports(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The bundles exported from this run, oldest first (``RUN/exports.json``; empty when none)."""
+    path = Path(run_dir) / EXPORTS_FILE
+    if not path.is_file():
+        return []
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def record_export(run_dir: str | Path, entry: dict[str, Any]) -> None:
+    """Append ``entry`` (trial_id, out, time) to ``RUN/exports.json``, so the report can show
+    the exported run; a run directory that cannot be written is left as it is, with a warning."""
+    import warnings
+
+    from mtl_models import atomic_write_json
+
+    try:
+        atomic_write_json(Path(run_dir) / EXPORTS_FILE, [*read_exports(run_dir), entry])
+    except OSError as exc:
+        warnings.warn(f"Could not record the export in {Path(run_dir) / EXPORTS_FILE}: {exc}", stacklevel=2)
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 

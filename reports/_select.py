@@ -301,18 +301,18 @@ class Pick:
                    if self.ensemble_compositions > 1 else
                    "one ensemble composition, its noise taken as one single-task run's (baselines.seeds above the "
                    "ensemble size measures it)")
-            out.append(f"Against the ensemble it {_COMPARED[vs.verdict]} it ({split} {vs.text()} Delta_m points; {how}).")
+            out.append(f"Against the ensemble it {_COMPARED[vs.verdict]} it ({split} Delta_m {vs.text()}; {how}).")
         if self.has_default and "default" in judged_all and chosen.get("reference") != "default":
             vs = judged_all["default"]
             how = "paired over the same seeds" if vs.paired else "unpaired: the seeds differ"
             out.append(f"Against the no-search default (everything shared, equal loss weights) it "
-                       f"{_COMPARED[vs.verdict]} it ({split} {vs.text()}, {how}).")
+                       f"{_COMPARED[vs.verdict]} it ({split} Delta_m {vs.text()}, {how}).")
         for name, vs in judged_all.items():  # further references (a confirmation row's `reference` value)
             if name in ("delta_m", "ensemble", "default") or name in {t.name for t in self.noise.tasks}:
                 continue
             if chosen.get("reference") != name:
                 how = "paired over the same seeds" if vs.paired else "unpaired: the seeds differ"
-                out.append(f"Against the reference '{name}' it {_COMPARED[vs.verdict]} it ({split} {vs.text()}, {how}).")
+                out.append(f"Against the reference '{name}' it {_COMPARED[vs.verdict]} it ({split} Delta_m {vs.text()}, {how}).")
         verdicts = self.table["judged_verdict_single"] if "judged_verdict_single" in self.table else self.table["verdict_single"]
         if not (verdicts == 1).any():
             out.append(f"No config beats single-task beyond the noise at this budget ({split}).")

@@ -53,7 +53,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 from scipy import stats
 
-from mtl_models import COST_COLUMNS, TaskSpec
+from mtl_models import COST_COLUMNS, TaskSpec, format_delta
 
 from ._results import metric_column, row_metrics, single_task_rows, task_values
 
@@ -95,13 +95,10 @@ class Estimate:
     def measured(self) -> bool:
         return not (math.isnan(self.low) or math.isnan(self.high))
 
-    def text(self, unit: str = "") -> str:
-        """``+1.23 [-0.51, +2.97]`` (``+1.23`` with ``[noise unknown]`` when it is)."""
-        if math.isnan(self.mean):
-            return "n/a"
-        if not self.measured:
-            return f"{self.mean:+.2f}{unit} [noise unknown]"
-        return f"{self.mean:+.2f}{unit} [{self.low:+.2f}, {self.high:+.2f}]"
+    def text(self) -> str:
+        """``+1.23 % [-0.51, +2.97]`` (``+1.23 % [noise unknown]`` when it is), as every
+        Delta_m is written (:func:`mtl_models.format_delta`)."""
+        return format_delta(self.mean, self.low, self.high, interval=True)
 
     def as_dict(self) -> dict[str, Any]:
         return {

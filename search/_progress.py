@@ -8,7 +8,7 @@ from typing import Any
 
 from ray import tune
 
-from mtl_models import describe_config
+from mtl_models import describe_config, format_delta, format_metric, format_plain
 
 _ENDED = ("TERMINATED", "ERROR")
 
@@ -48,8 +48,9 @@ class ProgressPrinter(tune.Callback):
     def _score(self, result: dict) -> str:
         value = result.get(self.objective) if self.objective else None
         if value is not None:
-            return f"{self.objective}={value:+.2f}"
-        metrics = [f"{k[4:]}={v:.4g}" for k, v in result.items() if k.startswith("val/")]
+            return f"{self.objective}={format_delta(value) if self.objective == 'delta_m' else format_plain(value)}"
+        metrics = [f"{k[4:]}={format_metric(v, k.rsplit('/', 1)[-1])}" for k, v in result.items()
+                   if k.startswith("val/") and isinstance(v, (int, float))]
         return " ".join(metrics[:4])
 
     def _done(self, trials: list, trial: Any) -> str:

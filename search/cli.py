@@ -146,7 +146,7 @@ def _plan(args: argparse.Namespace) -> int:
 def _print_verdict(run_dir: Path, show: bool = True) -> dict[str, Any]:
     """The report summary's verdict, in words, on the terminal (``show``); the deploy pick is
     recorded on the run's study (``deploy_pick``) and returned (:func:`_pick_record`)."""
-    from reports import load_run, tuned_reference
+    from reports import load_run, tuned_reference, worded_label
 
     from ._study import record_deploy_pick
 
@@ -154,7 +154,7 @@ def _print_verdict(run_dir: Path, show: bool = True) -> dict[str, Any]:
     record = _pick_record(run)
     record = record_deploy_pick(Path(run_dir), record) or record
     if show:
-        for sentence in record["verdict"]:
+        for sentence in run.pick.sentences(worded_label):
             print(sentence)
     chosen = run.pick.chosen
     reference = tuned_reference(run.results, None if chosen is None else chosen["config_key"])
@@ -302,19 +302,23 @@ def _select(args: argparse.Namespace) -> int:
     if chosen.empty:
         print("No config meets these constraints.")
         return EXIT_NOTHING
+    from mtl_models import format_count, format_delta, format_flops, format_metric, format_ms
+
     name = "test" if judged == "test" else "val"
+    formats = {"params": format_count, "flops": format_flops, "latency_ms_b1": format_ms, "latency_ms_bN": format_ms}
     table = pd.DataFrame({
         "trial_id": chosen["trial_id"],
         "structure": [_describe(r) for _, r in chosen.iterrows()],
         "seeds": chosen["seeds"].astype(int),
-        "delta_m (val, selection)": chosen["delta_m"],
-        **({f"delta_m ({name}, verdict)": chosen["judged_delta_m"]} if judged == "test" else {}),
+        "delta_m (val, selection)": chosen["delta_m"].map(format_delta),
+        **({f"delta_m ({name}, verdict)": chosen["judged_delta_m"].map(format_delta)} if judged == "test" else {}),
         f"interval ({name})": [_bounds(r, "judged_delta_m") for _, r in chosen.iterrows()],
-        **{f"{c} (val)": chosen[c] for c in metric_cols if c in chosen},
-        **{c: chosen[c] for c in costs if c in chosen},
+        **{f"{metric_column(t)} (val)": chosen[metric_column(t)].map(lambda v, t=t: format_metric(v, t.metric_name))
+           for t in run.tasks if metric_column(t) in chosen},
+        **{c: chosen[c].map(formats[c]) for c in costs if c in chosen},
         "pareto": chosen["pareto"].map({True: "*", False: ""}),
     })
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(table.to_string(index=False))
     front = chosen.loc[chosen["pareto"], "trial_id"].tolist()
     print(f"\n{len(chosen)} qualifying config(s), {source}; ranked on the validation split (selection); "
           + ("intervals on the test split, which the choice never saw"
@@ -343,7 +347,9 @@ def _bounds(row: "pd.Series", column: str = "delta_m") -> str:
     low, high = row.get(f"{column}_low"), row.get(f"{column}_high")
     if low is None or high is None or math.isnan(float(low)) or math.isnan(float(high)):
         return "-"
-    return f"[{float(low):+.2f}, {float(high):+.2f}]" + (" ~" if row.get("approximate") else "")
+    from mtl_models import format_signed
+
+    return f"[{format_signed(low)}, {format_signed(high)}]" + (" \u2248" if row.get("approximate") else "")
 
 
 def _plain(value: object) -> object:
@@ -358,9 +364,11 @@ def _plain(value: object) -> object:
 
 
 def _describe(row: "pd.Series") -> str:
-    from mtl_models import describe_config
+    from mtl_models import describe_config, describe_structure
 
-    return describe_config(json.loads(row["config"]))
+    config = json.loads(row["config"])
+    words = describe_structure(config)
+    return describe_config(config) + (f" ({words})" if words else "")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -582,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the deploy candidate (the default): a confirmation run when the run has them, the "
                        "config's run whose Delta_m is nearest its mean")
     export.add_argument("--no-format", action="append", metavar="FORMAT",
-                        help="skip a serving format (torchscript, onnx, ...: the known ones are listed when an unknown "
+                        help="skip a serving format (torchscript, onnx, torch_export, ...: the known ones are listed when an unknown "
                         "one is given), e.g. where onnx is not installed; repeatable")
     _json_argument(export, "what was exported (trial, phase, files, warnings)")
     export.add_argument("--retrain", action="store_true",

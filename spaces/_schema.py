@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pydantic import (
+    AliasChoices,
     Field,
     PrivateAttr,
     ValidationError,
@@ -72,6 +73,9 @@ class Experiment(_Strict):
     """A whole experiment file. Load one with :func:`load_experiment`."""
 
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
+    # The licence the exported model's card states (an SPDX identifier such as Apache-2.0, or
+    # the data's terms); ``licence`` is accepted as the British spelling.
+    license: str = Field("unspecified", min_length=1, validation_alias=AliasChoices("license", "licence"))
     seed: int = 0
     plugins: list[str] = Field(default_factory=list)
     data: DataConfig

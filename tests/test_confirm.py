@@ -124,7 +124,7 @@ def test_summary_says_in_words_whether_the_pick_beats_single_task(run_dir: Path)
     html = (run_dir / "report.html").read_text()
     assert "Confirmed configs (fresh seeds" in html and "no-search default" in html
     assert "contribution to &Delta;<sub>m</sub>" in html
-    for sentence in pick.sentences(reports.short_label):
+    for sentence in pick.sentences(reports.worded_label):
         assert html_escape(sentence) in html
 
 

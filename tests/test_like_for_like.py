@@ -139,7 +139,7 @@ def test_the_section_shows_how_much_of_the_gain_a_tuned_single_task_run_recovers
     run = RunData(name="r", run_dir=None, results=table, curves=pd.DataFrame(), tasks=[])
     run.__dict__["pick"] = type("P", (), {"chosen": table[table["trial_id"] == "p1"].iloc[0]})()
     html = " ".join(b for b in like_for_like(ReportContext([run])) if isinstance(b, str))
-    assert "44 %" in html and f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] (n=3)" in html
+    assert "44 %" in html and f"{mean:+.2f} % [{low:+.2f}, {high:+.2f}] (n=3)" in html
     assert "test (held out)" in html and "validation (selection)" in html
     assert "recovers 44 % of the pick's gain" in ref.sentence()
 

@@ -119,7 +119,7 @@ def test_registry_wrappers_list_and_build_as_before() -> None:
         "aligned_mtl", "cagrad", "db_mtl", "dwa", "famo", "gradnorm", "imtlg", "mgda", "nash_mtl", "pcgrad", "static", "uncertainty", "upgrad"
     ]
     assert mm.available_sources() == ["celeba", "files", "multimnist", "scenes"]
-    assert list(mm.BUNDLE_EXPORTS) == ["torchscript", "onnx"]
+    assert list(mm.BUNDLE_EXPORTS) == ["torchscript", "onnx", "torch_export"]
     assert reports.available_sections()[0] == "summary"
     with pytest.raises(ValueError, match=r"Unknown task kind 'nope'; known task kinds: binary, classification, "):
         mm.get_task_kind("nope")

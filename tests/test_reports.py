@@ -33,6 +33,7 @@ from conftest import make_config, make_tasks, tiny_experiment
 
 EXPERIMENT = tiny_experiment(**{
     "name": "tiny-report",
+    "license": "CC0-1.0",
     "seed": 0,
     "data": {"source": "multimnist", "n_train": 256, "n_val": 128, "n_test": 128},
     "head": {"pool_size": 2},
@@ -212,12 +213,21 @@ def test_report_renders_in_chromium_without_errors(report: Path, tmp_path: Path)
     _require_chromium()
     html = report.read_text()
     assert re.search(r"<(script|link|img)[^>]*\s(src|href)=", html) is None  # all inline: opens offline
-    assert html.count("plotly.js v") == 1
+    assert html.count("plotly.js v") == 1 and html.count("id='plotlyjs-gz'") == 1  # once, compressed
+    assert len(html.encode()) < 2_600_000  # plotly.js alone is 4.8 MB as text, about 2 MB packed
     for key in SECTION_IDS:
         assert f"<section id='{key}'>" in html, key
     assert "only for the" in html and "shortlisted configs" in html
-    check = chromium.check_page(report, screenshot=tmp_path / "report.png")
+    assert "<section id='affinity'>" not in html  # this run measured no affinity: no section
+    assert html.count("<table") == html.count("<div class='table-wrap'><table")  # every table scrolls in its own box
+    check = chromium.check_page(report, screenshot=tmp_path / "report.png", script=_LAYOUT)
     assert check.problems == []
+    layout = check.script_result
+    # a 1400 px window (tests/chromium.py's --window-size) shows the page without scrolling sideways;
+    # the leaderboard, wider than that, scrolls inside its container
+    assert layout["page"] <= layout["window"] == 1400, layout
+    assert layout["leaderboard"] > layout["leaderboard_box"]
+    assert layout["empty"] == []  # every section shows a table, a figure or the verdict
     sections = {f["id"].split("-", 1)[1].rsplit("-", 1)[0] for f in check.figures}
     assert sections == {"summary", "pareto", "split-sweep", "cross-stitch", "progress", "importance", "per-class"}
     # the summary's contributions, heatmaps + histograms of the one cross-stitch trial, 2 of progress,
@@ -227,6 +237,17 @@ def test_report_renders_in_chromium_without_errors(report: Path, tmp_path: Path)
     assert len(check.figures) == 9 + importances
     assert all(f["traces"] > 0 for f in check.figures)
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+_LAYOUT = """
+(() => ({
+  page: document.documentElement.scrollWidth, window: window.innerWidth,
+  leaderboard: document.querySelector('table.leaderboard').scrollWidth,
+  leaderboard_box: document.querySelector('table.leaderboard').parentNode.clientWidth,
+  empty: Array.from(document.querySelectorAll('section'))
+    .filter(s => !s.querySelector('table, .plotly-graph-div, .verdict, svg')).map(s => s.id),
+}))()
+"""
 
 
 def test_leaderboard_sorts_in_the_browser_with_baselines_pinned(report: Path) -> None:
@@ -242,7 +263,7 @@ def test_leaderboard_sorts_in_the_browser_with_baselines_pinned(report: Path) ->
 _SORT_BY_DELTA = """
 (() => {
   const table = document.querySelector('table.leaderboard');
-  const th = Array.from(table.querySelectorAll('thead th')).find(h => h.textContent.startsWith('Δm val'));
+  const th = Array.from(table.querySelectorAll('thead th')).find(h => h.textContent.startsWith('Δm (val)'));
   th.click();
   const col = Array.from(th.parentNode.children).indexOf(th);
   return [Array.from(table.tBodies[0].rows).map(r => r.cells[1].textContent),
@@ -343,7 +364,8 @@ def bundle(run_dir: Path, report: Path, tmp_path_factory) -> Path:
 
 def test_bundle_holds_config_weights_card_and_serving_formats(bundle: Path, run_dir: Path) -> None:
     assert sorted(p.name for p in bundle.iterdir()) == [
-        "README.md", "card.json", "config.json", "model.onnx", "model.ts", "weights.pt"
+        "README.md", "SHA256SUMS", "card.json", "config.json", "model.onnx", "model.pt2", "model.ts", "weights.pt",
+        "weights.safetensors",
     ]
     card = mm.load_card(bundle)
     run = reports.load_run(run_dir, evaluate=False)
@@ -360,6 +382,103 @@ def test_bundle_holds_config_weights_card_and_serving_formats(bundle: Path, run_
     assert "--best" in card["provenance"]["export_command"]
     assert card["data"]["labels"]["test/left"]["rows"] == 128
     assert "vs the ensemble" in (bundle / "README.md").read_text()
+
+
+def test_the_card_says_what_a_deployer_needs(bundle: Path, run_dir: Path) -> None:
+    card = mm.load_card(bundle)
+    run = reports.load_run(run_dir, evaluate=False)
+    chosen = run.pick.chosen
+    assert card["license"] == "CC0-1.0"  # the experiment's licence field
+    config = json.loads(chosen["config"])
+    assert card["structure"] == {"short": mm.describe_config(config), "words": mm.describe_structure(config)}
+    # the pick is one of the three searched points (hard splits at 1, a cross-stitch net): none shares every
+    # stage. This run has no default reference (no confirmation phase), so the structure decides.
+    assert card["no_search_default"] is False
+    from reports._export import is_no_search_default
+
+    row = chosen.copy()
+    assert run.stage_names == ["conv1", "conv2"]  # the tiny experiment's small_cnn
+    shared = {**config, "family": "hard_split", "split_point": 2, "loss_weights": {"left": 0.5, "right": 0.5}}
+    row["config"] = json.dumps(shared)
+    assert is_no_search_default(run, row) is True  # both stages shared, equal weights
+    row["config"] = json.dumps({**shared, "loss_weights": {"left": 0.3, "right": 0.7}})
+    assert is_no_search_default(run, row) is False
+    assert card["intended_use"].startswith("Predicts left (classification), right (classification) from 1-channel 36x36")
+    heads = [item.split(":")[0] for item in card["limitations"]]
+    assert heads == ["Budget", "Data", "Splits", "Noise", "Calibration"]
+    assert "3 searched trials" in card["limitations"][0] and "test: left 128, right 128" in card["limitations"][1]
+    for task in TASKS:
+        assert card["output_semantics"][task] == {
+            "kind": "classification",
+            "meaning": "(B, 10) logits (unnormalised scores), one per class: softmax over dim 1 gives the class "
+                       "probabilities, argmax the class index 0..9.",
+        }
+    text = (bundle / "README.md").read_text()
+    for heading in ("## Intended use", "## Limitations", "## Outputs", "## Metrics", "## Files", "Licence: CC0-1.0."):
+        assert heading in text
+    assert re.search(r"\| `weights.safetensors` \| safetensors \| [0-9a-f]{64} \|", text)
+    assert re.search(r"[+-]\d+\.\d\d % \[[+-]?\d+\.\d\d, [+-]?\d+\.\d\d\]", text)  # Delta_m as everywhere
+    assert "e+0" not in text and "e-0" not in text
+
+
+def test_every_bundle_file_has_its_sha256(bundle: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    card = mm.load_card(bundle)
+    files = sorted(p.name for p in bundle.iterdir())
+    digests = {name: hashlib.sha256((bundle / name).read_bytes()).hexdigest() for name in files}
+    # the card lists every file but itself (and SHA256SUMS, written last); SHA256SUMS lists every file but itself
+    assert card["sha256"] == {n: d for n, d in digests.items() if n not in ("card.json", "SHA256SUMS", "README.md")}
+    sums = dict(reversed(line.split("  ", 1)) for line in (bundle / "SHA256SUMS").read_text().splitlines())
+    assert sums == {n: d for n, d in digests.items() if n != "SHA256SUMS"}
+    assert mm.verify_bundle(bundle) == []
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    with open(copy / "weights.safetensors", "r+b") as f:  # one flipped byte
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    assert mm.verify_bundle(copy) == ["weights.safetensors"]
+
+
+def test_safetensors_hold_the_same_weights(bundle: Path) -> None:
+    from safetensors.torch import load_file
+
+    pickled = torch.load(bundle / "weights.pt", weights_only=True)
+    safe = load_file(str(bundle / "weights.safetensors"))
+    assert safe.keys() == pickled.keys()
+    for key, tensor in pickled.items():
+        assert torch.equal(safe[key], tensor), key
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_the_torch_export_program_matches_pytorch(bundle: Path, batch: int) -> None:
+    model = mm.load(bundle)
+    program = torch.export.load(str(bundle / "model.pt2")).module()
+    x = torch.rand(batch, 1, 36, 36, generator=torch.Generator().manual_seed(10 + batch))
+    with torch.no_grad():
+        expected = model(x)
+        got = program(x)
+    names = mm.load_card(bundle)["outputs"]
+    assert len(got) == len(names)
+    for name, tensor in zip(names, got):
+        assert tensor.shape == (batch, 10)
+        torch.testing.assert_close(tensor, expected[name], rtol=1e-5, atol=1e-6)
+
+
+def test_the_per_class_section_shows_the_exported_run(bundle: Path, run_dir: Path) -> None:
+    run = reports.load_run(run_dir, evaluate=False)
+    exported = mm.load_card(bundle)["trial_id"]
+    from reports._sections._per_class import per_class_trial
+
+    assert per_class_trial(run)[0] == exported and "the exported run" in per_class_trial(run)[1]
+    html = reports.build_report([run], "t", {})
+    section = html[html.index("<section id='per-class'>"):]
+    section = section[:section.index("</section>")]
+    assert f"Trial <b>{exported}</b> (the exported run" in section
+    assert "Spearman &rho; = " in section and ", p = " in section
+    assert "as the paper found" not in html and "unlike the paper" not in html
 
 
 def test_load_rebuilds_the_exported_model(bundle: Path, run_dir: Path, data) -> None:

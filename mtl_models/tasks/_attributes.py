@@ -88,6 +88,10 @@ class MultiLabel(TaskKind):
     def output_dim(self, spec: TaskSpec) -> int:
         return int(spec.classes)
 
+    def describe_output(self, spec: TaskSpec) -> str:
+        return (f"(B, {self.output_dim(spec)}) logits, one per attribute: sigmoid gives each attribute's probability "
+                "on its own (not a distribution over attributes); > 0 means present (the metric's threshold).")
+
     def valid_mask(self, target: Tensor) -> Tensor:
         return ~torch.isnan(target)
 
@@ -128,3 +132,6 @@ class Binary(MultiLabel):
 
     def output_dim(self, spec: TaskSpec) -> int:
         return 1
+
+    def describe_output(self, spec: TaskSpec) -> str:
+        return "(B, 1) logit: sigmoid gives the probability of a positive label; > 0 means positive (the metric's threshold)."

@@ -91,6 +91,12 @@ class TaskKind(ABC):
     @abstractmethod
     def output_dim(self, spec: TaskSpec) -> int: ...
 
+    def describe_output(self, spec: TaskSpec) -> str:
+        """What the model's output for a task of this kind means, for a deployer (the model
+        card): its shape, whether it is logits, probabilities or values in label units, and
+        how to turn it into a prediction. Kinds override it; this is the fallback."""
+        return f"(B, {self.output_dim(spec)}) raw outputs of kind {self.name!r}: see that kind's documentation."
+
     dense: ClassVar[bool] = False  # per-pixel outputs at the input's size
 
     def build_head(

@@ -66,6 +66,10 @@ class Classification(TaskKind):
     def output_dim(self, spec: TaskSpec) -> int:
         return int(spec.classes)
 
+    def describe_output(self, spec: TaskSpec) -> str:
+        return (f"(B, {spec.classes}) logits (unnormalised scores), one per class: softmax over dim 1 gives the "
+                f"class probabilities, argmax the class index 0..{int(spec.classes) - 1}.")
+
     def valid_mask(self, target: Tensor) -> Tensor:
         return target >= 0
 

@@ -109,6 +109,10 @@ class Segmentation(_DenseKind):
     def output_dim(self, spec: TaskSpec) -> int:
         return int(spec.classes)
 
+    def describe_output(self, spec: TaskSpec) -> str:
+        return (f"(B, {spec.classes}, H, W) per-pixel logits at the input's size: softmax over dim 1 gives each "
+                "pixel's class probabilities, argmax over dim 1 the class map.")
+
     def valid_mask(self, target: Tensor) -> Tensor:
         return target >= 0
 
@@ -139,6 +143,10 @@ class DenseRegression(_DenseKind):
 
     def output_dim(self, spec: TaskSpec) -> int:
         return int(spec.classes or 1)
+
+    def describe_output(self, spec: TaskSpec) -> str:
+        return (f"(B, {self.output_dim(spec)}, H, W) per-pixel predicted values at the input's size, in the label "
+                "maps' own units; no activation needed.")
 
     def valid_mask(self, target: Tensor) -> Tensor:
         return ~torch.isnan(target)

@@ -127,6 +127,10 @@ class Regression(TaskKind):
     def output_dim(self, spec: TaskSpec) -> int:
         return int(spec.classes or 1)
 
+    def describe_output(self, spec: TaskSpec) -> str:
+        return (f"(B, {self.output_dim(spec)}) predicted values in the labels' own units (the head's last layer maps "
+                "its standardised output back with the train labels' mean and standard deviation); no activation needed.")
+
     def valid_mask(self, target: Tensor) -> Tensor:
         return ~torch.isnan(target)
 

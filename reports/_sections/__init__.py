@@ -1,5 +1,5 @@
 """Report sections: one module per section, each registered in order (see ``_base``)."""
-from ._base import SECTIONS, Block, ReportContext, Section, available_sections, register_section, sections, short_label
+from ._base import SECTIONS, Block, ReportContext, Section, available_sections, register_section, sections, short_label, worded_label
 from . import (  # noqa: F401  (register the built-in sections)
     _affinity,
     _cross_stitch,
@@ -15,5 +15,6 @@ from . import (  # noqa: F401  (register the built-in sections)
 )
 
 __all__ = [
-    "SECTIONS", "Block", "ReportContext", "Section", "available_sections", "register_section", "sections", "short_label"
+    "SECTIONS", "Block", "ReportContext", "Section", "available_sections", "register_section", "sections", "short_label",
+    "worded_label",
 ]

@@ -10,6 +10,8 @@ from plotly.subplots import make_subplots
 
 from mtl_models._task_groups import shared_reason
 
+from mtl_models import format_delta, format_plain, format_rate, format_signed
+
 from .._run import RunData
 from .._stats import config_summary
 from ._base import Block, ReportContext, esc, note, per_run, register_section
@@ -23,12 +25,11 @@ def affinity(ctx: ReportContext) -> list[Block]:
 def _run_affinity(run: RunData) -> list[Block]:
     result = run.affinity
     if not result:
-        return [note("This run measured no task affinity (the experiment's affinity.epochs is 0; "
-                     "`mtlsearch affinity EXPERIMENT.yaml` measures it on its own).")]
+        return []  # no affinity measured (affinity.epochs: 0): no section
     opt = result.get("optimizer")
     rates = result.get("lrs") or []
     how = (f"the trial optimiser's own step ({esc(opt)}, with its state, weight decay and the scheduled rate "
-           f"{min(rates):.2g} to {max(rates):.2g})" if opt and rates else "a lookahead step")
+           f"{format_rate(min(rates))} to {format_rate(max(rates))})" if opt and rates else "a lookahead step")
     blocks: list[Block] = [
         f"<p>One network with every stage shared trained for {result['epochs']} epochs; every "
         f"{result.get('every', 'few')} steps ({result['steps']} measured), each task's gradient alone was put through "
@@ -55,7 +56,7 @@ def _heatmaps(result: dict) -> go.Figure:
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.04)
     scale = max((abs(v) for _, m, _ in panels for row in m for v in row), default=1.0) or 1.0
     for col, (_, matrix, errors) in enumerate(panels, start=1):
-        text = [[f"{v:.2g}" + (f"<br>\u00b1{e:.1g}" if errors else "") for v, e in zip(row, erow or row)]
+        text = [[format_plain(v, 2) + (f"<br>\u00b1{format_plain(e, 1)}" if errors else "") for v, e in zip(row, erow or row)]
                 for row, erow in zip(matrix, errors or matrix)]
         fig.add_trace(
             go.Heatmap(
@@ -77,12 +78,12 @@ def _trees(result: dict) -> str:
         parts = "".join(
             f"<td>{esc(' '.join('{' + ','.join(g) + '}' for g in part))}</td>" for part in tree["branches"]
         )
-        rows.append(f"<tr><td>{i}</td><td>{esc(tree['name'])}</td>{parts}<td>{tree['score']:.2e}</td></tr>")
+        rows.append(f"<tr><td>{i}</td><td>{esc(tree['name'])}</td>{parts}<td>{esc(format_plain(tree['score'], 3))}</td></tr>")
         selection = tree.get("selection")
         if selection:
             reasons.append(f"<li>{i}. TAG's network selection chose "
                            + esc(" ".join("{" + ",".join(g) + "}" for g in selection["groups"]))
-                           + f" (mean served affinity {selection['score']:.3g}); each task branches with the group "
+                           + f" (mean served affinity {format_plain(selection['score'], 3)}); each task branches with the group "
                            "that serves it.</li>")
         for why in tree.get("shared_within_noise", []):
             reasons.append(f"<li>{i}. {esc(shared_reason(why, result['stages']))}</li>")
@@ -122,12 +123,12 @@ def _fared(run: RunData, result: dict) -> str | None:
         gap = best["delta_m"] - top.mean
         within = not math.isnan(top.high) and best["delta_m"] <= top.high
         text = (
-            f"The best affinity tree scores &Delta;<sub>m</sub> {top.mean:+.2f}; the best config of the run "
-            f"({pool_phase}) {best['delta_m']:+.2f}, {gap:+.2f} points apart: "
+            f"The best affinity tree scores &Delta;<sub>m</sub> {esc(format_delta(top.mean))}; the best config of the run "
+            f"({pool_phase}) {esc(format_delta(best['delta_m']))}, {esc(format_signed(gap))} percentage points apart: "
             + ("within the affinity tree's noise." if within else "beyond the affinity tree's noise.")
         )
     return (
         "<h3>How the proposed trees fared</h3><table class='data'><thead><tr><th>tree</th><th>runs</th>"
-        f"<th>&Delta;<sub>m</sub> (95 % interval)</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<th>&Delta;<sub>m</sub> [95 % interval]</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
         + (f"<p>{text}</p>" if text else "")
     )

@@ -14,7 +14,17 @@ from typing import Any, Callable, Union
 import pandas as pd
 import plotly.graph_objects as go
 
-from mtl_models import Registry, describe_config
+from mtl_models import (
+    Registry,
+    TaskSpec,
+    describe_config,
+    describe_structure,
+    format_count,
+    format_delta,
+    format_flops,
+    format_metric,
+    format_plain,
+)
 
 from .._run import RunData
 
@@ -92,43 +102,64 @@ def missing(value: Any) -> bool:
 
 
 def fmt(value: Any, digits: int = 4) -> str:
-    """A number for a table cell (``–`` when missing)."""
+    """A number for a table cell with ``digits`` significant digits, never in exponent
+    notation (``–`` when missing); metrics, counts and Delta_m have their own below."""
     if missing(value):
         return "&ndash;"
     if isinstance(value, (float, int)) and not isinstance(value, bool):
-        return f"{float(value):.{digits}g}"
+        return format_plain(value, digits)
     return esc(value)
 
 
+def fmt_metric(value: Any, spec: TaskSpec, std: Any = None) -> str:
+    """A task's metric as every view writes it (:func:`mtl_models.format_metric`): ``0.873 &plusmn; 0.012``."""
+    if missing(value):
+        return "&ndash;"
+    return esc(format_metric(value, spec.metric_name, None if missing(std) else std))
+
+
 def fmt_count(value: Any) -> str:
-    return "&ndash;" if missing(value) else f"{int(value):,}"
+    return "&ndash;" if missing(value) else format_count(value)
 
 
-def fmt_signed(value: Any, unit: str = " %") -> str:
-    return "&ndash;" if missing(value) else f"{float(value):+.2f}{unit}"
+def fmt_signed(value: Any) -> str:
+    """Delta_m (or a term) without an interval: ``+1.90 %``."""
+    return "&ndash;" if missing(value) else format_delta(value)
 
 
 def fmt_flops(value: Any) -> str:
-    if missing(value):
-        return "&ndash;"
-    value = float(value)
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.3g} {unit}"
-    return f"{value:.0f}"
+    return "&ndash;" if missing(value) else format_flops(value)
+
+
+def fmt_ms(value: Any) -> str:
+    """A latency in milliseconds (the column says ms): ``1.23``."""
+    return "&ndash;" if missing(value) else format_plain(value, 3)
 
 
 def structure(row: pd.Series | dict) -> str:
-    """A readable description of a row's sharing structure (HTML)."""
+    """A row's sharing structure (HTML): the short form, and beneath it the same in words."""
     family = row.get("family")
+<<<<<<< HEAD
     if family in ("hard_split", "cross_stitch", "mtan", "mmoe", "ple"):
         return esc(short_label(row))
     if family == "ensemble":
         return f"{int(row['ensemble_size'])} single-task nets per task, averaged"
     if family == "single_task":
+=======
+    if family in ("single_task", "ensemble"):
+        if family == "ensemble":
+            return f"{int(row['ensemble_size'])} single-task nets per task, averaged"
+>>>>>>> wip-h5
         task = row.get("task")
         return f"one network for {esc(task)}" if isinstance(task, str) else "one network per task (mean over seeds)"
-    return ""
+    words = structure_words(row)
+    return esc(short_label(row)) + (f"<br><span class='words'>{esc(words)}</span>" if words else "")
+
+
+def structure_words(row: pd.Series | dict) -> str:
+    """The row's structure in words (``shares nothing: one network per task``); empty when unknown."""
+    config = row.get("config")
+    return describe_structure(json.loads(config)) if isinstance(config, str) else ""
 
 
 def short_label(row: pd.Series | dict) -> str:
@@ -137,15 +168,25 @@ def short_label(row: pd.Series | dict) -> str:
     return describe_config(json.loads(config)) if isinstance(config, str) else str(row.get("family"))
 
 
+def worded_label(row: pd.Series | dict) -> str:
+    """The short label with the structure in words: ``hard_split k=0 (shares nothing: one network per task)``."""
+    words = structure_words(row)
+    return short_label(row) + (f" ({words})" if words else "")
+
+
 def note(text: str) -> str:
     return f"<p class='note'>{text}</p>"
 
 
 def per_run(ctx: ReportContext, render: Callable[[RunData], list[Block]]) -> list[Block]:
-    """``render(run)`` for each run, under the run's name as a sub-heading when the report compares several."""
+    """``render(run)`` for each run, under the run's name as a sub-heading when the report compares several.
+
+    A run with nothing to show gets no heading, and the section none when no run has anything.
+    """
     blocks: list[Block] = []
     for run in ctx.runs:
-        if ctx.multi:
+        own = render(run)
+        if own and ctx.multi:
             blocks.append(f"<h3>{esc(run.name)} <span class='meta'>({esc(run.run_dir)})</span></h3>")
-        blocks += render(run)
+        blocks += own
     return blocks

@@ -13,11 +13,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from mtl_models import CrossStitchModel, build_model, load_checkpoint_state
+from mtl_models import CrossStitchModel, build_model, format_delta, load_checkpoint_state
 
 from .._results import searched
 from .._run import RunData
-from ._base import Block, ReportContext, esc, note, register_section, per_run
+from ._base import Block, ReportContext, esc, per_run, register_section
 
 MAX_TRIALS = 6
 
@@ -41,7 +41,7 @@ def _run_alphas(run: RunData) -> list[Block]:
     trials = trials[(trials["family"] == "cross_stitch") & trials["checkpoint"].notna()]
     trials = trials[trials["status"].isin(["finished", "pruned"])]
     if trials.empty:
-        return [note("No cross-stitch trial with a checkpoint in this run.")]
+        return []
     trials = trials.assign(_done=trials["status"] == "finished").sort_values(["_done", "delta_m"], ascending=False)
     trials = trials.head(MAX_TRIALS)
     alphas = {row["trial_id"]: trial_alphas(row) for _, row in trials.iterrows()}
@@ -50,7 +50,7 @@ def _run_alphas(run: RunData) -> list[Block]:
     tasks = [t.name for t in run.tasks]
     blocks: list[Block] = [
         f"<p>Trial <b>{esc(best['trial_id'])}</b> ({esc(best['status'])}, &Delta;<sub>m</sub> "
-        f"{float(best['delta_m']):+.2f} %), initialised at alpha_same={float(best['alpha_same']):.2f}, "
+        f"{esc(format_delta(best['delta_m']))}), initialised at alpha_same={float(best['alpha_same']):.2f}, "
         f"alpha_diff={float(best['alpha_diff']):.2f}, unit learning rate &times;{float(best['lr_multiplier']):.3g}.</p>",
         _heatmaps(alphas[best["trial_id"]], names, tasks),
         _histograms(alphas[best["trial_id"]], names, float(best["alpha_same"]), float(best["alpha_diff"])),
@@ -124,7 +124,7 @@ def _by_depth(trials: pd.DataFrame, alphas: dict[str, dict[str, np.ndarray]], na
             fig.add_trace(
                 go.Scatter(
                     x=x, y=values, mode="lines+markers", line={"dash": dash},
-                    name=f"{row['trial_id']} alpha_{kind} ({row['status']}, Δm {float(row['delta_m']):+.1f}%)",
+                    name=f"{row['trial_id']} alpha_{kind} ({row['status']}, Δm {format_delta(row['delta_m'])})",
                 )
             )
     fig.update_layout(

@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from mtl_models import TaskSpec
+from mtl_models import TaskSpec, format_plain, format_rate
 
 from .._results import TUNED_SINGLE_TASK, metric_column
 from .._run import RunData
@@ -18,6 +18,9 @@ from ._base import (
     fmt,
     fmt_count,
     fmt_flops,
+    fmt_metric,
+    fmt_ms,
+    fmt_signed,
     missing,
     register_section,
     structure,
@@ -40,10 +43,10 @@ def leaderboard(ctx: ReportContext) -> list[Block]:
     if multi:
         columns.append(("run", "text"))
     columns += [("trial", "text"), ("phase", "text"), ("family", "text"), ("structure", "text"), ("seed", "num"),
-                ("&Delta;<sub>m</sub> val (%) &plusmn; one run's noise", "num"),
-                ("config over its seeds: &Delta;<sub>m</sub> mean &plusmn; std (n)", "num")]
+                ("&Delta;<sub>m</sub> (val) &plusmn; one run's noise", "num"),
+                ("config over its seeds: &Delta;<sub>m</sub> (val) mean &plusmn; std (n)", "num")]
     if has_test:
-        columns.append(("&Delta;<sub>m</sub> test (%)", "num"))
+        columns.append(("&Delta;<sub>m</sub> (test)", "num"))
     for t in tasks:
         arrow = "&uarr;" if t.higher_is_better else "&darr;"
         columns += [(f"{esc(t.name)} {esc(t.metric_name)} {arrow} {s}", "num") for s in splits]
@@ -108,7 +111,7 @@ def _config_cell(run: RunData, row: pd.Series) -> str:
     if len(runs) < 2:
         return _cell("")
     mean, std = float(runs.mean()), float(runs.std(ddof=1))
-    return _cell(f"{mean:+.3g} &plusmn; {std:.2g} ({len(runs)})", mean)
+    return _cell(f"{fmt_signed(mean)} &plusmn; {format_plain(std, 2)} ({len(runs)})", mean)
 
 
 def _why(row: pd.Series) -> tuple[str, str | None]:
@@ -116,7 +119,7 @@ def _why(row: pd.Series) -> tuple[str, str | None]:
     if status == "pruned":
         return (
             f"pruned by the Optuna pruner after epoch {int(row['epochs_run'])} of {int(row['epochs'])}"
-            f" (&Delta;<sub>m</sub> {_num(row.get('delta_m')):+.2f} % then)",
+            f" (&Delta;<sub>m</sub> {fmt_signed(row.get('delta_m'))} then)",
             None,
         )
     if status == "errored":
@@ -146,7 +149,7 @@ def _row(
     noise = run.pick.noise
     one_run = math.sqrt(noise.run_var()) if noise.complete and noise.min_seeds > 1 else math.nan
     searched_row = row.get("phase") in ("search", "confirm")
-    spread = f" &plusmn; {one_run:.2g}" if searched_row and not missing(delta) and not math.isnan(one_run) else ""
+    spread = f" &plusmn; {format_plain(one_run, 2)}" if searched_row and not missing(delta) and not math.isnan(one_run) else ""
     seed = row.get("seed")
     cells += [
         _cell(esc(row.get("trial_id"))),
@@ -154,11 +157,11 @@ def _row(
         _cell(esc(row.get("family"))),
         _cell(structure(row) + _REFERENCE_LABELS.get(row.get("reference"), "")),
         _cell("" if missing(seed) else str(int(seed)), None if missing(seed) else int(seed)),
-        _cell(fmt(delta, 3) + spread, delta),
+        _cell(fmt_signed(delta) + spread, delta),
         _config_cell(run, row) if searched_row else _cell(""),
     ]
     if has_test:
-        cells.append(_cell(fmt(row.get("test_delta_m"), 3), row.get("test_delta_m")))
+        cells.append(_cell(fmt_signed(row.get("test_delta_m")), row.get("test_delta_m")))
     for t in tasks:
         for split in splits:
             column = metric_column(t, split)
@@ -166,14 +169,13 @@ def _row(
             std = row.get(column + ":std")  # the baseline's spread over its seeds
             if missing(std) and searched_row and split == "val" and not missing(value):
                 std = noise.metric_std(t)  # one run's seed noise
-            extra = "" if std is None or missing(std) else f" &plusmn; {fmt(std, 2)}"
-            cells.append(_cell(fmt(value) + extra, value))
+            cells.append(_cell(fmt_metric(value, t, std), value))
     for column, text in (
         ("params", fmt_count(row.get("params"))),
         ("flops", fmt_flops(row.get("flops"))),
-        ("latency_ms_b1", fmt(row.get("latency_ms_b1"), 3)),
-        ("latency_ms_bN", fmt(row.get("latency_ms_bN"), 3)),
-        ("lr", fmt(row.get("lr"), 3)),
+        ("latency_ms_b1", fmt_ms(row.get("latency_ms_b1"))),
+        ("latency_ms_bN", fmt_ms(row.get("latency_ms_bN"))),
+        ("lr", "&ndash;" if missing(row.get("lr")) else format_rate(row.get("lr"))),
         ("epochs_run", fmt(row.get("epochs_run"))),
         ("budget_epochs", fmt(row.get("budget_epochs"))),
     ):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from mtl_models import format_rate
+
 from .._like_for_like import tuned_reference
 from .._run import RunData
 from ._base import Block, ReportContext, esc, per_run, register_section, short_label
@@ -27,7 +29,7 @@ def _run_like_for_like(run: RunData) -> list[Block]:
         return []
     chosen = run.pick.chosen
     label = esc(short_label(chosen)) if chosen is not None else "no pick"
-    tuned = ", ".join(f"<code>{esc(k)}</code> {v:.4g}" if isinstance(v, float) else f"<code>{esc(k)}</code> {esc(v)}"
+    tuned = ", ".join(f"<code>{esc(k)}</code> {format_rate(v)}" if isinstance(v, float) else f"<code>{esc(k)}</code> {esc(v)}"
                       for k, v in ref.tuned.items())
     blocks: list[Block] = [
         "<p>The search tuned training hyperparameters the single-task baseline trains without; a gain "

@@ -6,7 +6,7 @@ import optuna
 import plotly.graph_objects as go
 
 from .._run import RunData
-from ._base import Block, ReportContext, esc, note, register_section, per_run
+from ._base import Block, ReportContext, note, per_run, register_section
 
 STUDY_FILE = "optuna.db"
 STUDY_NAME = "search"
@@ -33,12 +33,12 @@ def load_study(run: RunData) -> optuna.Study | None:
 def _run_importance(run: RunData) -> list[Block]:
     study = load_study(run)
     if study is None:
-        return [note(f"No Optuna study {STUDY_NAME!r} in {esc(run.run_dir / STUDY_FILE)}.")]
+        return []
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     # Raw draws behind a value (``_``-prefixed, e.g. the unnormalised loss weights) are not config keys.
     params = sorted({p for t in complete for p in t.params if not p.startswith("_")})
     if len(complete) < 2 or not params:
-        return [note(f"{len(complete)} completed Optuna trial(s): too few for importances and parallel coordinates.")]
+        return []  # too few completed trials for importances
     blocks: list[Block] = [
         "<p>From the Optuna study: each trial's last reported &Delta;<sub>m</sub> (pruned trials at their pruning "
         "epoch). Parameters that only exist for one family (split point, alphas, unit learning rate) are "

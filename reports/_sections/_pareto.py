@@ -13,7 +13,6 @@ from ._base import (
     Block,
     ReportContext,
     family_color,
-    note,
     register_section,
     short_label,
 )
@@ -70,7 +69,7 @@ def pareto(ctx: ReportContext) -> list[Block]:
                     row=1, col=col,
                 )
     if not any_points:
-        return [note("No finished searched trial with a cost yet.")]
+        return []
     fig.update_xaxes(title_text="parameters", type="log", row=1, col=1)
     fig.update_xaxes(title_text="latency at batch 1 (ms)", type="log", row=1, col=2)
     fig.update_yaxes(title_text="Δm vs single-task (%, validation)", row=1, col=1)

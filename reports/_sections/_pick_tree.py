@@ -32,7 +32,7 @@ def pick_tree(ctx: ReportContext) -> list[Block]:
 def _run_tree(run: RunData) -> list[Block]:
     chosen = run.pick.chosen
     if chosen is None:
-        return [note("No deploy pick yet, so no structure to draw.")]
+        return []
     config = json.loads(chosen["config"])
     tasks = [t.name for t in run.tasks]
     stages = run.stage_names or [f"stage {i}" for i in range(_num_stages(config))]

@@ -13,7 +13,6 @@ from ._base import (
     Block,
     ReportContext,
     family_color,
-    note,
     per_run,
     register_section,
 )
@@ -41,7 +40,7 @@ def epochs_in_order(run: RunData) -> pd.DataFrame:
 def _run_progress(run: RunData) -> list[Block]:
     epochs = epochs_in_order(run)
     if epochs.empty:
-        return [note("No searched trial has reported an epoch yet.")]
+        return []
     results = run.results.set_index("trial_id")
     status = results["status"].to_dict()
     budget = results["epochs"].to_dict()

@@ -16,7 +16,7 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 
-from mtl_models import TaskSpec
+from mtl_models import TaskSpec, format_delta, format_estimate
 
 from .._results import metric_column, searched
 from .._run import RunData
@@ -29,12 +29,15 @@ from ._base import (
     fmt,
     fmt_count,
     fmt_flops,
+    fmt_metric,
+    fmt_ms,
     fmt_signed,
     note,
     per_run,
     register_section,
     short_label,
     structure,
+    worded_label,
 )
 
 TASK_COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d"]
@@ -67,14 +70,47 @@ def _run_summary(run: RunData) -> list[Block]:
     pick = run.pick
     if pick.table.empty:
         return blocks + [note("No searched trial has finished yet; the leaderboard below shows what has run.")]
-    sentences = pick.sentences(short_label)
+    sentences = pick.sentences(worded_label)
     blocks.append(
         "<div class='verdict'>" + "".join(f"<p>{esc(s)}</p>" for s in sentences) + "</div>"
     )
     blocks.append(_ranking(run))
+    blocks.append(GLOSSARY)
     blocks.append(_contributions(run))
     blocks += _single_runs(run)
     return blocks
+
+
+# The terms the summary uses, explained once under it.
+GLOSSARY = (
+    "<details class='glossary' open><summary>Glossary</summary><dl>"
+    "<dt>&Delta;<sub>m</sub></dt><dd>The mean over tasks of each task's relative change against the single-task "
+    "baseline, in percent, signed so that positive is better (Maninis et al. 2019): "
+    "&Delta;<sub>m</sub> = (100 / T) &sum;<sub>t</sub> (&minus;1)<sup>l<sub>t</sub></sup> (M<sub>t</sub> &minus; "
+    "B<sub>t</sub>) / B<sub>t</sub>, l<sub>t</sub> = 1 where lower is better. Written +1.90 % [&minus;3.92, +7.71]: "
+    "the mean, then its interval.</dd>"
+    "<dt>term</dt><dd>One task's part of &Delta;<sub>m</sub>: its relative change against single-task in percent "
+    "(signed so that higher is better); &Delta;<sub>m</sub> is the mean of the terms, so a task contributes its "
+    "term / T.</dd>"
+    "<dt>[low, high]</dt><dd>The interval of a difference over seeds (95 %, or Bonferroni-corrected over the k "
+    "ranked configs for &Delta;<sub>m</sub>); green: better beyond the noise, red: worse beyond it, grey: not "
+    "distinguishable. [noise unknown]: the baseline has one seed, so no interval can be given.</dd>"
+    "<dt>&asymp;</dt><dd>One run only: its noise is taken to be that of one single-task run, not measured.</dd>"
+    "<dt>k</dt><dd>In a structure, <code>hard_split k=2</code>: the split point; the first k backbone stages are "
+    "shared by all tasks, every later stage is per task (k=0 shares nothing: the single-task networks). In the "
+    "notes, k is the number of ranked configs the pick is the best of.</dd>"
+    "<dt>w</dt><dd><code>[w 0.33/0.67]</code>: the static loss weights of the tasks, in the tasks' order "
+    "(total loss = &sum;<sub>t</sub> w<sub>t</sub> L<sub>t</sub>); absent when the weights are equal.</dd>"
+    "<dt>a=(same, diff), lr x</dt><dd>A cross-stitch unit's initial mixing weights (Misra et al. 2016) and its "
+    "learning-rate multiplier.</dd>"
+    "<dt>epochs (with warm start)</dt><dd>The epochs a config trained, counting the single-task epochs its columns "
+    "started from when it starts from the single-task networks (column_init: single_task): the budget it is "
+    "compared at.</dd>"
+    "<dt>no-search default</dt><dd>Every stage shared, equal loss weights: what a user gets without a search.</dd>"
+    "<dt>deploy candidate</dt><dd>The best config by validation &Delta;<sub>m</sub> that loses no task beyond "
+    "select.max_task_drop; <code>mtlsearch export</code> exports its run nearest the config's mean.</dd>"
+    "</dl></details>"
+)
 
 
 def _interval(est: Estimate | None) -> str:
@@ -82,9 +118,9 @@ def _interval(est: Estimate | None) -> str:
     if est is None or math.isnan(est.mean):
         return "&ndash;"
     cls = {1: "better", 0: "same", -1: "worse"}[est.verdict]
-    bounds = f"[{est.low:+.2f}, {est.high:+.2f}]" if est.measured else "[noise unknown]"
+    mean, _, bounds = format_estimate(est, approximate=False).partition(" [")
     approx = " &asymp;" if est.approximate else ""
-    return f"<span class='{cls}'>{est.mean:+.2f}</span><br><span class='ci'>{bounds}{approx}</span>"
+    return f"<span class='{cls}'>{esc(mean)}</span><br><span class='ci'>[{esc(bounds)}{approx}</span>"
 
 
 def _ranking(run: RunData) -> str:
@@ -117,7 +153,7 @@ def _ranking(run: RunData) -> str:
         est = row["estimates"]
         judged = row.get("judged") or est
         chosen = pick.chosen is not None and row["config_key"] == pick.chosen["config_key"]
-        label = esc(short_label(row)) + (" <i>(no-search default)</i>" if row.get("reference") == "default" else "")
+        label = structure(row) + (" <i>(no-search default)</i>" if row.get("reference") == "default" else "")
         cells = [f"<td>{i + 1}</td><td>{label}</td><td>{int(row['seeds'])}</td>"]
         if pick.split == "test":
             cells.append(f"<td>{_interval(est['delta_m'])}</td>")
@@ -169,13 +205,12 @@ def _task_cell(row: pd.Series, spec: TaskSpec, judged: dict[str, Estimate], spli
     column = metric_column(spec, split)
     metrics = row.get("judged_metrics") if isinstance(row.get("judged_metrics"), dict) else row
     value, std = metrics.get(column), metrics.get(column + ":std")
-    spread = f" &plusmn; {fmt(std, 2)}" if std is not None and not pd.isna(std) else ""
     term: Estimate | None = judged.get(spec.name)
     tasks = [k for k in judged if k not in ("delta_m", "ensemble", "default")]
     contribution = term.mean / len(tasks) if term is not None and not math.isnan(term.mean) else None
     return (
-        f"{fmt(value)}{spread}<br>{_interval(term)}"
-        + (f" <span class='ci'>({contribution:+.2f})</span>" if contribution is not None else "")
+        f"{fmt_metric(value, spec, std)}<br>{_interval(term)}"
+        + (f" <span class='ci'>({esc(format_delta(contribution))})</span>" if contribution is not None else "")
     )
 
 
@@ -189,7 +224,7 @@ def _contributions(run: RunData) -> go.Figure:
             go.Bar(
                 y=labels, x=table[f"contribution/{spec.name}"], orientation="h", name=spec.name,
                 marker_color=TASK_COLORS[i % len(TASK_COLORS)],
-                hovertemplate=f"{spec.name}: %{{x:+.2f}} points of Δm<extra></extra>",
+                hovertemplate=f"{spec.name}: %{{x:+.2f}} % of Δm<extra></extra>",
             )
         )
     fig.add_trace(
@@ -197,12 +232,12 @@ def _contributions(run: RunData) -> go.Figure:
             y=labels, x=table["delta_m"], mode="markers", name="Δm (mean)", marker={"color": "black", "symbol": "diamond"},
             error_x={"type": "data", "symmetric": False, "array": table["delta_m_high"] - table["delta_m"],
                      "arrayminus": table["delta_m"] - table["delta_m_low"]},
-            hovertemplate="Δm %{x:+.2f}<extra></extra>",
+            hovertemplate="Δm %{x:+.2f} %<extra></extra>",
         )
     )
     fig.update_layout(
-        barmode="relative", height=120 + 34 * len(table), title="Each task's contribution to Δm (points, validation: the selection split), with Δm's interval",
-        yaxis={"autorange": "reversed"}, xaxis_title="Δm points (term / number of tasks)", legend={"orientation": "h", "y": -0.2},
+        barmode="relative", height=120 + 34 * len(table), title="Each task's contribution to Δm (%, validation: the selection split), with Δm's interval",
+        yaxis={"autorange": "reversed"}, xaxis_title="Δm, % (each task's term / number of tasks)", legend={"orientation": "h", "y": -0.2},
     )
     return fig
 
@@ -231,7 +266,8 @@ def _single_runs(run: RunData) -> list[Block]:
     reference_rows = [("single-task baseline", pd.Series(single))]
     if ensemble is not None:
         reference_rows.append(("ensemble baseline", ensemble))
-    for label, row, cls in [(o.label, o.row, "") for o in objectives] + [(l, r, "baseline") for l, r in reference_rows]:
+    for label, row, cls in [(label, row, "") for label, row in merge_objectives(objectives)] + [
+            (l, r, "baseline") for l, r in reference_rows]:
         seed = row.get("seed")
         cells = (
             f"<td>{label}</td><td>{esc(row.get('trial_id'))}</td><td>{structure(row)}</td>"
@@ -248,18 +284,27 @@ def _single_runs(run: RunData) -> list[Block]:
                 std = row.get(column + ":std")  # the baseline's spread over its seeds
                 if (std is None or pd.isna(std)) and cls == "" and split == "val":
                     std = noise.metric_std(spec)  # a search run: one run's seed noise
-                spread = f" &plusmn; {fmt(std, 2)}" if std is not None and not pd.isna(std) else ""
-                cells += f"<td>{fmt(row.get(column))}{spread}</td>"
+                cells += f"<td>{fmt_metric(row.get(column), spec, std)}</td>"
         cells += (
             f"<td>{fmt_count(row.get('params'))}</td><td>{fmt_flops(row.get('flops'))}</td>"
-            f"<td>{fmt(row.get('latency_ms_b1'), 3)}</td><td>{fmt(row.get('latency_ms_bN'), 3)}</td>"
+            f"<td>{fmt_ms(row.get('latency_ms_b1'))}</td><td>{fmt_ms(row.get('latency_ms_bN'))}</td>"
         )
         body.append(f"<tr class='{cls}'>{cells}</tr>")
     return [
-        "<h3>The search's best single runs, by objective</h3>",
+        "<h3>The search's best single runs, by objective</h3>"
+        "<p class='note'>A run that is best by several objectives is one row naming all of them.</p>",
         f"<table class='data summary'><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>",
         _explain(run, test),
     ]
+
+
+def merge_objectives(objectives: list) -> list[tuple[str, pd.Series]]:
+    """One row per trial, in the order first seen, naming every objective it is best by."""
+    merged: dict[str, tuple[list[str], pd.Series]] = {}
+    for objective in objectives:
+        key = str(objective.row.get("trial_id"))
+        merged.setdefault(key, ([], objective.row))[0].append(objective.label)
+    return [("; ".join(labels), row) for labels, row in merged.values()]
 
 
 def _explain(run: RunData, test: bool) -> str:
