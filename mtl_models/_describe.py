@@ -129,6 +129,14 @@ def describe_structure(config: dict[str, Any]) -> str:
         stages = config.get("mtan_stages")
         where = _span(names, range(len(names)) if stages is None else stages)
         return f"one shared network; each task attends to its features after {where}"
+    if family == "mmoe":
+        return (f"{config.get('mmoe_experts', 2)} whole networks (experts) shared by all tasks; "
+                "each task's gate mixes their outputs")
+    if family == "ple":
+        levels = int(config.get("ple_levels", 1))
+        experts = f"{config.get('ple_shared', 1)} shared and {config.get('ple_specific', 1)} per-task experts"
+        where = "one level" if levels == 1 else f"{levels} levels of stages"
+        return f"{experts} at {where}; each task's gate mixes its own and the shared experts"
     if family == "single_task":
         return f"one network for {config.get('task')} alone"
     if family == "ensemble":

@@ -23,11 +23,8 @@ from mtl_models import (
     Trainer,
     build_model,
     load_single_task_models,
-<<<<<<< HEAD
-    report_progress,
-=======
     format_plain,
->>>>>>> wip-h5
+    report_progress,
     seed_everything,
 )
 
@@ -80,17 +77,12 @@ def retrain(
     started = time.monotonic()
     for _ in range(epochs):
         losses = trainer.train_epoch()
-<<<<<<< HEAD
         line = (f"[retrain {time.monotonic() - started:5.0f}s] epoch {trainer.epoch}/{epochs} on train + val "
-                f"({len(both)} rows): loss {losses['loss']:.4g}")
+                f"({len(both)} rows): loss {format_plain(losses['loss'])}")
         if progress is not None:
             progress(line)
         else:
             report_progress(log, "retraining", trainer.epoch, epochs, line)
-=======
-        progress(f"[retrain {time.monotonic() - started:5.0f}s] epoch {trainer.epoch}/{epochs} on train + val "
-                 f"({len(both)} rows): loss {format_plain(losses['loss'])}")
->>>>>>> wip-h5
     metrics = trainer.evaluate("val") if held_out is not None else None
     info = {
         "on": ["train", "val"],

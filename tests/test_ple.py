@@ -220,3 +220,12 @@ def test_the_pick_s_note_says_the_levels_in_stage_names() -> None:
         "stages; each task's gate mixes its own and the shared experts, reading every value of the task's features "
         "from the level before (the input at the first); a shared gate mixes all of a level's experts for the next "
         "level's shared experts (PLE, Tang et al. 2020).")
+
+
+def test_the_structure_in_words() -> None:
+    from mtl_models import describe_structure
+
+    assert describe_structure({"family": "mmoe", "mmoe_experts": 3}) == (
+        "3 whole networks (experts) shared by all tasks; each task's gate mixes their outputs")
+    assert describe_structure({"family": "ple", "ple_levels": 1, "ple_shared": 2, "ple_specific": 0}) == (
+        "2 shared and 0 per-task experts at one level; each task's gate mixes its own and the shared experts")

@@ -139,17 +139,9 @@ def fmt_ms(value: Any) -> str:
 def structure(row: pd.Series | dict) -> str:
     """A row's sharing structure (HTML): the short form, and beneath it the same in words."""
     family = row.get("family")
-<<<<<<< HEAD
-    if family in ("hard_split", "cross_stitch", "mtan", "mmoe", "ple"):
-        return esc(short_label(row))
-    if family == "ensemble":
-        return f"{int(row['ensemble_size'])} single-task nets per task, averaged"
-    if family == "single_task":
-=======
     if family in ("single_task", "ensemble"):
         if family == "ensemble":
             return f"{int(row['ensemble_size'])} single-task nets per task, averaged"
->>>>>>> wip-h5
         task = row.get("task")
         return f"one network for {esc(task)}" if isinstance(task, str) else "one network per task (mean over seeds)"
     words = structure_words(row)

@@ -78,11 +78,7 @@ def split_sweep(ctx: ReportContext) -> list[Block]:
                 fig.add_hline(y=float(ensemble[column].iloc[0]), line_color=FAMILY_COLORS["ensemble"], line_dash="dot",
                               row=1, col=col, annotation_text=f"{prefix}ensemble", annotation_position="top right")
     if not shown:
-<<<<<<< HEAD
-        return [note("No finished searched trial yet.")]
-=======
         return []
->>>>>>> wip-h5
     order = sorted({k for run in ctx.runs for k in searched(run.results)["split_point"].dropna().astype(int)})
     others = sorted({f.replace("_", "-") for run in ctx.runs for f in searched(run.results)["family"].dropna()} - {"hard-split"})
     categories = [_label(k, ctx.runs[0].stage_names) for k in order] + others
