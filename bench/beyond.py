@@ -5,7 +5,8 @@ and the task-affinity tree, at equal epochs and at equal wall-clock.
                            [--epochs N] [--digits-epochs N] [--n-train N] [--work DIR]
 
 For each dataset (MultiMNIST as in examples/quickstart.yaml; the 4-task digits of
-bench/_digits4.py, a regression and missing labels among them):
+bench/_digits4.py, a regression and missing labels among them; ``planted``, bench/_planted.py:
+two pairs of tasks that need different features, each pair reading its own digit):
 
 - **Families**: one search per row of ``FAMILIES`` (hard split; cross-stitch with its
   unit at each granularity, ``cross_stitch_unit`` channel / scalar / nddr; MTAN; MMoE with 2 or 3
@@ -69,6 +70,7 @@ import reports
 import spaces
 from bench._common import machine, write_result
 from bench._digits4 import experiment as digits4_experiment
+from bench._planted import experiment as planted_experiment
 from bench.pick_holdup import paired
 from search import log_to_stdout, run_experiment
 
@@ -118,8 +120,9 @@ def dataset_experiment(name: str, work: Path, trials: int, epochs: int | None, n
         if n_train:
             doc["data"] = {**doc["data"], "n_train": n_train}
         return doc
-    return digits4_experiment(
-        work / "digits4-data",
+    make = planted_experiment if name == "planted" else digits4_experiment
+    return make(
+        work / f"{name}-data",
         train={"epochs": epochs or 8, "batch_size": 64, "optimizer": "adam", "lr": 0.003, "device": "cpu"},
         space={"split_point": {"low": 0, "high": 4}, "alpha_same": {"low": 0.5, "high": 1.0}, "alpha_diff": "convex",
                "lr_multiplier": "auto", "loss_weights": "simplex"},
@@ -298,11 +301,12 @@ def run_dataset(name: str, work: Path, args: argparse.Namespace, reused: list[st
 def main() -> None:
     log_to_stdout()  # the runs' lines, as the CLI shows them
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=["multimnist", "digits4"], choices=["multimnist", "digits4"])
+    parser.add_argument("--datasets", nargs="+", default=["multimnist", "digits4"],
+                        choices=["multimnist", "digits4", "planted"])
     parser.add_argument("--trials", type=int, default=4, help="random trials per family")
     parser.add_argument("--seeds", type=int, default=3, help="new seeds per retrained config")
     parser.add_argument("--epochs", type=int, default=None, help="MultiMNIST epochs per trial (default 5)")
-    parser.add_argument("--digits-epochs", type=int, default=None, help="4-task digits epochs per trial (default 8)")
+    parser.add_argument("--digits-epochs", type=int, default=None, help="4-task digits and planted epochs per trial (default 8)")
     parser.add_argument("--n-train", type=int, default=None, help="MultiMNIST training images (default 3000)")
     parser.add_argument("--work", type=Path, default=None,
                         help="keep the runs here, in a folder per revision and arguments (a finished search of the "
