@@ -18,7 +18,7 @@ from ._bundle import (
 from ._checkpoint import CHECKPOINT_STATE_FILE, CorruptCheckpointError, UnsafeCheckpointError, checkpoint_problem
 from ._cost import COST_COLUMNS, Cost, count_flops, measure_cost, measure_latency
 from ._delta import delta_m
-from ._describe import config_key, describe_config
+from ._describe import canonical_config, config_key, describe_config, loss_scale_free, shares_nothing
 from ._deploy import TaskOutputs, example_input, export_onnx, export_torchscript
 from ._io import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
 from ._plugins import import_plugin, is_plugin_path
@@ -58,6 +58,7 @@ from .families import (
     BranchedModel,
     CrossStitchModel,
     CrossStitchUnit,
+    ColumnsModel,
     EnsembleModel,
     MultiTaskModel,
     BASELINE_FAMILIES,

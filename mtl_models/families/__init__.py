@@ -13,6 +13,7 @@ from ._base import (
 )
 from ._cross_stitch import UNITS as CROSS_STITCH_UNITS
 from ._cross_stitch import CrossStitchModel, CrossStitchUnit, NDDRUnit, ScalarCrossStitchUnit
+from ._columns import ColumnsModel
 from ._ensemble import EnsembleModel
 from ._mtan import MTANModel
 from ._hard_split import (
@@ -33,6 +34,7 @@ __all__ = [
     "BranchedModel",
     "CrossStitchModel",
     "CrossStitchUnit",
+    "ColumnsModel",
     "EnsembleModel",
     "MultiTaskModel",
     "BASELINE_FAMILIES",
