@@ -113,7 +113,9 @@ def train_trial(
             save_checkpoint_state(trainer.state_dict(), directory)
             if isinstance(model, ColumnsModel) and trainer.epoch >= int(config["epochs"]):
                 for task in model.task_names:
-                    save_checkpoint_state({"model": model.column(task).state_dict()}, Path(directory) / COLUMNS_DIR / task)
+                    column = Path(directory) / COLUMNS_DIR / task
+                    column.mkdir(parents=True)
+                    save_checkpoint_state({"model": model.column(task).state_dict()}, column)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 

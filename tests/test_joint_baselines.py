@@ -163,3 +163,80 @@ def test_a_k0_config_at_the_baselines_settings_is_the_joint_baselines_config(opt
                 "loss_weights": {"t0": 0.2, "t1": 0.2, "t2": 0.6}, "seed": 2}
     assert (mm.config_key(searched) == mm.config_key(baseline)) == same
     assert mm.config_key({**searched, "lr": 0.5}) != mm.config_key(baseline)  # other training settings
+
+
+# --- a run: joint baselines, and k=0 proposals answered from them -------------------------------
+
+RUN = {
+    "name": "joint",
+    "seed": 0,
+    "data": {"source": "multimnist", "n_train": 128, "n_val": 64, "n_test": 0},
+    "tasks": [
+        {"name": "left", "kind": "classification", "classes": 10},
+        {"name": "right", "kind": "classification", "classes": 10},
+    ],
+    "backbone": {"name": "small_cnn", "options": {"widths": [8, 16]}},
+    "train": {"epochs": 2, "batch_size": 64, "lr": 0.01, "device": "cpu"},
+    # every proposal a hard split that shares nothing at the baselines' settings; only the weights differ
+    "space": {"families": ["hard_split"], "split_point": 0, "loss_weights": "simplex"},
+    "search": {"num_trials": 3, "max_concurrent": 1, "pruner": {"name": "nop"}},
+    "baselines": {"seeds": 2, "ensemble": True},
+    "confirm": {"top_k": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def joint_run(tmp_path_factory, ray_local):
+    import yaml
+
+    import spaces
+    from search import run_experiment
+
+    root = tmp_path_factory.mktemp("joint")
+    path = root / "joint.yaml"
+    path.write_text(yaml.safe_dump(RUN, sort_keys=False))
+    result = run_experiment(spaces.load_experiment(path), root / "run", cache_dir=None)
+    return result.run_dir, result.results
+
+
+def test_baselines_are_one_trial_per_seed_listed_as_single_task_rows(joint_run) -> None:
+    import json
+
+    from ray.tune import ExperimentAnalysis
+
+    run_dir, results = joint_run
+    trials = ExperimentAnalysis(str(run_dir / "baselines")).trials
+    assert sorted(t.config["family"] for t in trials) == ["columns", "columns"]  # 2 seeds, not 2 x 2 tasks
+    single = results[(results["phase"] == "baselines") & (results["family"] == "single_task")]
+    assert sorted(zip(single["task"], single["seed"].astype(int))) == [("left", 0), ("left", 1), ("right", 0), ("right", 1)]
+    assert (single["status"] == "finished").all() and single["params"].nunique() == 1
+    assert results.loc[results["family"] == "ensemble", "status"].tolist() == ["finished"]  # composed from columns
+    # a column's checkpoint is a single-task network that scores what the row says
+    data = mm.load_data("multimnist", [mm.TaskSpec.from_dict(t) for t in RUN["tasks"]], **{
+        k: v for k, v in RUN["data"].items() if k != "source"})
+    row = single.iloc[0]
+    config = json.loads(row["config"])
+    model = mm.build_model(config)
+    model.load_state_dict(mm.load_checkpoint_state(row["checkpoint"])["model"])
+    metrics = mm.evaluate_model(model, data, config, "val")
+    assert metrics[row["task"]]["accuracy"] == pytest.approx(row[f"val/{row['task']}/accuracy"], abs=0)
+
+
+def test_k0_proposals_at_the_baselines_settings_are_answered_without_training(joint_run) -> None:
+    import optuna
+
+    run_dir, results = joint_run
+    search = results[results["phase"] == "search"].sort_values("seed")
+    assert search["seed"].astype(int).tolist() == [0, 1, 2]  # one config: each proposal the next seed
+    assert search["config_key"].nunique() == 1
+    answered = search[search["answered_from"].notna()]
+    assert answered["seed"].astype(int).tolist() == [0, 1]  # the baselines' seeds; seed 2 is trained
+    base = results[(results["phase"] == "baselines") & (results["family"] == "single_task")]
+    for _, row in answered.iterrows():
+        for task in ("left", "right"):
+            column = base[(base["task"] == task) & (base["seed"] == row["seed"])].iloc[0]
+            assert row[f"val/{task}/accuracy"] == column[f"val/{task}/accuracy"]
+            assert column["trial_id"].startswith(row["answered_from"])
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    told = sorted((t.user_attrs["seed"], t.value) for t in study.trials)
+    assert told == sorted(zip(search["seed"].astype(int), search["delta_m"]))  # the study has every value
