@@ -240,3 +240,8 @@ def test_k0_proposals_at_the_baselines_settings_are_answered_without_training(jo
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{run_dir / 'optuna.db'}")
     told = sorted((t.user_attrs["seed"], t.value) for t in study.trials)
     assert told == sorted(zip(search["seed"].astype(int), search["delta_m"]))  # the study has every value
+    import reports
+
+    page = reports.write_report(run_dir).read_text()
+    assert "answering 2 without training" in page  # the progress section; the leaderboard names the run
+    assert f"answered without training, from run {answered['answered_from'].iloc[0]}" in page
