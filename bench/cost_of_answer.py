@@ -169,6 +169,7 @@ def before_after(before: str, work: Path) -> dict[str, Any]:
             print(f"[cost_of_answer] {name} {label} ({repo}) ...", flush=True)
             ran = run_cli(repo, path, run_dir)
             out[name][label] = {
+                "load_average": os.getloadavg(),  # at the end of the run: how loaded the machine was
                 "revision": subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
                                            capture_output=True, text=True).stdout.strip(),
                 "trials": trial_counts(run_dir),
@@ -262,6 +263,7 @@ def scaling(task_counts: list[int], work: Path) -> dict[str, Any]:
                 "search_trials": counts["search"]["tune_trials"],
                 "answered_without_training": counts["search"]["answered"],
                 "run_wall_s": round(total, 1),
+                "load_average": os.getloadavg(),
             }
             print(json.dumps(out[str(T)][columns]), flush=True)
     return out
