@@ -189,20 +189,21 @@ def run_baselines(
     columns, why = baseline_columns(exp, fixed)
     if why:
         log.info("Baselines: one trial per task and seed, since %s.", why)
-    key = None
     cached = (Path(phase_path(run_dir, "baselines")), run_dir / ENSEMBLE_DIR)
-    if cache_dir is not None and "://" not in storage_root(run_dir):
-        kinds = [columns] + (["separate"] if columns == "joint" else [])
-        for kind in kinds:  # a cache entry of separate baselines (made before joint ones existed) answers too
-            key = baselines_key(baseline_configs(exp, fixed, kind), data)
-            if restore_baselines(cache_dir, key, *cached):
-                log.info("Baselines: reusing the ones cached in %s", cache_dir / "baselines" / key)
-                columns = kind
+    existing = _existing_columns(run_dir)  # a run resumed keeps the kind it has
+    use_cache = cache_dir is not None and "://" not in storage_root(run_dir)
+    keys: dict[str, str] = {}
+    if use_cache:
+        # a cache entry of separate baselines (made before joint ones existed) answers a joint run too
+        for kind in [existing] if existing else [columns] + (["separate"] if columns == "joint" else []):
+            keys[kind] = baselines_key(baseline_configs(exp, fixed, kind), data)
+            if restore_baselines(cache_dir, keys[kind], *cached):
+                log.info("Baselines: reusing the ones cached in %s", cache_dir / "baselines" / keys[kind])
+                existing = kind
                 break
-        else:
-            key = baselines_key(baseline_configs(exp, fixed, columns), data)
-    columns = _existing_columns(run_dir) or columns
+    columns = existing or columns
     configs = baseline_configs(exp, fixed, columns)
+    key = (keys.get(columns) or baselines_key(configs, data)) if use_cache else None
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, data=data, baseline=None, cpus=exp.search.resources.cpu), trial_resources(exp)
     )
