@@ -158,8 +158,8 @@ def verdict(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def before_after(before: str, work: Path) -> dict[str, Any]:
-    paths = experiments(work)
+def before_after(before: str, work: Path, names: list[str]) -> dict[str, Any]:
+    paths = {name: path for name, path in experiments(work).items() if name in names}
     repos = {"before": clone(before, work / "before"), "after": ROOT}
     out: dict[str, Any] = {}
     for name, path in paths.items():
@@ -285,9 +285,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-runs", action="store_true", help="only the scaling part")
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--work", default=None, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--datasets", nargs="*", default=list(SHRINK),
+                        help="the before/after runs to make; the others are kept from the last result file")
     args = parser.parse_args(argv)
-    result: dict[str, Any] = {**machine(), "note": ("2 CPU cores shared with other work: wall times indicative only; "
-                                                    "trial counts are exact"), "shrunk": SHRINK}
+    last = Path(__file__).resolve().parent / "results" / "cost_of_answer.json"
+    previous = json.loads(last.read_text()) if last.is_file() else {}
+    result: dict[str, Any] = {**previous, **machine(), "shrunk": SHRINK,
+                              "note": "2 CPU cores shared with other work: wall times indicative only; trial counts are exact"}
     result["revision_after"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                                               capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
@@ -297,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
             result["scaling"] = scaling(args.tasks, work)
             write_result("cost_of_answer", result)
         if not args.skip_runs:
-            result["before_after"] = before_after(args.before, work)
+            result["before_after"] = {**previous.get("before_after", {}), **before_after(args.before, work, args.datasets)}
     print(write_result("cost_of_answer", result))
 
 

@@ -144,6 +144,8 @@ def _replay(config: dict[str, Any], answer: dict[str, Any], baseline: dict[str, 
             "wall_time": time.time(),
             "answered_from": answer["trial_id"],
         }
+        if all(f"loss/{t}" in record for t in weights):  # the total under this config's own weights
+            metrics["loss"] = sum(w * record[f"loss/{t}"] for t, w in weights.items())
         if baseline:
             val = {t.name: record.get(f"val/{t.name}/{t.metric_name}") for t in tasks}
             value = delta_m(val, baseline, higher) if all(v is not None for v in val.values()) else math.nan
