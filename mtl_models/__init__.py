@@ -29,7 +29,7 @@ from ._format import ms as format_ms
 from ._format import plain as format_plain
 from ._format import rate as format_rate
 from ._format import signed as format_signed
-from ._describe import config_key, describe_config, describe_structure
+from ._describe import canonical_config, config_key, describe_config, describe_structure, loss_scale_free, shares_nothing
 from ._deploy import TaskOutputs, example_input, export_onnx, export_program, export_torchscript
 from ._io import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
 from ._plugins import import_plugin, is_plugin_path
@@ -72,6 +72,7 @@ from .families import (
     BranchedModel,
     CrossStitchModel,
     CrossStitchUnit,
+    ColumnsModel,
     EnsembleModel,
     MultiTaskModel,
     BASELINE_FAMILIES,

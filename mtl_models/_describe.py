@@ -13,11 +13,104 @@ from typing import Any, Sequence
 _NOT_THE_MODEL = frozenset({"seed", "ensemble_member", "reference"})
 
 
+# Keys that only say how a hard split's tree is written; a tree that shares nothing is one tree.
+_TREE_KEYS = ("tree", "split_point", "split_points", "task_groups", "group_split_points", "branches",
+              "affinity_tree", "max_groups")
+# Optimisers whose update is invariant to a column's loss scale (see ``canonical_config``).
+_SCALE_FREE = ("adam", "adamw")
+# The smallest normalised static weight whose scale Adam is taken to ignore: a loss scaled
+# by c acts as Adam's eps / c (1e-8 / 1e-3 = 1e-5, below these networks' gradient scale).
+MIN_SCALE_FREE_WEIGHT = 1e-3
+
+
+def shares_nothing(config: dict[str, Any]) -> bool:
+    """Whether ``config`` is every task's own network side by side: the ``columns`` family, or
+    a hard split whose tree has one copy per task at every stage (``split_point: 0``, every
+    per-task split point 0, a trunk of 0 with every group leaving at 0, or explicit branches
+    of single tasks)."""
+    family = config.get("family")
+    if family == "columns":
+        return True
+    if family != "hard_split":
+        return False
+    if config.get("branches") is not None:
+        return all(len(group) == 1 for part in config["branches"] for group in part)
+    if config.get("split_points"):
+        return all(int(k) == 0 for k in config["split_points"].values())
+    if int(config.get("split_point", 0) or 0) != 0:
+        return False
+    return not config.get("task_groups") or all(int(k) == 0 for k in (config.get("group_split_points") or {}).values())
+
+
+def loss_scale_free(config: dict[str, Any]) -> bool:
+    """Whether a network that shares nothing learns the same whatever its static loss weights.
+
+    Each column's gradient is its own task's loss gradient times that task's weight ``c``.
+    Adam's step ``m / (sqrt(v) + eps)`` is then unchanged up to its ``eps`` (scaling the
+    gradient by ``c`` acts as ``eps / c``) and rounding; so is AdamW's, whose weight decay is
+    decoupled from the gradient. It does not hold (and this says False) under SGD (the
+    step is proportional to ``c``), under Adam with ``weight_decay`` (L2 added to the
+    gradient: ``c g + wd w`` is not a rescaling), with ``grad_clip`` (one global norm over
+    all columns couples them), with a weighting scheme other than ``static`` (weights that
+    move during training: Adam's moments mix scales), or when a normalised weight is below
+    :data:`MIN_SCALE_FREE_WEIGHT` (eps / c no longer negligible; a weight 0 trains nothing).
+    With ``optimization: alternating`` the static weights are not used at all.
+    """
+    if (config.get("loss_weighting") or "static") != "static":
+        return False
+    if config.get("optimization", "joint") == "alternating":
+        return True
+    optimizer = config.get("optimizer", "adam")
+    if optimizer not in _SCALE_FREE or config.get("grad_clip"):
+        return False
+    if optimizer == "adam" and float(config.get("weight_decay", 0.0) or 0.0) != 0.0:
+        return False
+    names = [t["name"] for t in config.get("tasks") or []]
+    weights = config.get("loss_weights") or {}
+    raw = [float(weights.get(t, 1.0)) for t in names]
+    total = sum(raw) if config.get("static_normalise") is not False else 1.0
+    return bool(raw) and total > 0 and min(raw) / total >= MIN_SCALE_FREE_WEIGHT
+
+
+def canonical_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` written the one way every config that builds the same network and trains it
+    the same way is written (what :func:`config_key` hashes).
+
+    - A network that shares nothing (:func:`shares_nothing`) is the ``columns`` family (the
+      single-task networks side by side, whichever way its tree was written); its static
+      loss weights are dropped where they do not change what it learns
+      (:func:`loss_scale_free`: Adam or AdamW, ...), so such a config at the single-task
+      baselines' training settings is the baselines' own config;
+    - with ``optimization: alternating`` the static loss weights are dropped (never used).
+
+    Other configs are kept as written (static weights that differ only by a common factor
+    train alike too, but the search draws them normalised, so their keys stay those of
+    runs made before).
+
+    The seed is kept; :func:`config_key` leaves it out. Columns-specific init (each column
+    seeded as its single-task network) and a hard split's (columns built one after the
+    other) give other networks for one seed, from the same distribution: one config.
+    """
+    out = dict(config)
+    static = (out.get("loss_weighting") or "static") == "static"
+    if shares_nothing(out):
+        for key in _TREE_KEYS:
+            out.pop(key, None)
+        out["family"] = "columns"
+        out["loss_weighting"] = out.get("loss_weighting") or "static"  # the defaults, written out
+        out["optimization"] = out.get("optimization") or "joint"
+    if static and (loss_scale_free(out) if out.get("family") == "columns" else out.get("optimization") == "alternating"):
+        out.pop("loss_weights", None)
+        out.pop("static_normalise", None)
+    return out
+
+
 def config_key(config: dict[str, Any]) -> str:
     """A short hash of everything in ``config`` that determines the trained model except the
-    seed: two trials with the same key differ only in their seed (the same config, trained
-    again), so their results are samples of one config's seed distribution."""
-    kept = {k: v for k, v in config.items() if k not in _NOT_THE_MODEL and not k.startswith("_")}
+    seed, written canonically (:func:`canonical_config`): two trials with the same key
+    differ only in their seed (the same config, trained again), so their results are
+    samples of one config's seed distribution."""
+    kept = {k: v for k, v in canonical_config(config).items() if k not in _NOT_THE_MODEL and not k.startswith("_")}
     text = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -69,6 +162,8 @@ def describe_config(config: dict[str, Any]) -> str:
         libmtl = ", no shared gate" if levels > 1 and config.get("ple_shared_gate") is False else ""
         text = (f"{kind} {config.get('ple_shared', 1)} shared + {config.get('ple_specific', 1)} per-task experts"
                 f"{gate}{libmtl}")
+    elif family == "columns":
+        text = f"single-task columns x{len(config.get('tasks') or [])} (seed {config.get('seed')})"
     elif family == "single_task":
         text = f"single_task {config.get('task')} (seed {config.get('seed')})"
     elif family == "ensemble":

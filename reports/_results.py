@@ -9,7 +9,9 @@ composed ensemble. Columns: the config keys, ``config_key`` (the same for trials
 differ only in their seed), ``seed``, each task's final validation metrics
 (``val/<task>/<metric>``; ``test/...`` where evaluated post hoc), ``delta_m`` against the
 single-task baseline, cost (``params``, ``flops``, ``latency_ms_b1``/``latency_ms_bN`` at
-``latency_batch`` on ``cost_device``), ``epochs_run``, ``warm_start_epochs`` (epochs the
+``latency_batch`` on ``cost_device``), ``answered_from`` (the earlier run, of the same
+config and seed, that answered a trial without training it: a hard split that shares
+nothing at the baselines' settings is the joint baselines' run), ``epochs_run``, ``warm_start_epochs`` (epochs the
 config was trained before its own: a cross-stitch network started from the single-task
 baselines) and ``budget_epochs`` (both), ``status``, ``error``, ``checkpoint`` and the
 whole ``config`` as JSON.
@@ -144,6 +146,8 @@ def result_row(
         "node_id": metrics.get("node_id"),
         "time_total_s": metrics.get("time_total_s"),
         "checkpoint": checkpoint,
+        # the earlier run that answered this (config, seed) without training it (its checkpoint)
+        "answered_from": metrics.get("answered_from") if isinstance(metrics.get("answered_from"), str) else None,
         "config": json.dumps(config, sort_keys=True),
     }
 

@@ -8,6 +8,15 @@ comparison is judged against. The ensemble baseline (Misra et al. 2016) averages
 predictions of the first ``ensemble_size`` of them per task, so it costs no training of
 its own; it is evaluated as a trial would be (a Ray task with a trial's resources, the
 same device, data feed and precision).
+
+``baselines.columns: joint`` (the default) trains a seed's ``T`` single-task networks as
+one trial: a ``columns`` model (every task's network side by side, nothing shared, the
+losses summed at weight 1), which trains each column exactly as a single-task trial of
+that seed would (``mtl_models.families._columns``; ``tests/test_joint_baselines.py``), so
+the baselines cost ``S`` trials whatever ``T``. The results table lists each column as
+the single-task row it is (:func:`column_config`; its checkpoint
+``<checkpoint>/columns/<task>``). ``separate`` trains ``T x S`` single-task trials, as
+before (and for columns that must differ).
 """
 from __future__ import annotations
 
@@ -45,13 +54,57 @@ def baseline_seeds(exp: Experiment) -> int:
     return max(exp.baselines.seeds, ensemble_size(exp))
 
 
-def baseline_configs(exp: Experiment, fixed: dict[str, Any]) -> list[dict[str, Any]]:
-    """One single-task config per task and seed (seed index ``k`` uses seed ``seed + k``)."""
-    return [
-        {**fixed, "family": "single_task", "task": t.name, "ensemble_member": k, "seed": exp.seed + k}
-        for k in range(baseline_seeds(exp))
-        for t in exp.tasks
-    ]
+COLUMNS_DIR = "columns"  # in a joint baseline's checkpoint: one single-task checkpoint per task
+COLUMNS_OF = "_columns_of"  # a joint baseline config's record of the fixed keys it overrides
+_OVERRIDDEN = ("loss_weighting", "loss_weights", "static_normalise", "optimization")
+
+
+def baseline_columns(exp: Experiment, fixed: dict[str, Any]) -> tuple[str, str | None]:
+    """``joint`` or ``separate``, and why separate where ``baselines.columns`` asks for joint.
+
+    A joint model sums its columns' losses at weight 1, which is what a single-task network's
+    ``static`` weighting (and alternating optimisation, with one task) trains with; another
+    fixed scheme on a single task is not that (uncertainty weighting learns a scale), and
+    ``grad_clip`` clips one norm over all columns."""
+    if exp.baselines.columns == "separate":
+        return "separate", None
+    scheme = fixed.get("loss_weighting") or "static"
+    if scheme != "static":
+        return "separate", f"the fixed loss weighting {scheme!r} on one task is not a plain sum of column losses"
+    if fixed.get("grad_clip"):
+        return "separate", "grad_clip clips one gradient norm over all columns, which couples them"
+    return "joint", None
+
+
+def baseline_configs(exp: Experiment, fixed: dict[str, Any], columns: str | None = None) -> list[dict[str, Any]]:
+    """The baseline trials' configs (seed index ``k`` uses seed ``seed + k``): one ``columns``
+    config per seed (joint), or one single-task config per task and seed (separate);
+    ``columns`` defaults to :func:`baseline_columns`."""
+    columns = columns or baseline_columns(exp, fixed)[0]
+    if columns == "separate":
+        return [
+            {**fixed, "family": "single_task", "task": t.name, "ensemble_member": k, "seed": exp.seed + k}
+            for k in range(baseline_seeds(exp))
+            for t in exp.tasks
+        ]
+    return [joint_config(fixed, [t.name for t in exp.tasks], k, exp.seed + k) for k in range(baseline_seeds(exp))]
+
+
+def joint_config(fixed: dict[str, Any], tasks: list[str], member: int, seed: int) -> dict[str, Any]:
+    """A seed's single-task networks as one ``columns`` model: losses summed at weight 1."""
+    return {
+        **fixed, "family": "columns", "loss_weighting": "static", "loss_weights": {t: 1.0 for t in tasks},
+        "static_normalise": False, "optimization": "joint", "ensemble_member": member, "seed": seed,
+        COLUMNS_OF: {k: fixed.get(k) for k in _OVERRIDDEN},
+    }
+
+
+def column_config(config: dict[str, Any], task: str) -> dict[str, Any]:
+    """Column ``task`` of a joint baseline ``config`` as the single-task config it trains: the one
+    a ``separate`` baseline trial of that task and seed has."""
+    base = {k: v for k, v in config.items() if k not in _OVERRIDDEN and k != COLUMNS_OF}
+    base.update({k: v for k, v in (config.get(COLUMNS_OF) or {}).items() if v is not None})
+    return {**base, "family": "single_task", "task": task}
 
 
 def tuned_single_task_config(

@@ -4,13 +4,14 @@ resume, and checked complete."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pandas as pd
 from ray import tune
+from ray.tune import ExperimentAnalysis
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
@@ -22,6 +23,7 @@ from ._affinity import affinity_in_ray, format_affinity, load_affinity, save_aff
 from ._baselines import (
     ENSEMBLE_DIR,
     ENSEMBLE_RESULT,
+    baseline_columns,
     baseline_configs,
     compose_ensemble,
     ensemble_size,
@@ -79,11 +81,56 @@ class SearchInterrupted(RuntimeError):
 
 @dataclass
 class Baselines:
-    """What the search needs of the baselines: ``B_t`` per task, and the checkpoint of
-    each task's first single-task network (to start cross-stitch columns from)."""
+    """What the search needs of the baselines: ``B_t`` per task, the checkpoint of each
+    task's first single-task network (to start cross-stitch columns from), and the runs
+    that answer a searched or confirmation trial of the same config and seed without
+    training it (:func:`answers_from`)."""
 
     metrics: dict[str, float]
     checkpoints: dict[str, str]
+    answers: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+
+
+_ANSWER_KEYS = ("epoch", "params", "flops", "latency_ms_b1", "latency_ms_bN", "latency_batch", "cost_device")
+
+
+def answers_from(run_dir: Path, phase: str) -> dict[str, dict[int, dict[str, Any]]]:
+    """The finished trials of ``phase`` as answers: ``{config_key: {seed: {"trial_id",
+    "checkpoint", "epochs": [each epoch's val/loss metrics and cost]}}}``.
+
+    A joint baseline's ``columns`` config has the key of every config that builds the same
+    network and trains it the same way (``mtl_models.canonical_config``: a hard split that
+    shares nothing, with any static loss weights under Adam/AdamW, at the baselines' lr,
+    epochs, ...), so such a (config, seed) is answered from the baseline of that seed.
+    """
+    path = phase_path(run_dir, phase)
+    if not tune.Tuner.can_restore(path):
+        return {}
+    analysis = ExperimentAnalysis(path)
+    frames = analysis.trial_dataframes
+    scheme = path.split("://", 1)[0] if "://" in path and not path.startswith("file://") else None
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for trial in analysis.trials:
+        df = frames.get(trial.trial_id)
+        config = trial.config
+        if trial.status != "TERMINATED" or trial.checkpoint is None or df is None or df.empty or "epoch" not in df:
+            continue
+        df = df.drop_duplicates(subset="epoch", keep="last").sort_values("epoch")
+        if int(df["epoch"].iloc[-1]) < int(config["epochs"]):
+            continue
+        epochs = [
+            {k: _plain(v) for k, v in record.items() if k.startswith(("val/", "loss")) or k in _ANSWER_KEYS}
+            for record in df.to_dict("records")
+        ]
+        checkpoint = trial.checkpoint.path if scheme is None else f"{scheme}://{trial.checkpoint.path}"
+        out.setdefault(config_key(config), {})[int(config["seed"])] = {
+            "trial_id": trial.trial_id, "checkpoint": checkpoint, "epochs": epochs,
+        }
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
 
 
 def _fit(run_dir: Path, phase: str, expected: int, trainable: Any, make_tuner: Any, resume: bool) -> None:
@@ -134,12 +181,29 @@ def run_baselines(
     cache_dir: Path | None = None,
 ) -> Baselines:
     """Train the single-task baseline trials and compose the ensemble, or take them from
-    ``cache_dir`` when a run with the same data, budget and seeds trained them before."""
-    configs = baseline_configs(exp, fixed)
-    key = baselines_key(configs, data) if cache_dir is not None and "://" not in storage_root(run_dir) else None
+    ``cache_dir`` when a run with the same data, budget and seeds trained them before.
+
+    Joint (``baselines.columns``) or separate as :func:`baseline_columns` decides, unless
+    the run already holds baselines of the other kind (a run, or a cache entry, made
+    before: separate single-task trials are the same networks, so they are used)."""
+    columns, why = baseline_columns(exp, fixed)
+    if why:
+        log.info("Baselines: one trial per task and seed, since %s.", why)
     cached = (Path(phase_path(run_dir, "baselines")), run_dir / ENSEMBLE_DIR)
-    if key is not None and restore_baselines(cache_dir, key, *cached):
-        log.info("Baselines: reusing the ones cached in %s", cache_dir / "baselines" / key)
+    existing = _existing_columns(run_dir)  # a run resumed keeps the kind it has
+    use_cache = cache_dir is not None and "://" not in storage_root(run_dir)
+    keys: dict[str, str] = {}
+    if use_cache:
+        # a cache entry of separate baselines (made before joint ones existed) answers a joint run too
+        for kind in [existing] if existing else [columns] + (["separate"] if columns == "joint" else []):
+            keys[kind] = baselines_key(baseline_configs(exp, fixed, kind), data)
+            if restore_baselines(cache_dir, keys[kind], *cached):
+                log.info("Baselines: reusing the ones cached in %s", cache_dir / "baselines" / keys[kind])
+                existing = kind
+                break
+    columns = existing or columns
+    configs = baseline_configs(exp, fixed, columns)
+    key = (keys.get(columns) or baselines_key(configs, data)) if use_cache else None
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, data=data, baseline=None, cpus=exp.search.resources.cpu), trial_resources(exp)
     )
@@ -157,8 +221,9 @@ def run_baselines(
             ),
         )
 
-    _fit(run_dir, "baselines", len(configs), trainable, make_tuner, resume or key is not None)
-    results = _check_complete(run_dir, "baselines", len(configs))
+    rows = len(configs) * (len(exp.tasks) if columns == "joint" else 1)  # a joint trial: a row per task
+    _fit(run_dir, "baselines", rows, trainable, make_tuner, resume or key is not None)
+    results = _check_complete(run_dir, "baselines", rows)
     tasks = exp.task_specs()
     baseline = single_task_baseline(results, tasks)  # B_t: the mean over every finished seed
     missing = [t.name for t in tasks if t.name not in baseline]
@@ -176,7 +241,17 @@ def run_baselines(
         compose_ensemble(fixed, members, data, run_dir, size, trial_resources(exp))
     if key is not None:
         store_baselines(cache_dir, key, *cached)
-    return Baselines(baseline, {task: paths[0] for task, paths in members.items()})
+    answers = answers_from(run_dir, "baselines") if columns == "joint" else {}
+    return Baselines(baseline, {task: paths[0] for task, paths in members.items()}, answers)
+
+
+def _existing_columns(run_dir: Path) -> str | None:
+    """``joint`` or ``separate``: the kind of baseline trials the run holds already (None: none yet)."""
+    path = phase_path(run_dir, "baselines")
+    if not tune.Tuner.can_restore(path):
+        return None
+    families = {t.config.get("family") for t in ExperimentAnalysis(path).trials}
+    return "joint" if "columns" in families else "separate" if "single_task" in families else None
 
 
 def run_search(
@@ -330,6 +405,7 @@ def _trial_trainable(exp: Experiment, data: MultiTaskData, baselines: Baselines)
             baseline=baselines.metrics,
             cpus=exp.search.resources.cpu,
             single_task_checkpoints=baselines.checkpoints,
+            answers=baselines.answers,
         ),
         trial_resources(exp),
     )

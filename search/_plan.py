@@ -26,9 +26,9 @@ import torch
 
 import mtl_models as mm
 from mtl_models import MultiTaskData
-from spaces import Experiment, FloatRange, IntRange, affinity_cost, budget, budget_warning, searched_training
+from spaces import Experiment, FloatRange, IntRange, affinity_cost, budget, budget_warning, fixed_config, searched_training
 
-from ._baselines import baseline_seeds, ensemble_size
+from ._baselines import baseline_columns, baseline_seeds, ensemble_size
 
 TIMED_STEPS = 5  # after one warm-up step; the median step is taken
 
@@ -122,7 +122,11 @@ def phases(exp: Experiment, timing: Timing | None = None) -> list[Phase]:
     single = (timing.single_epoch_s, timing.single_epoch_s) if timing else None
     seeds = baseline_seeds(exp)
     ens = f"; the ensemble averages {ensemble_size(exp)} of them per task, no training" if exp.baselines.ensemble else ""
-    out = [Phase("baselines", seeds * T, epochs, f"{seeds} seeds x {T} single-task networks{ens}", single)]
+    if baseline_columns(exp, fixed_config(exp, {}))[0] == "joint":  # one trial per seed, T columns in it
+        columns = (T * single[0], T * single[1]) if single else None
+        out = [Phase("baselines", seeds, epochs, f"{seeds} seeds x one network of {T} single-task columns{ens}", columns)]
+    else:
+        out = [Phase("baselines", seeds * T, epochs, f"{seeds} seeds x {T} single-task networks{ens}", single)]
     if exp.affinity.enabled:
         cost = affinity_cost(exp.affinity, exp, exp.affinity.epochs)
         why = exp.defaults.reasons.get("affinity.epochs", "on: the file's affinity section")

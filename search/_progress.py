@@ -58,12 +58,16 @@ class ProgressPrinter(tune.Callback):
         return f"({len(ended)}/{self.total} done)"
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if result.get("answered_from"):  # replayed, not trained: said once, when it ends
+            return
         self._print(trial, f"epoch {result.get('epoch')}/{trial.config.get('epochs')}  {self._score(result)}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
         epoch, epochs = result.get("epoch", 0), trial.config.get("epochs")
         how = "finished" if epoch >= epochs else f"pruned at epoch {epoch}"
+        if result.get("answered_from"):
+            how = f"answered without training, from run {result['answered_from']} (the same config and seed); {how}"
         self._print(trial, f"{how}  {self._score(result)}  {self._done(trials, trial)}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

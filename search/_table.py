@@ -19,7 +19,7 @@ from ray.tune import ExperimentAnalysis
 from mtl_models import atomic_path
 from reports import CURVES_FILE, PHASES, RESULTS_FILE, add_delta_m, result_row
 
-from ._baselines import ENSEMBLE_DIR, ENSEMBLE_RESULT
+from ._baselines import COLUMNS_DIR, ENSEMBLE_DIR, ENSEMBLE_RESULT, column_config
 
 _STATUS = {"ERROR": "errored", "RUNNING": "running", "PENDING": "pending", "PAUSED": "pending"}
 
@@ -94,20 +94,50 @@ def _trial_rows(run_dir: Path, phase: str) -> tuple[list[dict], list[pd.DataFram
         if status is None:  # TERMINATED: finished its budget, or stopped early by the pruner
             status = "finished" if epochs_run >= int(config["epochs"]) else "pruned"
         error, error_type = _error(filesystem, trial.path)
-        rows.append(
-            result_row(
-                trial.trial_id, phase, config, last, epochs_run=epochs_run, status=status,
-                checkpoint=_checkpoint_uri(trial.checkpoint, scheme), error=error, error_type=error_type,
-                retries=int(trial.num_failures),
+        checkpoint = _checkpoint_uri(trial.checkpoint, scheme)
+        parts = [(trial.trial_id, config, last, checkpoint, df)]
+        if config.get("family") == "columns":  # a joint baseline: its columns are the single-task rows
+            parts = [_column_part(trial.trial_id, trial.config, task, last, checkpoint, df)
+                     for task in (t["name"] for t in config["tasks"])]
+        for trial_id, row_config, row_last, row_checkpoint, row_df in parts:
+            rows.append(
+                result_row(
+                    trial_id, phase, row_config, row_last, epochs_run=epochs_run, status=status,
+                    checkpoint=row_checkpoint, error=error, error_type=error_type,
+                    retries=int(trial.num_failures),
+                )
             )
-        )
-        if df is not None and not df.empty:
-            keep = [c for c in df.columns if c.startswith(("val/", "loss")) or c in ("epoch", "delta_m", "time_total_s", "timestamp", "wall_time")]
-            curve = df[keep].copy()
-            curve.insert(0, "trial_id", trial.trial_id)
-            curve.insert(1, "phase", phase)
-            curves.append(curve)
+            if row_df is not None and not row_df.empty:
+                keep = [c for c in row_df.columns
+                        if c.startswith(("val/", "loss")) or c in ("epoch", "delta_m", "time_total_s", "timestamp", "wall_time")]
+                curve = row_df[keep].copy()
+                curve.insert(0, "trial_id", trial_id)
+                curve.insert(1, "phase", phase)
+                curves.append(curve)
     return rows, curves
+
+
+def _column_part(
+    trial_id: str, config: dict[str, Any], task: str, last: dict[str, Any], checkpoint: str | None, df: pd.DataFrame | None
+) -> tuple[str, dict[str, Any], dict[str, Any], str | None, pd.DataFrame | None]:
+    """Column ``task`` of a joint baseline trial as the single-task trial it is: its config
+    (:func:`column_config`), its task's metrics and loss, its own cost, its checkpoint."""
+    prefix = f"{COLUMNS_DIR}/{task}/"
+
+    def own(record: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in record.items() if not k.startswith(("val/", "loss", COLUMNS_DIR + "/"))}
+        out.update({k: v for k, v in record.items() if k.startswith((f"val/{task}/", f"loss/{task}"))})
+        if f"loss/{task}" in record:
+            out["loss"] = record[f"loss/{task}"]
+        out.update({k[len(prefix):]: v for k, v in record.items() if k.startswith(prefix)})
+        return out
+
+    frame = None
+    if df is not None and not df.empty:
+        frame = pd.DataFrame([own(r) for r in df.to_dict("records")])
+    row_config = {k: v for k, v in column_config(config, task).items() if not k.startswith("_")}
+    return (f"{trial_id}_{task}", row_config, own(last), None if checkpoint is None else f"{checkpoint}/{COLUMNS_DIR}/{task}",
+            frame)
 
 
 def _ensemble_row(run_dir: Path) -> dict[str, Any] | None:

@@ -4,16 +4,21 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
 import torch
+from pyarrow import fs as pafs
 from ray import tune
 
 from mtl_models import (
+    ColumnsModel,
     MultiTaskData,
     Trainer,
     build_model,
+    build_weighting,
+    config_key,
     count_parameters,
     delta_m,
     flatten_metrics,
@@ -24,7 +29,9 @@ from mtl_models import (
     save_checkpoint_state,
     seed_everything,
 )
+from mtl_models.families import tasks_from_config
 
+from ._baselines import COLUMNS_DIR
 from ._checkpoints import newest_good_checkpoint
 from ._hooks import run_trial_hooks
 
@@ -37,6 +44,7 @@ def train_trial(
     baseline: dict[str, float] | None = None,
     cpus: float = 1.0,
     single_task_checkpoints: dict[str, str] | None = None,
+    answers: dict[str, dict[int, dict[str, Any]]] | None = None,
 ) -> None:
     """Train the model ``config`` describes for ``config['epochs']`` epochs, reporting each.
 
@@ -48,8 +56,20 @@ def train_trial(
     the whole training state, so a restarted trial resumes at the next epoch.
     A cross-stitch config with ``column_init: single_task`` starts its columns from
     ``single_task_checkpoints[task]`` (this run's single-task baselines).
+
+    A (config, seed) that ``answers`` holds (``{config_key: {seed: answer}}``: runs already
+    made of the same config, see :func:`search.answers_from`) is not trained: its epochs
+    are reported from that run, with ``answered_from`` naming it and Delta_m and the loss
+    weights this config's own, and its checkpoint is that run's.
+    A joint baseline (a ``columns`` model) also reports each column's cost
+    (``columns/<task>/<cost>``) and checkpoints each column as a single-task network
+    (``columns/<task>`` in its last checkpoint).
     """
     torch.set_num_threads(max(1, int(cpus)))
+    answer = (answers or {}).get(config_key(config), {}).get(int(config["seed"]))
+    if answer is not None:
+        _replay(config, answer, baseline)
+        return
     seed_everything(int(config["seed"]))
     model = build_model(config)
     checkpoint = newest_good_checkpoint(tune.get_checkpoint())  # a corrupt newest one: the one before, or none
@@ -61,6 +81,11 @@ def train_trial(
             trainer.load_state_dict(load_checkpoint_state(directory, map_location=trainer.device))
     params = count_parameters(model)
     cost = _cost_metrics(model, config, trainer.batch_size)
+    if isinstance(model, ColumnsModel):
+        for task in model.task_names:
+            column = model.column(task)
+            column_cost = {**_cost_metrics(column, config, trainer.batch_size), "params": count_parameters(column)}
+            cost.update({f"{COLUMNS_DIR}/{task}/{k}": v for k, v in column_cost.items()})
     higher = {t.name: t.higher_is_better for t in model.tasks}
     node = ray.get_runtime_context().get_node_id()
     while trainer.epoch < int(config["epochs"]):
@@ -86,6 +111,11 @@ def train_trial(
         with tempfile.TemporaryDirectory() as directory:
             run_trial_hooks("checkpoint", config, epoch=trainer.epoch, directory=directory)
             save_checkpoint_state(trainer.state_dict(), directory)
+            if isinstance(model, ColumnsModel) and trainer.epoch >= int(config["epochs"]):
+                for task in model.task_names:
+                    column = Path(directory) / COLUMNS_DIR / task
+                    column.mkdir(parents=True)
+                    save_checkpoint_state({"model": model.column(task).state_dict()}, column)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
@@ -94,3 +124,37 @@ def _cost_metrics(model: torch.nn.Module, config: dict[str, Any], batch_size: in
     cost = measure_cost(model, config["input"], batch_size).columns()
     cost.pop("params")  # reported with every result as it is
     return cost
+
+
+def _replay(config: dict[str, Any], answer: dict[str, Any], baseline: dict[str, float] | None) -> None:
+    """Report the epochs of the run that answers ``config`` (see :func:`train_trial`), with this
+    config's loss weights and Delta_m; the last epoch carries that run's checkpoint."""
+    tasks = tasks_from_config(config)
+    weights = build_weighting(tasks, config).weights()
+    higher = {t.name: t.higher_is_better for t in tasks}
+    node = ray.get_runtime_context().get_node_id()
+    epochs = answer["epochs"]
+    for i, record in enumerate(epochs):
+        metrics: dict[str, Any] = {
+            **record,
+            **{f"loss_weights/{t}": w for t, w in weights.items()},
+            "epochs": int(config["epochs"]),
+            "node_id": node,
+            "epoch_time_s": 0.0,
+            "wall_time": time.time(),
+            "answered_from": answer["trial_id"],
+        }
+        if all(f"loss/{t}" in record for t in weights):  # the total under this config's own weights
+            metrics["loss"] = sum(w * record[f"loss/{t}"] for t, w in weights.items())
+        if baseline:
+            val = {t.name: record.get(f"val/{t.name}/{t.metric_name}") for t in tasks}
+            value = delta_m(val, baseline, higher) if all(v is not None for v in val.values()) else math.nan
+            metrics[OBJECTIVE] = value if math.isfinite(value) else None
+        if i < len(epochs) - 1 or not answer.get("checkpoint"):
+            tune.report(metrics)
+            continue
+        with tempfile.TemporaryDirectory() as directory:
+            filesystem, path = pafs.FileSystem.from_uri(answer["checkpoint"]) if "://" in answer["checkpoint"] \
+                else (pafs.LocalFileSystem(), answer["checkpoint"])
+            pafs.copy_files(path, directory, source_filesystem=filesystem, destination_filesystem=pafs.LocalFileSystem())
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))

@@ -175,12 +175,19 @@ class BaselinesConfig(_Strict):
     2 to measure it). The ensemble averages ``ensemble_size`` of them per task (default:
     the number of tasks, parameter-matched with a cross-stitch network); when it needs
     more than ``seeds``, that many are trained.
+
+    ``columns``: ``joint`` (default) trains each seed's single-task networks as one model
+    of ``T`` columns that share nothing (one trial per seed, proven equal to separate
+    training: ``tests/test_joint_baselines.py``); ``separate`` trains one trial per task
+    and seed, for columns that must differ. A fixed loss weighting other than ``static``
+    or a ``grad_clip`` (which would couple the columns) trains them separately anyway.
     """
 
     single_task: Literal[True] = True
     seeds: PositiveInt = 3
     ensemble: bool = True
     ensemble_size: PositiveInt | None = None
+    columns: Literal["joint", "separate"] = "joint"
 
 
 class ConfirmConfig(_Strict):

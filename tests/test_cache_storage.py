@@ -40,8 +40,11 @@ def _load(tmp_path: Path, **changes) -> spaces.Experiment:
 def runs(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("cache")
     cache = root / "cache"
-    first = run_experiment(_load(root), root / "first", cache_dir=cache)
-    # a refined search space, same data/budget/seeds: the baselines come from the cache;
+    # separate single-task trials, as every run made before joint baselines cached them
+    first = run_experiment(_load(root, baselines={**EXPERIMENT["baselines"], "columns": "separate"}),
+                           root / "first", cache_dir=cache)
+    # a refined search space, same data/budget/seeds: the baselines come from the cache
+    # (a run that would train them jointly takes the separate ones: the same networks);
     # and Tune's trials go to a separate storage folder
     exp = _load(root, space={"families": ["hard_split"], "split_point": 0})
     second = run_experiment(exp, root / "second", cache_dir=cache, storage=str(root / "shared"))

@@ -158,10 +158,10 @@ def test_plan_prints_the_resolved_space_and_the_phases(tmp_path: Path, capsys) -
     assert "  families: [hard_split, cross_stitch]  (default)" in out
     assert "Budget: 30 trials (sized to the space), TPE's random start 15." in out
     phases = re.findall(r"^  (baselines|affinity|search|confirm) +(.*?)[:,]", out, flags=re.M)
-    # baselines: 4 seeds (the ensemble's default size, T = 4, exceeds seeds: 3) x 4 tasks; confirm: the top 3
-    # and the no-search default x 3 seeds, and the single-task networks at the pick's searched rate (one
-    # trial per seed: the like-for-like reference)
-    assert phases == [("baselines", "16 trainings x 2 epochs"), ("affinity", "6.0 network-epochs"),
+    # baselines: 4 seeds (the ensemble's default size, T = 4, exceeds seeds: 3), each one network of 4 columns;
+    # confirm: the top 3 and the no-search default x 3 seeds, and the single-task networks at the pick's
+    # searched rate (one trial per seed: the like-for-like reference)
+    assert phases == [("baselines", "4 trainings x 2 epochs"), ("affinity", "6.0 network-epochs"),
                       ("search", "30 trainings x 2 epochs"), ("confirm", "15 trainings x 2 epochs")]
     assert "Expected wall time" not in out  # --no-timing
 

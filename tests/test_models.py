@@ -130,7 +130,7 @@ def test_ensemble_members_are_independent_networks() -> None:
 
 
 def test_unknown_family_lists_known_ones() -> None:
-    with pytest.raises(ValueError, match="Unknown model family 'nope'; known model families: cross_stitch, ensemble, hard_split, mmoe, mtan, ple, single_task"):
+    with pytest.raises(ValueError, match="Unknown model family 'nope'; known model families: columns, cross_stitch, ensemble, hard_split, mmoe, mtan, ple, single_task"):
         mm.build_model(make_config("nope", make_tasks(2)))
 
 

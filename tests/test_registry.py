@@ -114,7 +114,7 @@ def test_every_registry_refuses_to_overwrite_a_built_in(register, name: str) -> 
 
 
 def test_registry_wrappers_list_and_build_as_before() -> None:
-    assert mm.available_families() == ["cross_stitch", "ensemble", "hard_split", "mmoe", "mtan", "ple", "single_task"]
+    assert mm.available_families() == ["columns", "cross_stitch", "ensemble", "hard_split", "mmoe", "mtan", "ple", "single_task"]
     assert mm.available_weightings() == [
         "aligned_mtl", "cagrad", "db_mtl", "dwa", "famo", "gradnorm", "imtlg", "mgda", "nash_mtl", "pcgrad", "static", "uncertainty", "upgrad"
     ]

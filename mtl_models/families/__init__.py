@@ -14,6 +14,7 @@ from ._base import (
 )
 from ._cross_stitch import UNITS as CROSS_STITCH_UNITS
 from ._cross_stitch import CrossStitchModel, CrossStitchUnit, NDDRUnit, ScalarCrossStitchUnit
+from ._columns import ColumnsModel
 from ._ensemble import EnsembleModel
 from ._mtan import MTANModel
 from ._experts import AtMostStages, ExpertsModel, level_stages
@@ -39,6 +40,7 @@ __all__ = [
     "BranchedModel",
     "CrossStitchModel",
     "CrossStitchUnit",
+    "ColumnsModel",
     "EnsembleModel",
     "MultiTaskModel",
     "BASELINE_FAMILIES",

@@ -79,7 +79,7 @@ ModelBuilder = Callable[[dict[str, Any]], MultiTaskModel]
 _FAMILIES: Registry[ModelBuilder] = Registry("model family", plural="model families")
 
 
-BASELINE_FAMILIES = ("single_task", "ensemble")
+BASELINE_FAMILIES = ("single_task", "ensemble", "columns")
 
 
 def register_family(name: str, *, replace: bool = False) -> Callable[[ModelBuilder], ModelBuilder]:

@@ -116,6 +116,10 @@ def _config_cell(run: RunData, row: pd.Series) -> str:
 
 def _why(row: pd.Series) -> tuple[str, str | None]:
     status = row.get("status")
+    answered = row.get("answered_from")
+    if isinstance(answered, str) and status in ("finished", "pruned"):
+        return (f"answered without training, from run {esc(answered)} (the same config and seed)"
+                + (f"; pruned after epoch {int(row['epochs_run'])}" if status == "pruned" else ""), None)
     if status == "pruned":
         return (
             f"pruned by the Optuna pruner after epoch {int(row['epochs_run'])} of {int(row['epochs'])}"
