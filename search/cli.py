@@ -29,22 +29,32 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ._start import load_while_ray_starts
+
+    def load() -> tuple:
+        """Everything before the first trial that needs no Ray, done while Ray starts."""
+        from spaces import load_experiment
+
+        from ._runner import load_run_data
+
+        exp = load_experiment(args.experiment)
+        overrides = {}
+        if args.num_trials is not None:
+            overrides["num_trials"] = args.num_trials
+        if args.max_concurrent is not None:
+            overrides["max_concurrent"] = args.max_concurrent
+        if overrides:
+            exp = exp.model_copy(update={"search": exp.search.model_copy(update=overrides)})
+        return (exp, *load_run_data(exp, show_plan=True, num_cpus=args.num_cpus))
+
+    exp, data, plan_text = load_while_ray_starts(load, args.address, args.num_cpus)
     from reports import write_report
-    from spaces import load_experiment
 
     from ._runner import run_experiment
 
-    exp = load_experiment(args.experiment)
-    overrides = {}
-    if args.num_trials is not None:
-        overrides["num_trials"] = args.num_trials
-    if args.max_concurrent is not None:
-        overrides["max_concurrent"] = args.max_concurrent
-    if overrides:
-        exp = exp.model_copy(update={"search": exp.search.model_copy(update=overrides)})
     result = run_experiment(
         exp, args.out, address=args.address, num_cpus=args.num_cpus, storage=args.storage, cache_dir=_cache_dir(args),
-        show_plan=True,
+        show_plan=True, data=data, plan_text=plan_text,
     )
     report = write_report(result.run_dir)
     _print_verdict(result.run_dir)
@@ -360,16 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mtl_models import DataFileError
-    from spaces import ExperimentError
-
-    from mtl_models import CorruptCheckpointError
-
-    from ._lock import RunLockedError
     from ._log import log_to_stdout
-    from ._phases import SearchInterrupted
-    from ._snapshots import SnapshotError
-    from ._study import StudyError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -384,22 +385,39 @@ def main(argv: list[str] | None = None) -> int:
         data_log.propagate = False
     try:
         return args.func(args)
-    except SearchInterrupted as exc:
+    except Exception as exc:  # the user errors below get a line and an exit status; anything else its traceback
+        code = _user_error(exc, args)
+        if code is None:
+            raise
+        return code
+
+
+def _user_error(exc: Exception, args: argparse.Namespace) -> int | None:
+    """Print a user error's line and return its exit status; None for a bug (keep the traceback).
+    The error classes are imported here, not before the command: ``run`` starts Ray first."""
+    from mtl_models import CorruptCheckpointError, DataFileError
+    from spaces import ExperimentError
+
+    from ._lock import RunLockedError
+    from ._phases import SearchInterrupted
+    from ._snapshots import SnapshotError
+    from ._study import StudyError
+
+    if isinstance(exc, SearchInterrupted):
         print(f"mtlsearch: interrupted: {exc}", file=sys.stderr)
         return 130
-    except (RunLockedError, StudyError, SnapshotError, CorruptCheckpointError) as exc:  # storage the run cannot use as it is
+    if isinstance(exc, (RunLockedError, StudyError, SnapshotError, CorruptCheckpointError)):  # storage the run cannot use as it is
         print(f"mtlsearch: error: {exc}", file=sys.stderr)
         return 2
-    except KeyError:
-        raise  # a bug, not a user error: keep the traceback
-    except (ExperimentError, DataFileError, FileExistsError, FileNotFoundError, LookupError, ValueError) as exc:
+    if isinstance(exc, KeyError):
+        return None  # a bug, not a user error: keep the traceback
+    if isinstance(exc, (ExperimentError, DataFileError, FileExistsError, FileNotFoundError, LookupError, ValueError)):
         print(f"mtlsearch: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        if exc.errno not in OUT_OF_SPACE:
-            raise
+    if isinstance(exc, OSError) and exc.errno in OUT_OF_SPACE:
         print(f"mtlsearch: error: {_out_of_space(exc, args)}", file=sys.stderr)
         return 2
+    return None
 
 
 OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # full disk, quota, file-size limit
