@@ -149,18 +149,20 @@ class RacingConfigs(Searcher):
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         while not self._finished:
-            out = {(k, int(s)) for k, s in self._out.values()}
-            for entry in self._alive():
-                seed = entry["seeds"][self._round]
-                if str(seed) not in self._values[entry["key"]] and (entry["key"], seed) not in out:
-                    self._out[trial_id] = [entry["key"], seed]
-                    return {**entry["config"], "seed": seed}
+            todo = self._todo()
+            if todo:
+                entry, seed = todo[0]
+                self._out[trial_id] = [entry["key"], seed]
+                return {**entry["config"], "seed": seed}
             if self._out:
                 return None  # the round's trials are running
             self._end_round()
         return Searcher.FINISHED
 
     def _end_round(self) -> None:
+        """Decide at the end of a round: stop configs (a look), then go on to the next seed or finish."""
+        if self._finished:
+            return
         done = self._round + 1  # seeds every config in the race has now had
         if done >= self._rounds:
             self._finished = True
@@ -190,6 +192,18 @@ class RacingConfigs(Searcher):
         ended = bool(result) and not error and int(result.get("epoch") or 0) >= int(result.get("epochs") or 0)
         value = result.get(OBJECTIVE) if ended else None  # errored or stopped short: a missing seed
         self._values[key][str(seed)] = float(value) if _finite(value) else None
+        if not self._out and not self._todo():  # the round is complete: decide now (Tune may not ask again)
+            self._end_round()
+
+    def _todo(self) -> list[tuple[dict[str, Any], int]]:
+        """The current round's (entry, seed) pairs neither finished nor out."""
+        out = {(k, int(s)) for k, s in self._out.values()}
+        todo = []
+        for entry in self._alive():
+            seed = entry["seeds"][self._round]
+            if str(seed) not in self._values[entry["key"]] and (entry["key"], seed) not in out:
+                todo.append((entry, seed))
+        return todo
 
     def race(self) -> dict[str, Any]:
         """The race as written to ``race_file``: per config its seeds, the seeds it ran and where it stopped."""
