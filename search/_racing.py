@@ -28,7 +28,9 @@ configs that ran every seed). With ``df = 1`` after two seeds the t quantile is 
 (about 25 for three configs), so only a config worse by much more than its seed spread
 stops that early. An errored or non-finite run is a missing seed: its config stays in the
 race (compared on the seeds it has), never stops the race. References the verdict needs
-(the no-search default, the tuned single-task networks: ``reference`` set) never stop.
+(the no-search default, the tuned single-task networks: ``reference`` set) never stop, so
+their later seeds start whenever a round's last trials leave a slot idle (a look uses each
+config's seeds up to its round only, so the decisions do not depend on that timing).
 """
 from __future__ import annotations
 
@@ -149,12 +151,12 @@ class RacingConfigs(Searcher):
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         while not self._finished:
-            todo = self._todo()
+            todo = self._todo() or self._ahead()
             if todo:
                 entry, seed = todo[0]
                 self._out[trial_id] = [entry["key"], seed]
                 return {**entry["config"], "seed": seed}
-            if self._out:
+            if not self._round_done():
                 return None  # the round's trials are running
             self._end_round()
         return Searcher.FINISHED
@@ -167,7 +169,7 @@ class RacingConfigs(Searcher):
         if done >= self._rounds:
             self._finished = True
         elif done >= 2:
-            values = {e["key"]: {int(s): v for s, v in self._values[e["key"]].items()} for e in self._alive()}
+            values = {e["key"]: {s: self._values[e["key"]][str(s)] for s in e["seeds"][:done]} for e in self._alive()}
             protected = {e["key"] for e in self._entries if e["protected"]}
             for key, stop in race_stops(values, self._level, protected).items():
                 self._stops[key] = {**stop, "after": done}
@@ -192,18 +194,25 @@ class RacingConfigs(Searcher):
         ended = bool(result) and not error and int(result.get("epoch") or 0) >= int(result.get("epochs") or 0)
         value = result.get(OBJECTIVE) if ended else None  # errored or stopped short: a missing seed
         self._values[key][str(seed)] = float(value) if _finite(value) else None
-        if not self._out and not self._todo():  # the round is complete: decide now (Tune may not ask again)
+        while not self._finished and self._round_done():  # decide now: Tune may not ask again
             self._end_round()
+
+    def _round_done(self) -> bool:
+        return all(str(e["seeds"][self._round]) in self._values[e["key"]] for e in self._alive())
+
+    def _missing(self, entries: list[dict[str, Any]], indices: range) -> list[tuple[dict[str, Any], int]]:
+        out = {(k, int(s)) for k, s in self._out.values()}
+        return [(e, e["seeds"][i]) for i in indices for e in entries
+                if str(e["seeds"][i]) not in self._values[e["key"]] and (e["key"], e["seeds"][i]) not in out]
 
     def _todo(self) -> list[tuple[dict[str, Any], int]]:
         """The current round's (entry, seed) pairs neither finished nor out."""
-        out = {(k, int(s)) for k, s in self._out.values()}
-        todo = []
-        for entry in self._alive():
-            seed = entry["seeds"][self._round]
-            if str(seed) not in self._values[entry["key"]] and (entry["key"], seed) not in out:
-                todo.append((entry, seed))
-        return todo
+        return self._missing(self._alive(), range(self._round, self._round + 1))
+
+    def _ahead(self) -> list[tuple[dict[str, Any], int]]:
+        """Later seeds of the references, which never stop: they fill the slots a round's last
+        trials leave idle, and wasting no training; the looks use seeds up to the round only."""
+        return self._missing([e for e in self._entries if e["protected"]], range(self._round + 1, self._rounds))
 
     def race(self) -> dict[str, Any]:
         """The race as written to ``race_file``: per config its seeds, the seeds it ran and where it stopped."""

@@ -139,35 +139,38 @@ def test_the_searcher_races_round_by_round_and_survives_a_failing_trial(tmp_path
     race_file = tmp_path / "confirm_race.json"
     searcher = RacingConfigs(entries(), alpha=0.05, race_file=str(race_file))
     assert searcher.max_trials == 9
-    first = [searcher.suggest(f"t{i}") for i in range(3)]
-    assert [(c["split_point"], c["seed"]) for c in first] == [(0, 4), (1, 4), (9, 4)]  # seed 4 of every config
-    assert searcher.suggest("t3") is None  # the round runs: seed 5 waits
-    values = {"t0": 5.0, "t1": -20.0, "t2": 1.0}
-    for trial, value in values.items():
+
+    def asked(*trials: str) -> list[tuple[int, int] | None]:
+        return [None if (c := searcher.suggest(t)) is None else (c["split_point"], c["seed"]) for t in trials]
+
+    assert asked("t0", "t1", "t2") == [(0, 4), (1, 4), (9, 4)]  # seed 4 of every config
+    # nothing more of round 1: the default (a reference, never stopped) runs ahead; the others wait
+    assert asked("t3", "t4", "t5") == [(9, 5), (9, 6), None]
+    for trial, value in {"t0": 5.0, "t1": -20.0, "t2": 1.0}.items():
         searcher.on_trial_complete(trial, result(value))
-    second = [searcher.suggest(f"u{i}") for i in range(3)]
-    assert [(c["split_point"], c["seed"]) for c in second] == [(0, 5), (1, 5), (9, 5)]
+    assert asked("u0", "u1", "u2") == [(0, 5), (1, 5), None]
     searcher.on_trial_complete("u0", result(6.0))
     searcher.on_trial_complete("u1", result(-19.2))
-    searcher.on_trial_complete("u2", None, error=True)  # the default's second seed fails: the race goes on
-    third = [searcher.suggest(f"v{i}") for i in range(3)]
-    # split point 1 stopped after 2 seeds (-25.0, -25.2 against the leader); the errored default races on
-    assert [(c["split_point"], c["seed"]) for c in third[:2]] == [(0, 6), (9, 6)] and third[2] is None
+    assert asked("u3") == [None]  # round 2 waits for the default's seed 5
+    searcher.on_trial_complete("t3", None, error=True)  # which fails: the race goes on
+    # split point 1 stopped after 2 seeds (-25.0, -25.2 against split point 0); round 3 needs split point 0 only
+    assert asked("v0", "v1") == [(0, 6), None]
     race = json.loads(race_file.read_text())
     stopped = {c["config_key"]: c["stopped"] for c in race["configs"]}
     key_1 = entries()[1]["key"]
     assert stopped[key_1]["after"] == 2 and stopped[key_1]["against"] == entries()[0]["key"]
     assert [k for k, s in stopped.items() if s] == [key_1] and not race["finished"]
     searcher.on_trial_complete("v0", result(5.5))
-    searcher.on_trial_complete("v1", result(0.5))
-    assert searcher.suggest("w0") == Searcher.FINISHED
+    assert not json.loads(race_file.read_text())["finished"]  # the default's seed 6 is still out
+    searcher.on_trial_complete("t4", result(0.5))
     race = json.loads(race_file.read_text())
     assert race["finished"] and race["trials"] == 8  # 9 - 1: one training saved
+    assert searcher.suggest("w0") == Searcher.FINISHED
 
 
 def test_a_resumed_race_keeps_its_finished_seeds_and_decides_the_same(tmp_path: Path) -> None:
-    """Snapshot mid-round (one trial out), restore into a fresh searcher: the trial out is the
-    one Tune resumes, finished seeds are not asked for again, the stop is the same."""
+    """Snapshot mid-round (two trials out), restore into a fresh searcher: the trials out are
+    the ones Tune resumes, finished seeds are not asked for again, the stop is the same."""
     def drive(searcher: RacingConfigs, trial: str) -> None:
         values = {"a": {"0": 5.0, "1": -20.0, "9": 1.0}, "b": {"0": 6.0, "1": -19.2, "9": 1.5}}
         config, seed = trial.split("-")
@@ -186,13 +189,15 @@ def test_a_resumed_race_keeps_its_finished_seeds_and_decides_the_same(tmp_path: 
     killed.save(str(tmp_path / "searcher-state.json"))
     resumed = RacingConfigs([])
     resumed.restore(str(tmp_path / "searcher-state.json"))
-    assert resumed.suggest("new") is None  # seeds 5 of split point 1 and the default are out: not asked again
+    ahead = [searcher.suggest("new") for searcher in (clean, resumed)]
+    assert ahead[0] == ahead[1] and (ahead[0]["split_point"], ahead[0]["seed"]) == (9, 6)  # not seed 5: it is out
     for searcher in (clean, resumed):
         drive(searcher, "1-b")
         drive(searcher, "9-b")
-    suggestions = [[searcher.suggest(f"x{i}") for i in range(3)] for searcher in (clean, resumed)]
-    assert suggestions[0] == suggestions[1] and suggestions[0][2] is None  # one config stopped in both
+    suggestions = [[searcher.suggest(f"x{i}") for i in range(2)] for searcher in (clean, resumed)]
+    assert suggestions[0] == suggestions[1] and suggestions[0][0]["seed"] == 6 and suggestions[0][1] is None
     assert resumed.race()["configs"] == clean.race()["configs"]
+    assert [c["stopped"] is not None for c in resumed.race()["configs"]] == [False, True, False]
 
 
 # --- one tiny run ---------------------------------------------------------------------------
