@@ -229,8 +229,8 @@ def plant(event, config, **context):
 EXPERIMENT = tiny_experiment(**{
     "name": "racing",
     "seed": 3,
-    "data": {"source": "multimnist", "n_train": 192, "n_val": 96, "n_test": 0},
-    "train": {"epochs": 2, "batch_size": 64, "lr": 0.01, "device": "cpu"},
+    "data": {"source": "multimnist", "n_train": 128, "n_val": 96, "n_test": 0},
+    "train": {"epochs": 1, "batch_size": 64, "lr": 0.01, "device": "cpu"},
     "space": {"families": ["hard_split"], "loss_weights": {"left": 0.5, "right": 0.5},
               "lr": {"low": 1e-5, "high": 0.01, "log": True}},
     "search": {"num_trials": 2, "max_concurrent": 1, "pruner": {"name": "nop"}, "max_failures": 0,
