@@ -14,13 +14,18 @@ from ._results import (
     AFFINITY_FILE,
     CURVES_FILE,
     PHASES,
+    RACE_FILE,
     RESULTS_FILE,
+    STOPPED_AFTER,
+    STOPPED_COLUMNS,
     TUNED_SINGLE_TASK,
     add_delta_m,
+    add_race,
     best_trial,
     confirmed,
     ensemble_row,
     finished,
+    full_seeds,
     load_results,
     metric_column,
     result_row,
@@ -45,6 +50,6 @@ from ._select import (
     parse_min_metric,
     select,
 )
-from ._stats import BaselineNoise, Estimate, config_summary
+from ._stats import BaselineNoise, Estimate, config_summary, paired_interval, simultaneous_level
 
 __all__ = [name for name in dir() if not name.startswith("_")]

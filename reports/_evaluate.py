@@ -49,7 +49,7 @@ from mtl_models import (
 from mtl_models.data import iterate_batches
 
 from ._pareto import pareto_mask
-from ._results import confirmed, ensemble_row, finished, metric_column, searched, single_task_rows
+from ._results import confirmed, ensemble_row, finished, full_seeds, metric_column, searched, single_task_rows
 from ._stats import cyclic_compositions
 
 EVALUATIONS_FILE = "evaluations.parquet"
@@ -61,11 +61,11 @@ log = logging.getLogger("mtlsearch.reports")
 
 
 def shortlist(results: pd.DataFrame, tasks: list[TaskSpec], top_k: int = 3, limit: int = 8) -> list[str]:
-    """Trials worth a test evaluation: every finished confirmation trial (the configs the
-    report ranks, over their seeds), then searched ones: the best by Delta_m and per task,
+    """Trials worth a test evaluation: every finished confirmation trial of a config that ran
+    every seed (the configs the report ranks, over their seeds), then searched ones: the best by Delta_m and per task,
     the Pareto front of Delta_m against parameters and against latency, and the ``top_k``
     by Delta_m, at most ``limit`` of these, best Delta_m first."""
-    confirm = list(finished(confirmed(results))["trial_id"])
+    confirm = list(full_seeds(finished(confirmed(results)))["trial_id"])
     done = finished(searched(results)).sort_values("delta_m", ascending=False)
     if done.empty:
         return confirm

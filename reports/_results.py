@@ -59,6 +59,12 @@ CONFIG_COLUMNS = (
 # searched training hyperparameters (``search.confirm_configs``; "default": the no-search default)
 TUNED_SINGLE_TASK = "tuned_single_task"
 MAPPING_COLUMNS = ("split_points", "task_groups", "group_split_points", "loss_weights")
+# The confirmation race (``search._racing``): each config's seeds, values and where it stopped,
+# written by the driver after every round; its stops become columns of the confirm rows.
+RACE_FILE = "confirm_race.json"
+STOPPED_AFTER = "confirm_stopped_after"  # seeds a raced config ran before it stopped (empty: it ran every seed)
+STOPPED_COLUMNS = (STOPPED_AFTER, "confirm_stopped_against", "confirm_stopped_delta_m",
+                   "confirm_stopped_delta_m_low", "confirm_stopped_delta_m_high", "confirm_stopped_level")
 
 
 def load_results(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -160,8 +166,34 @@ def searched(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def confirmed(results: pd.DataFrame) -> pd.DataFrame:
-    """The finished trials of the confirmation phase."""
+    """The finished trials of the confirmation phase (of raced-out configs too: :func:`full_seeds`)."""
     return results[(results["phase"] == "confirm") & (results["status"] == "finished")]
+
+
+def full_seeds(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` without those of configs the confirmation race stopped (``STOPPED_AFTER`` set)."""
+    if STOPPED_AFTER not in rows:
+        return rows
+    return rows[rows[STOPPED_AFTER].isna()]
+
+
+def add_race(results: pd.DataFrame, race: dict[str, Any] | None) -> pd.DataFrame:
+    """The race's stops (``RACE_FILE``'s content) as :data:`STOPPED_COLUMNS` of the confirm rows of
+    each stopped config: the seeds it ran, the ``config_key`` of the rival it was stopped against
+    (the leader, as a rule) and its paired difference from it (validation Delta_m points, config
+    minus rival) with the bounds and their level."""
+    stops = {c["config_key"]: c["stopped"] for c in (race or {}).get("configs", []) if c.get("stopped")}
+    if not stops:
+        return results
+    results = results.copy()
+    for column in STOPPED_COLUMNS:
+        results[column] = None if column == "confirm_stopped_against" else math.nan
+    for key, stop in stops.items():
+        rows = (results["phase"] == "confirm") & (results["config_key"] == key)
+        values = (stop["after"], stop["against"], stop["mean"], stop["low"], stop["high"], stop["level"])
+        for column, value in zip(STOPPED_COLUMNS, values):
+            results.loc[rows, column] = value
+    return results
 
 
 def finished(results: pd.DataFrame) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import pandas as pd
 from mtl_models import TaskSpec, delta_m
 
 from ._pareto import pareto_mask
-from ._results import confirmed, ensemble_row, finished, metric_column, searched
+from ._results import STOPPED_AFTER, confirmed, ensemble_row, finished, full_seeds, metric_column, searched
 from ._stats import (
     LEVEL,
     BaselineNoise,
@@ -211,6 +211,10 @@ class Pick:
     config does). ``split``: where the verdict is judged: ``test`` when the pool's runs
     and the baselines were evaluated there, else ``val`` (the selection split). ``k``
     configs were ranked, so Delta_m intervals are at the Bonferroni ``level``.
+    ``stopped``: the configs the confirmation race stopped (``search._racing``), one row
+    each (the confirm row of its first run, with the race's columns), not in ``table``:
+    the ranking and the verdict use only configs trained with every seed; ``k`` counts
+    them too (the pick is the best of every config that entered the race).
     """
 
     source: str
@@ -225,6 +229,7 @@ class Pick:
     k: int = 1
     level: float = LEVEL
     ensemble_compositions: int = 1
+    stopped: pd.DataFrame | None = None
 
     def judged(self, row: pd.Series | None = None) -> dict[str, Estimate]:
         """The estimates of ``row`` (default: the chosen config) on the judging split."""
@@ -313,10 +318,30 @@ class Pick:
             if chosen.get("reference") != name:
                 how = "paired over the same seeds" if vs.paired else "unpaired: the seeds differ"
                 out.append(f"Against the reference '{name}' it {_COMPARED[vs.verdict]} it ({split} Delta_m {vs.text()}, {how}).")
+        out += self._race_sentences(describe)
         verdicts = self.table["judged_verdict_single"] if "judged_verdict_single" in self.table else self.table["verdict_single"]
         if not (verdicts == 1).any():
             out.append(f"No config beats single-task beyond the noise at this budget ({split}).")
         return out
+
+    def _race_sentences(self, describe: Callable[[pd.Series], str]) -> list[str]:
+        """Where the confirmation race stopped each config it stopped, and against which leader."""
+        if self.stopped is None or self.stopped.empty:
+            return []
+        rivals = {row["config_key"]: row for _, row in pd.concat([self.table, self.stopped]).iterrows()}
+        parts = []
+        for _, row in self.stopped.iterrows():
+            rival = rivals.get(row["confirm_stopped_against"])
+            against = describe(rival) if rival is not None else "another config"
+            parts.append(
+                f"{describe(row)} after {int(row[STOPPED_AFTER])} seeds (validation Delta_m against {against} "
+                f"{row['confirm_stopped_delta_m']:+.2f} [{row['confirm_stopped_delta_m_low']:+.2f}, "
+                f"{row['confirm_stopped_delta_m_high']:+.2f}], paired by seed, each interval at "
+                f"{100 * row['confirm_stopped_level']:.4g} %)"
+            )
+        return [f"The confirmation raced the configs seed by seed and stopped {len(parts)} as worse than the leader "
+                f"beyond the noise: {'; '.join(parts)}. The ranking and the verdict use the {len(self.table)} configs "
+                "trained with every seed."]
 
     def _drop_text(self) -> str:
         if self.max_task_drop == "noise":
@@ -344,11 +369,15 @@ def deploy_pick(
     ensemble = ensemble_row(results)
     confirm = confirmed(results)
     default_rows = confirm[confirm["reference"] == "default"] if "reference" in confirm else confirm.iloc[0:0]
+    stopped = None
     if len(confirm):
-        pool, source = confirm, "confirm"
+        pool, source = full_seeds(confirm), "confirm"  # a config the race stopped has too few seeds to judge
+        raced_out = confirm[~confirm.index.isin(pool.index)]
+        stopped = raced_out.sort_values("seed").drop_duplicates("config_key") if len(raced_out) else None
+        k = max(int(confirm["config_key"].nunique()), 1)  # the pick is the best of every config that entered the race
     else:
         pool, source = finished(searched(results)), "search"
-    k = max(int(pool["config_key"].nunique()), 1) if len(pool) else 1
+        k = max(int(pool["config_key"].nunique()), 1) if len(pool) else 1
     level = simultaneous_level(k)
     size = int(ensemble["ensemble_size"]) if ensemble is not None and not pd.isna(ensemble.get("ensemble_size")) else 1
     if compositions is None or compositions.empty:
@@ -404,4 +433,4 @@ def deploy_pick(
         reference = references(noise)[0]
         n_compositions = len(reference.values) if reference is not None and reference.mean_var is not None else 1
     return Pick(source, table, chosen, noise, max_task_drop, len(default_rows) > 0, ensemble is not None,
-                split, judged_noise, k, level, n_compositions)
+                split, judged_noise, k, level, n_compositions, stopped)

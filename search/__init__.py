@@ -5,7 +5,9 @@ builds the results table from a run directory; ``OptunaPrunerScheduler`` lets an
 Optuna pruner stop Tune trials.
 
 The names are imported when first used (PEP 562), so ``mtlsearch --version``, ``--help``
-and shell completion answer without importing torch and Ray.
+and shell completion answer without importing torch and Ray, and ``mtlsearch run`` starts
+Ray before torch, Tune, Optuna and the report's libraries are imported, importing them
+while Ray starts (``search._start``).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ _PUBLIC = {
     "._baselines": ("baseline_configs", "compose_ensemble"),
     "._progress": ("ProgressPrinter",),
     "._pruning": ("OptunaPrunerScheduler",),
+    "._racing": ("RacingConfigs", "race_stops"),
     "._optuna": ("MTLOptunaSearch", "table_attrs", "trial_outcome"),
     "._cluster": ("init_ray",),
     "._hooks": ("TRIAL_HOOKS", "register_trial_hook"),

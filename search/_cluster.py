@@ -5,15 +5,14 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import optuna
 import ray
 
-from mtl_models import is_plugin_path
-from spaces import Experiment
-
 from ._log import get_logger
+
+if TYPE_CHECKING:
+    from spaces import Experiment
 
 log = get_logger("search")
 
@@ -26,9 +25,14 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, plugins: S
     dependencies installed. A local Ray's trials import plugin paths themselves. When
     Ray is already running, it is used as it is.
     """
+    if not ray.is_initialized():
+        _start_ray(address, num_cpus, plugins)
+    import optuna  # after Ray's start: `mtlsearch run` imports it while Ray starts (search._start)
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if ray.is_initialized():
-        return
+
+
+def _start_ray(address: str | None, num_cpus: int | None, plugins: Sequence[str]) -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     address = address or os.environ.get("RAY_ADDRESS")
@@ -48,6 +52,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, plugins: S
 def _shipped_plugins(plugins: Sequence[str]) -> list[Any]:
     """What of the plugins a cluster gets from the driver: plugin files and folders, and
     the top-level package of plugin modules that are not installed (site-packages)."""
+    from mtl_models import is_plugin_path
+
     shipped: list[Any] = []
     for entry in plugins:
         if is_plugin_path(entry):
@@ -60,7 +66,7 @@ def _shipped_plugins(plugins: Sequence[str]) -> list[Any]:
     return shipped
 
 
-def check_resources(exp: Experiment, address: str | None = None) -> None:
+def check_resources(exp: "Experiment", address: str | None = None) -> None:
     """Refuse a trial size no node of the Ray cluster can hold: its trials would wait forever.
 
     On a local Ray that is an error (``ValueError``). On a cluster joined with
@@ -82,5 +88,5 @@ def check_resources(exp: Experiment, address: str | None = None) -> None:
     raise ValueError(f"{message} Lower search.resources (or start Ray with more: --num-cpus).")
 
 
-def trial_resources(exp: Experiment) -> dict[str, float]:
+def trial_resources(exp: "Experiment") -> dict[str, float]:
     return {"cpu": exp.search.resources.cpu, "gpu": exp.search.resources.gpu}

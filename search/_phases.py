@@ -16,7 +16,7 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from mtl_models import MultiTaskData, config_key
-from reports import TUNED_SINGLE_TASK, confirm_shortlist, searched, single_task_baseline
+from reports import RACE_FILE, TUNED_SINGLE_TASK, confirm_shortlist, searched, single_task_baseline
 from spaces import Experiment, affinity_points, define_space, optuna_point
 
 from ._affinity import affinity_in_ray, format_affinity, load_affinity, save_affinity
@@ -36,6 +36,7 @@ from ._fixed import FixedConfigs
 from ._log import get_logger
 from ._optuna import MTLOptunaSearch
 from ._progress import ProgressPrinter
+from ._racing import RacingConfigs, race_entries
 from ._pruning import OptunaPrunerScheduler
 from ._relocate import RelocatableSearchGenerator, clear_driver_staging, reattach
 from ._samplers import build_pruner, build_sampler
@@ -366,33 +367,45 @@ def run_confirm(
     baselines: Baselines,
     resume: bool = False,
 ) -> None:
-    """Train the shortlist again with fresh seeds, as Ray Tune trials without pruning.
+    """Train the shortlist again with fresh seeds, as Ray Tune trials without pruning, raced:
+    seed by seed, a config worse than the leader beyond the noise stops (``search._racing``).
 
     The configs are derived from the finished search alone (:func:`confirm_configs`), so a
-    resumed run asks for the same ones; finished confirmation trials are kept.
+    resumed run asks for the same ones; finished confirmation trials are kept, and the
+    race's state (values seen, stops) comes back with Tune's snapshot of its searcher.
     """
     results, _ = collect_results(run_dir)
     configs = confirm_configs(exp, fixed, results)
     if not configs:
         return
     trainable = _trial_trainable(exp, data, baselines)
+    entries = race_entries(configs)
+    race_file = str(run_dir / RACE_FILE)
 
     def make_tuner() -> tune.Tuner:
         return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=RelocatableSearchGenerator(FixedConfigs(configs)), num_samples=len(configs),
-                trial_dirname_creator=_dirname, reuse_actors=REUSE_ACTORS,
+                search_alg=RelocatableSearchGenerator(RacingConfigs(entries, exp.confirm.race_alpha, race_file)),
+                num_samples=len(configs), trial_dirname_creator=_dirname, reuse_actors=REUSE_ACTORS,
             ),
             run_config=_run_config(
                 "confirm", run_dir, [ProgressPrinter("confirm", len(configs), OBJECTIVE)], exp.search.max_failures
             ),
         )
 
-    log.info("Confirming %d configs with %d fresh seeds each (%d trials, no pruning)",
-             len(configs) // exp.confirm.seeds, exp.confirm.seeds, len(configs))
-    _fit(run_dir, "confirm", len(configs), trainable, make_tuner, resume)
-    _check_complete(run_dir, "confirm", len(configs))
+    log.info("Confirming %d configs with up to %d fresh seeds each (at most %d trials, no pruning; raced seed by seed)",
+             len(entries), exp.confirm.seeds, len(configs))
+    _fit(run_dir, "confirm", _race_trials(run_dir, len(configs)), trainable, make_tuner, resume)
+    _check_complete(run_dir, "confirm", _race_trials(run_dir, len(configs)))
+
+
+def _race_trials(run_dir: Path, most: int) -> int:
+    """The confirmation trials the race asked for: all it did once it has ended (``RACE_FILE``),
+    else ``most`` (every config, every seed: a race not ended is restored and continued)."""
+    path = run_dir / RACE_FILE
+    race = json.loads(path.read_text()) if path.is_file() else {}
+    return int(race["trials"]) if race.get("finished") else most
 
 
 def _trial_trainable(exp: Experiment, data: MultiTaskData, baselines: Baselines) -> Any:

@@ -151,7 +151,9 @@ def phases(exp: Experiment, timing: Timing | None = None) -> list[Phase]:
             (f"the single-task networks at the searched {', '.join(tuned)}", tuned)) if on]
         listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
         out.append(Phase("confirm", configs * confirm.seeds, epochs,
-                         f"up to {configs} configs ({listed}) x {confirm.seeds} fresh seeds", largest))
+                         f"up to {configs} configs ({listed}) x {confirm.seeds} fresh seeds"
+                         + ("; raced: a config beyond the noise behind stops early" if confirm.seeds > 2
+                            and confirm.race_alpha > 0 else ""), largest))
     else:
         out.append(Phase("confirm", 0, 0, "off (confirm.top_k or confirm.seeds is 0)"))
     return out

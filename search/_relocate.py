@@ -11,7 +11,8 @@ after ``Tuner.restore`` and before ``fit()`` by :func:`reattach`:
   under the old path (Ray 2.60). :class:`RelocatableSearchGenerator`, the generator
   every phase uses, takes the storage the run is in now;
 - the Optuna searcher is pickled without its study (``MTLOptunaSearch.__getstate__``)
-  and continues the study of the run directory (``RUN/optuna.db``).
+  and continues the study of the run directory (``RUN/optuna.db``); the confirmation
+  race writes its file (``RUN/confirm_race.json``) in the run directory as it is now.
 
 And one thing of the Ray session: Tune restores the searcher from a driver staging
 folder named by the experiment's first start time and name, so resuming the same run
@@ -31,7 +32,10 @@ from ray.train._internal.storage import get_fs_and_path  # how Tune's StorageCon
 from ray.train.constants import _get_ray_train_session_dir
 from ray.tune.search import SearchGenerator
 
+from reports import RACE_FILE
+
 from ._optuna import MTLOptunaSearch
+from ._racing import RacingConfigs
 
 
 class RelocatableSearchGenerator(SearchGenerator):
@@ -64,6 +68,8 @@ def reattach(tuner: Any, storage_path: str, study_path: Path) -> None:
             searcher.relocate(storage_path)
         if isinstance(searcher, MTLOptunaSearch):
             searcher.use_study(optuna.storages.RDBStorage(f"sqlite:///{study_path}"))
+        if isinstance(searcher, RacingConfigs):
+            searcher.set_race_file(str(study_path.parent / RACE_FILE))
         searcher = getattr(searcher, "searcher", None)  # SearchGenerator, ConcurrencyLimiter: what they wrap
 
 

@@ -27,6 +27,7 @@ from ._log import get_logger
 from ._phases import _dirname  # noqa: F401  Tune's saved experiments name it here (runs and cached baselines from before the split)
 from ._phases import run_affinity, run_baselines, run_confirm, run_search
 from ._snapshots import check_snapshots
+from ._start import load_while_ray_starts
 from ._study import check_study
 from ._study import rebuild_study as write_rebuilt_study
 from ._table import write_results
@@ -118,6 +119,19 @@ def _execute(
     return RunResult(run_dir, results, baselines.metrics)
 
 
+def load_run_data(exp: Experiment, show_plan: bool = False, num_cpus: int | None = None) -> tuple[MultiTaskData, str | None]:
+    """Load and check the experiment's data (its report logged) and, with ``show_plan``, time
+    and format the plan; no Ray needed."""
+    log.info("Loading and checking data (%s) ...", exp.data.source)
+    data = exp.load_data()  # every row checked here
+    log.info(format_data_report(data))
+    if not show_plan:
+        return data, None
+    from ._plan import plan
+
+    return data, plan(exp, data, num_cpus=num_cpus)
+
+
 def run_experiment(
     exp: Experiment,
     run_dir: str | Path,
@@ -126,6 +140,8 @@ def run_experiment(
     storage: str | None = None,
     cache_dir: Path | None = None,
     show_plan: bool = False,
+    data: MultiTaskData | None = None,
+    plan_text: str | None = None,
 ) -> RunResult:
     """Baselines, then the search; writes ``results.parquet``/``curves.parquet`` in ``run_dir``.
 
@@ -134,8 +150,11 @@ def run_experiment(
     (``s3://bucket/prefix``), under which the run gets a folder named like ``run_dir``.
     ``cache_dir``: reuse and store trained baselines there (None: no cache).
     ``show_plan``: log the plan (``search._plan``: space, trials per phase, a timed wall-time
-    estimate) once the data is loaded. Raises :class:`SearchInterrupted` when stopped early (Ctrl-C); the run directory
-    then holds all that finished, and :func:`resume_experiment` continues it.
+    estimate) once the data is loaded. The data is loaded and checked (every row: a bad
+    dataset stops the run before its directory exists) and the plan timed while a local
+    Ray starts (``search._start``); ``data`` and ``plan_text``: both done already
+    (:func:`load_run_data`, as ``mtlsearch run`` does while Ray starts). Raises
+    :class:`SearchInterrupted` when stopped early (Ctrl-C); the run directory then holds all that finished, and :func:`resume_experiment` continues it.
     """
     run_dir = Path(run_dir).resolve()
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -143,15 +162,12 @@ def run_experiment(
             f"{str(run_dir)!r} is not empty; choose a new --out directory, or continue that run with "
             f"`mtlsearch resume {run_dir}`."
         )
-    log.info("Loading and checking data (%s) ...", exp.data.source)
-    data = exp.load_data()  # every row checked here: a bad dataset stops the run before Ray starts
-    log.info(format_data_report(data))
+    if data is None:
+        data, plan_text = load_while_ray_starts(lambda: load_run_data(exp, show_plan, num_cpus), address, num_cpus)
     init_ray(address, num_cpus, exp.plugins)
     check_resources(exp, address)  # before the run directory exists: nothing half-written
-    if show_plan:
-        from ._plan import plan
-
-        log.info(plan(exp, data, num_cpus=num_cpus))
+    if show_plan and plan_text is not None:
+        log.info(plan_text)
     run_dir.mkdir(parents=True, exist_ok=True)
     fixed = trial_base_config(exp, data)
     if storage is not None:
@@ -195,7 +211,7 @@ def _resume(run_dir: Path, address: str | None, num_cpus: int | None, cache_dir:
     exp = load_experiment(run_dir / "experiment.json")
     fixed = json.loads((run_dir / FIXED_CONFIG_FILE).read_text())
     log.info("Resuming %s; loading data (%s) ...", run_dir, exp.data.source)
-    data = exp.load_data()
+    data = load_while_ray_starts(exp.load_data, address, num_cpus)
     if data.input_spec() != fixed["input"]:
         raise RuntimeError(
             f"The data of {run_dir} changed since the run started (input statistics differ: "

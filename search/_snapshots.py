@@ -35,7 +35,7 @@ def _load(name: str, data: bytes) -> object:
     if name.startswith("experiment_state-"):
         return json.loads(data)
     if name.startswith("searcher-state-"):
-        if data[:1] == b"{":  # the baselines' and confirmation's FixedConfigs state is JSON (search/_fixed.py)
+        if data[:1] == b"{":  # the baselines' FixedConfigs and the confirmation's RacingConfigs state is JSON
             return json.loads(data)
         return _DetachedStudyUnpickler(io.BytesIO(data)).load()
     return cloudpickle.loads(data)

@@ -3,7 +3,8 @@
 What a row means (its columns, Delta_m, the views the report takes) is owned by
 :mod:`reports._results`; this module only reads the trials (each phase's Tune
 experiment, possibly on shared or object storage) and the composed ensemble, and
-writes ``results.parquet`` and ``curves.parquet`` (one row per trial and epoch).
+writes ``results.parquet`` and ``curves.parquet`` (one row per trial and epoch), with the
+confirmation race's stops (``confirm_race.json``) on the rows of the configs it stopped.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ray import cloudpickle, tune
 from ray.tune import ExperimentAnalysis
 
 from mtl_models import atomic_path
-from reports import CURVES_FILE, PHASES, RESULTS_FILE, add_delta_m, result_row
+from reports import CURVES_FILE, PHASES, RACE_FILE, RESULTS_FILE, add_delta_m, add_race, result_row
 
 from ._baselines import COLUMNS_DIR, ENSEMBLE_DIR, ENSEMBLE_RESULT, column_config
 
@@ -166,7 +167,8 @@ def collect_results(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows.append(ensemble)
     if not rows:
         raise FileNotFoundError(f"No trials found under {str(run_dir)!r}; is it an mtlsearch run directory?")
-    results = add_delta_m(pd.DataFrame(rows))
+    race = run_dir / RACE_FILE
+    results = add_race(add_delta_m(pd.DataFrame(rows)), json.loads(race.read_text()) if race.is_file() else None)
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
     return results, curves_df
 

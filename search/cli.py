@@ -110,16 +110,26 @@ def _print_json(document: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ._start import load_while_ray_starts
+
+    extra = [f"search.num_trials={args.num_trials}"] if args.num_trials is not None else []
+    extra += [f"search.max_concurrent={args.max_concurrent}"] if args.max_concurrent is not None else []
+
+    def load() -> tuple:
+        """Everything before the first trial that needs no Ray, done while Ray starts."""
+        from ._runner import load_run_data
+
+        exp = _load(args, extra)
+        return (exp, *load_run_data(exp, show_plan=True, num_cpus=args.num_cpus))
+
+    exp, data, plan_text = load_while_ray_starts(load, args.address, args.num_cpus)
     from reports import write_report
 
     from ._runner import run_experiment
 
-    extra = [f"search.num_trials={args.num_trials}"] if args.num_trials is not None else []
-    extra += [f"search.max_concurrent={args.max_concurrent}"] if args.max_concurrent is not None else []
-    exp = _load(args, extra)
     result = run_experiment(
         exp, args.out, address=args.address, num_cpus=args.num_cpus, storage=args.storage, cache_dir=_cache_dir(args),
-        show_plan=True,
+        show_plan=True, data=data, plan_text=plan_text,
     )
     _cli_log().info("Writing the report ...")
     report = write_report(result.run_dir)
@@ -627,6 +637,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    try:
+        return args.func(args)
+    except Exception as exc:  # the user errors below get a line and an exit status; anything else its traceback
+        code = _user_error(exc, args)
+        if code is None:
+            raise
+        return code
+
+
+def _user_error(exc: Exception, args: argparse.Namespace) -> int | None:
+    """Print a user error's line and return its exit status; None for a bug (keep the traceback).
+    The error classes are imported here, not before the command: ``run`` starts Ray first."""
     from mtl_models import CorruptCheckpointError, DataFileError
     from spaces import ExperimentError
 
@@ -635,24 +657,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     from ._snapshots import SnapshotError
     from ._study import StudyError
 
-    try:
-        return args.func(args)
-    except SearchInterrupted as exc:
+    if isinstance(exc, SearchInterrupted):
         print(f"mtlsearch: interrupted: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (RunLockedError, StudyError, SnapshotError, CorruptCheckpointError) as exc:  # storage the run cannot use as it is
+    if isinstance(exc, (RunLockedError, StudyError, SnapshotError, CorruptCheckpointError)):  # storage the run cannot use as it is
         print(f"mtlsearch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyError:
-        raise  # a bug, not a user error: keep the traceback
-    except (ExperimentError, DataFileError, FileExistsError, FileNotFoundError, LookupError, ValueError) as exc:
+    if isinstance(exc, KeyError):
+        return None  # a bug, not a user error: keep the traceback
+    if isinstance(exc, (ExperimentError, DataFileError, FileExistsError, FileNotFoundError, LookupError, ValueError)):
         print(f"mtlsearch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except OSError as exc:
-        if exc.errno not in OUT_OF_SPACE:
-            raise
+    if isinstance(exc, OSError) and exc.errno in OUT_OF_SPACE:
         print(f"mtlsearch: error: {_out_of_space(exc, args)}", file=sys.stderr)
         return EXIT_USAGE
+    return None
 
 
 OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # full disk, quota, file-size limit

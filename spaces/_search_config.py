@@ -202,12 +202,19 @@ class ConfirmConfig(_Strict):
     user would take without any search, everything shared with equal loss weights, with
     the same seeds, so the report can say whether the search beat it. ``top_k: 0`` or
     ``seeds: 0`` turns the phase off.
+
+    The phase races (``search._racing``): seed by seed, and a config that at least two
+    seeds show worse than the current leader beyond the noise (its paired interval on
+    validation Delta_m below 0, Bonferroni over the looks and the configs) trains no more
+    seeds; ``race_alpha`` bounds the chance that the truly best config is stopped (0: no
+    config stops). The references (the default, the tuned single-task networks) never stop.
     """
 
     top_k: NonNegativeInt = 3
     seeds: NonNegativeInt = 3
     max_configs: PositiveInt = 6
     default: bool = True
+    race_alpha: float = Field(0.05, ge=0.0, lt=0.5)
 
     @property
     def enabled(self) -> bool:

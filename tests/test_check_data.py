@@ -71,11 +71,12 @@ def test_check_data_lists_every_problem_with_file_line_and_column(tmp_path: Path
     ]
 
 
-def test_run_refuses_a_bad_dataset_before_ray_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_run_refuses_a_bad_dataset_before_the_run_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     def no_ray(*args, **kwargs):
-        raise AssertionError("Ray must not start for a bad dataset")
+        raise AssertionError("the run must not go on with a bad dataset")
 
-    monkeypatch.setattr(search._runner, "init_ray", no_ray)
+    monkeypatch.setattr(search._start, "init_ray", lambda *a, **k: None)  # Ray starts while the data loads ...
+    monkeypatch.setattr(search._runner, "init_ray", no_ray)  # ... and the run stops before it goes on
     write_dataset(tmp_path, "path,kind,size\nimg0.png,0,1.0\nimg1.png,1\n")
     out = tmp_path / "run"
     assert cli(["run", str(write_experiment(tmp_path)), "--out", str(out)]) == 2
@@ -84,11 +85,12 @@ def test_run_refuses_a_bad_dataset_before_ray_starts(tmp_path: Path, monkeypatch
     assert not out.exists()
 
 
-def test_run_refuses_a_decompression_bomb_before_ray_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_run_refuses_a_decompression_bomb_before_the_run_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     def no_ray(*args, **kwargs):
-        raise AssertionError("Ray must not start for a bad dataset")
+        raise AssertionError("the run must not go on with a bad dataset")
 
-    monkeypatch.setattr(search._runner, "init_ray", no_ray)
+    monkeypatch.setattr(search._start, "init_ray", lambda *a, **k: None)  # Ray starts while the data loads ...
+    monkeypatch.setattr(search._runner, "init_ray", no_ray)  # ... and the run stops before it goes on
     write_dataset(tmp_path, "path,kind,size\nimg0.png,0,1.0\nbomb.png,1,2.0\n")
     bomb_png(tmp_path / "bomb.png")
     out = tmp_path / "run"
