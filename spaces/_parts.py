@@ -11,6 +11,7 @@ searches choices, and the default is the constructor's. The bounds of an
 from __future__ import annotations
 
 import operator
+from collections.abc import Collection
 from typing import Annotated, Any, Literal, Union
 
 from annotated_types import Ge, Gt, Le, Lt
@@ -29,7 +30,7 @@ from ._common import FloatRange, IntRange
 _BOUNDS = {Gt: ("gt", ">", operator.gt), Ge: ("ge", ">=", operator.ge), Lt: ("lt", "<", operator.lt), Le: ("le", "<=", operator.le)}
 
 
-def part_parameters() -> dict[str, SchemeParameter]:
+def part_parameters(reserved: Collection[str] = ()) -> dict[str, SchemeParameter]:
     """Every registered scheme's and family's searchable parameters by space key.
 
     Raises ``ValueError`` naming both parts when two parameters take one key (family ``a``'s
@@ -37,12 +38,12 @@ def part_parameters() -> dict[str, SchemeParameter]:
     (family ``loss``'s ``weighting``): the trial config and the results table hold both
     under that key, so one would silently overwrite the other. A key a scheme maps on
     purpose (``config_keys``: static's ``weights`` is ``loss_weights``) is the config's own.
+    ``reserved``: the space's own keys (``SpaceConfig.model_fields``; passed in, as the space
+    validates with these parameters and so imports this module).
     """
-    from ._space_config import SpaceConfig  # it validates with these (an import cycle at the top)
-
     parts = [("loss weighting", n, weighting_parameters(n)) for n in available_weightings()]
     parts += [("model family", n, family_parameters(n)) for n in available_families()]
-    taken: dict[str, str] = {key: "a field of the space itself" for key in SpaceConfig.model_fields}
+    taken: dict[str, str] = {key: "a field of the space itself" for key in reserved}
     out = {}
     for kind, name, params in parts:
         for key, p in params.items():

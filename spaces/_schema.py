@@ -121,7 +121,7 @@ class Experiment(_Strict):
             except ImportError as exc:
                 raise ValueError(f"cannot import plugin module {entry!r}: {exc}") from None
             resolved.append(entry)
-        part_parameters()  # a plugin's parameter whose key another part or the space holds is refused here
+        part_parameters(reserved=SpaceConfig.model_fields)  # a plugin's parameter whose key another part or the space holds is refused here
         return resolved
 
     @model_validator(mode="after")
