@@ -1,6 +1,6 @@
 """The minimal experiment file against the hand-written full space, at equal compute.
 
-    python -m bench.defaults [--datasets quickstart digits4 planted] [--arms minimal full] [--work DIR]
+    python -m bench.defaults [--datasets quickstart digits4 planted] [--arms minimal full] [--seeds 3] [--work DIR]
 
 For each dataset, searches that differ only in what the file says about the space:
 
@@ -57,7 +57,7 @@ SEARCH = {"max_concurrent": 2, "resources": {"cpu": 1, "gpu": 0}}
 FIXED = {"baselines": {"seeds": 3, "ensemble": False}}
 
 
-def minimal(name: str, work: Path, top_k: int = 1) -> dict[str, Any]:
+def minimal(name: str, work: Path, top_k: int = 1, seeds: int = 3) -> dict[str, Any]:
     """The minimal file: no space, no trial budget, no affinity section."""
     if name == "quickstart":
         doc = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
@@ -70,7 +70,8 @@ def minimal(name: str, work: Path, top_k: int = 1) -> dict[str, Any]:
     else:
         doc = planted_experiment(work / "planted-data")
         doc["train"] = {**doc["train"], "epochs": 4}
-    return {**doc, "search": dict(SEARCH), **FIXED, "confirm": {"top_k": top_k, "seeds": 3}}
+    return {**doc, "search": dict(SEARCH), "baselines": {**FIXED["baselines"], "seeds": seeds},
+            "confirm": {"top_k": top_k, "seeds": seeds}}
 
 
 def full(doc: dict[str, Any], trials: int) -> dict[str, Any]:
@@ -153,6 +154,7 @@ def welch_difference(a: list[float], b: list[float]) -> dict[str, float]:
 def run_arm(name: str, arm: str, doc: dict[str, Any], work: Path) -> tuple[dict[str, Any], spaces.Experiment]:
     top_k = doc["confirm"]["top_k"]
     name = name if top_k == 1 else f"{name}-top{top_k}"
+    name = name if doc["confirm"]["seeds"] == 3 else f"{name}-seeds{doc['confirm']['seeds']}"
     path = work / f"{name}-{arm}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     exp = spaces.load_experiment(path)
@@ -175,6 +177,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--confirm-top-k", type=int, default=1,
                         help="configs the confirmation phase retrains (1 by default here, to save time; the product's default is 3)")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="the single-task baselines' seeds and the confirmation's fresh seeds (3, the product's default)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the other datasets' results already in bench/results/defaults.json")
     args = parser.parse_args()
@@ -191,8 +195,9 @@ def main() -> None:
             kept.setdefault("revision", before["revision"])
             kept.setdefault("date", before["date"])
     for name in args.datasets:
-        doc = minimal(name, work, args.confirm_top_k)
+        doc = minimal(name, work, args.confirm_top_k, args.seeds)
         key = name if args.confirm_top_k == 1 else f"{name}, confirm.top_k {args.confirm_top_k}"
+        key = key if args.seeds == 3 else f"{key}, {args.seeds} seeds"
         entry: dict[str, Any] = out["datasets"].setdefault(key, {})  # --keep: arms not rerun stay
         walls = {arm: entry[arm].get("wall_s") for arm in ("minimal", "full", "old") if isinstance(entry.get(arm), dict)}
         entry.update(revision=revision, **{k: machine()[k] for k in ("date", "machine")})
