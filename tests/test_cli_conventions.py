@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 import search._log as console
+import search._cli_runs
 import search.cli
 import spaces
 from mtl_models import config_key, report_progress
@@ -321,7 +322,7 @@ def test_export_refuses_an_unknown_format_listing_the_known_ones(tmp_path: Path,
 )
 def test_export_warns_on_a_trial_that_did_not_finish(status, epochs_run, error, retrained, expected) -> None:
     row = pd.Series({"trial_id": "t1", "status": status, "epochs_run": epochs_run, "epochs": 3, "error": error})
-    assert search.cli._export_warnings(row, retrained) == expected
+    assert search._cli_runs._export_warnings(row, retrained) == expected
 
 
 # ---------------------------------------------------------------- Optuna: what the study records
