@@ -71,7 +71,7 @@ import spaces
 from bench._common import machine, write_result
 from bench._digits4 import experiment as digits4_experiment
 from bench._planted import experiment as planted_experiment
-from bench.pick_holdup import paired
+from bench.pick_holdup import paired as paired_by_seed
 from search import log_to_stdout, run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,6 +143,11 @@ def welch(a: list[float], b: list[float]) -> dict[str, float]:
     diff = statistics.mean(a) - statistics.mean(b)
     half = stats.t.ppf(0.975, dof) * se
     return {"mean": diff, "low": diff - half, "high": diff + half}
+
+
+def paired(a: list[float], b: list[float]) -> dict[str, Any]:
+    """The paired difference ``a - b`` of two retrains' values, which come in the same seed order."""
+    return paired_by_seed(dict(enumerate(a)), dict(enumerate(b)))
 
 
 def retrain(config: dict[str, Any], data: mm.MultiTaskData, seeds: list[int], baseline: dict[str, float],
