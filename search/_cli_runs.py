@@ -124,6 +124,7 @@ def _select(args: argparse.Namespace) -> int:
             {
                 "trial_id": r["trial_id"],
                 "family": r["family"],
+                "structure": _describe(r),
                 "seeds": int(r["seeds"]),
                 "delta_m": {"split": "val", "role": "selection", "mean": _plain(r["delta_m"]),
                             "low": _plain(r.get("delta_m_low")), "high": _plain(r.get("delta_m_high")), "level": level,

@@ -31,7 +31,7 @@ Conventions (as ML engineers know them from pip, git, Ray and Hydra):
   {status: n}}, "deploy_pick": PICK}]}``, PICK as recorded on the study (below).
 
   select: ``{"run", "configs", "selection_split", "verdict_split", "level", "qualifying":
-  [{"trial_id", "family", "seeds", "delta_m": {"split", "role", "mean", "low", "high",
+  [{"trial_id", "family", "structure", "seeds", "delta_m": {"split", "role", "mean", "low", "high",
   "level", "approximate"}, "verdict_delta_m": {...}, "<metric columns>", "params", "flops",
   "latency_ms_b1", "latency_ms_bN", "pareto", "config"}], "pareto": [trial_id]}``.
 

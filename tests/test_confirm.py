@@ -135,6 +135,7 @@ def test_select_and_export_use_the_confirmed_statistics(run_dir: Path, tmp_path:
     assert listing["selection_split"] == "val" and listing["verdict_split"] == "test"
     assert all(r["delta_m"]["split"] == "val" and r["verdict_delta_m"]["split"] == "test" for r in listing["qualifying"])
     assert len(listing["qualifying"]) == 3 and all(r["seeds"] == 2 for r in listing["qualifying"])
+    assert all(r["structure"].startswith(r["family"]) and "(" in r["structure"] for r in listing["qualifying"])  # with words
     means = [r["delta_m"]["mean"] for r in listing["qualifying"]]
     assert means == sorted(means, reverse=True)
     for record in listing["qualifying"]:
