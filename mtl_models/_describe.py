@@ -81,7 +81,11 @@ def canonical_config(config: dict[str, Any]) -> dict[str, Any]:
       loss weights are dropped where they do not change what it learns
       (:func:`loss_scale_free`: Adam or AdamW, ...), so such a config at the single-task
       baselines' training settings is the baselines' own config;
-    - with ``optimization: alternating`` the static loss weights are dropped (never used).
+    - with ``optimization: alternating`` the static loss weights are dropped (never used);
+    - a ``ple`` of one level (CGC) has no shared gate to feed a next level, so
+      ``ple_shared_gate`` is dropped; without task-specific experts it is MMoE with its
+      shared experts (Tang et al. 2020, sec. 4.2; tests/test_ple.py: the same outputs for
+      the same weights) and is written as ``mmoe``.
 
     Other configs are kept as written (static weights that differ only by a common factor
     train alike too, but the search draws them normalised, so their keys stay those of
@@ -99,6 +103,11 @@ def canonical_config(config: dict[str, Any]) -> dict[str, Any]:
         out["family"] = "columns"
         out["loss_weighting"] = out.get("loss_weighting") or "static"  # the defaults, written out
         out["optimization"] = out.get("optimization") or "joint"
+    if out.get("family") == "ple" and int(out.get("ple_levels", 1)) == 1:
+        out.pop("ple_shared_gate", None)
+        if int(out.get("ple_specific", 1)) == 0:
+            mmoe = {"mmoe_experts": out.get("ple_shared", 1), "mmoe_gate": out.get("ple_gate", "flat")}
+            out = {**{k: v for k, v in out.items() if not k.startswith("ple_")}, "family": "mmoe", **mmoe}
     if static and (loss_scale_free(out) if out.get("family") == "columns" else out.get("optimization") == "alternating"):
         out.pop("loss_weights", None)
         out.pop("static_normalise", None)

@@ -229,3 +229,15 @@ def test_the_structure_in_words() -> None:
         "3 whole networks (experts) shared by all tasks; each task's gate mixes their outputs")
     assert describe_structure({"family": "ple", "ple_levels": 1, "ple_shared": 2, "ple_specific": 0}) == (
         "2 shared and 0 per-task experts at one level; each task's gate mixes its own and the shared experts")
+
+
+def test_configs_that_build_the_same_network_are_one_config() -> None:
+    """Work bought twice buys nothing: a one-level PLE's shared-gate switch changes nothing, and
+    CGC without task experts is MMoE (the test above), so their config keys are one."""
+    base = {"family": "ple", "ple_levels": 1, "ple_shared": 2, "ple_specific": 1, "ple_gate": "flat", "lr": 0.01}
+    assert mm.config_key({**base, "ple_shared_gate": True}) == mm.config_key({**base, "ple_shared_gate": False})
+    assert mm.config_key({**base, "ple_levels": 2, "ple_shared_gate": True}) != mm.config_key(
+        {**base, "ple_levels": 2, "ple_shared_gate": False})  # two levels: the paper's shared gate is a real difference
+    cgc = {**base, "ple_specific": 0, "ple_shared": 3}
+    assert mm.config_key(cgc) == mm.config_key({"family": "mmoe", "mmoe_experts": 3, "mmoe_gate": "flat", "lr": 0.01})
+    assert mm.config_key(cgc) != mm.config_key({"family": "mmoe", "mmoe_experts": 2, "mmoe_gate": "flat", "lr": 0.01})
