@@ -1,5 +1,5 @@
 """MMoE and CGC/PLE as families of the search: what each task's loss reaches (GradNorm's layer,
-the aggregators' parameters), training under GradNorm, export to TorchScript and ONNX, and
+the aggregators' parameters), training under GradNorm (export and reload: test_families.py), and
 one tiny Ray Tune search whose trials of both land in the table, the plan and the report."""
 from __future__ import annotations
 
@@ -66,29 +66,6 @@ def test_trains_under_gradnorm(case: str) -> None:
     assert all(math.isfinite(v) for v in losses.values())
     assert trainer.weighting.weights() != pytest.approx({"t0": 1.0, "t1": 1.0}, abs=1e-6)  # GradNorm moved them
     assert all(not torch.equal(a, b) for a, b in zip(model.parameters(), before))
-
-
-@pytest.mark.parametrize("case", ["mmoe", "ple@2 pooled"])
-def test_exports_to_torchscript_and_onnx_and_reloads(tmp_path: Path, case: str) -> None:
-    import onnxruntime
-
-    family = case.split("@")[0].split(" ")[0]
-    tasks = make_tasks(2, ("classification", "regression"))
-    config = make_config(family, tasks, **CONFIGS[case])
-    torch.manual_seed(0)
-    model = mm.build_model(config).eval()
-    bundle = mm.save_bundle(model, config, tmp_path / "bundle", exports=["torchscript", "onnx"])
-    x = torch.rand(3, 3, 8, 8)
-    expected = model(x)
-    loaded = mm.load(bundle)
-    scripted = torch.jit.load(str(bundle / "model.ts"))
-    served = onnxruntime.InferenceSession(str(bundle / "model.onnx")).run(None, {"images": x.numpy()})
-    for i, task in enumerate(model.task_names):
-        torch.testing.assert_close(loaded(x)[task], expected[task], rtol=0, atol=0)
-        torch.testing.assert_close(scripted(x)[i], expected[task])
-        torch.testing.assert_close(torch.from_numpy(served[i]), expected[task], rtol=1e-4, atol=1e-5)
-    cost = mm.measure_cost(model, config["input"], batch_size=4, repeats=1)
-    assert cost.params == mm.count_parameters(model) and cost.flops > 0
 
 
 EXPERIMENT = tiny_experiment(**{

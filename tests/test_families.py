@@ -109,12 +109,14 @@ def test_mtan_tasks_attend_differently_and_share_the_backbone() -> None:
 
 
 @pytest.mark.parametrize("family, extra", [("mtan", {"mtan_stages": [1]}), ("cross_stitch", {"cross_stitch_unit": "nddr"}),
-                                           ("cross_stitch", {"cross_stitch_unit": "scalar"})])
+                                           ("cross_stitch", {"cross_stitch_unit": "scalar"}),
+                                           ("mmoe", {"mmoe_experts": 2}), ("ple", {"ple_levels": 2, "ple_gate": "pooled"})])
 def test_new_families_export_and_reload(tmp_path, family: str, extra: dict) -> None:
     import onnxruntime
 
     tasks = make_tasks(2, ("classification", "regression"))
     config = make_config(family, tasks, **extra)
+    torch.manual_seed(0)
     model = mm.build_model(config).eval()
     bundle = mm.save_bundle(model, config, tmp_path / "bundle", exports=["torchscript", "onnx"])
     x = torch.rand(3, 3, 8, 8)
@@ -124,9 +126,11 @@ def test_new_families_export_and_reload(tmp_path, family: str, extra: dict) -> N
     session = onnxruntime.InferenceSession(str(bundle / "model.onnx"))
     served = session.run(None, {"images": x.numpy()})
     for i, task in enumerate(model.task_names):
-        torch.testing.assert_close(loaded(x)[task], expected[task])
+        torch.testing.assert_close(loaded(x)[task], expected[task], rtol=0, atol=0)
         torch.testing.assert_close(scripted(x)[i], expected[task])
         torch.testing.assert_close(torch.from_numpy(served[i]), expected[task], rtol=1e-4, atol=1e-5)
+    cost = mm.measure_cost(model, config["input"], batch_size=4, repeats=1)
+    assert cost.params == mm.count_parameters(model) and cost.flops > 0
 
 
 def test_every_task_loss_reaches_the_shared_parameters_of_each_unit_kind() -> None:

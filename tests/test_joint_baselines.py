@@ -22,7 +22,7 @@ import torch
 import mtl_models as mm
 from search._baselines import column_config, joint_config
 
-from conftest import make_config, make_tasks, random_data
+from conftest import make_config, make_tasks, random_data, tiny_experiment
 
 
 @pytest.fixture()
@@ -167,22 +167,16 @@ def test_a_k0_config_at_the_baselines_settings_is_the_joint_baselines_config(opt
 
 # --- a run: joint baselines, and k=0 proposals answered from them -------------------------------
 
-RUN = {
-    "name": "joint",
-    "seed": 0,
-    "data": {"source": "multimnist", "n_train": 128, "n_val": 64, "n_test": 0},
-    "tasks": [
-        {"name": "left", "kind": "classification", "classes": 10},
-        {"name": "right", "kind": "classification", "classes": 10},
-    ],
-    "backbone": {"name": "small_cnn", "options": {"widths": [8, 16]}},
-    "train": {"epochs": 2, "batch_size": 64, "lr": 0.01, "device": "cpu"},
+RUN = tiny_experiment(
+    name="joint",
+    data={"source": "multimnist", "n_train": 128, "n_val": 64, "n_test": 0},
+    train={"epochs": 2, "batch_size": 64, "lr": 0.01, "device": "cpu"},
     # every proposal a hard split that shares nothing at the baselines' settings; only the weights differ
-    "space": {"families": ["hard_split"], "split_point": 0, "loss_weights": "simplex"},
-    "search": {"num_trials": 3, "max_concurrent": 1, "pruner": {"name": "nop"}},
-    "baselines": {"seeds": 2, "ensemble": True},
-    "confirm": {"top_k": 0},
-}
+    space={"families": ["hard_split"], "split_point": 0, "loss_weights": "simplex"},
+    search={"num_trials": 3, "max_concurrent": 1, "pruner": {"name": "nop"}},
+    baselines={"seeds": 2, "ensemble": True},
+    confirm={"top_k": 0},
+)
 
 
 @pytest.fixture(scope="module")
