@@ -202,3 +202,38 @@ def keyword_parameters(part: str, fn: Callable[..., Any], keys: dict[str, str] |
         default = None if param.default is param.empty else param.default
         out[key] = SchemeParameter(part, param.name, key, hints.get(param.name, Any), default)
     return out
+
+
+def option_hints(fn: Callable[..., Any], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The type hints of :func:`keyword_options`' options, with their ``Annotated`` bounds and
+    checks; each resolved on its own, ``Any`` where it cannot be (Optuna's samplers name some
+    types only under ``TYPE_CHECKING``: such an option is checked by its constructor alone)."""
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    try:
+        hints = typing.get_type_hints(target, include_extras=True)
+    except Exception:  # noqa: BLE001  (one unresolvable hint: resolve the others one by one)
+        hints = {}
+        namespace = getattr(target, "__globals__", {})
+        for name, hint in getattr(target, "__annotations__", {}).items():
+            try:
+                hints[name] = eval(hint, namespace) if isinstance(hint, str) else hint  # noqa: S307  (the part's own source)
+            except Exception:  # noqa: BLE001
+                hints[name] = Any
+    return {name: hints.get(name, Any) for name in keyword_options(fn, skip)}
+
+
+@dataclass(frozen=True)
+class Check:
+    """A check of an option's value declared in its type hint, next to its bounds:
+    ``image_size: Annotated[int, Ge(1), Check(at_least_8)]``. ``fn(value)`` returns the value
+    or raises ``ValueError`` with what the user should read (``spaces`` locates it at the
+    option: file, line, field). It runs after the type and the bounds, on a path after the
+    path is made absolute; pydantic runs it through this hook, and nothing else needs it.
+    """
+
+    fn: Callable[[Any], Any]
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(self.fn, handler(source))

@@ -18,8 +18,8 @@ from ._search_config import BaselinesConfig, PrunerConfig, SamplerConfig, Search
 from ._space_config import SEARCHED_FAMILIES, SpaceConfig
 from ._training import BackboneConfig, TaskConfig, TrainConfig
 from ._common import FloatRange, IntRange
-from ._data import AugmentConfig, CelebAData, FilesData, MultiMNISTData, ScenesData, SplitConfig
-from ._sources import DATA_SOURCES, RegisteredData
+from ._data import AugmentConfig
+from ._sources import data_model, known_sources
 from ._space import HIDDEN_PREFIX, SpaceSampler, define_space, fixed_config, optuna_point, simplex_weights
 from ._yaml import ExperimentError
 

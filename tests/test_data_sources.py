@@ -92,10 +92,10 @@ def test_a_plugin_source_is_named_in_yaml_validated_and_loaded(tmp_path: Path) -
 @pytest.mark.parametrize(
     "data,line_key,message",
     [
-        (
+        (  # listed as a built-in source's are (one model for both): the shared fields, source, the loader's options
             {"source": "random_pairs", "scale": 1.0, "n_trian": 10},
             "n_trian",
-            "data.n_trian: unknown field 'n_trian'; allowed: source, loader, num_workers, memory_budget_mb, augment, "
+            "data.n_trian: unknown field 'n_trian'; allowed: loader, num_workers, memory_budget_mb, augment, source, "
             "scale, n_train, n_val, image_size, channels, seed, notes",
         ),
         (

@@ -229,7 +229,7 @@ def test_the_section_draws_the_pick() -> None:
 
 
 def test_train_rows_are_counted_without_loading(tmp_path: Path) -> None:
-    from spaces._data import FilesData
+    FilesData = spaces.data_model("files")  # the files source's model, built from its loader
 
     (tmp_path / "train.csv").write_text("path,a\n" + "".join(f"x{i}.png,{i % 2}\n" for i in range(70)))
     (tmp_path / "val.csv").write_text("path,a\nv.png,1\n")

@@ -1,21 +1,26 @@
 """Multi-task datasets: tensors per split, from data files, local dataset copies or generators.
 
-Sources (``load_data(source, tasks, **options)``): ``files`` (the seed's data files),
-``celeba`` (a local CelebA copy), ``scenes`` (procedural multi-attribute scenes) and
-``multimnist`` (the quickstart's real digits). Every row is checked before training;
+Sources (``load_data(source, tasks, **options)``): ``multimnist`` (the quickstart's real
+digits), ``files`` (the seed's data files), ``scenes`` (procedural multi-attribute scenes)
+and ``celeba`` (a local CelebA copy), each declared once by its loader's signature and its
+:class:`SourceFacts` (``_source``), as a plugin's is. Every row is checked before training;
 problems come back together as :class:`DataErrors`, each naming file, line and column.
 Batches reach the model through :class:`DataFeed` (held on the device or streamed).
 """
-from ._tensors import (
-    MultiTaskData,
-    Split,
+from ._tensors import MultiTaskData, Split, open_images_file
+from ._source import (
+    DataSource,
+    SourceFacts,
     available_sources,
+    data_source,
     load_data,
-    open_images_file,
+    missing_rate_problems,
     register_source,
+    registered_sources,
     source_function,
     source_options,
 )
+from . import _multimnist, _files_source, _scenes, _celeba  # noqa: F401  (register the built-in sources, in this order)
 from ._errors import MAX_LISTED, DataErrors, DataFileError, ProblemLog
 from ._labels import LabelError, LabelFormat, label_format, register_label_format
 from ._images import MAX_IMAGE_PIXELS, ImageRef, ImageTooLarge, decode_images, default_cache_dir, header_pixels
@@ -31,7 +36,6 @@ from ._augment import (
 )
 from ._feed import LOADER_MODES, DataFeed, iterate_batches, make_feeds, memory_budget, prepare_for_trials, resolve_loader
 from ._report import format_data_report
-from . import _celeba, _multimnist, _scenes  # noqa: F401  (register the built-in sources)
 from ._celeba import ATTRIBUTES as CELEBA_ATTRIBUTES, attribute_target, celeba_task_map
 from ._scenes import check_scene_tasks, generate_scenes, scene_tasks
 

@@ -18,16 +18,19 @@ and ``landmarks`` is a 10-value regression task (five (x, y) points of the align
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 import numpy as np
 import torch
+from annotated_types import Ge, Gt
 from torch import Tensor
 
+from .._registry import Check
 from ..tasks import TaskSpec
 from ._errors import DataFileError, ProblemLog
 from ._images import MAX_IMAGE_PIXELS, ImageRef, decode_images, default_cache_dir
-from ._tensors import MultiTaskData, Split, register_source, tensor_from_numpy
+from ._source import SourceFacts, register_source
+from ._tensors import MultiTaskData, Split, tensor_from_numpy
 
 ATTRIBUTES = (
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
@@ -142,20 +145,55 @@ def _ints(path: Path, line: int, values: list[str], names: Sequence[str], allowe
     return out
 
 
-@register_source("celeba")
+def _a_folder(root: Path) -> Path:
+    try:
+        exists = root.is_dir()
+    except OSError as exc:
+        raise ValueError(f"CelebA folder {str(root)[:200]!r} cannot be read ({exc.strerror})") from None
+    if not exists:
+        raise ValueError(f"CelebA folder {str(root)!r} does not exist")
+    return root
+
+
+def _known_attributes(attributes: dict[str, str]) -> dict[str, str]:
+    bad = sorted(a for a in attributes.values() if a not in ATTRIBUTES)
+    if bad:
+        raise ValueError(f"unknown CelebA attribute(s) {bad}; allowed: {', '.join(ATTRIBUTES)}")
+    return attributes
+
+
+class CelebAFacts(SourceFacts):
+    """Tasks are attributes (named or mapped by ``attributes``) and the landmarks."""
+
+    def check_tasks(self, tasks: list[TaskSpec]) -> list[tuple[int | None, str]]:
+        out: list[tuple[int | None, str]] = []
+        for i, spec in enumerate(tasks):
+            out += [(i, msg) for msg in celeba_task_map([spec], self.attributes, self.landmarks_task)[1]]
+        return out
+
+    def task_effects(self, spec: TaskSpec) -> dict[str, str]:
+        if spec.name == self.landmarks_task:
+            return {
+                "mirror": "a mirror moves every x and swaps the left and right eye and mouth corner",
+                "shift": "the points move with the image",
+            }
+        return {}
+
+
+@register_source("celeba", facts=CelebAFacts)
 def celeba(
     tasks: list[TaskSpec],
-    root: str | Path,
-    n_train: int | None = None,
-    n_val: int | None = None,
-    n_test: int | None = None,
-    image_size: Sequence[int] = (64, 64),
-    channels: int = 3,
-    attributes: dict[str, str] | None = None,
+    root: Annotated[Path, Check(_a_folder)],
+    n_train: Annotated[int, Ge(0)] | None = None,
+    n_val: Annotated[int, Ge(0)] | None = None,
+    n_test: Annotated[int, Ge(0)] | None = None,
+    image_size: tuple[Annotated[int, Gt(0)], Annotated[int, Gt(0)]] = (64, 64),
+    channels: Literal[1, 3] = 3,
+    attributes: Annotated[dict[str, str], Check(_known_attributes)] | None = None,
     landmarks_task: str = "landmarks",
     cache: bool = True,
-    cache_dir: str | Path | None = None,
-    max_image_pixels: int | None = MAX_IMAGE_PIXELS,
+    cache_dir: Path | None = None,
+    max_image_pixels: Annotated[int, Gt(0)] = MAX_IMAGE_PIXELS,
 ) -> MultiTaskData:
     """CelebA's official train/valid/test partition (the first ``n_*`` images of each, if given).
 

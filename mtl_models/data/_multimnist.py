@@ -10,12 +10,15 @@ bottom-right of a ``canvas`` x ``canvas`` image (pixel-wise max). Tasks: ``left`
 from __future__ import annotations
 
 import functools
+from typing import Annotated
 
 import numpy as np
 import torch
+from annotated_types import Ge, Gt, Le, Lt
 
 from ..tasks import TaskSpec
-from ._tensors import MultiTaskData, Split, register_source
+from ._source import SourceFacts, missing_rate_problems, register_source
+from ._tensors import MultiTaskData, Split
 
 TASK_NAMES = ("left", "right")
 _POOL_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
@@ -50,15 +53,34 @@ def _compose(digits: np.ndarray, left: np.ndarray, right: np.ndarray, canvas: in
     return out
 
 
-@register_source("multimnist")
+class MultiMNISTFacts(SourceFacts):
+    """One grey channel, ``canvas`` pixels a side, tasks ``left`` and ``right`` only."""
+
+    def channels_in(self) -> int:
+        return 1
+
+    def input_size(self) -> tuple[int, int]:
+        return self.canvas, self.canvas
+
+    def check_tasks(self, tasks: list[TaskSpec]) -> list[tuple[int | None, str]]:
+        unknown = sorted({t.name for t in tasks} - set(TASK_NAMES))
+        if unknown:
+            return [(None, f"multimnist has tasks {list(TASK_NAMES)}; unknown task name(s): {unknown}")]
+        return missing_rate_problems(self.missing_rate, tasks)
+
+    def task_effects(self, spec: TaskSpec) -> dict[str, str]:
+        return {"mirror": "the task is the digit in one corner of the image; a mirror moves it to another"}
+
+
+@register_source("multimnist", facts=MultiMNISTFacts)
 def multimnist(
     tasks: list[TaskSpec],
-    n_train: int = 6000,
-    n_val: int = 1000,
-    n_test: int = 1000,
-    canvas: int = 36,
+    n_train: Annotated[int, Gt(0)] = 6000,
+    n_val: Annotated[int, Gt(0)] = 1000,
+    n_test: Annotated[int, Ge(0)] = 1000,
+    canvas: Annotated[int, Ge(28), Le(56)] = 36,
     seed: int = 0,
-    missing_rate: dict[str, float] | None = None,
+    missing_rate: dict[str, Annotated[float, Ge(0.0), Lt(1.0)]] | None = None,
 ) -> MultiTaskData:
     """Pairs of real digits; ``missing_rate[task]`` hides that share of the task's train labels."""
     unknown = {t.name for t in tasks} - set(TASK_NAMES)

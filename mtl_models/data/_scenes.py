@@ -30,14 +30,17 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from typing import Annotated, Sequence, Union
 
 import numpy as np
 import torch
+from annotated_types import Ge, Gt, Le, Lt
 from torch import Tensor
 
+from .._registry import Check
 from ..tasks import TaskSpec
-from ._tensors import MultiTaskData, Split, register_source
+from ._source import SourceFacts, missing_rate_problems, register_source
+from ._tensors import MultiTaskData, Split
 
 SHAPES = ("square", "circle", "triangle", "cross")
 COLOURS = {
@@ -273,17 +276,42 @@ def _hide(target: Tensor, rate: float, rng: np.random.Generator) -> Tensor:
     return target.masked_fill(hide, missing)
 
 
-@register_source("scenes")
+def _at_least_8(size: int | tuple[int, int]) -> int | tuple[int, int]:
+    if min((size, size) if isinstance(size, int) else size) < 8:
+        raise ValueError(f"scenes images need at least 8 pixels a side, got {size}")
+    return size
+
+
+class ScenesFacts(SourceFacts):
+    """The tasks :func:`scene_tasks` lists, with their kinds and classes."""
+
+    def check_tasks(self, tasks: list[TaskSpec]) -> list[tuple[int | None, str]]:
+        out: list[tuple[int | None, str]] = []
+        for i, spec in enumerate(tasks):
+            out += [(i, msg) for msg in check_scene_tasks([spec], self.max_objects)]
+        return out + missing_rate_problems(self.missing_rate, tasks)
+
+    def task_effects(self, spec: TaskSpec) -> dict[str, str]:
+        return {
+            "position": {"mirror": "it is the main object's (x, y)", "shift": "it is the main object's (x, y)"},
+            "colour": {"intensity": "it is the main object's colour"},
+        }.get(spec.name, {})
+
+
+_Side = Annotated[int, Gt(0)]
+
+
+@register_source("scenes", facts=ScenesFacts)
 def scenes(
     tasks: list[TaskSpec],
-    n_train: int = 8000,
-    n_val: int = 1000,
-    n_test: int = 1000,
-    image_size: int | Sequence[int] = 64,
-    max_objects: int = 3,
-    noise: float = 0.04,
+    n_train: Annotated[int, Gt(0)] = 8000,
+    n_val: Annotated[int, Gt(0)] = 1000,
+    n_test: Annotated[int, Ge(0)] = 1000,
+    image_size: Annotated[Union[_Side, tuple[_Side, _Side]], Check(_at_least_8)] = 64,
+    max_objects: Annotated[int, Ge(1), Le(6)] = 3,
+    noise: Annotated[float, Ge(0.0)] = 0.04,
     seed: int = 0,
-    missing_rate: dict[str, float] | None = None,
+    missing_rate: dict[str, Annotated[float, Ge(0.0), Lt(1.0)]] | None = None,
 ) -> MultiTaskData:
     """Generated scenes; ``missing_rate[task]`` hides that share of the task's train labels."""
     problems = check_scene_tasks(tasks, max_objects)

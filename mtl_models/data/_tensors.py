@@ -1,17 +1,15 @@
 """Multi-task datasets held as tensors: uint8 images and one target tensor per task."""
 from __future__ import annotations
 
-import inspect
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .._registry import Registry, keyword_options
 from ..tasks import TaskSpec
 
 # input_spec computes mean/std exactly over the train split up to this many values,
@@ -242,36 +240,13 @@ def _label_stats(spec: TaskSpec, target: Tensor, valid: Tensor) -> dict[str, Any
     return {}
 
 
-DataLoaderFn = Callable[..., MultiTaskData]
-
-_SOURCES: Registry[DataLoaderFn] = Registry("data source")
-
-
-def register_source(name: str, *, replace: bool = False) -> Callable[[DataLoaderFn], DataLoaderFn]:
-    """Register ``loader(tasks: list[TaskSpec], **options) -> MultiTaskData`` under ``name``.
-
-    The loader's keyword arguments are the options an experiment file gives next to
-    ``source`` (:func:`source_options`): their defaults and type hints are what the
-    file is validated against, so a plugin's source is usable from YAML as is.
-    A taken name is refused unless ``replace``.
-    """
-    return _SOURCES.register(name, replace=replace)
-
-
-def available_sources() -> list[str]:
-    return _SOURCES.names()
-
-
-def source_function(source: str) -> DataLoaderFn:
-    """The registered loader of ``source``; an unknown name lists the known ones."""
-    return _SOURCES.get(source)
-
-
-def source_options(source: str) -> dict[str, inspect.Parameter]:
-    """The options ``source``'s loader takes (its keyword arguments besides ``tasks``)."""
-    return keyword_options(_SOURCES.get(source), skip=("tasks",))
-
-
-def load_data(source: str, tasks: list[TaskSpec], **options: Any) -> MultiTaskData:
-    """Load (or generate) a dataset with a registered source's loader and its options."""
-    return source_function(source)(tasks, **options)
+# the source registry moved to ``_source``; these names stay importable from here
+from ._source import (  # noqa: E402
+    _SOURCES,
+    DataLoaderFn,
+    available_sources,
+    load_data,
+    register_source,
+    source_function,
+    source_options,
+)
