@@ -257,8 +257,9 @@ def format_plan(exp: Experiment, timing: Timing | None = None, num_cpus: int | N
     given = "search.num_trials" not in exp.defaults.filled
     set_here = any(o.split("=", 1)[0].strip() in ("search.num_trials", "search") for o in exp.overrides)
     origin = " (--set)" if set_here else (" (the file)" if given else " (sized to the space)")
-    lines.append(f"Budget: {trials} trials{origin}, TPE's random start "
-                 f"{exp.search.sampler.n_startup_trials}. Rule: {sized.rule()}.")
+    startup = (f"TPE's random start {exp.search.sampler.n_startup_trials}" if exp.search.sampler.name == "tpe"
+               else f"the {exp.search.sampler.name} sampler")
+    lines.append(f"Budget: {trials} trials{origin}, {startup}. Rule: {sized.rule()}.")
     warning = budget_warning(exp)
     if warning:
         lines.append(f"WARNING: {warning}.")

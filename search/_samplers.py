@@ -1,21 +1,24 @@
-"""The Optuna sampler and pruner an experiment names (validated by ``spaces``, built here)."""
+"""The Optuna sampler and pruner an experiment names (validated by ``spaces``, built here).
+
+Both are built one way, from their registry entry (``spaces.SAMPLERS``, ``spaces.PRUNERS``):
+the class with the experiment's arguments and our defaults; what differs is only what the
+run supplies (a sampler's seed; a pruner's warm-up and Hyperband's budget, from the epochs).
+"""
 from __future__ import annotations
 
 import optuna
 
-from spaces import PrunerConfig, SamplerConfig
-from spaces._search_config import PRUNER_CLASSES
+from spaces import PRUNERS, SAMPLERS, PrunerConfig, SamplerConfig
 
 
 def build_sampler(config: SamplerConfig, default_seed: int) -> optuna.samplers.BaseSampler:
-    """TPE (multivariate, ``n_startup_trials`` random first), NSGA-II or random, seeded with
-    ``config.seed`` or else ``default_seed`` (the experiment's)."""
-    seed = config.resolved_seed(default_seed)
-    if config.name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if config.name == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=config.population_size, seed=seed)
-    return optuna.samplers.TPESampler(n_startup_trials=config.n_startup_trials, seed=seed, multivariate=True)
+    """The named sampler with its arguments (TPE: multivariate, ``n_startup_trials`` random
+    first), seeded with ``config.seed`` or else ``default_seed`` (the experiment's)."""
+    part = SAMPLERS[config.name]
+    options = config.options()
+    if "seed" in part.arguments():
+        options["seed"] = config.resolved_seed(default_seed)
+    return part.cls(**options)
 
 
 def build_pruner(config: PrunerConfig, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -28,4 +31,4 @@ def build_pruner(config: PrunerConfig, max_epochs: int) -> optuna.pruners.BasePr
     warmup = config.warmup_steps(max_epochs)
     if warmup is not None:
         options["n_warmup_steps"] = warmup
-    return PRUNER_CLASSES[config.name](**options)
+    return PRUNERS[config.name].cls(**options)

@@ -15,6 +15,7 @@ from ._defaults import (
     space_paths,
 )
 from ._search_config import BaselinesConfig, PrunerConfig, SamplerConfig, SearchConfig
+from ._optuna_parts import PRUNERS, SAMPLERS, OptunaPart, register_pruner, register_sampler
 from ._space_config import SEARCHED_FAMILIES, SpaceConfig
 from ._training import BackboneConfig, TaskConfig, TrainConfig
 from ._common import FloatRange, IntRange

@@ -3,11 +3,9 @@ here, built in ``search``), trials and resources, the baselines, the confirmatio
 the deploy pick and the task-affinity stage."""
 from __future__ import annotations
 
-import inspect
 import math
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-import optuna
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -15,6 +13,7 @@ from pydantic import (
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
+    PlainValidator,
     PositiveInt,
     model_validator,
 )
@@ -22,18 +21,7 @@ from pydantic import (
 from ._common import (
     _Strict,
 )
-from ._patient_pruner import PatientPruner
-
-PRUNER_CLASSES: dict[str, type[optuna.pruners.BasePruner]] = {
-    "patient": PatientPruner,
-    "median": optuna.pruners.MedianPruner,
-    "percentile": optuna.pruners.PercentilePruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "threshold": optuna.pruners.ThresholdPruner,
-    "nop": optuna.pruners.NopPruner,
-}
-
+from ._optuna_parts import PRUNERS, SAMPLERS, registered_name
 
 # The default pruner's warm-up, a fraction of the trials' epochs. bench/pruning.py (searches run to
 # the end on MultiMNIST, 5 epochs, and the 4-task digits, 8 epochs; the pruners replayed on their
@@ -43,8 +31,8 @@ DEFAULT_WARMUP_FRACTION = 0.1
 
 
 class PrunerConfig(BaseModel):
-    """An Optuna pruner by name; other keys are its constructor's arguments (checked against
-    its signature here; ``search.build_pruner`` builds it).
+    """An Optuna pruner by name (:data:`PRUNERS`); other keys are its constructor's arguments
+    (checked against its signature here; ``search.build_pruner`` builds it).
 
     ``warmup_fraction``: the warm-up as a fraction of the trials' epochs, for pruners with
     ``n_warmup_steps`` (the first ``floor(fraction x epochs)`` epochs of every trial are never
@@ -52,17 +40,14 @@ class PrunerConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    name: Literal["patient", "median", "percentile", "successive_halving", "hyperband", "threshold", "nop"] = "patient"
+    name: Annotated[str, PlainValidator(lambda v: registered_name(PRUNERS, v))] = "patient"
     warmup_fraction: float | None = Field(None, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _known_arguments(self) -> "PrunerConfig":
-        params = set(inspect.signature(PRUNER_CLASSES[self.name].__init__).parameters) - {"self", "args", "kwargs"}
-        unknown = sorted(set(self.options()) - params)
-        if unknown:
-            raise ValueError(
-                f"unknown argument(s) {unknown} for pruner {self.name!r}; allowed: {', '.join(sorted(params)) or 'none'}"
-            )
+        part = PRUNERS[self.name]
+        self.__pydantic_extra__.update(part.validate("pruner", self.name, self.options()))
+        params = part.arguments()
         if self.warmup_fraction is not None and "n_warmup_steps" not in params:
             raise ValueError(f"warmup_fraction: pruner {self.name!r} has no warm-up (n_warmup_steps); drop it")
         if self.warmup_fraction is not None and "n_warmup_steps" in self.options():
@@ -81,17 +66,45 @@ class PrunerConfig(BaseModel):
         return None if fraction is None else math.floor(fraction * epochs + 1e-9)
 
 
-class SamplerConfig(_Strict):
-    """Optuna's TPE (default), NSGA-II (multi-objective) or random sampler.
+# Before samplers were declared by their constructors, every saved run recorded both of these
+# for every sampler (a random sampler's n_startup_trials did nothing); such a run must still load.
+_RECORDED_FOR_EVERY_SAMPLER = ("n_startup_trials", "population_size")
+
+
+class SamplerConfig(BaseModel):
+    """An Optuna sampler by name (:data:`SAMPLERS`: TPE, the default; NSGA-II, for several
+    objectives; random); other keys are its constructor's arguments, checked against its
+    signature, with our defaults where Optuna's differ (TPE: ``n_startup_trials: 5``,
+    ``multivariate: true``), read as attributes (``sampler.n_startup_trials``).
 
     TPE handles one objective and several alike; ``n_startup_trials`` random trials
-    come first. NSGA-II evolves ``population_size`` trials per generation.
+    come first. NSGA-II evolves ``population_size`` trials per generation. ``seed``: the
+    sampler's, else the experiment's.
     """
 
-    name: Literal["tpe", "nsga2", "random"] = "tpe"
-    n_startup_trials: NonNegativeInt = 5
-    population_size: int = Field(10, ge=2)
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: Annotated[str, PlainValidator(lambda v: registered_name(SAMPLERS, v))] = "tpe"
     seed: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _saved_before_samplers_were_declared(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name", "tpe") in SAMPLERS:
+            takes = SAMPLERS[data.get("name", "tpe")].arguments()
+            data = {k: v for k, v in data.items() if k not in _RECORDED_FOR_EVERY_SAMPLER or k in takes}
+        return data
+
+    @model_validator(mode="after")
+    def _known_arguments(self) -> "SamplerConfig":
+        part = SAMPLERS[self.name]
+        given = part.validate("sampler", self.name, self.options(), skip=("seed",))
+        self.__pydantic_extra__.clear()
+        self.__pydantic_extra__.update(part.defaults_for(given))
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The constructor's arguments besides ``seed``: those given, and our defaults."""
+        return dict(self.model_extra or {})
 
     def resolved_seed(self, default_seed: int) -> int:
         """``seed``, else the experiment's."""
@@ -153,8 +166,11 @@ class SearchConfig(_Strict):
                     f"(objectives {self.objectives}) cannot prune; set pruner: {{name: nop}} or drop it"
                 )
             object.__setattr__(self, "pruner", PrunerConfig(name="nop"))
-        elif self.sampler.name == "nsga2":
-            raise ValueError("sampler: nsga2 is for multi-objective searches; with one objective use tpe or random")
+        elif SAMPLERS[self.sampler.name].multi_objective_only:
+            others = [name for name, part in SAMPLERS.items() if not part.multi_objective_only]
+            raise ValueError(
+                f"sampler: {self.sampler.name} is for multi-objective searches; with one objective use {' or '.join(others)}"
+            )
         return self
 
     @property
