@@ -102,8 +102,8 @@ def registered_name(registry: Registry[OptunaPart], name: Any) -> str:
     raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
 
 
-# TPE: multivariate (Falkner et al. 2018's BOHB argues a joint model over conditional spaces), and
-# 5 random trials first; the defaults resolution (``_defaults``) sizes them to the space.
+# TPE: multivariate (one density over the parameters together, as BOHB's, Falkner et al. 2018) and
+# 5 random trials first, as the project always set them; ``_defaults`` sizes the random start to the space.
 register_sampler("tpe", OptunaPart(optuna.samplers.TPESampler, {"n_startup_trials": 5, "multivariate": True}, {"n_startup_trials": (Ge(0),)}))
 register_sampler("nsga2", OptunaPart(optuna.samplers.NSGAIISampler, {"population_size": 10}, {"population_size": (Ge(2),)}, multi_objective_only=True))
 register_sampler("random", OptunaPart(optuna.samplers.RandomSampler))
