@@ -5,6 +5,7 @@ Every model is built from one plain, JSON-able config dict (``build_model``); th
 same dict is what a search trial samples, what the results table records and what
 an exported bundle holds.
 """
+from . import results_table
 from ._bundle import (
     BUNDLE_EXPORTS,
     file_sha256,
