@@ -41,6 +41,7 @@ BASELINES, SEARCH, CONFIRM = "baselines", "search", "confirm"
 PHASES = (BASELINES, SEARCH, CONFIRM)
 FINISHED, PRUNED, ERRORED = "finished", "pruned", "errored"
 ENDED = (FINISHED, PRUNED, ERRORED)
+ACTIVE = ("running", "pending")  # a trial of a run still going (or interrupted)
 # the families whose rows are baselines (a joint baseline's ``columns`` trial is tabled as its single-task rows)
 SINGLE_TASK, ENSEMBLE = "single_task", "ensemble"
 
@@ -164,9 +165,18 @@ OBJECTIVE_DIRECTIONS = {DELTA_M: "max", **{cost: "min" for cost in COSTS}}
 # --- named filters ------------------------------------------------------------------------------
 
 
+def phase_rows(results: pd.DataFrame, phase: str, statuses: Iterable[str] | None = None) -> pd.DataFrame:
+    """The rows (or a curves table's) of ``phase`` (``BASELINES``, ``SEARCH``, ``CONFIRM``), of any
+    status or one of ``statuses``."""
+    keep = results[PHASE] == phase
+    if statuses is not None:
+        keep &= results[STATUS].isin(list(statuses))
+    return results[keep]
+
+
 def searched(results: pd.DataFrame) -> pd.DataFrame:
     """The rows of the search phase (any status)."""
-    return results[results[PHASE] == SEARCH]
+    return phase_rows(results, SEARCH)
 
 
 def finished(results: pd.DataFrame) -> pd.DataFrame:

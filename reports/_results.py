@@ -28,7 +28,14 @@ import pandas as pd
 
 from mtl_models import TaskSpec, config_key, delta_m, family_settings, weighting_settings
 from mtl_models import results_table as rt
-from mtl_models.results_table import STOPPED_AFTER, STOPPED_COLUMNS, confirmed, finished, full_seeds, searched
+from mtl_models.results_table import (  # noqa: F401  the views are reports' public names too
+    STOPPED_AFTER,
+    STOPPED_COLUMNS,
+    confirmed,
+    finished,
+    full_seeds,
+    searched,
+)
 
 RESULTS_FILE = "results.parquet"
 CURVES_FILE = "curves.parquet"

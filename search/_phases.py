@@ -157,14 +157,13 @@ def _fit(run_dir: Path, phase: str, expected: int, trainable: Any, make_tuner: A
 
 def _ended(run_dir: Path, phase: str) -> int:
     results, _ = collect_results(run_dir)
-    rows = results[results["phase"] == phase]
-    return int((~rows["status"].isin(["running", "pending"])).sum())
+    return len(rt.phase_rows(results, phase, rt.ENDED))
 
 
 def _check_complete(run_dir: Path, phase: str, expected: int) -> pd.DataFrame:
     results, _ = collect_results(run_dir)
-    rows = results[results["phase"] == phase]
-    unfinished = int(rows["status"].isin(["running", "pending"]).sum())
+    rows = rt.phase_rows(results, phase)
+    unfinished = len(rt.phase_rows(rows, phase, rt.ACTIVE))
     if unfinished or len(rows) < expected:
         write_results(run_dir)
         raise SearchInterrupted(
@@ -230,7 +229,7 @@ def run_baselines(
     baseline = single_task_baseline(results, tasks)  # B_t: the mean over every finished seed
     missing = [t.name for t in tasks if t.name not in baseline]
     if missing:
-        errors = results.loc[results["status"] == "errored", "error"].dropna().unique().tolist()
+        errors = results.loc[results[rt.STATUS] == rt.ERRORED, "error"].dropna().unique().tolist()
         raise RuntimeError(
             f"The single-task baseline failed for task(s) {missing}, so Delta_m cannot be computed. "
             f"Errors: {errors or 'none recorded'}; see {run_dir / 'baselines'}."

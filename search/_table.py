@@ -142,7 +142,7 @@ def _ensemble_row(run_dir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     result = json.loads(path.read_text())
-    metrics = {**result["metrics"], rt.PARAMS: result["params"], **(result.get("cost") or {})}
+    metrics = {**result["metrics"], rt.PARAMS: result[rt.PARAMS], **(result.get("cost") or {})}
     return result_row(
         result["trial_id"], rt.BASELINES, result["config"], metrics, epochs_run=result["epochs_run"],
         status=rt.FINISHED, checkpoint=str(path.parent),
