@@ -14,7 +14,6 @@ import pandas as pd
 
 from mtl_models import (
     BUNDLE_EXPORTS,
-    COST_COLUMNS,
     results_table as rt,
     build_model,
     format_count,
@@ -160,7 +159,7 @@ def model_card(run: RunData, row: pd.Series, command: Sequence[str] | None = Non
         ),
         "cost": {
             k: _plain(row.get(k))
-            for k in COST_COLUMNS
+            for k in rt.COST_COLUMNS
         },
         "training": {
             "epochs": int(row["epochs_run"]),

@@ -35,6 +35,7 @@ from mtl_models.results_table import (  # noqa: F401  the views are reports' pub
     finished,
     full_seeds,
     searched,
+    single_task_rows,
 )
 
 RESULTS_FILE = "results.parquet"
@@ -185,11 +186,6 @@ def add_race(results: pd.DataFrame, race: dict[str, Any] | None) -> pd.DataFrame
         for column, value in zip(STOPPED_COLUMNS, values):
             results.loc[rows, column] = value
     return results
-
-
-def single_task_rows(results: pd.DataFrame, task: str | None = None) -> pd.DataFrame:
-    """The finished single-task baseline trials (of ``task``), seed order."""
-    return rt.single_task_rows(results, task)
 
 
 def ensemble_row(results: pd.DataFrame) -> pd.Series | None:
