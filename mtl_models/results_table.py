@@ -191,7 +191,7 @@ def finished_searched(results: pd.DataFrame) -> pd.DataFrame:
 
 def confirmed(results: pd.DataFrame) -> pd.DataFrame:
     """The finished trials of the confirmation phase (of raced-out configs too: :func:`full_seeds`)."""
-    return results[(results[PHASE] == CONFIRM) & (results[STATUS] == FINISHED)]
+    return phase_rows(results, CONFIRM, (FINISHED,))
 
 
 def full_seeds(rows: pd.DataFrame) -> pd.DataFrame:
