@@ -3,8 +3,10 @@ loss weighting, datasets, the train/evaluate routine and deployable bundles.
 
 Every model is built from one plain, JSON-able config dict (``build_model``); the
 same dict is what a search trial samples, what the results table records and what
-an exported bundle holds.
+an exported bundle holds. The results table's column names, named filters and curve
+layout are ``results_table``'s (imported by ``spaces``, ``search`` and ``reports``).
 """
+from . import results_table
 from ._bundle import (
     BUNDLE_EXPORTS,
     file_sha256,

@@ -13,11 +13,12 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from . import results_table as rt
 from .families import MultiTaskModel, count_parameters
 
 _MIN_TIMED_MS = 50.0
 # A cost as the results table names it (``device`` is ``cost_device`` there).
-COST_COLUMNS = ("params", "flops", "latency_ms_b1", "latency_ms_bN", "latency_batch", "cost_device")
+COST_COLUMNS = rt.COST_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Cost:
     def columns(self) -> dict[str, Any]:
         """The cost under the results table's column names (:data:`COST_COLUMNS`)."""
         values = self.to_dict()
-        values["cost_device"] = values.pop("device")
+        values[rt.COST_DEVICE] = values.pop("device")
         return values
 
 

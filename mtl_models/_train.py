@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 
+from . import results_table as rt
 from ._schedule import make_scheduler, schedule_from_config, steps_per_epoch
 from .data import DataFeed, MultiTaskData, Split, iterate_batches, make_feeds
 from .families import MultiTaskModel
@@ -154,12 +155,12 @@ class Trainer:
             sums += torch.stack([total.detach(), *(losses[s.name].detach() for s in self.tasks)])
             steps += 1
         means = (sums / max(steps, 1)).tolist()
-        result = {"loss": means[0], **{f"loss/{s.name}": v for s, v in zip(self.tasks, means[1:])}}
+        result = {rt.loss(): means[0], **{rt.loss(s.name): v for s, v in zip(self.tasks, means[1:])}}
         self.epoch += 1
         bad = [k for k, v in result.items() if not math.isfinite(v)]
         if bad:
             raise NonFiniteLossError(f"Non-finite training loss at epoch {self.epoch}: {', '.join(bad)}.")
-        self.weighting.end_epoch({s.name: result[f"loss/{s.name}"] for s in self.tasks})
+        self.weighting.end_epoch({s.name: result[rt.loss(s.name)] for s in self.tasks})
         return result
 
     def train_step(self, x: Tensor, targets: dict[str, Tensor], step: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
@@ -274,9 +275,7 @@ def primary_metrics(model_tasks: list, metrics: dict[str, dict[str, float]]) -> 
     return {spec.name: metrics[spec.name][spec.metric_name] for spec in model_tasks}
 
 
-def metric_key(split: str, task: str, metric: str) -> str:
-    """The name a metric is reported and tabled under: ``<split>/<task>/<metric>``."""
-    return f"{split}/{task}/{metric}"
+metric_key = rt.metric  # the name a metric is reported and tabled under: ``<split>/<task>/<metric>``
 
 
 def flatten_metrics(prefix: str, metrics: dict[str, dict[str, float]]) -> dict[str, float]:

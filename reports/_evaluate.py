@@ -35,7 +35,6 @@ import pandas as pd
 import torch
 
 from mtl_models import (
-    COST_COLUMNS,
     MultiTaskData,
     Split,
     TaskSpec,
@@ -43,10 +42,10 @@ from mtl_models import (
     build_model,
     load_checkpoint_state,
     measure_cost,
-    metric_key,
     report_progress,
 )
 from mtl_models.data import iterate_batches
+from mtl_models import results_table as rt
 
 from ._pareto import pareto_mask
 from ._results import confirmed, ensemble_row, finished, full_seeds, metric_column, searched, single_task_rows
@@ -55,7 +54,7 @@ from ._stats import cyclic_compositions
 EVALUATIONS_FILE = "evaluations.parquet"
 TRAIN_LABELS = "train-labels"
 COMPOSITION = "ensemble/"
-COST_METRICS = tuple(c for c in COST_COLUMNS if c != "cost_device")  # the numeric ones
+COST_METRICS = tuple(c for c in rt.COST_COLUMNS if c != rt.COST_DEVICE)  # the numeric ones
 _COLUMNS = ["trial_id", "checkpoint", "split", "task", "metric", "value"]
 log = logging.getLogger("mtlsearch.reports")
 
@@ -75,7 +74,7 @@ def shortlist(results: pd.DataFrame, tasks: list[TaskSpec], top_k: int = 3, limi
         if column in done and done[column].notna().any():
             best = done[column].idxmax() if spec.higher_is_better else done[column].idxmin()
             chosen.append(done.loc[best, "trial_id"])
-    for cost in ("params", "latency_ms_b1"):
+    for cost in (rt.PARAMS, rt.LATENCY_B1):
         if cost in done and done[cost].notna().all():
             chosen += list(done.loc[pareto_mask(done, "delta_m", cost), "trial_id"])
     order = {t: i for i, t in enumerate(done["trial_id"])}
@@ -85,7 +84,7 @@ def shortlist(results: pd.DataFrame, tasks: list[TaskSpec], top_k: int = 3, limi
 
 def baseline_ids(results: pd.DataFrame) -> list[str]:
     """The finished single-task trials and the ensemble: what test Delta_m is measured against."""
-    rows = results[results["family"].isin(["single_task", "ensemble"]) & (results["status"] == "finished")]
+    rows = rt.baseline_rows(results)
     return [t for t in rows["trial_id"] if isinstance(t, str)]
 
 
@@ -194,7 +193,7 @@ def composition_table(evaluations: pd.DataFrame, results: pd.DataFrame) -> pd.Da
     rows = [ensemble.to_dict() | {"composition": 0}]
     extra = evaluations[evaluations["trial_id"].astype(str).str.startswith(COMPOSITION)]
     for trial_id, group in extra.groupby("trial_id"):
-        row = {metric_key(s, t, m): v for s, t, m, v in zip(group["split"], group["task"], group["metric"], group["value"])}
+        row = {rt.metric(s, t, m): v for s, t, m, v in zip(group["split"], group["task"], group["metric"], group["value"])}
         rows.append(row | {"composition": int(str(trial_id)[len(COMPOSITION):])})
     return pd.DataFrame(rows).sort_values("composition").reset_index(drop=True)
 
@@ -209,7 +208,7 @@ def _evaluated(have: set[tuple[str, str, str]], trial_id: str, checkpoint: str) 
 
 
 def _needs_cost(row: pd.Series) -> bool:
-    value = row.get("flops")
+    value = row.get(rt.FLOPS)
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
@@ -224,7 +223,7 @@ def _cost_rows(row: pd.Series) -> list[dict[str, Any]]:
         torch.set_num_threads(threads)
     base = {"trial_id": row["trial_id"], "checkpoint": _checkpoint(row), "split": "cost", "task": ""}
     out = [{**base, "metric": k, "value": float(getattr(cost, k))} for k in COST_METRICS]
-    out.append({**base, "metric": f"cost_device={cost.device} (post hoc, 1 thread)", "value": math.nan})
+    out.append({**base, "metric": f"{rt.COST_DEVICE}={cost.device} (post hoc, 1 thread)", "value": math.nan})
     return out
 
 
@@ -308,7 +307,7 @@ def test_columns(evaluations: pd.DataFrame) -> pd.DataFrame:
     test = evaluations[(evaluations["split"] == "test") & ~evaluations["metric"].str.startswith("class_")]
     if test.empty:
         return pd.DataFrame()
-    test = test.assign(column=[metric_key("test", t, m) for t, m in zip(test["task"], test["metric"])])
+    test = test.assign(column=[rt.test(t, m) for t, m in zip(test["task"], test["metric"])])
     return test.pivot_table(index="trial_id", columns="column", values="value", aggfunc="last")
 
 
@@ -320,6 +319,6 @@ def cost_columns(evaluations: pd.DataFrame) -> pd.DataFrame:
     values = cost[cost["metric"].isin(COST_METRICS)].pivot_table(
         index="trial_id", columns="metric", values="value", aggfunc="last"
     )
-    device = cost[cost["metric"].str.startswith("cost_device=")].set_index("trial_id")["metric"]
-    values["cost_device"] = device.str.slice(len("cost_device=")).reindex(values.index)
+    device = cost[cost["metric"].str.startswith(rt.COST_DEVICE + "=")].set_index("trial_id")["metric"]
+    values[rt.COST_DEVICE] = device.str.slice(len(rt.COST_DEVICE + "=")).reindex(values.index)
     return values

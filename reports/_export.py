@@ -14,7 +14,7 @@ import pandas as pd
 
 from mtl_models import (
     BUNDLE_EXPORTS,
-    COST_COLUMNS,
+    results_table as rt,
     build_model,
     format_count,
     format_delta,
@@ -27,7 +27,7 @@ from mtl_models import (
 )
 
 from ._retrain import retrain as _retrain
-from ._results import metric_column, searched, single_task_summary
+from ._results import ensemble_row, metric_column, searched, single_task_summary
 from ._run import RunData, load_run, record_export
 from ._sections._base import short_label, structure_words, worded_label
 from ._select import delta_vs
@@ -107,8 +107,7 @@ def model_card(run: RunData, row: pd.Series, command: Sequence[str] | None = Non
     """The model card of ``row``: what it predicts, how well against the baselines, at what cost, from what."""
     results, tasks = run.results, run.tasks
     single = single_task_summary(results)
-    ensemble_rows = results[results["family"] == "ensemble"]
-    ensemble = ensemble_rows.iloc[0] if len(ensemble_rows) else None
+    ensemble = ensemble_row(results)
     splits = ["val", "test"] if _number(row.get(metric_column(tasks[0], "test"))) is not None else ["val"]
     metrics = {
         t.name: {
@@ -127,7 +126,7 @@ def model_card(run: RunData, row: pd.Series, command: Sequence[str] | None = Non
     }
     delta = {
         split: {
-            "vs_single_task": _number(row.get("delta_m" if split == "val" else "test_delta_m")),
+            "vs_single_task": _number(row.get(rt.delta_column(split))),
             "vs_ensemble": None if ensemble is None else _number(delta_vs(row, ensemble, tasks, split)),
         }
         for split in splits
@@ -160,7 +159,7 @@ def model_card(run: RunData, row: pd.Series, command: Sequence[str] | None = Non
         ),
         "cost": {
             k: _plain(row.get(k))
-            for k in COST_COLUMNS
+            for k in rt.COST_COLUMNS
         },
         "training": {
             "epochs": int(row["epochs_run"]),
@@ -386,9 +385,9 @@ def card_markdown(card: dict[str, Any]) -> str:
     cost = card["cost"]
     lines += [
         "",
-        f"Cost: {format_count(cost['params'])} parameters, {format_flops(cost['flops'])} FLOPs per image, "
-        f"latency {format_ms(cost['latency_ms_b1'])} at batch 1 and {format_ms(cost['latency_ms_bN'])} at "
-        f"batch {format_count(cost['latency_batch'])} on {cost['cost_device']}.",
+        f"Cost: {format_count(cost[rt.PARAMS])} parameters, {format_flops(cost[rt.FLOPS])} FLOPs per image, "
+        f"latency {format_ms(cost[rt.LATENCY_B1])} at batch 1 and {format_ms(cost[rt.LATENCY_BN])} at "
+        f"batch {format_count(cost[rt.LATENCY_BATCH])} on {cost[rt.COST_DEVICE]}.",
         "",
         f"Data: {card['data']['description']}.",
         "",

@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import stats
 
 from mtl_models import format_delta, format_rate
+from mtl_models import results_table as rt
 
 from ._results import TUNED_SINGLE_TASK, confirmed
 
@@ -26,7 +27,7 @@ LEVEL = 0.95
 # ``space.class_weighting``): a searched config whose values differ from the baselines' was
 # trained differently, not only shared differently (``search.confirm_configs`` compares them).
 TUNED_TRAINING_KEYS = ("lr", "grad_clip", "class_weighting")
-SPLITS = {"val": "delta_m", "test": "test_delta_m"}  # the selection split, then the held-out one
+SPLITS = {split: rt.delta_column(split) for split in (rt.VAL, rt.TEST)}  # the selection split, then the held-out one
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def tuned_reference(results: pd.DataFrame, pick_key: str | None) -> TunedReferen
     if ref.empty:
         return None
     config = json.loads(ref["config"].iloc[0])
-    single = results[results["family"] == "single_task"] if "family" in results else results.iloc[0:0]
+    single = rt.single_task_rows(results, status=None)
     baseline = json.loads(single["config"].iloc[0]) if len(single) else {}
     tuned = {k: config[k] for k in TUNED_TRAINING_KEYS if k in config and (k not in baseline or config[k] != baseline[k])}
     pick = confirm[confirm["config_key"] == pick_key] if pick_key is not None else confirm.iloc[0:0]

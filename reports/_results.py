@@ -2,7 +2,8 @@
 
 One module owns what a row of ``results.parquet`` means. ``search`` writes the table
 through it (row layout, Delta_m per row), reports, ``select`` and ``export`` read it
-through it; no other module spells a column name.
+through it. The column names, the named filters and the curve layout are
+:mod:`mtl_models.results_table`'s (``rt``); no other module spells a column name.
 
 Rows: one per trial of every phase (``baselines``, ``search``, ``confirm``) plus the
 composed ensemble. Columns: the config keys, ``config_key`` (the same for trials that
@@ -25,13 +26,23 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from mtl_models import COST_COLUMNS, TaskSpec, config_key, delta_m, family_settings, metric_key, weighting_settings
+from mtl_models import TaskSpec, config_key, delta_m, family_settings, weighting_settings
+from mtl_models import results_table as rt
+from mtl_models.results_table import (  # noqa: F401  the views are reports' public names too
+    STOPPED_AFTER,
+    STOPPED_COLUMNS,
+    confirmed,
+    finished,
+    full_seeds,
+    searched,
+    single_task_rows,
+)
 
 RESULTS_FILE = "results.parquet"
 CURVES_FILE = "curves.parquet"
 AFFINITY_FILE = "affinity.json"  # the task-affinity stage's matrices and proposed trees, when it ran
-PHASES = ("baselines", "search", "confirm")
-ENDED = ("finished", "pruned", "errored")
+PHASES = rt.PHASES
+ENDED = rt.ENDED
 CONFIG_COLUMNS = (
     "family",
     "task",
@@ -62,9 +73,6 @@ MAPPING_COLUMNS = ("split_points", "task_groups", "group_split_points", "loss_we
 # The confirmation race (``search._racing``): each config's seeds, values and where it stopped,
 # written by the driver after every round; its stops become columns of the confirm rows.
 RACE_FILE = "confirm_race.json"
-STOPPED_AFTER = "confirm_stopped_after"  # seeds a raced config ran before it stopped (empty: it ran every seed)
-STOPPED_COLUMNS = (STOPPED_AFTER, "confirm_stopped_against", "confirm_stopped_delta_m",
-                   "confirm_stopped_delta_m_low", "confirm_stopped_delta_m_high", "confirm_stopped_level")
 
 
 def load_results(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -87,7 +95,7 @@ def task_specs(results: pd.DataFrame) -> list[TaskSpec]:
 
 def metric_column(spec: TaskSpec, split: str = "val") -> str:
     """The column of ``spec``'s primary metric on ``split`` (``val/<task>/<metric>``)."""
-    return metric_key(split, spec.name, spec.metric_name)
+    return rt.primary(spec, split)
 
 
 # --- rows ----------------------------------------------------------------------------------
@@ -139,8 +147,8 @@ def result_row(
         "phase": phase,
         **config_row(config),
         # the last reported metrics, and the loss weights as they ended (dynamic schemes move them)
-        **{k: v for k, v in metrics.items() if k.startswith(("val/", "loss"))},
-        **{k: metrics.get(k) for k in COST_COLUMNS},
+        **rt.reported(metrics),
+        **{k: metrics.get(k) for k in rt.COST_COLUMNS},
         "epochs_run": int(epochs_run),
         "epochs": int(config["epochs"]),
         "warm_start_epochs": warm,
@@ -161,22 +169,6 @@ def result_row(
 # --- views ---------------------------------------------------------------------------------
 
 
-def searched(results: pd.DataFrame) -> pd.DataFrame:
-    return results[results["phase"] == "search"]
-
-
-def confirmed(results: pd.DataFrame) -> pd.DataFrame:
-    """The finished trials of the confirmation phase (of raced-out configs too: :func:`full_seeds`)."""
-    return results[(results["phase"] == "confirm") & (results["status"] == "finished")]
-
-
-def full_seeds(rows: pd.DataFrame) -> pd.DataFrame:
-    """``rows`` without those of configs the confirmation race stopped (``STOPPED_AFTER`` set)."""
-    if STOPPED_AFTER not in rows:
-        return rows
-    return rows[rows[STOPPED_AFTER].isna()]
-
-
 def add_race(results: pd.DataFrame, race: dict[str, Any] | None) -> pd.DataFrame:
     """The race's stops (``RACE_FILE``'s content) as :data:`STOPPED_COLUMNS` of the confirm rows of
     each stopped config: the seeds it ran, the ``config_key`` of the rival it was stopped against
@@ -189,37 +181,24 @@ def add_race(results: pd.DataFrame, race: dict[str, Any] | None) -> pd.DataFrame
     for column in STOPPED_COLUMNS:
         results[column] = None if column == "confirm_stopped_against" else math.nan
     for key, stop in stops.items():
-        rows = (results["phase"] == "confirm") & (results["config_key"] == key)
+        rows = (results[rt.PHASE] == rt.CONFIRM) & (results[rt.CONFIG_KEY] == key)
         values = (stop["after"], stop["against"], stop["mean"], stop["low"], stop["high"], stop["level"])
         for column, value in zip(STOPPED_COLUMNS, values):
             results.loc[rows, column] = value
     return results
 
 
-def finished(results: pd.DataFrame) -> pd.DataFrame:
-    """Finished rows with a Delta_m."""
-    return results[(results["status"] == "finished") & results["delta_m"].notna()]
-
-
-def single_task_rows(results: pd.DataFrame, task: str | None = None) -> pd.DataFrame:
-    """The finished single-task baseline trials (of ``task``), seed order."""
-    rows = results[(results["family"] == "single_task") & (results["status"] == "finished")]
-    if task is not None:
-        rows = rows[rows["task"] == task]
-    return rows.sort_values("ensemble_member") if "ensemble_member" in rows else rows
-
-
 def ensemble_row(results: pd.DataFrame) -> pd.Series | None:
-    rows = results[results["family"] == "ensemble"]
+    rows = rt.ensemble_rows(results)
     return rows.iloc[0] if len(rows) else None
 
 
 def best_trial(results: pd.DataFrame) -> pd.Series:
     """The finished searched trial with the highest Delta_m."""
-    done = finished(searched(results))
+    done = rt.finished_searched(results)
     if done.empty:
         raise LookupError("No searched trial has finished with a Delta_m; nothing to pick.")
-    return done.loc[done["delta_m"].idxmax()]
+    return done.loc[done[rt.DELTA_M].idxmax()]
 
 
 def task_values(results: pd.DataFrame, spec: TaskSpec, split: str = "val") -> list[float]:
@@ -250,7 +229,7 @@ def row_metrics(row: pd.Series | dict[str, Any], tasks: Iterable[TaskSpec], spli
     return out
 
 
-def add_delta_m(results: pd.DataFrame, split: str = "val", column: str = "delta_m") -> pd.DataFrame:
+def add_delta_m(results: pd.DataFrame, split: str = rt.VAL, column: str = rt.DELTA_M) -> pd.DataFrame:
     """Add ``column`` (Delta_m on ``split`` against the single-task baseline's mean on it) to
     every row; a single-task row is compared on its own task only. NaN while a task has no
     finished single-task trial."""
@@ -260,7 +239,7 @@ def add_delta_m(results: pd.DataFrame, split: str = "val", column: str = "delta_
     complete = len(baseline) == len(tasks)
     values = []
     for _, row in results.iterrows():
-        base = baseline if row["family"] != "single_task" else {row["task"]: baseline.get(row["task"], math.nan)}
+        base = baseline if row[rt.FAMILY] != rt.SINGLE_TASK else {row[rt.TASK]: baseline.get(row[rt.TASK], math.nan)}
         values.append(delta_m(row_metrics(row, tasks, split), base, higher) if complete else math.nan)
     results = results.copy()
     results[column] = values
@@ -273,26 +252,26 @@ def single_task_summary(results: pd.DataFrame) -> dict[str, Any]:
     parameters, FLOPs and latency of one network per task (run one after another)."""
     tasks = task_specs(results)
     single = single_task_rows(results)
-    row: dict[str, Any] = {"trial_id": "single-task", "family": "single_task", "delta_m": 0.0, "status": "finished"}
+    row: dict[str, Any] = {rt.TRIAL_ID: "single-task", rt.FAMILY: rt.SINGLE_TASK, rt.DELTA_M: 0.0, rt.STATUS: rt.FINISHED}
     params = 0.0
     for spec in tasks:
-        rows = single[single["task"] == spec.name]
+        rows = single[single[rt.TASK] == spec.name]
         values = pd.Series(task_values(results, spec), dtype=float)
-        row[metric_column(spec)] = values.mean()
-        row[f"{metric_column(spec)}:std"] = values.std(ddof=1) if len(values) > 1 else math.nan
-        row[f"seeds:{spec.name}"] = len(values)
-        test = metric_column(spec, "test")
+        row[rt.primary(spec)] = values.mean()
+        row[rt.std(rt.primary(spec))] = values.std(ddof=1) if len(values) > 1 else math.nan
+        row[rt.seeds(spec.name)] = len(values)
+        test = rt.primary(spec, rt.TEST)
         if test in rows:
             row[test] = rows[test].astype(float).mean()
-            row["test_delta_m"] = 0.0
-        params += float(rows["params"].iloc[0]) if len(rows) else math.nan
-    row["params"] = params
-    for column in ("flops", "latency_ms_b1", "latency_ms_bN"):  # one network per task, run one after another
+            row[rt.TEST_DELTA_M] = 0.0
+        params += float(rows[rt.PARAMS].iloc[0]) if len(rows) else math.nan
+    row[rt.PARAMS] = params
+    for column in (rt.FLOPS, *rt.LATENCIES):  # one network per task, run one after another
         if column in single:
-            per_task = [single.loc[single["task"] == t.name, column].astype(float).mean() for t in tasks]
+            per_task = [single.loc[single[rt.TASK] == t.name, column].astype(float).mean() for t in tasks]
             row[column] = sum(per_task)
-    if "latency_batch" in single and len(single):
-        row["latency_batch"] = single["latency_batch"].iloc[0]
-    row["epochs_run"] = int(single["epochs_run"].max()) if len(single) else 0
-    row["budget_epochs"] = row["epochs_run"]
+    if rt.LATENCY_BATCH in single and len(single):
+        row[rt.LATENCY_BATCH] = single[rt.LATENCY_BATCH].iloc[0]
+    row[rt.EPOCHS_RUN] = int(single[rt.EPOCHS_RUN].max()) if len(single) else 0
+    row[rt.BUDGET_EPOCHS] = row[rt.EPOCHS_RUN]
     return row

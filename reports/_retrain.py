@@ -27,6 +27,7 @@ from mtl_models import (
     report_progress,
     seed_everything,
 )
+from mtl_models import results_table as rt
 
 from ._run import RunData, data_loader
 
@@ -55,7 +56,7 @@ def retrain(
     metrics (None without a test split). Each epoch is a progress record of the
     ``mtlsearch.reports`` logger (a bar on the CLI's terminal), or a line to ``progress``.
     """
-    if row["family"] == "ensemble":
+    if row[rt.FAMILY] == rt.ENSEMBLE:
         raise ValueError("--retrain: the ensemble baseline is composed of trained single-task networks, not trained "
                          "itself; export it as it is, or retrain a searched config.")
     config = json.loads(row["config"])
@@ -102,6 +103,5 @@ def retrain(
 
 def _single_task_checkpoints(results: pd.DataFrame) -> dict[str, str]:
     """Per task, the checkpoint of the run's first finished single-task baseline."""
-    single = results[(results["family"] == "single_task") & (results["status"] == "finished")]
-    single = single.sort_values("ensemble_member")
+    single = rt.single_task_rows(results)  # in seed order
     return {task: rows["checkpoint"].iloc[0] for task, rows in single.groupby("task")}

@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from mtl_models import MultiTaskData, TaskSpec
+from mtl_models import results_table as rt
 
 from ._evaluate import (
     TRAIN_LABELS,
@@ -98,7 +99,7 @@ class RunData:
 
     @property
     def has_test(self) -> bool:
-        return self.eval_split == "test" and any(c.startswith("test/") for c in self.results.columns)
+        return self.eval_split == "test" and any(rt.is_metric(c, rt.TEST) for c in self.results.columns)
 
 
 def load_run(
@@ -193,14 +194,14 @@ def _merge(results: pd.DataFrame, evaluations: pd.DataFrame, tasks: list[TaskSpe
             missing = results[column].isna()
             results[column] = results[column].astype(object).where(~missing, posthoc)
         for column in cost.columns:
-            if column != "cost_device":
+            if column != rt.COST_DEVICE:
                 results[column] = pd.to_numeric(results[column], errors="coerce")
     test = test_columns(evaluations)
     if test.empty:
         return results
     for column in test.columns:
         results[column] = results["trial_id"].map(test[column])
-    return add_delta_m(results, split="test", column="test_delta_m")
+    return add_delta_m(results, split=rt.TEST, column=rt.TEST_DELTA_M)
 
 
 def class_table(run: RunData, trial_ids: list[str]) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from mtl_models import TaskSpec, delta_m
+from mtl_models import results_table as rt
 
 from ._pareto import pareto_mask
 from ._results import STOPPED_AFTER, confirmed, ensemble_row, finished, full_seeds, metric_column, searched
@@ -35,7 +36,7 @@ class Constraints:
 
     max_params: float | None = None
     max_latency_ms: float | None = None
-    latency: str = "latency_ms_b1"
+    latency: str = rt.LATENCY_B1
     min_metric: dict[str, float] = field(default_factory=dict)
     families: tuple[str, ...] = ()
     include_baselines: bool = False
@@ -63,8 +64,8 @@ def select(
     unknown = sorted(set(constraints.min_metric) - set(names))
     if unknown:
         raise ValueError(f"min_metric: unknown task(s) {unknown}; the run's tasks are {names}.")
-    if constraints.latency not in ("latency_ms_b1", "latency_ms_bN"):
-        raise ValueError(f"latency must be 'latency_ms_b1' or 'latency_ms_bN', got {constraints.latency!r}.")
+    if constraints.latency not in rt.LATENCIES:
+        raise ValueError(f"latency must be {' or '.join(map(repr, rt.LATENCIES))}, got {constraints.latency!r}.")
     pool = deploy_pick(results, tasks, constraints.max_task_drop, compositions=compositions, labelled=labelled).table
     if constraints.include_baselines:
         ensemble = ensemble_row(results)
@@ -80,7 +81,7 @@ def select(
         pool = pool[pool["family"].isin(constraints.families)]
     keep = pd.Series(True, index=pool.index) & pool["task_drop_ok"].astype(bool)
     if constraints.max_params is not None:
-        keep &= pool["params"].astype(float) <= constraints.max_params
+        keep &= pool[rt.PARAMS].astype(float) <= constraints.max_params
     if constraints.max_latency_ms is not None:
         if constraints.latency not in pool or pool[constraints.latency].isna().all():
             raise ValueError(
@@ -93,7 +94,7 @@ def select(
         values = pool[metric_column(specs[task])].astype(float)
         keep &= values >= bound if specs[task].higher_is_better else values <= bound
     chosen = pool[keep].copy()
-    chosen["pareto_params"] = pareto_mask(chosen, "delta_m", "params") if len(chosen) else []
+    chosen["pareto_params"] = pareto_mask(chosen, rt.DELTA_M, rt.PARAMS) if len(chosen) else []
     has_latency = constraints.latency in chosen and len(chosen) and chosen[constraints.latency].notna().all()
     chosen["pareto_latency"] = pareto_mask(chosen, "delta_m", constraints.latency) if has_latency else False
     chosen["pareto"] = chosen["pareto_params"] | chosen["pareto_latency"]
@@ -102,8 +103,7 @@ def select(
 
 def _baseline_config(row: pd.Series, tasks: list[TaskSpec]) -> pd.DataFrame:
     """The ensemble baseline as a one-row config table (one composition: no interval)."""
-    record = {k: row.get(k) for k in ("trial_id", "family", "config", "delta_m", "params", "flops",
-                                      "latency_ms_b1", "latency_ms_bN")}
+    record = {k: row.get(k) for k in (rt.TRIAL_ID, rt.FAMILY, rt.CONFIG, rt.DELTA_M, *rt.COSTS)}
     record.update(config_key=row.get("config_key"), seeds=1, task_drop_ok=True, dropped=[],
                   delta_m_low=float("nan"), delta_m_high=float("nan"), approximate=False)
     for spec in tasks:
@@ -136,8 +136,7 @@ class Objective:
 def best_per_objective(results: pd.DataFrame, tasks: list[TaskSpec]) -> list[Objective]:
     """The best finished searched config by Delta_m, by each task's metric, and the
     cheapest (parameters, latency at batch 1) among those at least as good as single-task."""
-    done = searched(results)
-    done = done[(done["status"] == "finished") & done["delta_m"].notna()]
+    done = rt.finished_searched(results)
     if done.empty:
         return []
     out = [Objective("best &Delta;<sub>m</sub> (all tasks)", done.loc[done["delta_m"].idxmax()])]
@@ -147,7 +146,7 @@ def best_per_objective(results: pd.DataFrame, tasks: list[TaskSpec]) -> list[Obj
             index = done[column].idxmax() if spec.higher_is_better else done[column].idxmin()
             out.append(Objective(f"best {spec.name} {spec.metric_name}", done.loc[index]))
     good = done[done["delta_m"] >= 0]
-    for column, label in (("params", "fewest parameters"), ("latency_ms_b1", "fastest at batch 1")):
+    for column, label in ((rt.PARAMS, "fewest parameters"), (rt.LATENCY_B1, "fastest at batch 1")):
         if column in good and good[column].notna().any():
             out.append(Objective(f"{label} with &Delta;<sub>m</sub> &ge; 0", good.loc[good[column].astype(float).idxmin()]))
     return out
@@ -408,7 +407,7 @@ def deploy_pick(
     chosen_key = candidates.iloc[0]["config_key"] if len(candidates) else None
     split, judged_noise, judged = "val", noise, table
     test_noise = BaselineNoise(results, tasks, "test", labelled.get("test"))
-    if chosen_key is not None and test_noise.complete and "test_delta_m" in results:
+    if chosen_key is not None and test_noise.complete and rt.TEST_DELTA_M in results:
         test_table = config_summary(pool, tasks, test_noise, *references(test_noise), max_task_drop, level=level,
                                     references=others(test_noise))
         runs = int(table.loc[table["config_key"] == chosen_key, "seeds"].iloc[0])
@@ -421,7 +420,7 @@ def deploy_pick(
         for column in ("delta_m", "delta_m_low", "delta_m_high", "verdict_single"):
             table[f"judged_{column}"] = [by_key.loc[key, column] if key in by_key.index else math.nan
                                          for key in table["config_key"]]
-        metric_columns = [c for spec in tasks for c in (metric_column(spec, split), metric_column(spec, split) + ":std")]
+        metric_columns = [c for spec in tasks for c in (metric_column(spec, split), rt.std(metric_column(spec, split)))]
         table["judged_metrics"] = [{c: by_key.loc[key, c] for c in metric_columns if c in by_key} if key in by_key.index
                                    else {} for key in table["config_key"]]
         table["judged_dropped"] = [list(by_key.loc[key, "dropped"]) if key in by_key.index else []

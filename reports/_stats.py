@@ -53,7 +53,8 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 from scipy import stats
 
-from mtl_models import COST_COLUMNS, TaskSpec, format_delta
+from mtl_models import TaskSpec, format_delta
+from mtl_models import results_table as rt
 
 from ._results import metric_column, row_metrics, single_task_rows, task_values
 
@@ -382,9 +383,7 @@ def _std(values: Sequence[float]) -> float | None:
 # --- configs over their seeds ----------------------------------------------------------------
 
 
-def delta_column(split: str) -> str:
-    """The results table's Delta_m column on ``split`` (``delta_m`` on validation, ``test_delta_m``)."""
-    return "delta_m" if split == "val" else f"{split}_delta_m"
+delta_column = rt.delta_column  # ``delta_m`` on validation, ``test_delta_m``
 
 
 def config_summary(
@@ -456,10 +455,10 @@ def config_summary(
             "approximate": estimate.approximate,
             "verdict_single": estimate.verdict,
         }
-        for cost in (*COST_COLUMNS, "warm_start_epochs", "budget_epochs", "epochs_run"):
+        for cost in (*rt.COST_COLUMNS, *rt.BUDGET_COLUMNS):
             if cost in group:
                 values = group[cost].dropna()
-                record[cost] = (values.iloc[0] if cost == "cost_device" else float(values.astype(float).mean())) if len(values) else None
+                record[cost] = (values.iloc[0] if cost == rt.COST_DEVICE else float(values.astype(float).mean())) if len(values) else None
         estimates = {"delta_m": estimate}
         dropped = []
         for spec in tasks:
@@ -467,7 +466,7 @@ def config_summary(
             values = [float(v) for v in group[metric]] if metric in group else []
             finite = [v for v in values if not math.isnan(v)]
             record[metric] = sum(finite) / len(finite) if finite else math.nan
-            record[metric + ":std"] = _std(finite)
+            record[rt.std(metric)] = _std(finite)
             term = noise.task_vs_single(spec, values, seeds if len(values) == len(group) else None)
             estimates[spec.name] = term
             record[f"term/{spec.name}"] = term.mean

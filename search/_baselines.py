@@ -34,6 +34,7 @@ from mtl_models import (
     measure_cost,
     save_checkpoint_state,
 )
+from mtl_models import results_table as rt
 from mtl_models.data import MultiTaskData
 from reports import TUNED_TRAINING_KEYS
 from spaces import Experiment
@@ -173,7 +174,7 @@ def _compose(
         "trial_id": "ensemble",
         "config": config,
         "metrics": flatten_metrics("val", metrics),
-        "params": count_parameters(model),
+        rt.PARAMS: count_parameters(model),  # the ensemble's result file names its cost as the table does
         "cost": cost,
         "epochs_run": int(config["epochs"]),
         "members": members,

@@ -101,13 +101,14 @@ def _report(args: argparse.Namespace) -> int:
 def _select(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from mtl_models import results_table as rt
     from reports import Constraints, load_run, metric_column, parse_min_metric, select
 
     run = load_run(args.run, evaluate=False)
     constraints = Constraints(
         max_params=args.max_params,
         max_latency_ms=args.max_latency_ms,
-        latency="latency_ms_bN" if args.latency_batch == "N" else "latency_ms_b1",
+        latency=rt.LATENCY_BN if args.latency_batch == "N" else rt.LATENCY_B1,
         min_metric=parse_min_metric(args.min_metric or []),
         families=tuple(args.family or ()),
         include_baselines=args.include_baselines,
@@ -115,7 +116,7 @@ def _select(args: argparse.Namespace) -> int:
     )
     chosen = select(run.results, run.tasks, constraints, compositions=run.compositions, labelled=run.labelled)
     metric_cols = [metric_column(t) for t in run.tasks]
-    costs = ["params", "flops", "latency_ms_b1", "latency_ms_bN"]
+    costs = list(rt.COSTS)
     source = "confirmed over fresh seeds" if run.pick.source == "confirm" else "searched, one run per config"
     judged = run.pick.split
     level = run.pick.level
@@ -148,7 +149,7 @@ def _select(args: argparse.Namespace) -> int:
     from mtl_models import format_count, format_delta, format_flops, format_metric, format_ms
 
     name = "test" if judged == "test" else "val"
-    formats = {"params": format_count, "flops": format_flops, "latency_ms_b1": format_ms, "latency_ms_bN": format_ms}
+    formats = {rt.PARAMS: format_count, rt.FLOPS: format_flops, **{c: format_ms for c in rt.LATENCIES}}
     table = pd.DataFrame({
         "trial_id": chosen["trial_id"],
         "structure": [_describe(r) for _, r in chosen.iterrows()],

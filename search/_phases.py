@@ -16,6 +16,7 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from mtl_models import MultiTaskData, config_key
+from mtl_models import results_table as rt
 from reports import RACE_FILE, TUNED_SINGLE_TASK, confirm_shortlist, searched, single_task_baseline
 from spaces import Experiment, affinity_points, define_space, optuna_point
 
@@ -92,7 +93,7 @@ class Baselines:
     answers: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
 
 
-_ANSWER_KEYS = ("epoch", "params", "flops", "latency_ms_b1", "latency_ms_bN", "latency_batch", "cost_device")
+_ANSWER_KEYS = (rt.EPOCH, *rt.COST_COLUMNS)
 
 
 def answers_from(run_dir: Path, phase: str) -> dict[str, dict[int, dict[str, Any]]]:
@@ -120,7 +121,7 @@ def answers_from(run_dir: Path, phase: str) -> dict[str, dict[int, dict[str, Any
         if int(df["epoch"].iloc[-1]) < int(config["epochs"]):
             continue
         epochs = [
-            {k: _plain(v) for k, v in record.items() if k.startswith(("val/", "loss")) or k in _ANSWER_KEYS}
+            {k: _plain(v) for k, v in record.items() if rt.is_reported(k) or k in _ANSWER_KEYS}
             for record in df.to_dict("records")
         ]
         checkpoint = trial.checkpoint.path if scheme is None else f"{scheme}://{trial.checkpoint.path}"
@@ -156,14 +157,13 @@ def _fit(run_dir: Path, phase: str, expected: int, trainable: Any, make_tuner: A
 
 def _ended(run_dir: Path, phase: str) -> int:
     results, _ = collect_results(run_dir)
-    rows = results[results["phase"] == phase]
-    return int((~rows["status"].isin(["running", "pending"])).sum())
+    return len(rt.phase_rows(results, phase, rt.ENDED))
 
 
 def _check_complete(run_dir: Path, phase: str, expected: int) -> pd.DataFrame:
     results, _ = collect_results(run_dir)
-    rows = results[results["phase"] == phase]
-    unfinished = int(rows["status"].isin(["running", "pending"]).sum())
+    rows = rt.phase_rows(results, phase)
+    unfinished = len(rt.phase_rows(rows, phase, rt.ACTIVE))
     if unfinished or len(rows) < expected:
         write_results(run_dir)
         raise SearchInterrupted(
@@ -229,13 +229,12 @@ def run_baselines(
     baseline = single_task_baseline(results, tasks)  # B_t: the mean over every finished seed
     missing = [t.name for t in tasks if t.name not in baseline]
     if missing:
-        errors = results.loc[results["status"] == "errored", "error"].dropna().unique().tolist()
+        errors = results.loc[results[rt.STATUS] == rt.ERRORED, "error"].dropna().unique().tolist()
         raise RuntimeError(
             f"The single-task baseline failed for task(s) {missing}, so Delta_m cannot be computed. "
             f"Errors: {errors or 'none recorded'}; see {run_dir / 'baselines'}."
         )
-    finished = results[(results["family"] == "single_task") & (results["status"] == "finished")]
-    finished = finished.sort_values("ensemble_member")
+    finished = rt.single_task_rows(results)  # in seed order
     members = {t.name: finished.loc[finished["task"] == t.name, "checkpoint"].tolist() for t in tasks}
     size = min([ensemble_size(exp), *map(len, members.values())])
     if size > 1 and not (run_dir / ENSEMBLE_DIR / ENSEMBLE_RESULT).is_file():

@@ -9,6 +9,7 @@ from typing import Any
 from ray import tune
 
 from mtl_models import describe_config, format_delta, format_metric, format_plain
+from mtl_models import results_table as rt
 
 _ENDED = ("TERMINATED", "ERROR")
 
@@ -48,9 +49,9 @@ class ProgressPrinter(tune.Callback):
     def _score(self, result: dict) -> str:
         value = result.get(self.objective) if self.objective else None
         if value is not None:
-            return f"{self.objective}={format_delta(value) if self.objective == 'delta_m' else format_plain(value)}"
-        metrics = [f"{k[4:]}={format_metric(v, k.rsplit('/', 1)[-1])}" for k, v in result.items()
-                   if k.startswith("val/") and isinstance(v, (int, float))]
+            return f"{self.objective}={format_delta(value) if self.objective == rt.DELTA_M else format_plain(value)}"
+        parsed = ((rt.parse_metric(k), v) for k, v in result.items() if rt.is_metric(k, rt.VAL))
+        metrics = [f"{task}/{name}={format_metric(v, name)}" for (_, task, name), v in parsed if isinstance(v, (int, float))]
         return " ".join(metrics[:4])
 
     def _done(self, trials: list, trial: Any) -> str:
@@ -60,11 +61,11 @@ class ProgressPrinter(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get("answered_from"):  # replayed, not trained: said once, when it ends
             return
-        self._print(trial, f"epoch {result.get('epoch')}/{trial.config.get('epochs')}  {self._score(result)}")
+        self._print(trial, f"epoch {result.get(rt.EPOCH)}/{trial.config.get('epochs')}  {self._score(result)}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
-        epoch, epochs = result.get("epoch", 0), trial.config.get("epochs")
+        epoch, epochs = result.get(rt.EPOCH, 0), trial.config.get("epochs")
         how = "finished" if epoch >= epochs else f"pruned at epoch {epoch}"
         if result.get("answered_from"):
             how = f"answered without training, from run {result['answered_from']} (the same config and seed); {how}"

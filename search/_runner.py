@@ -19,6 +19,7 @@ import yaml
 
 from mtl_models import MultiTaskData, atomic_path, atomic_write_json, atomic_write_text
 from mtl_models.data import format_data_report
+from mtl_models import results_table as rt
 from spaces import Experiment, fixed_config, load_experiment
 
 from ._cluster import check_resources, init_ray
@@ -226,6 +227,5 @@ def _resume(run_dir: Path, address: str | None, num_cpus: int | None, cache_dir:
 
 
 def _status_counts(results: pd.DataFrame) -> str:
-    searched = results[results["phase"] == "search"]
-    counts = searched["status"].value_counts().to_dict()
+    counts = rt.searched(results)[rt.STATUS].value_counts().to_dict()
     return ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no trials"

@@ -1,7 +1,7 @@
 """Collect a run's results table from its Ray Tune experiments, and write it.
 
-What a row means (its columns, Delta_m, the views the report takes) is owned by
-:mod:`reports._results`; this module only reads the trials (each phase's Tune
+What a row means (Delta_m, the views the report takes) is owned by :mod:`reports._results`,
+its column names and the curves' layout by :mod:`mtl_models.results_table`; this module only reads the trials (each phase's Tune
 experiment, possibly on shared or object storage) and the composed ensemble, and
 writes ``results.parquet`` and ``curves.parquet`` (one row per trial and epoch), with the
 confirmation race's stops (``confirm_race.json``) on the rows of the configs it stopped.
@@ -18,6 +18,7 @@ from ray import cloudpickle, tune
 from ray.tune import ExperimentAnalysis
 
 from mtl_models import atomic_path
+from mtl_models import results_table as rt
 from reports import CURVES_FILE, PHASES, RACE_FILE, RESULTS_FILE, add_delta_m, add_race, result_row
 
 from ._baselines import COLUMNS_DIR, ENSEMBLE_DIR, ENSEMBLE_RESULT, column_config
@@ -86,14 +87,14 @@ def _trial_rows(run_dir: Path, phase: str) -> tuple[list[dict], list[pd.DataFram
     for trial in analysis.trials:
         config = {k: v for k, v in trial.config.items() if not k.startswith("_")}
         df = frames.get(trial.trial_id)
-        if df is not None and not df.empty and "epoch" in df:
+        if df is not None and not df.empty and rt.EPOCH in df:
             # a trial restarted from a checkpoint repeats the epochs after it: keep each epoch once, the last
-            df = df.drop_duplicates(subset="epoch", keep="last").sort_values("epoch")
+            df = df.drop_duplicates(subset=rt.EPOCH, keep="last").sort_values(rt.EPOCH)
         last: dict[str, Any] = {} if df is None or df.empty else df.iloc[-1].to_dict()
-        epochs_run = int(last.get("epoch", 0) or 0)
+        epochs_run = int(last.get(rt.EPOCH, 0) or 0)
         status = _STATUS.get(trial.status)
         if status is None:  # TERMINATED: finished its budget, or stopped early by the pruner
-            status = "finished" if epochs_run >= int(config["epochs"]) else "pruned"
+            status = rt.FINISHED if epochs_run >= int(config["epochs"]) else rt.PRUNED
         error, error_type = _error(filesystem, trial.path)
         checkpoint = _checkpoint_uri(trial.checkpoint, scheme)
         parts = [(trial.trial_id, config, last, checkpoint, df)]
@@ -109,12 +110,7 @@ def _trial_rows(run_dir: Path, phase: str) -> tuple[list[dict], list[pd.DataFram
                 )
             )
             if row_df is not None and not row_df.empty:
-                keep = [c for c in row_df.columns
-                        if c.startswith(("val/", "loss")) or c in ("epoch", "delta_m", "time_total_s", "timestamp", "wall_time")]
-                curve = row_df[keep].copy()
-                curve.insert(0, "trial_id", trial_id)
-                curve.insert(1, "phase", phase)
-                curves.append(curve)
+                curves.append(rt.curve(row_df, trial_id, phase))
     return rows, curves
 
 
@@ -126,10 +122,10 @@ def _column_part(
     prefix = f"{COLUMNS_DIR}/{task}/"
 
     def own(record: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in record.items() if not k.startswith(("val/", "loss", COLUMNS_DIR + "/"))}
-        out.update({k: v for k, v in record.items() if k.startswith((f"val/{task}/", f"loss/{task}"))})
-        if f"loss/{task}" in record:
-            out["loss"] = record[f"loss/{task}"]
+        out = {k: v for k, v in record.items() if not (rt.is_reported(k) or k.startswith(COLUMNS_DIR + "/"))}
+        out.update(rt.reported(record, task))
+        if rt.loss(task) in record:
+            out[rt.loss()] = record[rt.loss(task)]
         out.update({k[len(prefix):]: v for k, v in record.items() if k.startswith(prefix)})
         return out
 
@@ -146,10 +142,10 @@ def _ensemble_row(run_dir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     result = json.loads(path.read_text())
-    metrics = {**result["metrics"], "params": result["params"], **(result.get("cost") or {})}
+    metrics = {**result["metrics"], rt.PARAMS: result[rt.PARAMS], **(result.get("cost") or {})}
     return result_row(
-        result["trial_id"], "baselines", result["config"], metrics, epochs_run=result["epochs_run"],
-        status="finished", checkpoint=str(path.parent),
+        result["trial_id"], rt.BASELINES, result["config"], metrics, epochs_run=result["epochs_run"],
+        status=rt.FINISHED, checkpoint=str(path.parent),
     )
 
 

@@ -29,6 +29,7 @@ from mtl_models import (
     save_checkpoint_state,
     seed_everything,
 )
+from mtl_models import results_table as rt
 from mtl_models.families import tasks_from_config
 
 from ._baselines import COLUMNS_DIR
@@ -84,7 +85,7 @@ def train_trial(
     if isinstance(model, ColumnsModel):
         for task in model.task_names:
             column = model.column(task)
-            column_cost = {**_cost_metrics(column, config, trainer.batch_size), "params": count_parameters(column)}
+            column_cost = {**_cost_metrics(column, config, trainer.batch_size), rt.PARAMS: count_parameters(column)}
             cost.update({f"{COLUMNS_DIR}/{task}/{k}": v for k, v in column_cost.items()})
     higher = {t.name: t.higher_is_better for t in model.tasks}
     node = ray.get_runtime_context().get_node_id()
@@ -96,10 +97,10 @@ def train_trial(
         metrics: dict[str, Any] = {
             **losses,
             **flatten_metrics("val", val),
-            **{f"loss_weights/{t}": w for t, w in trainer.weighting.weights().items()},
-            "epoch": trainer.epoch,
+            **{rt.loss_weight(t): w for t, w in trainer.weighting.weights().items()},
+            rt.EPOCH: trainer.epoch,
             "epochs": int(config["epochs"]),
-            "params": params,
+            rt.PARAMS: params,
             "node_id": node,
             **cost,
             "epoch_time_s": time.perf_counter() - start,
@@ -122,7 +123,7 @@ def train_trial(
 def _cost_metrics(model: torch.nn.Module, config: dict[str, Any], batch_size: int) -> dict[str, Any]:
     """The model's inference cost on the trial's device, as constant per-epoch metrics."""
     cost = measure_cost(model, config["input"], batch_size).columns()
-    cost.pop("params")  # reported with every result as it is
+    cost.pop(rt.PARAMS)  # reported with every result as it is
     return cost
 
 
@@ -137,17 +138,17 @@ def _replay(config: dict[str, Any], answer: dict[str, Any], baseline: dict[str, 
     for i, record in enumerate(epochs):
         metrics: dict[str, Any] = {
             **record,
-            **{f"loss_weights/{t}": w for t, w in weights.items()},
+            **{rt.loss_weight(t): w for t, w in weights.items()},
             "epochs": int(config["epochs"]),
             "node_id": node,
             "epoch_time_s": 0.0,
             "wall_time": time.time(),
             "answered_from": answer["trial_id"],
         }
-        if all(f"loss/{t}" in record for t in weights):  # the total under this config's own weights
-            metrics["loss"] = sum(w * record[f"loss/{t}"] for t, w in weights.items())
+        if all(rt.loss(t) in record for t in weights):  # the total under this config's own weights
+            metrics[rt.loss()] = sum(w * record[rt.loss(t)] for t, w in weights.items())
         if baseline:
-            val = {t.name: record.get(f"val/{t.name}/{t.metric_name}") for t in tasks}
+            val = {t.name: record.get(rt.primary(t)) for t in tasks}
             value = delta_m(val, baseline, higher) if all(v is not None for v in val.values()) else math.nan
             metrics[OBJECTIVE] = value if math.isfinite(value) else None
         if i < len(epochs) - 1 or not answer.get("checkpoint"):

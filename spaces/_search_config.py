@@ -18,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from mtl_models import results_table as rt
+
 from ._common import (
     _Strict,
 )
@@ -118,7 +120,8 @@ class ResourcesConfig(_Strict):
     gpu: NonNegativeFloat = 0.0
 
 
-OBJECTIVE_DIRECTIONS = {"delta_m": "max", "params": "min", "flops": "min", "latency_ms_b1": "min", "latency_ms_bN": "min"}
+OBJECTIVE_DIRECTIONS = rt.OBJECTIVE_DIRECTIONS  # Delta_m to maximise, or a cost to minimise
+OBJECTIVES = tuple(OBJECTIVE_DIRECTIONS)
 
 
 class SearchConfig(_Strict):
@@ -133,8 +136,8 @@ class SearchConfig(_Strict):
     worker or node dies (or it raises).
     """
 
-    objectives: list[Literal["delta_m", "params", "flops", "latency_ms_b1", "latency_ms_bN"]] = Field(
-        default_factory=lambda: ["delta_m"], min_length=1
+    objectives: list[Literal[OBJECTIVES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: [rt.DELTA_M], min_length=1
     )
     num_trials: PositiveInt = 20
     max_concurrent: PositiveInt | None = None

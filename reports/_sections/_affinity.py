@@ -11,6 +11,7 @@ from plotly.subplots import make_subplots
 from mtl_models._task_groups import shared_reason
 
 from mtl_models import format_delta, format_plain, format_rate, format_signed
+from mtl_models import results_table as rt
 
 from .._run import RunData
 from .._stats import config_summary
@@ -103,9 +104,8 @@ def _fared(run: RunData, result: dict) -> str | None:
     results = run.results
     if "affinity_tree" not in results:
         return None
-    pool_phase = "confirm" if run.pick.source == "confirm" else "search"
-    pool = results[(results["phase"].isin([pool_phase, "search"])) & (results["status"] == "finished")
-                   & results["delta_m"].notna()]
+    pool_phase = rt.CONFIRM if run.pick.source == rt.CONFIRM else rt.SEARCH
+    pool = rt.finished(results[results[rt.PHASE].isin([pool_phase, rt.SEARCH])])
     trees = pool[pool["affinity_tree"].notna()]
     if trees.empty:
         return note("No trial of an affinity-proposed tree finished.")

@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mtl_models import CrossStitchModel, build_model, format_delta, load_checkpoint_state
+from mtl_models import results_table as rt
 
 from .._results import searched
 from .._run import RunData
@@ -39,10 +40,10 @@ def trial_alphas(row: pd.Series) -> dict[str, np.ndarray]:
 def _run_alphas(run: RunData) -> list[Block]:
     trials = searched(run.results)
     trials = trials[(trials["family"] == "cross_stitch") & trials["checkpoint"].notna()]
-    trials = trials[trials["status"].isin(["finished", "pruned"])]
+    trials = trials[trials[rt.STATUS].isin([rt.FINISHED, rt.PRUNED])]
     if trials.empty:
         return []
-    trials = trials.assign(_done=trials["status"] == "finished").sort_values(["_done", "delta_m"], ascending=False)
+    trials = trials.assign(_done=trials[rt.STATUS] == rt.FINISHED).sort_values(["_done", rt.DELTA_M], ascending=False)
     trials = trials.head(MAX_TRIALS)
     alphas = {row["trial_id"]: trial_alphas(row) for _, row in trials.iterrows()}
     best = trials.iloc[0]

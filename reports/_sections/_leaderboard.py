@@ -8,6 +8,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from mtl_models import TaskSpec, format_plain, format_rate
+from mtl_models import results_table as rt
 
 from .._results import TUNED_SINGLE_TASK, metric_column
 from .._run import RunData
@@ -51,7 +52,7 @@ def leaderboard(ctx: ReportContext) -> list[Block]:
         arrow = "&uarr;" if t.higher_is_better else "&darr;"
         columns += [(f"{esc(t.name)} {esc(t.metric_name)} {arrow} {s}", "num") for s in splits]
     columns += [
-        ("params", "num"), ("FLOPs", "num"), ("lat. b=1 (ms)", "num"), ("lat. b=N (ms)", "num"),
+        (rt.PARAMS, "num"), ("FLOPs", "num"), ("lat. b=1 (ms)", "num"), ("lat. b=N (ms)", "num"),
         ("lr", "num"), ("epochs", "num"), ("epochs incl. warm start", "num"), ("status", "text"),
         ("why it stopped", "text"),
     ]
@@ -62,8 +63,8 @@ def leaderboard(ctx: ReportContext) -> list[Block]:
     for run in ctx.runs:
         results = run.results
         pinned.append((run, pd.Series(run.single)))
-        pinned += [(run, r) for _, r in results[results["family"] == "ensemble"].iterrows()]
-        trials = results[results["phase"].isin(["search", "confirm"])].copy()
+        pinned += [(run, r) for _, r in rt.ensemble_rows(results).iterrows()]
+        trials = results[results[rt.PHASE].isin([rt.SEARCH, rt.CONFIRM])].copy()
         trials["_order"] = trials["status"].map(_STATUS_ORDER).fillna(9)
         trials = trials.sort_values(["_order", "delta_m"], ascending=[True, False])
         ranked += [(run, r) for _, r in trials.iterrows()]
@@ -106,8 +107,8 @@ def _config_cell(run: RunData, row: pd.Series) -> str:
     results = run.results
     if missing(key) or "config_key" not in results:
         return _cell("")
-    runs = results[(results["config_key"] == key) & (results["status"] == "finished")
-                   & results["phase"].isin(["search", "confirm"])]["delta_m"].dropna()
+    runs = results[(results[rt.CONFIG_KEY] == key) & (results[rt.STATUS] == rt.FINISHED)
+                   & results[rt.PHASE].isin([rt.SEARCH, rt.CONFIRM])][rt.DELTA_M].dropna()
     if len(runs) < 2:
         return _cell("")
     mean, std = float(runs.mean()), float(runs.std(ddof=1))
@@ -165,20 +166,20 @@ def _row(
         _config_cell(run, row) if searched_row else _cell(""),
     ]
     if has_test:
-        cells.append(_cell(fmt_signed(row.get("test_delta_m")), row.get("test_delta_m")))
+        cells.append(_cell(fmt_signed(row.get(rt.TEST_DELTA_M)), row.get(rt.TEST_DELTA_M)))
     for t in tasks:
         for split in splits:
             column = metric_column(t, split)
             value = row.get(column)
-            std = row.get(column + ":std")  # the baseline's spread over its seeds
+            std = row.get(rt.std(column))  # the baseline's spread over its seeds
             if missing(std) and searched_row and split == "val" and not missing(value):
                 std = noise.metric_std(t)  # one run's seed noise
             cells.append(_cell(fmt_metric(value, t, std), value))
     for column, text in (
-        ("params", fmt_count(row.get("params"))),
-        ("flops", fmt_flops(row.get("flops"))),
-        ("latency_ms_b1", fmt_ms(row.get("latency_ms_b1"))),
-        ("latency_ms_bN", fmt_ms(row.get("latency_ms_bN"))),
+        (rt.PARAMS, fmt_count(row.get(rt.PARAMS))),
+        (rt.FLOPS, fmt_flops(row.get(rt.FLOPS))),
+        (rt.LATENCY_B1, fmt_ms(row.get(rt.LATENCY_B1))),
+        (rt.LATENCY_BN, fmt_ms(row.get(rt.LATENCY_BN))),
         ("lr", "&ndash;" if missing(row.get("lr")) else format_rate(row.get("lr"))),
         ("epochs_run", fmt(row.get("epochs_run"))),
         ("budget_epochs", fmt(row.get("budget_epochs"))),

@@ -5,8 +5,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from mtl_models import results_table as rt
+
 from .._pareto import pareto_mask
-from .._results import searched
 from ._base import (
     FAMILY_COLORS,
     RUN_SYMBOLS,
@@ -17,7 +18,7 @@ from ._base import (
     short_label,
 )
 
-_COSTS = (("params", "parameters"), ("latency_ms_b1", "latency at batch 1 (ms)"))
+_COSTS = ((rt.PARAMS, "parameters"), (rt.LATENCY_B1, "latency at batch 1 (ms)"))
 
 
 @register_section("pareto", "Pareto front: Δm against cost", order=30)
@@ -26,8 +27,7 @@ def pareto(ctx: ReportContext) -> list[Block]:
     any_points = False
     for r, run in enumerate(ctx.runs):
         results = run.results
-        done = searched(results)
-        done = done[(done["status"] == "finished") & done["delta_m"].notna()]
+        done = rt.finished_searched(results)
         prefix = f"{run.name}: " if ctx.multi else ""
         symbol = RUN_SYMBOLS[r % len(RUN_SYMBOLS)]
         for col, (cost, label) in enumerate(_COSTS, start=1):
@@ -54,7 +54,7 @@ def pareto(ctx: ReportContext) -> list[Block]:
                 row=1, col=col,
             )
             single = run.single
-            ensemble = results[results["family"] == "ensemble"]
+            ensemble = rt.ensemble_rows(results)
             refs = [("single-task (one net per task)", single.get(cost), 0.0, "star", FAMILY_COLORS["single_task"])]
             refs += [("ensemble", e[cost], e["delta_m"], "diamond", FAMILY_COLORS["ensemble"]) for _, e in ensemble.iterrows()]
             for name, x, y, sym, color in refs:

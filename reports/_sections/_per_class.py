@@ -9,6 +9,8 @@ import plotly.graph_objects as go
 from scipy import stats
 from plotly.subplots import make_subplots
 
+from mtl_models import results_table as rt
+
 from .._run import RunData, class_table, read_exports
 from ._base import Block, ReportContext, esc, per_run, register_section
 
@@ -21,9 +23,7 @@ def per_class(ctx: ReportContext) -> list[Block]:
 def class_gains(run: RunData, trial_id: str) -> pd.DataFrame:
     """Per task and class: the trial's accuracy, the single-task networks' mean accuracy,
     the gain in points and the class's train label count."""
-    single_ids = run.results.loc[
-        (run.results["family"] == "single_task") & (run.results["status"] == "finished"), "trial_id"
-    ].tolist()
+    single_ids = rt.single_task_rows(run.results)[rt.TRIAL_ID].tolist()
     table = class_table(run, [trial_id] + single_ids)
     if table.empty or trial_id not in set(table["trial_id"]):
         return pd.DataFrame()

@@ -16,6 +16,7 @@ import json
 from typing import Any, Sequence
 
 from mtl_models.families import describe_tree, level_stages, partitions_from_config
+from mtl_models import results_table as rt
 
 from .._run import RunData
 from ._base import Block, ReportContext, esc, fmt_count, note, per_run, register_section, short_label
@@ -36,7 +37,7 @@ def _run_tree(run: RunData) -> list[Block]:
     config = json.loads(chosen["config"])
     tasks = [t.name for t in run.tasks]
     stages = run.stage_names or [f"stage {i}" for i in range(_num_stages(config))]
-    params = chosen.get("params")
+    params = chosen.get(rt.PARAMS)
     head = (f"<p>The deploy pick, {esc(short_label(chosen))}"
             + (f", {fmt_count(params)} parameters" if params is not None else "") + ":</p>")
     family = config.get("family")

@@ -6,6 +6,8 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 
+from mtl_models import results_table as rt
+
 from .._results import searched
 from .._run import RunData
 from ._base import (
@@ -26,9 +28,9 @@ def progress(ctx: ReportContext) -> list[Block]:
 def epochs_in_order(run: RunData) -> pd.DataFrame:
     """The searched trials' epochs in the order they were reported, numbered ``spent`` 1, 2, ..."""
     curves = run.curves
-    if curves.empty or "delta_m" not in curves:
+    if curves.empty or rt.DELTA_M not in curves:
         return pd.DataFrame()
-    curves = curves[curves["phase"] == "search"].copy()
+    curves = rt.searched(curves).copy()
     order = {t: i for i, t in enumerate(run.results["trial_id"])}
     curves["_trial_order"] = curves["trial_id"].map(order)
     keys = ["timestamp", "_trial_order", "epoch"] if "timestamp" in curves else ["_trial_order", "epoch"]
@@ -72,7 +74,7 @@ def _run_progress(run: RunData) -> list[Block]:
     answered = trials["answered_from"].notna() if "answered_from" in trials else pd.Series(False, index=trials.index)
     full = int(trials["epochs"].sum())
     spent = int(trials.loc[~answered, "epochs_run"].sum())
-    pruned = int((trials["status"] == "pruned").sum())
+    pruned = int((trials[rt.STATUS] == rt.PRUNED).sum())
     text = (
         f"<p>The search spent <b>{spent}</b> trial-epochs on {len(trials)} trials; without pruning they would "
         f"have cost {full} ({(1 - spent / full) * 100 if full else 0:.0f} % saved by stopping {pruned} trials early"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from mtl_models import results_table as rt
+
 from .._results import metric_column, searched
 from ._base import (
     FAMILY_COLORS,
@@ -26,7 +28,7 @@ def split_sweep(ctx: ReportContext) -> list[Block]:
     shown = False
     for r, run in enumerate(ctx.runs):
         trials = searched(run.results)
-        trials = trials[trials["status"] == "finished"]
+        trials = trials[trials[rt.STATUS] == rt.FINISHED]
         single_split = trials["tree"].fillna("single") == "single" if "tree" in trials else True
         hard = trials[(trials["family"] == "hard_split") & single_split].dropna(subset=["split_point"])
         stitch = trials[trials["family"] != "hard_split"]  # soft-sharing families, a column each
@@ -73,7 +75,7 @@ def split_sweep(ctx: ReportContext) -> list[Block]:
                 if sd:
                     fig.add_hrect(y0=single - sd, y1=single + sd, fillcolor=FAMILY_COLORS["single_task"], opacity=0.12,
                                   line_width=0, row=1, col=col)
-            ensemble = run.results[run.results["family"] == "ensemble"]
+            ensemble = rt.ensemble_rows(run.results)
             if len(ensemble) and column in ensemble:
                 fig.add_hline(y=float(ensemble[column].iloc[0]), line_color=FAMILY_COLORS["ensemble"], line_dash="dot",
                               row=1, col=col, annotation_text=f"{prefix}ensemble", annotation_position="top right")

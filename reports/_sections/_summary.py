@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from mtl_models import TaskSpec, format_delta, format_estimate
+from mtl_models import results_table as rt
 
 from .._results import metric_column, searched
 from .._run import RunData
@@ -56,10 +57,10 @@ def _status_line(run: RunData) -> str:
         + ", ".join(f"{n} {esc(s)}" for s, n in sorted(counts.items()))
         + "."
     )
-    confirm = run.results[run.results["phase"] == "confirm"]
+    confirm = rt.phase_rows(run.results, rt.CONFIRM)
     if len(confirm):
-        text += f" <b>{len(confirm)}</b> confirmation trials ({(confirm['status'] == 'finished').sum()} finished)."
-    active = int(run.results["status"].isin(["running", "pending"]).sum())
+        text += f" <b>{len(confirm)}</b> confirmation trials ({len(rt.confirmed(confirm))} finished)."
+    active = int(run.results[rt.STATUS].isin(rt.ACTIVE).sum())
     if active:
         text += f" <b class='live'>The run is still running ({active} trials not done): this report is a snapshot.</b>"
     return text + "</p>"
@@ -166,7 +167,7 @@ def _ranking(run: RunData) -> str:
             cells.append(f"<td>{_task_cell(row, spec, judged, pick.split)}</td>")
         budget = row.get("budget_epochs")
         warm = row.get("warm_start_epochs") or 0
-        cells.append(f"<td>{fmt_count(row.get('params'))}</td>")
+        cells.append(f"<td>{fmt_count(row.get(rt.PARAMS))}</td>")
         cells.append(f"<td>{fmt(budget, 3)}{' (incl. ' + fmt(warm, 3) + ' single-task)' if warm else ''}</td>")
         ok = "<b>deploy candidate</b>" if chosen else ("yes" if row["task_drop_ok"] else
                                                         f"<span class='worse'>no: {esc(', '.join(row['dropped']))} drop</span>")
@@ -204,7 +205,7 @@ def _task_cell(row: pd.Series, spec: TaskSpec, judged: dict[str, Estimate], spli
     """A task's metric mean (&plusmn; its spread over seeds) and its term's interval, on ``split``."""
     column = metric_column(spec, split)
     metrics = row.get("judged_metrics") if isinstance(row.get("judged_metrics"), dict) else row
-    value, std = metrics.get(column), metrics.get(column + ":std")
+    value, std = metrics.get(column), metrics.get(rt.std(column))
     term: Estimate | None = judged.get(spec.name)
     tasks = [k for k in judged if k not in ("delta_m", "ensemble", "default")]
     contribution = term.mean / len(tasks) if term is not None and not math.isnan(term.mean) else None
@@ -250,7 +251,7 @@ def _single_runs(run: RunData) -> list[Block]:
         return []
     noise = run.pick.noise
     single = run.single
-    ensemble_rows = results[results["family"] == "ensemble"]
+    ensemble_rows = rt.ensemble_rows(results)
     ensemble = ensemble_rows.iloc[0] if len(ensemble_rows) else None
     test = run.has_test
     splits = ["val", "test"] if test else ["val"]
@@ -274,20 +275,20 @@ def _single_runs(run: RunData) -> list[Block]:
             f"<td>{'' if seed is None or pd.isna(seed) else int(seed)}</td>"
         )
         for split in splits:
-            own = row.get("delta_m" if split == "val" else "test_delta_m")
+            own = row.get(rt.delta_column(split))
             searched_run = split == "val" and cls == "" and not pd.isna(own)
             cells += f"<td>{_interval(noise.vs_single([float(own)])) if searched_run else fmt_signed(own)}</td>"
             cells += f"<td>{fmt_signed(delta_vs(row, ensemble, tasks, split)) if ensemble is not None else '&ndash;'}</td>"
         for spec in tasks:
             for split in splits:
                 column = metric_column(spec, split)
-                std = row.get(column + ":std")  # the baseline's spread over its seeds
+                std = row.get(rt.std(column))  # the baseline's spread over its seeds
                 if (std is None or pd.isna(std)) and cls == "" and split == "val":
                     std = noise.metric_std(spec)  # a search run: one run's seed noise
                 cells += f"<td>{fmt_metric(row.get(column), spec, std)}</td>"
         cells += (
-            f"<td>{fmt_count(row.get('params'))}</td><td>{fmt_flops(row.get('flops'))}</td>"
-            f"<td>{fmt_ms(row.get('latency_ms_b1'))}</td><td>{fmt_ms(row.get('latency_ms_bN'))}</td>"
+            f"<td>{fmt_count(row.get(rt.PARAMS))}</td><td>{fmt_flops(row.get(rt.FLOPS))}</td>"
+            f"<td>{fmt_ms(row.get(rt.LATENCY_B1))}</td><td>{fmt_ms(row.get(rt.LATENCY_BN))}</td>"
         )
         body.append(f"<tr class='{cls}'>{cells}</tr>")
     return [
@@ -308,8 +309,8 @@ def merge_objectives(objectives: list) -> list[tuple[str, pd.Series]]:
 
 
 def _explain(run: RunData, test: bool) -> str:
-    batch = run.results["latency_batch"].dropna() if "latency_batch" in run.results else pd.Series(dtype=float)
-    devices = run.results["cost_device"].dropna().unique().tolist() if "cost_device" in run.results else []
+    batch = run.results[rt.LATENCY_BATCH].dropna() if rt.LATENCY_BATCH in run.results else pd.Series(dtype=float)
+    devices = run.results[rt.COST_DEVICE].dropna().unique().tolist() if rt.COST_DEVICE in run.results else []
     parts = [
         "Each row is one run (one seed): its interval (&asymp;) takes its noise to be that of one single-task "
         "run, so a best single run is also the luckiest of many draws; the confirmed configs above are the "
