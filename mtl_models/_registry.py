@@ -25,6 +25,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, Literal, TypeVar, overload
 
+from ._markers import WORD_MARKERS, SpaceDefault, StageSubset
+
 T = TypeVar("T")
 
 
@@ -154,11 +156,13 @@ def keyword_options(fn: Callable[..., Any], skip: tuple[str, ...] = ()) -> dict[
 @dataclass(frozen=True)
 class SchemeParameter:
     """One keyword-only argument of a pluggable part (a loss-weighting scheme's constructor, a
-    model family's builder): ``key`` names it everywhere but the signature (``<part>_<name>``).
+    model family's builder): ``key`` names it everywhere but the signature (``<part>_<name>``,
+    or the part's mapped key).
 
-    ``annotation``: the type hint with its ``Annotated`` bounds; ``base``: ``float``,
-    ``int``, ``bool``, ``str`` or ``Literal``'s choices as a tuple, None for other types
-    (passed from the config but not searchable).
+    ``annotation``: the type hint with its ``Annotated`` metadata (bounds, markers of
+    :mod:`mtl_models._markers`); ``base``: ``float``, ``int``, ``bool``, ``str`` or
+    ``Literal``'s choices as a tuple, None for other types (passed from the config but not
+    searchable, unless a :class:`StageSubset`).
     """
 
     scheme: str
@@ -176,12 +180,35 @@ class SchemeParameter:
 
     @property
     def searchable(self) -> bool:
-        return self.base is not None and self.base is not str
+        return (self.base is not None and self.base is not str) or self.subset is not None
 
     @property
     def bounds(self) -> list[Any]:
-        """The ``annotated_types`` bounds (``Gt(0)``, ...) of an ``Annotated`` hint."""
+        """The ``Annotated`` metadata: the ``annotated_types`` bounds (``Gt(0)``, ...) and markers."""
         return list(getattr(self.annotation, "__metadata__", ()))
+
+    @property
+    def subset(self) -> StageSubset | None:
+        """The :class:`StageSubset` marker of a subset-of-stages argument, else None."""
+        return next((m for m in self.bounds if isinstance(m, StageSubset)), None)
+
+    @property
+    def words(self) -> dict[str, Any]:
+        """The words the space may give instead of a value (``convex``, ``auto``), by word:
+        their :class:`Derived` or :class:`ByConfig` markers."""
+        return {m.word: m for m in self.bounds if isinstance(m, WORD_MARKERS)}
+
+    @property
+    def space_default(self) -> Any:
+        """The space's value where the experiment file leaves the key out: a
+        :class:`SpaceDefault`'s, else ``all`` for a stage subset that defaults to every
+        stage, else the argument's default."""
+        marker = next((m for m in self.bounds if isinstance(m, SpaceDefault)), None)
+        if marker is not None:
+            return marker.value
+        if self.subset is not None and self.default is None:
+            return "all"
+        return self.default
 
 
 def _strip_annotated(hint: Any) -> Any:
