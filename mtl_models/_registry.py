@@ -20,6 +20,7 @@ working.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from dataclasses import dataclass
@@ -218,14 +219,21 @@ def _strip_annotated(hint: Any) -> Any:
 def keyword_parameters(part: str, fn: Callable[..., Any], keys: dict[str, str] | None = None) -> dict[str, SchemeParameter]:
     """The keyword-only arguments of ``fn`` (a class: its ``__init__``) by key: ``keys[name]``,
     else ``<part>_<name>``. These are a part's parameters: the space may fix or search
-    them, the trial config carries them under their keys, the results table records them."""
+    them, the trial config carries them under their keys, the results table records them.
+    (Read once per part, function and keys: the sampler asks for every trial.)"""
+    return dict(_keyword_parameters(part, fn, tuple(sorted((keys or {}).items()))))
+
+
+@functools.lru_cache(maxsize=1024)
+def _keyword_parameters(part: str, fn: Callable[..., Any], keys: tuple[tuple[str, str], ...]) -> dict[str, SchemeParameter]:
     target = fn.__init__ if inspect.isclass(fn) else fn
     hints = typing.get_type_hints(target, include_extras=True)
+    mapped = dict(keys)
     out = {}
     for param in inspect.signature(target).parameters.values():
         if param.kind is not param.KEYWORD_ONLY:
             continue
-        key = (keys or {}).get(param.name, f"{part}_{param.name}")
+        key = mapped.get(param.name, f"{part}_{param.name}")
         default = None if param.default is param.empty else param.default
         out[key] = SchemeParameter(part, param.name, key, hints.get(param.name, Any), default)
     return out

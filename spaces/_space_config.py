@@ -49,28 +49,21 @@ class SpaceConfig(_Strict):
     sampler builds (which keys exist depends on the tree, their number on the tasks), so
     these are the space's own fields, not a builder's arguments.
 
-    Every other family is declared by its builder's keyword-only arguments
-    (``mtl_models.register_family``; see ``spaces._parts``), under the keys its configs
-    have: cross-stitch (Misra et al.) ``alpha_same`` (default: searched in 0.5..1),
-    ``alpha_diff`` (``convex``, the default: every unit row sums to 1,
-    ``(1 - alpha_same) / (T - 1)``; a value or range samples it on its own),
-    ``lr_multiplier`` (``auto``, the default: the range that suits the optimizer),
-    ``cross_stitch_stages`` (``all``, ``search``: a searched subset, or a list of stage
-    indices), ``cross_stitch_unit`` (``channel``, ``scalar``, ``nddr``), ``column_init``
-    (``backbone`` or ``single_task``); MTAN (Liu et al.) ``mtan_stages`` (``search``, the
-    default, ``all`` or a list; the last stage always); MMoE (Ma et al.) ``mmoe_experts``,
-    ``mmoe_gate``; CGC/PLE (Tang et al.) ``ple_shared``, ``ple_specific``, ``ple_levels``
-    (at most the backbone's stages; 1 is CGC), ``ple_gate``, ``ple_shared_gate``; a plugin's
-    family ``<family>_<parameter>``. Losses: ``loss_weighting`` (a registered scheme:
-    ``static`` with ``loss_weights``, ``uncertainty``, ``dwa``, ``gradnorm``, or a
-    plugin's), each scheme's parameters as ``<scheme>_<parameter>`` (``gradnorm_alpha``,
+    Every other family (cross-stitch, MTAN, MMoE, CGC/PLE, a plugin's) is declared by its
+    builder's keyword-only arguments (``mtl_models.register_family``; their docstrings and
+    ``Annotated`` hints say what each takes, ``spaces._parts`` reads them): the space fixes or
+    searches each under its config key, ``<family>_<parameter>`` or the key the family maps
+    (cross-stitch's ``alpha_same``, ``lr_multiplier: auto``, ``cross_stitch_stages: search``).
+
+    Losses: ``loss_weighting`` (a registered scheme: ``static`` with ``loss_weights``,
+    ``uncertainty``, ``dwa``, ``gradnorm``, or a plugin's), each scheme's parameters as ``<scheme>_<parameter>`` (``gradnorm_alpha``,
     ``dwa_temperature``) or under a key a scheme maps (``config_keys``: every gradient
     aggregator's ``aggregation_scope``, ``shared`` or ``last_shared_stage``),
     ``optimization`` (``joint`` or ``alternating``, seed 002), ``class_weighting``
     (``none`` or ``balanced``, seed 001), ``grad_clip``, ``lr``.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)  # the extra keys: the schemes' parameters
+    model_config = ConfigDict(extra="allow", frozen=True)  # the extra keys: the schemes' and families' parameters
 
     families: list[str] = Field(default_factory=lambda: list(SEARCHED_FAMILIES), min_length=1)
     tree: Union[Tree, list[Tree]] = "single"
