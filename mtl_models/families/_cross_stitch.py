@@ -6,11 +6,11 @@ columns' activations: ``x~_i[c] = sum_j alpha[i, j, c] * x_j[c]`` (the paper's e
 for any number of tasks). ``alpha`` starts at ``alpha_same`` on the diagonal and
 ``alpha_diff`` elsewhere. The paper's 2-task pairs, (0.9, 0.1) and (0.5, 0.5), are
 convex rows; for ``T`` tasks the search keeps rows convex with
-``alpha_diff = (1 - alpha_same) / (T - 1)`` (spaces), so a unit neither amplifies nor
+``alpha_diff = (1 - alpha_same) / (T - 1)`` (``alpha_diff: convex``), so a unit neither amplifies nor
 shrinks its input at the start. The units train at ``lr x lr_multiplier``: the paper's
 10^2-10^3 is for SGD, whose step scales with the tiny gradient on ``alpha``; under
 Adam-type optimisers the step is about the learning rate itself, so the search's
-default range depends on the optimizer (spaces, bench/cross_stitch_lr.py).
+default range depends on the optimizer (``lr_multiplier: auto``, :data:`LR_MULTIPLIER_RANGES`).
 
 ``cross_stitch_unit`` sets the units' granularity: ``channel`` (the paper's, one alpha per
 task pair and channel), ``scalar`` (one per task pair, as LibMTL implements it) or
@@ -272,7 +272,8 @@ def _structure(config: dict[str, Any], names: list[str]) -> str:
     stages = config.get("cross_stitch_stages")
     where = stage_span(names, range(len(names)) if stages is None else stages)
     unit = config.get("cross_stitch_unit") or "channel"
-    kind = {"channel": "cross-stitch units", "scalar": "scalar cross-stitch units", "nddr": "NDDR units"}.get(unit, f"{unit} units")
+    kind = {"channel": "cross-stitch units", "scalar": "scalar cross-stitch units",
+            "nddr": "NDDR units"}.get(unit, f"{unit} units")
     return f"one network (column) per task; {kind} mixing the task columns after {where}"
 
 

@@ -164,12 +164,16 @@ def _describe(config: dict[str, Any]) -> str:
 
 def _structure(config: dict[str, Any], names: list[str]) -> str:
     stages = config.get("mtan_stages")
-    return f"one shared network; each task attends to its features after {stage_span(names, range(len(names)) if stages is None else stages)}"
+    where = stage_span(names, range(len(names)) if stages is None else stages)
+    return f"one shared network; each task attends to its features after {where}"
 
 
 @register_family("mtan", describe=_describe, structure=_structure)
-def mtan(config: dict[str, Any], *,
-         stages: Annotated[Optional[list[int]], StageSubset("attend", last=True), SpaceDefault("search")] = None) -> MTANModel:
+def mtan(
+    config: dict[str, Any],
+    *,
+    stages: Annotated[Optional[list[int]], StageSubset("attend", last=True), SpaceDefault("search")] = None,
+) -> MTANModel:
     """One shared backbone, each task's attention after ``stages`` (None: every stage; the
     last always). The space searches which earlier stages are attended by default."""
     tasks = tasks_from_config(config)
