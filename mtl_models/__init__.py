@@ -36,6 +36,7 @@ from ._deploy import TaskOutputs, example_input, export_onnx, export_program, ex
 from ._io import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
 from ._plugins import import_plugin, is_plugin_path
 from ._progress import PROGRESS_KEY, report_progress
+from ._markers import ByConfig, Derived, SpaceDefault, StageSubset
 from ._registry import Check, Registry, UnknownNameError, keyword_options, option_hints
 from ._schedule import SCHEDULES, LRSchedule, schedule_from_config
 from ._train import (
@@ -79,6 +80,7 @@ from .families import (
     MultiTaskModel,
     BASELINE_FAMILIES,
     family_parameters,
+    family_words,
     family_settings,
     searchable_family_parameters,
     available_families,

@@ -131,7 +131,10 @@ def describe_config(config: dict[str, Any]) -> str:
     Loss weighting and optimisation are appended when they are not the defaults.
     """
     family = config.get("family")
-    if family == "hard_split":
+    own = _family_words(family)[0]
+    if own is not None:  # a family that puts itself in words (cross_stitch, mtan, mmoe, ple, a plugin's)
+        text = own(config)
+    elif family == "hard_split":
         if config.get("affinity_tree") is not None:
             text = f"hard_split affinity tree {config['affinity_tree']}"
         elif config.get("branches") is not None:
@@ -148,39 +151,14 @@ def describe_config(config: dict[str, Any]) -> str:
             text = f"hard_split trunk:{config.get('split_point')} {branches}"
         else:
             text = f"hard_split k={config.get('split_point')}"
-    elif family == "cross_stitch":
-        stages = config.get("cross_stitch_stages")
-        where = "" if stages is None else " at " + ",".join(str(s) for s in stages)
-        init = " from single-task" if config.get("column_init") == "single_task" else ""
-        unit = config.get("cross_stitch_unit") or "channel"
-        kind = "cross_stitch" if unit == "channel" else f"cross_stitch[{unit}]"
-        text = (
-            f"{kind} a=({config.get('alpha_same', 0):.2f}, {config.get('alpha_diff', 0):.2f})"
-            f" lr x{config.get('lr_multiplier', 1):.3g}{where}{init}"
-        )
-    elif family == "mtan":
-        stages = config.get("mtan_stages")
-        text = "mtan attend " + ("all" if stages is None else ",".join(str(s) for s in stages))
-    elif family == "mmoe":
-        gate = " pooled gates" if config.get("mmoe_gate") == "pooled" else ""
-        text = f"mmoe {config.get('mmoe_experts', 2)} shared experts{gate}"
-    elif family == "ple":
-        levels = int(config.get("ple_levels", 1))
-        kind = "cgc" if levels == 1 else f"ple {levels} levels"
-        gate = " pooled gates" if config.get("ple_gate") == "pooled" else ""
-        libmtl = ", no shared gate" if levels > 1 and config.get("ple_shared_gate") is False else ""
-        text = (f"{kind} {config.get('ple_shared', 1)} shared + {config.get('ple_specific', 1)} per-task experts"
-                f"{gate}{libmtl}")
     elif family == "columns":
         text = f"single-task columns x{len(config.get('tasks') or [])} (seed {config.get('seed')})"
     elif family == "single_task":
         text = f"single_task {config.get('task')} (seed {config.get('seed')})"
     elif family == "ensemble":
         text = f"ensemble of {config.get('ensemble_size')} per task"
-    else:  # a plugin's family: its name and parameters
-        prefix = f"{family}_"
-        params = [f"{k[len(prefix):]}={_short(v)}" for k, v in config.items() if isinstance(family, str) and k.startswith(prefix)]
-        text = " ".join([str(family), *params])
+    else:  # another family: its name and parameters
+        text = " ".join([str(family), *(f"{name}={_short(v)}" for name, v in _settings(config))])
     extras = []
     weights = config.get("loss_weights") or {}
     if config.get("optimization") == "alternating":
@@ -194,6 +172,26 @@ def describe_config(config: dict[str, Any]) -> str:
     if config.get("class_weighting") == "balanced":
         extras.append("balanced classes")
     return text + (f" [{', '.join(extras)}]" if extras else "")
+
+
+def _family_words(family: Any) -> tuple[Any, Any]:
+    from .families import family_words
+
+    return family_words(family)
+
+
+def _settings(config: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``(argument, value)`` of the config's family's parameters, as its builder names them
+    (a family not registered here: the keys that start with ``<family>_``)."""
+    from .families import family_parameters, family_settings
+
+    family = config.get("family")
+    try:
+        names = {key: p.name for key, p in family_parameters(family).items()}
+    except (KeyError, ValueError):
+        names = {}
+    prefix = f"{family}_"
+    return [(names.get(k, k[len(prefix):] if k.startswith(prefix) else k), v) for k, v in family_settings(config).items()]
 
 
 def _short(value: Any) -> str:
@@ -215,6 +213,9 @@ def describe_structure(config: dict[str, Any]) -> str:
     family = config.get("family")
     tasks = [t["name"] for t in config.get("tasks") or []]
     names = _stages(config)
+    own = _family_words(family)[1]
+    if own is not None:  # a family that puts its structure in words (cross_stitch, mtan, mmoe, ple, a plugin's)
+        return own(config, names)
     if family == "hard_split" and tasks and names:
         from .families import partitions_from_config
 
@@ -223,24 +224,6 @@ def describe_structure(config: dict[str, Any]) -> str:
         except (ValueError, KeyError, TypeError):
             return ""
         return _tree_words(parts, names, tasks)
-    if family == "cross_stitch":
-        stages = config.get("cross_stitch_stages")
-        where = _span(names, range(len(names)) if stages is None else stages)
-        unit = config.get("cross_stitch_unit") or "channel"
-        kind = {"channel": "cross-stitch units", "scalar": "scalar cross-stitch units", "nddr": "NDDR units"}.get(unit, f"{unit} units")
-        return f"one network (column) per task; {kind} mixing the task columns after {where}"
-    if family == "mtan":
-        stages = config.get("mtan_stages")
-        where = _span(names, range(len(names)) if stages is None else stages)
-        return f"one shared network; each task attends to its features after {where}"
-    if family == "mmoe":
-        return (f"{config.get('mmoe_experts', 2)} whole networks (experts) shared by all tasks; "
-                "each task's gate mixes their outputs")
-    if family == "ple":
-        levels = int(config.get("ple_levels", 1))
-        experts = f"{config.get('ple_shared', 1)} shared and {config.get('ple_specific', 1)} per-task experts"
-        where = "one level" if levels == 1 else f"{levels} levels of stages"
-        return f"{experts} at {where}; each task's gate mixes its own and the shared experts"
     if family == "single_task":
         return f"one network for {config.get('task')} alone"
     if family == "ensemble":
@@ -278,7 +261,7 @@ def _range(names: Sequence[str], start: int, stop: int) -> str:
     return names[start] if stop - start == 1 else f"{names[start]}-{names[stop - 1]}"
 
 
-def _span(names: Sequence[str], stages: Any) -> str:
+def stage_span(names: Sequence[str], stages: Any) -> str:
     """``conv2, conv3`` / ``conv1-conv4`` for stage indices (contiguous runs joined by a dash)."""
     chosen = sorted({int(s) for s in stages})
     if not chosen:

@@ -20,10 +20,13 @@ working.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, Literal, TypeVar, overload
+
+from ._markers import WORD_MARKERS, SpaceDefault, StageSubset
 
 T = TypeVar("T")
 
@@ -154,11 +157,13 @@ def keyword_options(fn: Callable[..., Any], skip: tuple[str, ...] = ()) -> dict[
 @dataclass(frozen=True)
 class SchemeParameter:
     """One keyword-only argument of a pluggable part (a loss-weighting scheme's constructor, a
-    model family's builder): ``key`` names it everywhere but the signature (``<part>_<name>``).
+    model family's builder): ``key`` names it everywhere but the signature (``<part>_<name>``,
+    or the part's mapped key).
 
-    ``annotation``: the type hint with its ``Annotated`` bounds; ``base``: ``float``,
-    ``int``, ``bool``, ``str`` or ``Literal``'s choices as a tuple, None for other types
-    (passed from the config but not searchable).
+    ``annotation``: the type hint with its ``Annotated`` metadata (bounds, markers of
+    :mod:`mtl_models._markers`); ``base``: ``float``, ``int``, ``bool``, ``str`` or
+    ``Literal``'s choices as a tuple, None for other types (passed from the config but not
+    searchable, unless a :class:`StageSubset`).
     """
 
     scheme: str
@@ -176,12 +181,35 @@ class SchemeParameter:
 
     @property
     def searchable(self) -> bool:
-        return self.base is not None and self.base is not str
+        return (self.base is not None and self.base is not str) or self.subset is not None
 
     @property
     def bounds(self) -> list[Any]:
-        """The ``annotated_types`` bounds (``Gt(0)``, ...) of an ``Annotated`` hint."""
+        """The ``Annotated`` metadata: the ``annotated_types`` bounds (``Gt(0)``, ...) and markers."""
         return list(getattr(self.annotation, "__metadata__", ()))
+
+    @property
+    def subset(self) -> StageSubset | None:
+        """The :class:`StageSubset` marker of a subset-of-stages argument, else None."""
+        return next((m for m in self.bounds if isinstance(m, StageSubset)), None)
+
+    @property
+    def words(self) -> dict[str, Any]:
+        """The words the space may give instead of a value (``convex``, ``auto``), by word:
+        their :class:`Derived` or :class:`ByConfig` markers."""
+        return {m.word: m for m in self.bounds if isinstance(m, WORD_MARKERS)}
+
+    @property
+    def space_default(self) -> Any:
+        """The space's value where the experiment file leaves the key out: a
+        :class:`SpaceDefault`'s, else ``all`` for a stage subset that defaults to every
+        stage, else the argument's default."""
+        marker = next((m for m in self.bounds if isinstance(m, SpaceDefault)), None)
+        if marker is not None:
+            return marker.value
+        if self.subset is not None and self.default is None:
+            return "all"
+        return self.default
 
 
 def _strip_annotated(hint: Any) -> Any:
@@ -191,14 +219,21 @@ def _strip_annotated(hint: Any) -> Any:
 def keyword_parameters(part: str, fn: Callable[..., Any], keys: dict[str, str] | None = None) -> dict[str, SchemeParameter]:
     """The keyword-only arguments of ``fn`` (a class: its ``__init__``) by key: ``keys[name]``,
     else ``<part>_<name>``. These are a part's parameters: the space may fix or search
-    them, the trial config carries them under their keys, the results table records them."""
+    them, the trial config carries them under their keys, the results table records them.
+    (Read once per part, function and keys: the sampler asks for every trial.)"""
+    return dict(_keyword_parameters(part, fn, tuple(sorted((keys or {}).items()))))
+
+
+@functools.lru_cache(maxsize=1024)
+def _keyword_parameters(part: str, fn: Callable[..., Any], keys: tuple[tuple[str, str], ...]) -> dict[str, SchemeParameter]:
     target = fn.__init__ if inspect.isclass(fn) else fn
     hints = typing.get_type_hints(target, include_extras=True)
+    mapped = dict(keys)
     out = {}
     for param in inspect.signature(target).parameters.values():
         if param.kind is not param.KEYWORD_ONLY:
             continue
-        key = (keys or {}).get(param.name, f"{part}_{param.name}")
+        key = mapped.get(param.name, f"{part}_{param.name}")
         default = None if param.default is param.empty else param.default
         out[key] = SchemeParameter(part, param.name, key, hints.get(param.name, Any), default)
     return out

@@ -50,10 +50,6 @@ CONFIG_COLUMNS = (
     "ensemble_size",
     "tree",
     "split_point",
-    "alpha_same",
-    "alpha_diff",
-    "lr_multiplier",
-    "column_init",
     "loss_weighting",
     "gradnorm_alpha",
     "dwa_temperature",
@@ -63,7 +59,6 @@ CONFIG_COLUMNS = (
     "lr",
     "seed",
     "reference",
-    "cross_stitch_unit",
     "affinity_tree",
 )
 # ``reference`` of the confirmation runs of the single-task networks trained with the
@@ -102,8 +97,9 @@ def metric_column(spec: TaskSpec, split: str = "val") -> str:
 
 
 def config_row(config: dict[str, Any]) -> dict[str, Any]:
-    """The config's columns: its searched keys (with its loss-weighting scheme's and a plugin
-    family's parameters, ``<scheme>_<parameter>``, ``<family>_<parameter>``), ``config_key``,
+    """The config's columns: its searched keys (with its loss-weighting scheme's and its
+    family's parameters as their builders declare them, ``<scheme>_<parameter>``,
+    ``<family>_<parameter>`` or a mapped key such as ``alpha_same``), ``config_key``,
     mappings as ``key/<name>``."""
     row = {k: config.get(k) for k in CONFIG_COLUMNS}
     for key, value in {**family_settings(config), **weighting_settings(config)}.items():  # plugins' parameters too
@@ -111,12 +107,6 @@ def config_row(config: dict[str, Any]) -> dict[str, Any]:
             row.setdefault(key, value)
     row["config_key"] = config_key(config)
     row["backbone"] = (config.get("backbone") or {}).get("name")
-    stages = config.get("cross_stitch_stages")
-    row["cross_stitch_stages"] = None if config.get("family") != "cross_stitch" else (
-        "all" if stages is None else ",".join(str(s) for s in stages))
-    attended = config.get("mtan_stages")
-    row["mtan_stages"] = None if config.get("family") != "mtan" else (
-        "all" if attended is None else ",".join(str(s) for s in attended))
     for key in MAPPING_COLUMNS:
         for name, value in (config.get(key) or {}).items():
             row[f"{key}/{name}"] = value

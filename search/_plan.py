@@ -86,14 +86,14 @@ def space_lines(exp: Experiment) -> list[str]:
             keys += [("tree", space.tree), ("split_point", IntRange(low=low, high=high) if high > low else low)]
             if "grouped" in (space.tree if isinstance(space.tree, list) else [space.tree]):
                 keys.append(("max_groups", space.max_groups or max(len(exp.tasks) - 1, 1)))
-    if "cross_stitch" in families:
-        keys += [("alpha_same", space.alpha_same), ("alpha_diff", space.alpha_diff),
-                 ("lr_multiplier", exp.space_param("lr_multiplier")), ("cross_stitch_stages", space.cross_stitch_stages),
-                 ("cross_stitch_unit", space.cross_stitch_unit), ("column_init", space.column_init)]
-    if "mtan" in families:
-        keys.append(("mtan_stages", space.mtan_stages))
-    for family in families:  # families declared by their builder's arguments (mmoe, ple, a plugin's)
-        keys += [(key, space.part_param(key)) for key, p in mm.family_parameters(family).items() if p.searchable]
+    words: dict[str, str] = {}  # key -> "auto for adam": a word the space gave for a range the config chooses
+    for family in families:  # every family but hard_split is declared by its builder's arguments
+        for key, p in mm.family_parameters(family).items():
+            if p.searchable:
+                keys.append((key, exp.space_param(key)))
+                marker = p.words.get(space.part_param(key)) if isinstance(space.part_param(key), str) else None
+                if isinstance(marker, mm.ByConfig):
+                    words[key] = f"{marker.word} for {exp.trial_context()[marker.key]}"
     keys += [("loss_weighting", space.loss_weighting), ("loss_weights", space.loss_weights),
              ("optimization", space.optimization), ("class_weighting", space.class_weighting),
              ("lr", space.lr if space.lr is not None else f"{exp.train.lr:g} (train.lr)")]
@@ -104,8 +104,8 @@ def space_lines(exp: Experiment) -> list[str]:
         text = _value(value)
         if f"space.{key}" in filled:
             mark = f"  (filled in: {exp.defaults.reasons[f'space.{key}']})"
-        elif key == "lr_multiplier" and space.lr_multiplier == "auto":
-            mark = f"  (auto for {exp.train.optimizer})"
+        elif key in words:
+            mark = f"  ({words[key]})"
         elif key not in written:
             mark = "  (default)"
         else:
@@ -176,20 +176,16 @@ def _candidates(exp: Experiment, fixed: dict[str, Any]) -> list[tuple[str, dict[
         if family == "hard_split":
             config.update(tree="single", split_point=0)
             out.append(("hard split sharing nothing", config))
-        elif family == "cross_stitch":
-            config.update(alpha_same=0.9, alpha_diff=0.1 / max(len(exp.tasks) - 1, 1), lr_multiplier=1.0,
-                          cross_stitch_stages=None, cross_stitch_unit="channel", column_init="backbone")
-            out.append(("cross-stitch, a unit after every stage", config))
-        elif family == "mtan":
-            out.append(("MTAN attending every stage", {**config, "mtan_stages": None}))
-        else:  # a family declared by its builder's arguments: the high end of each searched range
-            for key, p in mm.family_parameters(family).items():
-                value = exp.space.part_param(key) if p.searchable else None
+        else:  # a family declared by its builder's arguments: every stage of a subset, the high
+            for key, p in mm.family_parameters(family).items():  # end of a range, the first choice
+                value = exp.space_param(key) if p.searchable else None
+                if p.subset is not None or (isinstance(value, str) and value in p.words):
+                    continue  # the builder's default: every stage; a derived value: the builder's default
                 if isinstance(value, (IntRange, FloatRange)):
                     config[key] = value.high
                 elif value is not None:
                     config[key] = value[0] if isinstance(value, list) else value
-            out.append((family, config))
+            out.append((mm.describe_structure(config) or family, config))
     return out
 
 

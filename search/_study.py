@@ -43,6 +43,7 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune import ExperimentAnalysis
 
+import mtl_models as mm
 from spaces import define_space, load_experiment, optuna_point
 
 from ._optuna import OPTUNA_KEY, TUNE_TRIAL_ATTR, set_metric_names, table_attrs, trial_outcome
@@ -244,9 +245,10 @@ def _params_from_config(config: dict[str, Any], num_stages: int) -> dict[str, An
         params[f"task_group.{task}"] = int(group)
     for group, split in (config.get("group_split_points") or {}).items():
         params[f"group_split_point.{group}"] = split
-    stages = config.get("cross_stitch_stages")
-    for stage in range(num_stages if stages is not None else 0):
-        params[f"stitch.{stage}"] = stage in stages
+    family = config.get("family")
+    for key, p in (mm.family_parameters(family).items() if family in mm.available_families() else ()):
+        if p.subset is not None:  # stitch.<s>, attend.<s>: the booleans that chose the subset
+            params.update(p.subset.optuna_params(config.get(key), num_stages))
     return params
 
 

@@ -148,21 +148,26 @@ def space_paths(exp: "Experiment") -> list[SpacePath]:
                     "affinity": ["affinity_tree"],
                 }[kind]
                 paths.append(SpacePath(f"hard_split {kind}", tuple(family + tree + extra + common)))
-        elif fam == "cross_stitch":
-            dims = [k for k in ("alpha_same", "lr_multiplier") if _searched(exp.space_param(k))]
-            if space.alpha_diff != "convex" and _searched(space.alpha_diff):
-                dims.append("alpha_diff")
-            if space.cross_stitch_stages == "search":
-                dims += [f"stitch.{s}" for s in range(S)]
-            dims += [k for k in ("cross_stitch_unit", "column_init") if _searched(choices(getattr(space, k)))]
-            paths.append(SpacePath("cross_stitch", tuple(family + dims + common)))
-        elif fam == "mtan":
-            dims = [f"attend.{s}" for s in range(S - 1)] if space.mtan_stages == "search" else []
-            paths.append(SpacePath("mtan", tuple(family + dims + common)))
-        else:
-            dims = [k for k, p in family_parameters(fam).items() if p.searchable and _searched(space.part_param(k))]
-            paths.append(SpacePath(fam, tuple(family + dims + common)))
+        else:  # a family declared by its builder's arguments (cross_stitch, mtan, mmoe, ple, a plugin's)
+            paths.append(SpacePath(fam, tuple(family + family_dims(exp, fam, S) + common)))
     return paths
+
+
+def family_dims(exp: "Experiment", family: str, num_stages: int) -> list[str]:
+    """The dimensions family ``family``'s own parameters add, as the sampler asks them: a
+    searched stage subset's booleans, a searched range or choice; a derived value none."""
+    dims: list[str] = []
+    for key, p in family_parameters(family).items():
+        if not p.searchable:
+            continue
+        value = exp.space_param(key)  # a range a word stands for, resolved (lr_multiplier: auto)
+        if p.subset is not None:
+            dims += p.subset.searched_names(num_stages) if value == "search" else []
+        elif isinstance(value, str) and value in p.words:  # derived (alpha_diff: convex)
+            continue
+        elif _searched(value if p.base in (float, int) else choices(value)):
+            dims.append(key)
+    return dims
 
 
 def _common_dims(exp: "Experiment", T: int) -> list[str]:

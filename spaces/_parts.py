@@ -2,22 +2,30 @@
 
 A loss-weighting scheme's keyword-only constructor arguments are its parameters
 (:func:`mtl_models.searchable_weighting_parameters`), and a model family's builder's
-keyword-only arguments are its (:func:`mtl_models.searchable_family_parameters`), so
-``space`` accepts ``<scheme>_<parameter>`` and ``<family>_<parameter>`` for every
-registered scheme and family, a plugin's too, with no field written here: a value fixes it, ``{low, high[, log]}`` searches a number, a list
-searches choices, and the default is the constructor's. The bounds of an
-``Annotated[float, Gt(0)]`` hint are checked on the value or on both ends of a range.
+keyword-only arguments are its (:func:`mtl_models.searchable_family_parameters`), built-in
+families (cross-stitch, MTAN, MMoE, PLE) and plugins' alike, so ``space`` accepts
+``<scheme>_<parameter>`` and ``<family>_<parameter>`` (or a part's mapped key:
+``alpha_same``) for every registered scheme and family with no field written here: a value
+fixes it, ``{low, high[, log]}`` searches a number, a list searches choices, and the default
+is the constructor's (or its :class:`mtl_models.SpaceDefault`). The bounds of an
+``Annotated[float, Gt(0)]`` hint are checked on the value or on both ends of a range. The
+markers of ``mtl_models._markers`` add what a type cannot say: a
+:class:`mtl_models.StageSubset` takes ``all``, ``search`` or a list of stages; a
+:class:`mtl_models.Derived` or :class:`mtl_models.ByConfig` word (``convex``, ``auto``)
+stands for a value derived from the config or a range chosen by it (:func:`resolve`).
 """
 from __future__ import annotations
 
 import operator
 from collections.abc import Collection
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Mapping, Union
 
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import AfterValidator, BaseModel, ConfigDict, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, NonNegativeInt, create_model
 
 from mtl_models import (
+    ByConfig,
+    Derived,
     SchemeParameter,
     available_families,
     available_weightings,
@@ -72,14 +80,44 @@ def validate_part_space(given: dict[str, Any]) -> dict[str, Any]:
 
 
 def space_value(space: BaseModel, key: str) -> Any:
-    """``space.<key>`` for a part's parameter: the value, range or choices given, else the default."""
+    """``space.<key>`` for a part's parameter: the value, range or choices given, else the
+    space's default (:attr:`SchemeParameter.space_default`, validated: a range is a ``FloatRange``)."""
     extra = space.model_extra or {}
-    return extra[key] if key in extra else part_parameters()[key].default
+    if key in extra:
+        return extra[key]
+    p = part_parameters()[key]
+    return getattr(_space_model(((key, p),)).model_validate({key: p.space_default}), key)
 
 
 def numeric(key: str) -> bool:
     """Whether the parameter ``key`` is a number (a range), not a choice."""
     return part_parameters()[key].base in (float, int)
+
+
+def is_subset(key: str) -> bool:
+    """Whether the parameter ``key`` is a subset of stages (searched as ``<prefix>.<s>``)."""
+    return part_parameters()[key].subset is not None
+
+
+def resolve(key: str, value: Any, config: Mapping[str, Any]) -> Any:
+    """The space's ``value`` of ``key`` with a :class:`mtl_models.ByConfig` word replaced by the
+    range it stands for in ``config`` (``lr_multiplier: auto`` with ``optimizer: sgd``: 10..100
+    log). Other values, :class:`mtl_models.Derived` words included, are returned as they are."""
+    marker = derived_or_by_config(key, value)
+    if isinstance(marker, ByConfig):
+        return FloatRange(**marker.range_for(config))
+    return value
+
+
+def derived(key: str, value: Any) -> Derived | None:
+    """The :class:`mtl_models.Derived` marker ``value`` names for ``key`` (``alpha_diff: convex``), else None."""
+    marker = derived_or_by_config(key, value)
+    return marker if isinstance(marker, Derived) else None
+
+
+def derived_or_by_config(key: str, value: Any) -> Any:
+    params = part_parameters()
+    return params[key].words.get(value) if isinstance(value, str) and key in params else None
 
 
 _MODELS: dict[tuple, type[BaseModel]] = {}
@@ -93,14 +131,24 @@ def _space_model(params: tuple[tuple[str, SchemeParameter], ...]) -> type[BaseMo
 
 
 def _space_type(p: SchemeParameter) -> Any:
-    """A value, a range (numbers) or a list of choices (booleans, literals)."""
+    """A value, a range (numbers) or a list of choices (booleans, literals); a stage subset's
+    ``all``, ``search`` or list of stages; a number's words (``convex``, ``auto``)."""
     base = p.base
-    if base is float:
-        return Annotated[Union[float, FloatRange], AfterValidator(lambda v: _check_bounds(p, v))]
-    if base is int:
-        return Annotated[Union[int, IntRange], AfterValidator(lambda v: _check_bounds(p, v))]
+    if p.subset is not None:
+        return Union[Literal["all", "search"], list[NonNegativeInt]]
+    words = tuple(p.words)
+    if base in (float, int):
+        number = Union[float, FloatRange] if base is float else Union[int, IntRange]
+        checked = Annotated[number, AfterValidator(lambda v: _check_bounds(p, v))]
+        return Union[Literal[words], checked] if words else checked  # type: ignore[valid-type]
     choice = bool if base is bool else Literal[base]  # type: ignore[valid-type]
-    return Union[choice, list[choice]]
+    return Union[choice, Annotated[list[choice], AfterValidator(_non_empty)]]
+
+
+def _non_empty(value: list[Any]) -> list[Any]:
+    if not value:
+        raise ValueError("give one value or a non-empty list of values to search")
+    return value
 
 
 def _check_bounds(p: SchemeParameter, value: Any) -> Any:

@@ -58,9 +58,10 @@ from ._search_config import (
     SelectConfig,
 )
 from ._sources import DataConfig
-from ._space_config import LR_MULTIPLIER_RANGES, SpaceConfig
+from ._space import fixed_config
+from ._space_config import SpaceConfig
 from ._training import BackboneConfig, HeadConfig, TaskConfig, TrainConfig
-from ._parts import numeric, part_keys, part_parameters
+from ._parts import derived, is_subset, numeric, part_keys, part_parameters, resolve
 from ._yaml import ExperimentError, load_yaml
 
 
@@ -158,8 +159,8 @@ class Experiment(_Strict):
                 f"(stages: {', '.join(self.stage_names())})"
             )
         self._defaults = resolve_defaults(self)  # what the file leaves out, sized to its tasks and space
-        for key in ("cross_stitch_stages", "mtan_stages"):
-            stages = getattr(self.space, key)
+        for key in [k for k in part_keys() if is_subset(k)]:  # cross_stitch_stages, mtan_stages, ...
+            stages = self.space.part_param(key)
             bad = [s for s in stages if s >= n] if isinstance(stages, list) else []
             if bad:
                 raise ValueError(f"space.{key}: {bad} out of range; stages are 0..{n - 1}")
@@ -210,20 +211,23 @@ class Experiment(_Strict):
     def _check_point(self, i: int, point: dict[str, Any], names: list[str], low: int, high: int) -> None:
         """A starting point may give any searched parameter, by its config key."""
         where = f"search.points_to_evaluate[{i}]"
-        schemes = part_keys()  # the loss-weighting schemes' parameters (gradnorm_alpha, ...)
-        numbers = ("alpha_same", "alpha_diff", "lr_multiplier", *[k for k in schemes if numeric(k)], "grad_clip", "lr")
-        if self.space.alpha_diff == "convex" and "alpha_diff" in point:
-            same = point.get("alpha_same")
-            convex = None if same is None else (1.0 - float(same)) / (len(names) - 1)
-            if convex is None or abs(float(point["alpha_diff"]) - convex) > 1e-9:
+        parts = [k for k in part_keys() if not is_subset(k)]  # the families' and schemes' (alpha_same, gradnorm_alpha, ...)
+        numbers = (*[k for k in parts if numeric(k)], "grad_clip", "lr")
+        context = self.trial_context()
+        for key in parts:
+            marker = derived(key, self.space.part_param(key))
+            if marker is None or key not in point:
+                continue
+            try:
+                value = marker.rule({**context, **point})
+            except (KeyError, TypeError, ValueError):
+                value = None
+            if value is None or abs(float(point[key]) - float(value)) > 1e-9:
                 raise ValueError(
-                    f"{where}: alpha_diff is derived from alpha_same (space.alpha_diff: convex, each unit row sums "
-                    f"to 1); give alpha_same only, or set space.alpha_diff to a value or range"
+                    f"{where}: {key} is derived from {', '.join(marker.inputs)} (space.{key}: {marker.word}, "
+                    f"{marker.why}); give {', '.join(marker.inputs)} only, or set space.{key} to a value or range"
                 )
-        categoricals = (
-            "tree", "column_init", "cross_stitch_unit", "loss_weighting", *[k for k in schemes if not numeric(k)],
-            "optimization", "class_weighting",
-        )
+        categoricals = ("tree", *[k for k in parts if not numeric(k)], "loss_weighting", "optimization", "class_weighting")
         allowed = ("family", "split_point", "split_points", *numbers, *categoricals, "loss_weights")
         unknown = sorted(set(point) - set(allowed))
         if unknown:
@@ -239,7 +243,7 @@ class Experiment(_Strict):
                 raise ValueError(f"{where}: split point {k!r} must be an integer in {low}..{high}")
         for key in numbers:
             param = self.space_param(key)
-            if key == "alpha_diff" and param == "convex":
+            if isinstance(param, str):  # a derived value (alpha_diff: convex), checked above
                 continue
             ranged = isinstance(param, (FloatRange, IntRange))
             if key in point and ranged and not param.low <= point[key] <= param.high:
@@ -262,13 +266,17 @@ class Experiment(_Strict):
         return self._defaults
 
     def space_param(self, key: str) -> Any:
-        """``space.<key>`` with ``auto`` resolved: ``lr_multiplier: auto`` is the range for the
-        experiment's optimizer (:data:`LR_MULTIPLIER_RANGES`); a scheme parameter's default
-        where the space does not give it."""
-        value = self.space.part_param(key) if key in part_keys() else getattr(self.space, key)
-        if key == "lr_multiplier" and value == "auto":
-            return LR_MULTIPLIER_RANGES[self.train.optimizer]
-        return value
+        """``space.<key>`` (a part's parameter: as given, else its space default) with a word
+        that stands for a range resolved: ``lr_multiplier: auto`` is the range for the
+        experiment's optimizer (``mtl_models.ByConfig``)."""
+        if key not in part_keys():
+            return getattr(self.space, key)
+        return resolve(key, self.space.part_param(key), self.trial_context())
+
+    def trial_context(self) -> dict[str, Any]:
+        """The config keys every trial shares (``spaces.fixed_config`` before the input is
+        known): what a word of the space is resolved or derived from."""
+        return fixed_config(self, {})
 
     def load_data(self) -> MultiTaskData:
         """Load (or generate) the experiment's dataset, checking every row.

@@ -9,14 +9,17 @@ not part of the config.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from mtl_models import SchemeParameter, family_parameters, weighting_parameters
 
 from ._common import FloatRange, IntRange, choices
-from ._schema import Experiment
+from ._parts import derived, part_keys, resolve
+
+if TYPE_CHECKING:  # the schema imports this module (fixed_config)
+    from ._schema import Experiment
 
 HIDDEN_PREFIX = "_"
 
@@ -111,7 +114,6 @@ class SpaceSampler:
     def __init__(self, exp: Experiment, fixed: dict[str, Any], affinity_trees: list[dict[str, Any]] | None = None) -> None:
         self.space = exp.space
         self.affinity_trees = [t["branches"] for t in affinity_trees or []]
-        self.lr_multiplier = exp.space_param("lr_multiplier")
         self.task_names = [t.name for t in exp.tasks]
         self.split_range = exp.split_point_range()
         self.num_stages = exp.num_stages()
@@ -122,22 +124,10 @@ class SpaceSampler:
         config = dict(self.fixed)
         family = _categorical(trial, "family", list(space.families))
         config["family"] = family
-        if family == "hard_split":
+        if family == "hard_split":  # the tree: structure the space builds
             config.update(self._tree(trial))
-        elif family == "cross_stitch":
-            config["alpha_same"] = _float(trial, "alpha_same", space.alpha_same)
-            if space.alpha_diff == "convex":  # rows sum to 1: the rest shared evenly among the other tasks
-                config["alpha_diff"] = (1.0 - config["alpha_same"]) / (len(self.task_names) - 1)
-            else:
-                config["alpha_diff"] = _float(trial, "alpha_diff", space.alpha_diff)
-            config["lr_multiplier"] = _float(trial, "lr_multiplier", self.lr_multiplier)
-            config["cross_stitch_stages"] = self._stitch_stages(trial)
-            config["cross_stitch_unit"] = _categorical(trial, "cross_stitch_unit", choices(space.cross_stitch_unit))
-            config["column_init"] = _categorical(trial, "column_init", choices(space.column_init))
-        elif family == "mtan":
-            config["mtan_stages"] = self._mtan_stages(trial)
-        else:  # a plugin's family: its builder's parameters
-            config.update(self._part_parameters(trial, family_parameters(family)))
+        else:  # every other family: its builder's parameters (cross_stitch, mtan, mmoe, ple, a plugin's)
+            config.update(self._part_parameters(trial, family_parameters(family), config))
         config["optimization"] = _categorical(trial, "optimization", choices(space.optimization))
         if config["optimization"] == "joint":
             config.update(self._weighting(trial))
@@ -171,24 +161,6 @@ class SpaceSampler:
             out["task_groups"] = {t: str(g) for t, g in out["task_groups"].items()}
         return out
 
-    def _stitch_stages(self, trial: optuna.Trial) -> list[int] | None:
-        stages = self.space.cross_stitch_stages
-        if stages == "all":
-            return None
-        if stages == "search":
-            return [s for s in range(self.num_stages) if trial.suggest_categorical(f"stitch.{s}", [True, False])]
-        return list(stages)
-
-    def _mtan_stages(self, trial: optuna.Trial) -> list[int] | None:
-        """MTAN's attended stages: the last always, the others as ``space.mtan_stages`` says."""
-        stages = self.space.mtan_stages
-        last = self.num_stages - 1
-        if stages == "all":
-            return None
-        if stages == "search":
-            return [s for s in range(last) if trial.suggest_categorical(f"attend.{s}", [True, False])] + [last]
-        return sorted(set(stages) | {last})
-
     def _weighting(self, trial: optuna.Trial) -> dict[str, Any]:
         """The scheme, then its own parameters under their keys (``gradnorm_alpha``, ...)."""
         space = self.space
@@ -196,16 +168,29 @@ class SpaceSampler:
         out: dict[str, Any] = {"loss_weighting": scheme}
         if scheme == "static" and space.loss_weights == "simplex":
             out["loss_weights"] = simplex_weights(trial, self.task_names)
-        out.update(self._part_parameters(trial, weighting_parameters(scheme)))
+        out.update(self._part_parameters(trial, weighting_parameters(scheme), self.fixed))
         return out
 
-    def _part_parameters(self, trial: optuna.Trial, params: dict[str, SchemeParameter]) -> dict[str, Any]:
-        """A scheme's or family's searchable parameters under their keys, as the space gives them."""
+    def _part_parameters(self, trial: optuna.Trial, params: dict[str, SchemeParameter], config: dict[str, Any]) -> dict[str, Any]:
+        """A scheme's or family's searchable parameters under their keys, in its signature's
+        order, as the space gives them: a stage subset (``<prefix>.<s>`` booleans), a value
+        derived from ``config`` and the parameters before it, a range a word stands for in
+        ``config``, or a value, range or choices."""
         out: dict[str, Any] = {}
         for key, param in params.items():
-            if param.searchable:
-                value = _value(trial, key, self.space.part_param(key))
-                out[key] = float(value) if param.base is float else value
+            if not param.searchable:
+                continue
+            value = self.space.part_param(key)
+            if param.subset is not None:
+                out[key] = param.subset.choose(
+                    self.num_stages, value, lambda name: trial.suggest_categorical(name, [True, False]))
+                continue
+            rule = derived(key, value)
+            if rule is not None:  # rows sum to 1 (alpha_diff: convex), ...
+                out[key] = rule.rule({**config, **out})
+                continue
+            value = _value(trial, key, resolve(key, value, config))
+            out[key] = float(value) if param.base is float else value
         return out
 
 
@@ -223,8 +208,8 @@ def optuna_point(point: dict[str, Any], exp: Experiment | None = None) -> dict[s
     :func:`simplex_weights` maps back to ``w`` exactly (after normalising). A value the
     space derives rather than samples (``alpha_diff`` of convex rows) is dropped.
     """
-    derived = {"alpha_diff"} if exp is not None and exp.space.alpha_diff == "convex" else set()
-    out = {k: v for k, v in point.items() if k not in ("loss_weights", "split_points", *derived)}
+    dropped = {k for k in point if exp is not None and k in part_keys() and derived(k, exp.space.part_param(k))}
+    out = {k: v for k, v in point.items() if k not in ("loss_weights", "split_points", *dropped)}
     for task, k in (point.get("split_points") or {}).items():
         out[f"split_point.{task}"] = k
     weights = point.get("loss_weights") or {}

@@ -1,5 +1,6 @@
-"""The ``space`` section: what the search may vary (families, split points, cross-stitch,
-MTAN, trees, loss weighting), with the cross-stitch unit learning-rate ranges per optimiser."""
+"""The ``space`` section: what the search may vary (families, split points and trees, loss
+weighting, training settings); every model family's own parameters (cross-stitch's, MTAN's,
+MMoE's, PLE's, a plugin's) are its builder's arguments, read by ``spaces._parts``."""
 from __future__ import annotations
 
 from typing import Any, Literal, Union
@@ -7,7 +8,6 @@ from typing import Any, Literal, Union
 from pydantic import (
     ConfigDict,
     Field,
-    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     field_validator,
@@ -22,7 +22,6 @@ from mtl_models import (
 
 from ._common import (
     FloatParam,
-    FloatRange,
     IntParam,
     _registered,
     _Strict,
@@ -34,25 +33,8 @@ SEARCHED_FAMILIES = ("hard_split", "cross_stitch")
 
 
 Tree = Literal["single", "per_task", "grouped", "affinity"]
-Unit = Literal["channel", "scalar", "nddr"]
-ColumnInit = Literal["backbone", "single_task"]
 Optimization = Literal["joint", "alternating"]
 ClassWeighting = Literal["none", "balanced"]
-
-
-# The units' learning-rate multiplier searched by default (``lr_multiplier: auto``), by
-# optimizer, from bench/cross_stitch_lr.py (4 tasks, convex init 0.7/0.1, 8 epochs, 2 seeds;
-# bench/results/cross_stitch_lr.json). SGD (momentum 0.9): a step on alpha scales with its
-# tiny gradient, so the units need a large multiplier, as in the paper; 10-100 gave the
-# best Delta_m (-8.4 and -8.2) and 1000, the paper's upper end, diverged at lr 0.03.
-# Adam/AdamW: a step on alpha is about lr x multiplier whatever the gradient; 0.1-10 kept
-# |alpha| under 2.1 (Delta_m -2.3 to -1.3), 100 grew it to 7.8 (-5.2) and 1000 to 47 with
-# rows of negative sum (-36): the paper's range, taken over to Adam, breaks the units.
-LR_MULTIPLIER_RANGES: dict[str, FloatRange] = {
-    "sgd": FloatRange(low=10.0, high=100.0, log=True),
-    "adam": FloatRange(low=0.1, high=10.0, log=True),
-    "adamw": FloatRange(low=0.1, high=10.0, log=True),
-}
 
 
 class SpaceConfig(_Strict):
@@ -62,49 +44,32 @@ class SpaceConfig(_Strict):
     Hard splits: ``tree`` is ``single`` (one ``split_point``), ``per_task`` (one split
     point per task) or ``grouped`` (a shared trunk, then up to ``max_groups`` groups of
     tasks with their own branches, then one branch per task); ``branches`` fixes an
-    explicit tree instead. Cross-stitch: ``cross_stitch_stages`` is ``all``, ``search``
-    (a searched subset) or a list of stage indices; ``cross_stitch_unit`` the units'
-    granularity: ``channel`` (Misra et al.), ``scalar`` (one alpha per task pair) or ``nddr``
-    (Gao et al.'s 1x1-convolution fusion), a list searches them. MTAN (Liu et al.):
-    ``mtan_stages`` are the stages after which every task has an attention module (the
-    last always): ``search`` (default, a searched subset), ``all`` or a list. MMoE (Ma et al.)
-    and CGC/PLE (Tang et al.) are declared by their builders' arguments: ``mmoe_experts``,
-    ``mmoe_gate``; ``ple_shared``, ``ple_specific``, ``ple_levels`` (at most the backbone's
-    stages; 1 is CGC), ``ple_gate``, ``ple_shared_gate``. Hard splits
-    with ``tree: affinity`` take the branch trees the task-affinity stage proposes (the
-    experiment's ``affinity`` section). ``alpha_diff`` ``convex`` (default)
-    gives every unit row the sum 1 with the rest shared evenly,
-    ``alpha_diff = (1 - alpha_same) / (T - 1)`` (the paper's 2-task pairs are convex), a
-    value or range samples it on its own; ``lr_multiplier`` ``auto`` (default) is the
-    range that suits the optimizer (:data:`LR_MULTIPLIER_RANGES`); ``column_init`` is ``backbone``
-    (as the backbone section builds it: random or its weights file) or
-    ``single_task`` (from this run's single-task baselines, Misra et al.'s second
-    recipe). Losses: ``loss_weighting`` (a registered scheme: ``static`` with
-    ``loss_weights``, ``uncertainty``, ``dwa``, ``gradnorm``, or a plugin's), each
-    scheme's parameters as ``<scheme>_<parameter>`` (``gradnorm_alpha``,
-    ``dwa_temperature``; read from the schemes, see ``spaces._parts``) or under a key a
-    scheme maps (``config_keys``: every gradient aggregator's ``aggregation_scope``,
-    ``shared`` or ``last_shared_stage``),
+    explicit tree instead; ``tree: affinity`` takes the branch trees the task-affinity
+    stage proposes (the experiment's ``affinity`` section). A tree is structure the
+    sampler builds (which keys exist depends on the tree, their number on the tasks), so
+    these are the space's own fields, not a builder's arguments.
+
+    Every other family (cross-stitch, MTAN, MMoE, CGC/PLE, a plugin's) is declared by its
+    builder's keyword-only arguments (``mtl_models.register_family``; their docstrings and
+    ``Annotated`` hints say what each takes, ``spaces._parts`` reads them): the space fixes or
+    searches each under its config key, ``<family>_<parameter>`` or the key the family maps
+    (cross-stitch's ``alpha_same``, ``lr_multiplier: auto``, ``cross_stitch_stages: search``).
+
+    Losses: ``loss_weighting`` (a registered scheme: ``static`` with ``loss_weights``,
+    ``uncertainty``, ``dwa``, ``gradnorm``, or a plugin's), each scheme's parameters as ``<scheme>_<parameter>`` (``gradnorm_alpha``,
+    ``dwa_temperature``) or under a key a scheme maps (``config_keys``: every gradient
+    aggregator's ``aggregation_scope``, ``shared`` or ``last_shared_stage``),
     ``optimization`` (``joint`` or ``alternating``, seed 002), ``class_weighting``
-    (``none`` or ``balanced``, seed 001), ``grad_clip``. ``families`` may also name a
-    plugin's family (``mtl_models.register_family``), its builder's keyword-only
-    arguments searched or fixed as ``<family>_<parameter>``, as schemes' are.
+    (``none`` or ``balanced``, seed 001), ``grad_clip``, ``lr``.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)  # the extra keys: the schemes' parameters
+    model_config = ConfigDict(extra="allow", frozen=True)  # the extra keys: the schemes' and families' parameters
 
     families: list[str] = Field(default_factory=lambda: list(SEARCHED_FAMILIES), min_length=1)
     tree: Union[Tree, list[Tree]] = "single"
     split_point: IntParam | None = None
     max_groups: PositiveInt | None = None
     branches: list[list[list[str]]] | None = None
-    alpha_same: FloatParam = FloatRange(low=0.5, high=1.0)
-    alpha_diff: Union[Literal["convex"], FloatParam] = "convex"
-    lr_multiplier: Union[Literal["auto"], FloatParam] = "auto"
-    cross_stitch_stages: Union[Literal["all", "search"], list[NonNegativeInt]] = "all"
-    cross_stitch_unit: Union[Unit, list[Unit]] = "channel"
-    mtan_stages: Union[Literal["all", "search"], list[NonNegativeInt]] = "search"
-    column_init: Union[ColumnInit, list[ColumnInit]] = "backbone"
     loss_weighting: Union[str, list[str]] = "static"
     loss_weights: Union[Literal["simplex", "equal"], dict[str, PositiveFloat]] = "simplex"
     optimization: Union[Optimization, list[Optimization]] = "joint"
@@ -112,7 +77,7 @@ class SpaceConfig(_Strict):
     grad_clip: FloatParam | None = None
     lr: FloatParam | None = None
 
-    @field_validator("tree", "column_init", "loss_weighting", "optimization", "class_weighting", "cross_stitch_unit")
+    @field_validator("tree", "loss_weighting", "optimization", "class_weighting")
     @classmethod
     def _non_empty(cls, v: Any) -> Any:
         if isinstance(v, list) and not v:
@@ -140,6 +105,15 @@ class SpaceConfig(_Strict):
         self.__pydantic_extra__.update(validate_part_space(self.model_extra or {}))
         return self
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle, also a space pickled when the families' parameters were fields of its own
+        (runs and cached baselines saved before): those values become the extras they are now."""
+        own = dict(state.get("__dict__") or {})
+        moved = {k: own.pop(k) for k in list(own) if k not in type(self).model_fields}
+        if moved:
+            state = {**state, "__dict__": own, "__pydantic_extra__": {**moved, **(state.get("__pydantic_extra__") or {})}}
+        super().__setstate__(state)
+
     @classmethod
     def allowed_fields(cls) -> list[str]:
         """Its own fields and every registered scheme's and family's parameters."""
@@ -149,21 +123,9 @@ class SpaceConfig(_Strict):
         """A scheme's or family's parameter: its value, range or choices (the default when not given)."""
         return space_value(self, key)
 
-    @field_validator("alpha_same", "alpha_diff")
+    @field_validator("lr", "grad_clip")
     @classmethod
-    def _unit_interval(cls, v: FloatParam | str) -> FloatParam | str:
-        if isinstance(v, str):
-            return v
-        low, high = (v, v) if isinstance(v, (int, float)) else (v.low, v.high)
-        if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"cross-stitch alphas must lie in [0, 1] (Misra et al. 2016), got {v}")
-        return v
-
-    @field_validator("lr_multiplier", "lr", "grad_clip")
-    @classmethod
-    def _positive(cls, v: FloatParam | str | None) -> FloatParam | str | None:
-        if isinstance(v, str):
-            return v
+    def _positive(cls, v: FloatParam | None) -> FloatParam | None:
         low = v if isinstance(v, (int, float)) or v is None else v.low
         if low is not None and low <= 0:
             raise ValueError(f"must be > 0, got {v}")

@@ -173,8 +173,9 @@ def test_plan_times_an_epoch_and_warns_of_a_small_budget(tmp_path: Path, capsys)
     out = capsys.readouterr().out
     assert "WARNING: search.num_trials 4 is below the 30 this space needs to be covered" in out
     assert "  affinity   off: 4 tasks, and 2 epochs of one shared network with TAG's lookahead cost 3.6" in out
-    timing = re.search(r"an epoch \((\d+) steps and validation\) of the largest network \(cross-stitch, a unit "
-                       r"after every stage, ([\d,]+) parameters\) ([\d.]+) s, of a single-task network ([\d.]+) s", out)
+    timing = re.search(r"an epoch \((\d+) steps and validation\) of the largest network \(one network \(column\) per "
+                       r"task; cross-stitch units mixing the task columns after conv1-conv3, ([\d,]+) parameters\) "
+                       r"([\d.]+) s, of a single-task network ([\d.]+) s", out)  # the family's widest, in its words
     assert timing and timing.group(1) == "2"  # 48 train rows / batch 32, the last batch partial
     exp = spaces.load_experiment(path)
     data = exp.load_data()

@@ -155,4 +155,5 @@ def test_a_plugin_scheme_s_parameters_are_validated_with_the_line(tmp_path: Path
     assert problem.startswith(f"{tmp_path / 'exp.yaml'}:{line}: {message}")
     if "unknown field" in message:
         assert problem.endswith("cagrad_c, db_mtl_beta, db_mtl_beta_sigma, dwa_temperature, famo_w_lr, famo_gamma, focus_share, focus_on, focus_rounds, gradnorm_alpha, nash_mtl_update_every, "
-                                "mmoe_experts, mmoe_gate, ple_shared, ple_specific, ple_levels, ple_gate, ple_shared_gate")
+                                "alpha_same, alpha_diff, lr_multiplier, cross_stitch_stages, cross_stitch_unit, column_init, mmoe_experts, mmoe_gate, "
+                                "mtan_stages, ple_shared, ple_specific, ple_levels, ple_gate, ple_shared_gate")

@@ -74,7 +74,11 @@ class MultiTaskModel(nn.Module):
         return [p for p in self.parameters() if counts.get(id(p), 0) >= 2]
 
 
-ModelBuilder = Callable[[dict[str, Any]], MultiTaskModel]
+ModelBuilder = Callable[..., MultiTaskModel]
+# ``describe(config) -> str``: the config in one short line; ``structure(config, stage_names)
+# -> str``: its sharing structure in words (stage_names: the backbone's, empty where unknown)
+Describer = Callable[[dict[str, Any]], str]
+StructureWords = Callable[[dict[str, Any], list[str]], str]
 
 _FAMILIES: Registry[ModelBuilder] = Registry("model family", plural="model families")
 
@@ -82,22 +86,48 @@ _FAMILIES: Registry[ModelBuilder] = Registry("model family", plural="model famil
 BASELINE_FAMILIES = ("single_task", "ensemble", "columns")
 
 
-def register_family(name: str, *, replace: bool = False) -> Callable[[ModelBuilder], ModelBuilder]:
+def register_family(
+    name: str,
+    *,
+    config_keys: dict[str, str] | None = None,
+    describe: Describer | None = None,
+    structure: StructureWords | None = None,
+    replace: bool = False,
+) -> Callable[[ModelBuilder], ModelBuilder]:
     """Register ``builder(config, *, ...) -> MultiTaskModel`` under a family name (a taken
     name is refused unless ``replace``).
 
     The builder's keyword-only arguments are the family's parameters, keyed
     ``<family>_<name>`` (``def build(config, *, depth: Annotated[int, Ge(0)] = 1)`` of a
-    family ``trunk``: ``trunk_depth``): the space fixes or searches them, the trial config
+    family ``trunk``: ``trunk_depth``) or ``config_keys[name]`` (cross-stitch's
+    ``alpha_same``, the key its configs have always had): the space fixes or searches them
+    (markers of :mod:`mtl_models._markers` where a type cannot say how), the trial config
     carries them and ``build_model`` passes them; the results table records them.
+    ``describe`` and ``structure`` put a config of the family in words
+    (:func:`mtl_models.describe_config`, :func:`mtl_models.describe_structure`); without
+    them, the family's name and parameters.
     """
-    return _FAMILIES.register(name, replace=replace)
+
+    def add(builder: ModelBuilder) -> ModelBuilder:
+        builder._family_keys = dict(config_keys or {})  # type: ignore[attr-defined]
+        builder._family_words = (describe, structure)  # type: ignore[attr-defined]
+        return _FAMILIES.register(name, builder, replace=replace)
+
+    return add
 
 
 def family_parameters(name: str) -> dict[str, SchemeParameter]:
-    """Family ``name``'s parameters by key (none for the built-in families, whose options
-    are fields of the space)."""
-    return keyword_parameters(name, _FAMILIES.get(name))
+    """Family ``name``'s parameters by key: its builder's keyword-only arguments (none for
+    ``hard_split``, whose tree is the space's own structure, nor for the baselines)."""
+    builder = _FAMILIES.get(name)
+    return keyword_parameters(name, builder, getattr(builder, "_family_keys", None))
+
+
+def family_words(name: Any) -> tuple[Describer | None, StructureWords | None]:
+    """Family ``name``'s ``describe`` and ``structure`` (None where it gives none or is not registered here)."""
+    if not isinstance(name, str) or name not in _FAMILIES:
+        return None, None
+    return getattr(_FAMILIES[name], "_family_words", (None, None))
 
 
 def searchable_family_parameters() -> dict[str, SchemeParameter]:
@@ -106,11 +136,17 @@ def searchable_family_parameters() -> dict[str, SchemeParameter]:
 
 
 def family_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The config's values of its family's parameters, by key (what the results table records)."""
+    """The config's values of its family's parameters, by key (what the results table records;
+    a stage subset written ``all`` or ``0,2``)."""
     name = config.get("family")
     if name not in _FAMILIES:  # a plugin's family, its plugin not imported here: its keys by the naming rule
         return {k: v for k, v in config.items() if isinstance(name, str) and k.startswith(f"{name}_")}
-    return {key: config[key] for key in family_parameters(name) if key in config}
+    params = family_parameters(name)
+    out = {key: config[key] for key in params if key in config}
+    for key, p in params.items():  # a stage subset as one cell: "all" (None or not given) or "0,2"
+        if p.subset is not None:
+            out[key] = p.subset.text(config.get(key))
+    return out
 
 
 def available_families() -> list[str]:

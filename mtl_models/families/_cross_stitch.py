@@ -6,11 +6,11 @@ columns' activations: ``x~_i[c] = sum_j alpha[i, j, c] * x_j[c]`` (the paper's e
 for any number of tasks). ``alpha`` starts at ``alpha_same`` on the diagonal and
 ``alpha_diff`` elsewhere. The paper's 2-task pairs, (0.9, 0.1) and (0.5, 0.5), are
 convex rows; for ``T`` tasks the search keeps rows convex with
-``alpha_diff = (1 - alpha_same) / (T - 1)`` (spaces), so a unit neither amplifies nor
+``alpha_diff = (1 - alpha_same) / (T - 1)`` (``alpha_diff: convex``), so a unit neither amplifies nor
 shrinks its input at the start. The units train at ``lr x lr_multiplier``: the paper's
 10^2-10^3 is for SGD, whose step scales with the tiny gradient on ``alpha``; under
 Adam-type optimisers the step is about the learning rate itself, so the search's
-default range depends on the optimizer (spaces, bench/cross_stitch_lr.py).
+default range depends on the optimizer (``lr_multiplier: auto``, :data:`LR_MULTIPLIER_RANGES`).
 
 ``cross_stitch_unit`` sets the units' granularity: ``channel`` (the paper's, one alpha per
 task pair and channel), ``scalar`` (one per task pair, as LibMTL implements it) or
@@ -18,11 +18,14 @@ task pair and channel), ``scalar`` (one per task pair, as LibMTL implements it) 
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Annotated, Any, Literal, Optional, Sequence
 
 import torch
+from annotated_types import Ge, Gt, Le
 from torch import Tensor, nn
 
+from .._describe import stage_span
+from .._markers import ByConfig, Derived, SpaceDefault, StageSubset
 from ..tasks import TaskSpec
 from ._base import MultiTaskModel, backbone_copies, build_heads, register_family, tasks_from_config
 
@@ -231,22 +234,86 @@ class CrossStitchModel(MultiTaskModel):
         return {s: unit.alphas() for s, unit in self.units.items()}
 
 
-@register_family("cross_stitch")
-def cross_stitch(config: dict[str, Any]) -> CrossStitchModel:
+# The units' learning-rate multiplier searched by default (``lr_multiplier: auto``), by
+# optimizer, from bench/cross_stitch_lr.py (4 tasks, convex init 0.7/0.1, 8 epochs, 2 seeds;
+# bench/results/cross_stitch_lr.json). SGD (momentum 0.9): a step on alpha scales with its
+# tiny gradient, so the units need a large multiplier, as in the paper; 10-100 gave the
+# best Delta_m (-8.4 and -8.2) and 1000, the paper's upper end, diverged at lr 0.03.
+# Adam/AdamW: a step on alpha is about lr x multiplier whatever the gradient; 0.1-10 kept
+# |alpha| under 2.1 (Delta_m -2.3 to -1.3), 100 grew it to 7.8 (-5.2) and 1000 to 47 with
+# rows of negative sum (-36): the paper's range, taken over to Adam, breaks the units.
+LR_MULTIPLIER_RANGES: dict[str, dict[str, Any]] = {
+    "sgd": {"low": 10.0, "high": 100.0, "log": True},
+    "adam": {"low": 0.1, "high": 10.0, "log": True},
+    "adamw": {"low": 0.1, "high": 10.0, "log": True},
+}
+
+
+def convex_alpha_diff(config: dict[str, Any]) -> float:
+    """``(1 - alpha_same) / (T - 1)``: every unit row sums to 1, the rest shared evenly among
+    the other tasks (the paper's 2-task pairs (0.9, 0.1), (0.5, 0.5) are convex)."""
+    return (1.0 - float(config["alpha_same"])) / (len(config["tasks"]) - 1)
+
+
+Alpha = Annotated[float, Ge(0.0), Le(1.0)]  # Misra et al. initialise in [0, 1]
+
+
+def _describe(config: dict[str, Any]) -> str:
+    stages = config.get("cross_stitch_stages")
+    where = "" if stages is None else " at " + ",".join(str(s) for s in stages)
+    init = " from single-task" if config.get("column_init") == "single_task" else ""
+    unit = config.get("cross_stitch_unit") or "channel"
+    kind = "cross_stitch" if unit == "channel" else f"cross_stitch[{unit}]"
+    return (f"{kind} a=({config.get('alpha_same', 0):.2f}, {config.get('alpha_diff', 0):.2f})"
+            f" lr x{config.get('lr_multiplier', 1):.3g}{where}{init}")
+
+
+def _structure(config: dict[str, Any], names: list[str]) -> str:
+    stages = config.get("cross_stitch_stages")
+    where = stage_span(names, range(len(names)) if stages is None else stages)
+    unit = config.get("cross_stitch_unit") or "channel"
+    kind = {"channel": "cross-stitch units", "scalar": "scalar cross-stitch units",
+            "nddr": "NDDR units"}.get(unit, f"{unit} units")
+    return f"one network (column) per task; {kind} mixing the task columns after {where}"
+
+
+@register_family(
+    "cross_stitch",
+    config_keys={"alpha_same": "alpha_same", "alpha_diff": "alpha_diff", "lr_multiplier": "lr_multiplier",
+                 "column_init": "column_init"},
+    describe=_describe,
+    structure=_structure,
+)
+def cross_stitch(
+    config: dict[str, Any],
+    *,
+    alpha_same: Annotated[Alpha, SpaceDefault({"low": 0.5, "high": 1.0})] = 0.9,
+    alpha_diff: Annotated[Alpha, Derived("convex", convex_alpha_diff, ("alpha_same",), "each unit row sums to 1"),
+                          SpaceDefault("convex")] = 0.1,
+    lr_multiplier: Annotated[float, Gt(0.0), ByConfig("auto", "optimizer", LR_MULTIPLIER_RANGES,
+                                                       "bench/cross_stitch_lr.py"), SpaceDefault("auto")] = 1.0,
+    stages: Annotated[Optional[list[int]], StageSubset("stitch")] = None,
+    unit: Literal["channel", "scalar", "nddr"] = "channel",
+    column_init: Literal["backbone", "single_task"] = "backbone",
+) -> CrossStitchModel:
+    """One column per task, a ``unit`` (``channel``, ``scalar``, ``nddr``) after each of
+    ``stages`` (None: every stage) starting at ``alpha_same``/``alpha_diff`` and training at
+    ``lr x lr_multiplier``. ``alpha_diff: convex`` in the space keeps the rows convex
+    (:func:`convex_alpha_diff`); ``lr_multiplier: auto`` searches the optimizer's range
+    (:data:`LR_MULTIPLIER_RANGES`). ``column_init``: ``backbone`` (as the backbone section
+    builds it) or ``single_task`` (the trainable then loads this run's single-task networks
+    into the columns, Misra et al.'s second recipe; the builder builds the same network)."""
     tasks = tasks_from_config(config)
     columns = backbone_copies(config, len(tasks))
-    stages = config.get("cross_stitch_stages")
-    if stages is None:
-        stages = range(len(columns[0]))
     heads = build_heads(config, tasks, columns[0][-1])
     return CrossStitchModel(
         tasks,
         config["input"],
         columns,
-        stages,
-        alpha_same=float(config["alpha_same"]),
-        alpha_diff=float(config["alpha_diff"]),
-        lr_multiplier=float(config.get("lr_multiplier", 1.0)),
+        range(len(columns[0])) if stages is None else stages,
+        alpha_same=float(alpha_same),
+        alpha_diff=float(alpha_diff),
+        lr_multiplier=float(lr_multiplier),
         heads=heads,
-        unit=config.get("cross_stitch_unit") or "channel",
+        unit=unit or "channel",
     )

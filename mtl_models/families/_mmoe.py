@@ -16,7 +16,17 @@ from ._base import register_family
 from ._experts import ExpertsModel, build_experts
 
 
-@register_family("mmoe")
+def _describe(config: dict[str, Any]) -> str:
+    gate = " pooled gates" if config.get("mmoe_gate") == "pooled" else ""
+    return f"mmoe {config.get('mmoe_experts', 2)} shared experts{gate}"
+
+
+def _structure(config: dict[str, Any], names: list[str]) -> str:
+    return (f"{config.get('mmoe_experts', 2)} whole networks (experts) shared by all tasks; "
+            "each task's gate mixes their outputs")
+
+
+@register_family("mmoe", describe=_describe, structure=_structure)
 def mmoe(config: dict[str, Any], *, experts: Annotated[int, Ge(1)] = 2,
          gate: Literal["flat", "pooled"] = "flat") -> ExpertsModel:
     """``experts`` whole-backbone experts shared by all tasks; a gate per task reading the input

@@ -29,12 +29,14 @@ norm. The mask's inner width is ``C_s`` (lorenmt's; LibMTL's ResNet-50 uses ``C_
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Annotated, Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._describe import stage_span
+from .._markers import SpaceDefault, StageSubset
 from ..tasks import TaskSpec
 from ._base import MultiTaskModel, backbone_copies, build_heads, register_family, tasks_from_config
 
@@ -155,12 +157,26 @@ class MTANModel(MultiTaskModel):
         }
 
 
-@register_family("mtan")
-def mtan(config: dict[str, Any]) -> MTANModel:
+def _describe(config: dict[str, Any]) -> str:
+    stages = config.get("mtan_stages")
+    return "mtan attend " + ("all" if stages is None else ",".join(str(s) for s in stages))
+
+
+def _structure(config: dict[str, Any], names: list[str]) -> str:
+    stages = config.get("mtan_stages")
+    where = stage_span(names, range(len(names)) if stages is None else stages)
+    return f"one shared network; each task attends to its features after {where}"
+
+
+@register_family("mtan", describe=_describe, structure=_structure)
+def mtan(
+    config: dict[str, Any],
+    *,
+    stages: Annotated[Optional[list[int]], StageSubset("attend", last=True), SpaceDefault("search")] = None,
+) -> MTANModel:
+    """One shared backbone, each task's attention after ``stages`` (None: every stage; the
+    last always). The space searches which earlier stages are attended by default."""
     tasks = tasks_from_config(config)
-    stages = backbone_copies(config, 1)[0]
-    attended = config.get("mtan_stages")
-    if attended is None:
-        attended = range(len(stages))
-    heads = build_heads(config, tasks, stages[-1])
-    return MTANModel(tasks, config["input"], stages, attended, heads)
+    backbone = backbone_copies(config, 1)[0]
+    heads = build_heads(config, tasks, backbone[-1])
+    return MTANModel(tasks, config["input"], backbone, range(len(backbone)) if stages is None else stages, heads)

@@ -26,7 +26,22 @@ from ._base import register_family
 from ._experts import AtMostStages, ExpertsModel, build_experts
 
 
-@register_family("ple")
+def _describe(config: dict[str, Any]) -> str:
+    levels = int(config.get("ple_levels", 1))
+    kind = "cgc" if levels == 1 else f"ple {levels} levels"
+    gate = " pooled gates" if config.get("ple_gate") == "pooled" else ""
+    libmtl = ", no shared gate" if levels > 1 and config.get("ple_shared_gate") is False else ""
+    return f"{kind} {config.get('ple_shared', 1)} shared + {config.get('ple_specific', 1)} per-task experts{gate}{libmtl}"
+
+
+def _structure(config: dict[str, Any], names: list[str]) -> str:
+    levels = int(config.get("ple_levels", 1))
+    experts = f"{config.get('ple_shared', 1)} shared and {config.get('ple_specific', 1)} per-task experts"
+    where = "one level" if levels == 1 else f"{levels} levels of stages"
+    return f"{experts} at {where}; each task's gate mixes its own and the shared experts"
+
+
+@register_family("ple", describe=_describe, structure=_structure)
 def ple(config: dict[str, Any], *, shared: Annotated[int, Ge(1)] = 1, specific: Annotated[int, Ge(0)] = 1,
         levels: Annotated[int, Ge(1), AtMostStages()] = 1, gate: Literal["flat", "pooled"] = "flat",
         shared_gate: bool = True) -> ExpertsModel:
