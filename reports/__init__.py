@@ -50,6 +50,7 @@ from ._select import (
     parse_min_metric,
     select,
 )
-from ._stats import BaselineNoise, Estimate, config_summary, paired_interval, simultaneous_level
+from ._config_summary import config_summary
+from ._stats import BaselineNoise, Estimate, paired_interval, simultaneous_level
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -12,16 +12,8 @@ from mtl_models import results_table as rt
 
 from ._pareto import pareto_mask
 from ._results import STOPPED_AFTER, confirmed, ensemble_row, finished, full_seeds, metric_column, searched
-from ._stats import (
-    LEVEL,
-    BaselineNoise,
-    Estimate,
-    Reference,
-    config_summary,
-    delta_column,
-    ensemble_reference,
-    simultaneous_level,
-)
+from ._config_summary import config_summary, delta_column
+from ._stats import LEVEL, BaselineNoise, Estimate, Reference, ensemble_reference, simultaneous_level
 
 @dataclass(frozen=True)
 class Constraints:

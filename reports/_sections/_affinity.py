@@ -14,7 +14,7 @@ from mtl_models import format_delta, format_plain, format_rate, format_signed
 from mtl_models import results_table as rt
 
 from .._run import RunData
-from .._stats import config_summary
+from .._config_summary import config_summary
 from ._base import Block, ReportContext, esc, note, per_run, register_section
 
 
