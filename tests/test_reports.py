@@ -394,7 +394,7 @@ def test_the_card_says_what_a_deployer_needs(bundle: Path, run_dir: Path) -> Non
     # the pick is one of the three searched points (hard splits at 1, a cross-stitch net): none shares every
     # stage. This run has no default reference (no confirmation phase), so the structure decides.
     assert card["no_search_default"] is False
-    from reports._export import is_no_search_default
+    from reports._card import is_no_search_default
 
     row = chosen.copy()
     assert run.stage_names == ["conv1", "conv2"]  # the tiny experiment's small_cnn
