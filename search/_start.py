@@ -38,14 +38,18 @@ def load_while_ray_starts(
     """``load()``, run in a thread while a local Ray starts here; its value, or its error.
 
     ``then``: run here once Ray is up, while ``load`` may still run (``mtlsearch run``
-    imports the modules of its phases with it); its error is raised after ``load``'s.
-    Joining a cluster (``address`` or ``RAY_ADDRESS``) ships the experiment's plugins, which
-    ``load`` has yet to read: then ``load()`` runs first and the caller joins afterwards
-    (``init_ray`` with the plugins). An error of ``load`` (a bad experiment or data file)
-    is raised after Ray is up; the run directory does not exist yet either way.
+    imports the libraries of its phases with it); an error of ``load`` is raised before
+    its own. Joining a cluster (``address`` or ``RAY_ADDRESS``) ships the experiment's
+    plugins, which ``load`` has yet to read: then ``load()`` runs first, ``then()`` after
+    it, and the caller joins afterwards (``init_ray`` with the plugins). An error of
+    ``load`` (a bad experiment or data file) is raised after Ray is up; the run directory
+    does not exist yet either way.
     """
     if address or os.environ.get("RAY_ADDRESS"):
-        return load()
+        value = load()
+        if then is not None:
+            then()
+        return value
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtlsearch-load") as pool:
         loading = pool.submit(load)
         try:
