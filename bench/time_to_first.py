@@ -7,8 +7,10 @@ first reported epoch.
 Runs the real command in a subprocess (fresh interpreter, a local Ray started by the
 command itself), timestamps each line it prints and stops it after the first result.
 Records when the data was loaded, when Ray was up and when the first epoch of the
-first trial was reported. Each repeat uses a fresh output directory and no baseline
-cache, so nothing is reused between repeats. Target: <= 10 s on a laptop-class CPU
+first trial was reported, and the machine's 1-minute load average as each run started
+(``load_1min``: on a machine shared with other work the seconds stretch with it). Each
+repeat uses a fresh output directory and no baseline cache, so nothing is reused between
+repeats. Target: <= 10 s on a laptop-class CPU
 (issue 24; the command reads the experiment and data and times the plan while Ray
 starts, ``search/_start.py``).
 
@@ -49,6 +51,7 @@ def one_run(experiment: Path, num_cpus: int | None, code: Path | None = None) ->
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if code is not None:
             env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        load_before = os.getloadavg()[0]  # other work on the machine: a reading of a shared machine needs it
         start = time.perf_counter()
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -72,7 +75,11 @@ def one_run(experiment: Path, num_cpus: int | None, code: Path | None = None) ->
             process.wait(timeout=60)
         if "first_result" not in times:
             raise SystemExit("The run ended without a result:\n" + "".join(lines[-30:]))
-        return times
+        return {**times, "load_1min": load_before}
+
+
+def _line(run: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.1f} s" for k, v in run.items() if k != "load_1min") + f" (load {run['load_1min']:.1f})"
 
 
 def _revision(code: Path) -> str | None:
@@ -84,7 +91,7 @@ def _revision(code: Path) -> str | None:
 
 
 def _median(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "load_1min"}
 
 
 def main() -> None:
@@ -100,9 +107,9 @@ def main() -> None:
     for i in range(args.repeats):
         if args.baseline_dir is not None:
             baseline.append(one_run(args.experiment.resolve(), args.num_cpus, args.baseline_dir.resolve()))
-            print(f"baseline run {i + 1}: " + ", ".join(f"{k} {v:.1f} s" for k, v in baseline[-1].items()), flush=True)
+            print(f"baseline run {i + 1}: " + _line(baseline[-1]), flush=True)
         runs.append(one_run(args.experiment.resolve(), args.num_cpus))
-        print(f"run {i + 1}: " + ", ".join(f"{k} {v:.1f} s" for k, v in runs[-1].items()), flush=True)
+        print(f"run {i + 1}: " + _line(runs[-1]), flush=True)
     median = _median(runs)
     result: dict[str, Any] = {"benchmark": "time_to_first", **machine(), "experiment": str(args.experiment),
                               "revision": _revision(here), "runs": runs, "median_s": median, "target_s": TARGET_S}

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtl_models import (
     atomic_directory,
@@ -36,8 +36,9 @@ from mtl_models import (
 )
 from mtl_models import results_table as rt
 from mtl_models.data import MultiTaskData
-from reports import TUNED_TRAINING_KEYS
-from spaces import Experiment
+
+if TYPE_CHECKING:  # trial workers import this module: no experiment schema (pydantic, optuna) there
+    from spaces import Experiment
 
 
 ENSEMBLE_DIR = "ensemble"
@@ -122,6 +123,8 @@ def tuned_single_task_config(
     like-for-like reference for a search that tunes ``TUNED_TRAINING_KEYS``: how much of
     a searched config's gain a single-task network tuned the same way recovers.
     """
+    from reports import TUNED_TRAINING_KEYS  # here, not at the top: trial workers import this module, not the report's
+
     changed = {k: tuned[k] for k in TUNED_TRAINING_KEYS if k in tuned and tuned[k] != fixed.get(k)}
     if not changed:
         return None

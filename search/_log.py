@@ -22,8 +22,6 @@ import sys
 import time
 from typing import Any, TextIO
 
-from mtl_models import PROGRESS_KEY
-
 ROOT = "mtlsearch"
 LINE_EVERY_S = 10.0  # a progress line at most this often (without a terminal), besides the first and last
 
@@ -61,6 +59,9 @@ class _Console(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            from mtl_models import PROGRESS_KEY  # here, not at the top: mtl_models imports torch, which
+            # `mtlsearch run` imports in a thread while Ray starts (search._start)
+
             progress = getattr(record, PROGRESS_KEY, None)
             if progress is not None:
                 self._progress(record, *progress)

@@ -18,9 +18,8 @@ import ray
 import yaml
 
 from mtl_models import MultiTaskData, atomic_path, atomic_write_json, atomic_write_text
-from mtl_models.data import format_data_report
 from mtl_models import results_table as rt
-from spaces import Experiment, fixed_config, load_experiment
+from spaces import Experiment, load_experiment
 
 from ._cluster import check_resources, init_ray
 from ._lock import run_lock
@@ -28,7 +27,7 @@ from ._log import get_logger
 from ._phases import _dirname  # noqa: F401  Tune's saved experiments name it here (runs and cached baselines from before the split)
 from ._phases import run_affinity, run_baselines, run_confirm, run_search
 from ._snapshots import check_snapshots
-from ._start import load_while_ray_starts
+from ._start import load_run_data, load_while_ray_starts, trial_base_config  # noqa: F401  (also imported from here)
 from ._study import check_study
 from ._study import rebuild_study as write_rebuilt_study
 from ._table import write_results
@@ -36,17 +35,6 @@ from ._table import write_results
 log = get_logger("search")
 
 FIXED_CONFIG_FILE = "fixed_config.json"
-
-
-def trial_base_config(exp: Experiment, data: MultiTaskData) -> dict[str, Any]:
-    """The config every trial and baseline shares: the space's fixed keys plus how data is fed.
-
-    ``loader`` (mode, workers, memory budget, augmentations, the trial's GPU share)
-    is read by the trainer's data feeds; it changes speed, not results, except for
-    the augmentations, which the config records so a row can be rebuilt exactly.
-    """
-    loader = {**exp.data.loader_config(exp.search.resources.cpu), "gpu_share": exp.search.resources.gpu}
-    return {**fixed_config(exp, data.input_spec()), "loader": loader}
 
 
 @dataclass
@@ -118,19 +106,6 @@ def _execute(
     results = write_results(run_dir)
     log.info("Search done in %.0fs: %s", time.monotonic() - started, _status_counts(results))
     return RunResult(run_dir, results, baselines.metrics)
-
-
-def load_run_data(exp: Experiment, show_plan: bool = False, num_cpus: int | None = None) -> tuple[MultiTaskData, str | None]:
-    """Load and check the experiment's data (its report logged) and, with ``show_plan``, time
-    and format the plan; no Ray needed."""
-    log.info("Loading and checking data (%s) ...", exp.data.source)
-    data = exp.load_data()  # every row checked here
-    log.info(format_data_report(data))
-    if not show_plan:
-        return data, None
-    from ._plan import plan
-
-    return data, plan(exp, data, num_cpus=num_cpus)
 
 
 def run_experiment(

@@ -63,7 +63,8 @@ def train_trial(
     are reported from that run, with ``answered_from`` naming it and Delta_m and the loss
     weights this config's own, and its checkpoint is that run's.
     A joint baseline (a ``columns`` model) also reports each column's cost
-    (``columns/<task>/<cost>``) and checkpoints each column as a single-task network
+    (``columns/<task>/<cost>``, measured with its last epoch, so that its first epoch is not
+    delayed by measuring every column) and checkpoints each column as a single-task network
     (``columns/<task>`` in its last checkpoint).
     """
     torch.set_num_threads(max(1, int(cpus)))
@@ -82,11 +83,6 @@ def train_trial(
             trainer.load_state_dict(load_checkpoint_state(directory, map_location=trainer.device))
     params = count_parameters(model)
     cost = _cost_metrics(model, config, trainer.batch_size)
-    if isinstance(model, ColumnsModel):
-        for task in model.task_names:
-            column = model.column(task)
-            column_cost = {**_cost_metrics(column, config, trainer.batch_size), rt.PARAMS: count_parameters(column)}
-            cost.update({f"{COLUMNS_DIR}/{task}/{k}": v for k, v in column_cost.items()})
     higher = {t.name: t.higher_is_better for t in model.tasks}
     node = ray.get_runtime_context().get_node_id()
     while trainer.epoch < int(config["epochs"]):
@@ -109,6 +105,8 @@ def train_trial(
         if baseline:
             value = delta_m(primary_metrics(model.tasks, val), baseline, higher)
             metrics[OBJECTIVE] = value if math.isfinite(value) else None
+        if isinstance(model, ColumnsModel) and trainer.epoch >= int(config["epochs"]):
+            metrics.update(_column_costs(model, config, trainer.batch_size))
         with tempfile.TemporaryDirectory() as directory:
             run_trial_hooks("checkpoint", config, epoch=trainer.epoch, directory=directory)
             save_checkpoint_state(trainer.state_dict(), directory)
@@ -124,6 +122,16 @@ def _cost_metrics(model: torch.nn.Module, config: dict[str, Any], batch_size: in
     """The model's inference cost on the trial's device, as constant per-epoch metrics."""
     cost = measure_cost(model, config["input"], batch_size).columns()
     cost.pop(rt.PARAMS)  # reported with every result as it is
+    return cost
+
+
+def _column_costs(model: ColumnsModel, config: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """Each column's cost as the single-task network it is: ``columns/<task>/<cost>``."""
+    cost: dict[str, Any] = {}
+    for task in model.task_names:
+        column = model.column(task)
+        column_cost = {**_cost_metrics(column, config, batch_size), rt.PARAMS: count_parameters(column)}
+        cost.update({f"{COLUMNS_DIR}/{task}/{k}": v for k, v in column_cost.items()})
     return cost
 
 

@@ -112,27 +112,25 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ._start import load_while_ray_starts
+    from ._start import import_phase_libraries, load_run_data, load_while_ray_starts
 
     extra = [f"search.num_trials={args.num_trials}"] if args.num_trials is not None else []
     extra += [f"search.max_concurrent={args.max_concurrent}"] if args.max_concurrent is not None else []
 
     def load() -> tuple:
         """Everything before the first trial that needs no Ray, done while Ray starts."""
-        from ._runner import load_run_data
-
         exp = _load(args, extra)
         return (exp, *load_run_data(exp, show_plan=True, num_cpus=args.num_cpus))
 
-    exp, data, plan_text = load_while_ray_starts(load, args.address, args.num_cpus)
-    from reports import write_report
-
+    exp, data, plan_text = load_while_ray_starts(load, args.address, args.num_cpus, then=import_phase_libraries)
     from ._runner import run_experiment
 
     result = run_experiment(
         exp, args.out, address=args.address, num_cpus=args.num_cpus, storage=args.storage, cache_dir=_cache_dir(args),
         show_plan=True, data=data, plan_text=plan_text,
     )
+    from reports import write_report
+
     _cli_log().info("Writing the report ...")
     report = write_report(result.run_dir)
     _print_verdict(result.run_dir)
@@ -154,7 +152,7 @@ def _affinity(args: argparse.Namespace) -> int:
 
     from ._affinity import affinity_in_ray, format_affinity
     from ._cluster import init_ray, trial_resources
-    from ._runner import trial_base_config
+    from ._start import trial_base_config
 
     exp = _load(args)
     data = exp.load_data()

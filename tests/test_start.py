@@ -1,0 +1,67 @@
+"""The start of ``mtlsearch run`` (search._start): the data loads in a thread while Ray starts,
+and the phases' libraries are imported once Ray is up, while the load is still running."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import search._start as start
+
+
+@pytest.fixture
+def fake_ray(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """``init_ray`` replaced by one that records its call (no Ray is started)."""
+    events: list[str] = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(start, "init_ray", lambda address=None, num_cpus=None: events.append(f"ray {num_cpus}"))
+    return events
+
+
+def test_then_runs_once_ray_is_up_while_load_still_runs(fake_ray: list[str]) -> None:
+    then_ran = threading.Event()
+
+    def load() -> str:
+        # finishes only after `then` ran: with `then` run after the load, this would time out
+        assert then_ran.wait(timeout=30), "then() did not run while load() was running"
+        fake_ray.append("loaded")
+        return "data"
+
+    def then() -> None:
+        fake_ray.append("then")
+        then_ran.set()
+
+    assert start.load_while_ray_starts(load, None, 3, then=then) == "data"
+    assert fake_ray == ["ray 3", "then", "loaded"]
+
+
+def test_a_load_error_is_raised_before_an_error_of_then(fake_ray: list[str]) -> None:
+    def load() -> None:
+        raise ValueError("bad experiment file")
+
+    def then() -> None:
+        raise ImportError("a missing library")
+
+    with pytest.raises(ValueError, match="bad experiment file"):
+        start.load_while_ray_starts(load, None, None, then=then)
+    assert fake_ray == ["ray None"]
+
+
+def test_joining_a_cluster_loads_first_and_starts_no_ray(fake_ray: list[str]) -> None:
+    order: list[str] = []
+    value = start.load_while_ray_starts(lambda: order.append("load") or 7, "ray://head:10001", None,
+                                        then=lambda: order.append("then"))
+    assert value == 7 and order == ["load", "then"] and fake_ray == []
+
+
+def test_the_main_thread_imports_neither_torch_nor_this_project() -> None:
+    """What the main thread imports before Ray starts (the CLI, its logging, search._start) and
+    while the load thread imports torch and the project (the phases' libraries): no torch, so
+    Ray starts at once, and no module in common that could make the two threads wait for
+    each other's imports."""
+    code = ("import sys, search.cli, search._log, search._start as s; s.import_phase_libraries(); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'mtl_models', 'spaces', 'reports'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
