@@ -103,6 +103,8 @@ def measure(repo: Path, work: Path, label: str) -> dict[str, Any]:
         "load_average_end": [round(x, 2) for x in ran["load_average_end"]],
         "wall": phase_walls(ran["lines"], ran["total_s"]),
         "trials": trial_times(run_dir),
+        "experiment_train": {k: json.loads((run_dir / "experiment.json").read_text())["train"][k]
+                             for k in ("epochs", "channels_last")},
         "verdict": verdict(run_dir),
     }
     print(json.dumps({k: record[k] for k in ("load_average_start", "wall", "trials")}), flush=True)
@@ -114,24 +116,57 @@ def ratios(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
     return {key: round(a[key] / b[key], 2) for key in b if key in a and b[key]}
 
 
+def from_log(log: Path, work: Path) -> list[dict[str, Any]]:
+    """The pairs a run of this benchmark printed to ``log`` (its lines and its run folders in
+    ``work``): for a benchmark stopped before it wrote its result, e.g. after its first pair."""
+    pairs: list[dict[str, Any]] = []
+    label = None
+    for line in log.read_text().splitlines():
+        if line.startswith("[quickstart_time] ") and line.endswith(" ..."):
+            label = line.split()[1]
+        elif line.startswith("{") and label is not None:
+            which, index = label.split("-")
+            while len(pairs) <= int(index):
+                pairs.append({"order": []})
+            record = json.loads(line)
+            run_dir = work / label
+            config = json.loads((run_dir / "experiment.json").read_text())
+            pairs[int(index)][which] = {
+                **record, "load_average_start": [round(x, 2) for x in record["load_average_start"]],
+                "experiment_train": {k: config["train"][k] for k in ("epochs", "channels_last")},
+                "verdict": verdict(run_dir),
+            }
+            pairs[int(index)]["order"].append(which)
+            label = None
+    pairs = [p for p in pairs if "before" in p and "after" in p]
+    for p in pairs:
+        p["ratio_after_before"] = ratios(p["before"], p["after"])
+    return pairs
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", default=BEFORE)
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--work", default=None, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--from-log", type=Path, help="write the result from this benchmark's printed lines and "
+                        "the runs in --work (a benchmark stopped early), running nothing")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
-        work = Path(args.work or tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        repos = {"before": clone(args.before, work / "before-repo"), "after": ROOT}
-        pairs = []
-        for i in range(args.pairs):
-            order = ("before", "after") if i % 2 == 0 else ("after", "before")
-            pair = {label: measure(repos[label], work, f"{label}-{i}") for label in order}
-            pair["order"] = list(order)
-            pair["ratio_after_before"] = ratios(pair["before"], pair["after"])
-            pairs.append(pair)
-            print(f"[quickstart_time] pair {i}: {pair['ratio_after_before']}", flush=True)
+    if args.from_log is not None:
+        pairs = from_log(args.from_log, Path(args.work))
+    else:
+        with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+            work = Path(args.work or tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            repos = {"before": clone(args.before, work / "before-repo"), "after": ROOT}
+            pairs = []
+            for i in range(args.pairs):
+                order = ("before", "after") if i % 2 == 0 else ("after", "before")
+                pair = {label: measure(repos[label], work, f"{label}-{i}") for label in order}
+                pair["order"] = list(order)
+                pair["ratio_after_before"] = ratios(pair["before"], pair["after"])
+                pairs.append(pair)
+                print(f"[quickstart_time] pair {i}: {pair['ratio_after_before']}", flush=True)
     keys = pairs[0]["ratio_after_before"].keys()
     result = {
         **machine(),
