@@ -151,7 +151,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--from-log", type=Path, help="write the result from this benchmark's printed lines and "
                         "the runs in --work (a benchmark stopped early), running nothing")
+    parser.add_argument("--append", action="store_true", help="add the pairs to those of the last result file")
+    parser.add_argument("--after-first", action="store_true", help="start each pair with this checkout, not --before")
     args = parser.parse_args(argv)
+    last = Path(__file__).resolve().parent / "results" / "quickstart_time.json"
+    earlier = json.loads(last.read_text())["pairs"] if args.append and last.is_file() else []
     if args.from_log is not None:
         pairs = from_log(args.from_log, Path(args.work))
     else:
@@ -161,12 +165,13 @@ def main(argv: list[str] | None = None) -> None:
             repos = {"before": clone(args.before, work / "before-repo"), "after": ROOT}
             pairs = []
             for i in range(args.pairs):
-                order = ("before", "after") if i % 2 == 0 else ("after", "before")
+                order = ("before", "after") if (i + args.after_first) % 2 == 0 else ("after", "before")
                 pair = {label: measure(repos[label], work, f"{label}-{i}") for label in order}
                 pair["order"] = list(order)
                 pair["ratio_after_before"] = ratios(pair["before"], pair["after"])
                 pairs.append(pair)
                 print(f"[quickstart_time] pair {i}: {pair['ratio_after_before']}", flush=True)
+    pairs = earlier + pairs
     keys = pairs[0]["ratio_after_before"].keys()
     result = {
         **machine(),
