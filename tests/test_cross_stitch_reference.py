@@ -43,13 +43,17 @@ def stitch(xs: list[Tensor], alpha: Tensor, unit: str) -> list[Tensor]:
     return [sum(alpha[i][j].view(1, -1, 1, 1) * xs[j] for j in range(T)) for i in range(T)]
 
 
+@pytest.mark.parametrize("channels_last", [False, True])  # the units' elementwise path keeps the layout
 @pytest.mark.parametrize("unit", ["channel", "scalar"])
 @pytest.mark.parametrize("num_tasks, same, diff", [(2, 0.9, 0.1), (3, 0.6, 0.2)])
-def test_cross_stitch_is_the_papers_over_three_sgd_steps(unit: str, num_tasks: int, same: float, diff: float) -> None:
+def test_cross_stitch_is_the_papers_over_three_sgd_steps(
+    unit: str, num_tasks: int, same: float, diff: float, channels_last: bool
+) -> None:
     tasks = make_tasks(num_tasks)
     config = make_config("cross_stitch", tasks, cross_stitch_unit=unit, cross_stitch_stages=STAGES,
                          alpha_same=same, alpha_diff=diff, lr_multiplier=MULTIPLIER, optimizer="sgd",
-                         momentum=0.9, lr=LR, lr_schedule="constant", weight_decay=WEIGHT_DECAY)
+                         momentum=0.9, lr=LR, lr_schedule="constant", weight_decay=WEIGHT_DECAY,
+                         channels_last=channels_last)
     mm.seed_everything(0)
     model = mm.build_model(config)
     trainer = mm.Trainer(model, random_data(tasks), config)
@@ -79,6 +83,9 @@ def test_cross_stitch_is_the_papers_over_three_sgd_steps(unit: str, num_tasks: i
         for s in range(len(columns[0])):
             xs = [column[s](xi) for column, xi in zip(columns, xs)]
             if s in alpha:
+                if channels_last:  # the model's unit leaves channels-last activations in their layout
+                    assert all(m.is_contiguous(memory_format=torch.channels_last) and not m.is_contiguous()
+                               for m in model.units[str(s)]([xi.detach() for xi in xs]))
                 mixed = stitch(xs, alpha[s], unit)
                 for m in mixed:
                     m.retain_grad()

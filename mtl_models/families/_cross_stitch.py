@@ -30,6 +30,28 @@ from ..tasks import TaskSpec
 from ._base import MultiTaskModel, backbone_copies, build_heads, register_family, tasks_from_config
 
 
+def _channels_last(xs: list[Tensor]) -> bool:
+    """Whether the columns' activations are in the channels-last layout (``channels_last``)."""
+    x = xs[0]
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _mix_in_layout(alpha: Tensor, xs: list[Tensor]) -> list[Tensor]:
+    """``x~_i = sum_j alpha[i, j] * x_j`` (per channel for a ``(T, T, C)`` ``alpha``, else one
+    scalar per pair) by elementwise products, which keep the activations' layout: the einsum
+    of the default path goes through a stacked tensor in the default layout, so on
+    channels-last activations every unit would copy them out of it and the next
+    convolution back in (on a CPU slower than the units themselves)."""
+    out = []
+    for i in range(len(xs)):
+        total = None
+        for j, x in enumerate(xs):
+            weight = alpha[i, j].view(1, -1, 1, 1) if alpha.dim() == 3 else alpha[i, j]
+            total = weight * x if total is None else total + weight * x
+        out.append(total)
+    return out
+
+
 class CrossStitchUnit(nn.Module):
     """Mixes ``T`` same-shaped activations ``(B, C, ...)`` per channel with ``alpha`` of shape ``(T, T, C)``."""
 
@@ -40,6 +62,8 @@ class CrossStitchUnit(nn.Module):
         self.alpha = nn.Parameter(alpha)
 
     def forward(self, xs: list[Tensor]) -> list[Tensor]:
+        if _channels_last(xs):
+            return _mix_in_layout(self.alpha.to(xs[0].dtype), xs)
         mixed = torch.einsum("ijc,jbc...->ibc...", self.alpha.to(xs[0].dtype), torch.stack(xs))
         return list(mixed.unbind(0))
 
@@ -63,6 +87,8 @@ class ScalarCrossStitchUnit(nn.Module):
         self.alpha = nn.Parameter(alpha)
 
     def forward(self, xs: list[Tensor]) -> list[Tensor]:
+        if _channels_last(xs):
+            return _mix_in_layout(self.alpha.to(xs[0].dtype), xs)
         mixed = torch.einsum("ij,jb...->ib...", self.alpha.to(xs[0].dtype), torch.stack(xs))
         return list(mixed.unbind(0))
 
