@@ -40,18 +40,18 @@ class _RayWouldStart(Exception):
 
 
 def _run_cli(root: Path, document: bytes, content: bytes) -> str:
-    import search._runner
+    import search.run._runner
     from search.cli import main as cli
 
     (root / "exp.yaml").write_bytes(document)
     (root / "train.csv").write_bytes(content)
     out = root / "run"
-    saved = search._runner.init_ray
+    saved = search.run._runner.init_ray
 
     def no_ray(*args: Any, **kwargs: Any) -> None:
         raise _RayWouldStart()
 
-    search._runner.init_ray = no_ray
+    search.run._runner.init_ray = no_ray
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -59,7 +59,7 @@ def _run_cli(root: Path, document: bytes, content: bytes) -> str:
     except _RayWouldStart:
         return "valid"
     finally:
-        search._runner.init_ray = saved
+        search.run._runner.init_ray = saved
         F.workspace(root)
     text = err.getvalue()
     assert code == 2 and text.startswith("mtlsearch: error: ") and "Traceback" not in text, (code, text[-500:])

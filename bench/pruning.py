@@ -278,7 +278,7 @@ def measure(curves: list[Curve], epochs: int, n_orders: int, concurrency: int) -
 
 
 def _build(config: spaces.PrunerConfig, epochs: int) -> optuna.pruners.BasePruner:
-    from search._samplers import build_pruner
+    from search.study._samplers import build_pruner
 
     return build_pruner(config, epochs)
 

@@ -39,8 +39,8 @@ import mtl_models as mm
 import spaces
 from bench._common import machine, write_result
 from search import init_ray, log_to_stdout, run_experiment, train_trial
-from search._runner import FIXED_CONFIG_FILE
-from search._table import collect_results
+from search.run._runner import FIXED_CONFIG_FILE
+from search.results._table import collect_results
 
 EPOCHS = 4
 LRS = (0.001, 0.003, 0.01)

@@ -2,7 +2,7 @@
 
 Library code does not draw progress bars: it logs an INFO record whose ``extra`` carries
 ``progress = (step, done, total)``, and the program decides how to show it. The CLI
-(``search._log``) draws a bar per step on a terminal (tqdm) and prints a line now and then
+(``search.base._log``) draws a bar per step on a terminal (tqdm) and prints a line now and then
 otherwise; a program with its own logging configuration gets ordinary log lines.
 """
 from __future__ import annotations

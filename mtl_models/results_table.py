@@ -140,7 +140,7 @@ def seeds(task: str) -> str:
     return f"seeds:{task}"
 
 
-# The confirmation race's stop (``search._racing``), on the confirm rows of each config it stopped.
+# The confirmation race's stop (``search.study._racing``), on the confirm rows of each config it stopped.
 STOPPED_AFTER = "confirm_stopped_after"  # seeds a raced config ran before it stopped (empty: it ran every seed)
 STOPPED_COLUMNS = (STOPPED_AFTER, "confirm_stopped_against", "confirm_stopped_delta_m",
                    "confirm_stopped_delta_m_low", "confirm_stopped_delta_m_high", "confirm_stopped_level")

@@ -65,7 +65,7 @@ CONFIG_COLUMNS = (
 # searched training hyperparameters (``search.confirm_configs``; "default": the no-search default)
 TUNED_SINGLE_TASK = "tuned_single_task"
 MAPPING_COLUMNS = ("split_points", "task_groups", "group_split_points", "loss_weights")
-# The confirmation race (``search._racing``): each config's seeds, values and where it stopped,
+# The confirmation race (``search.study._racing``): each config's seeds, values and where it stopped,
 # written by the driver after every round; its stops become columns of the confirm rows.
 RACE_FILE = "confirm_race.json"
 

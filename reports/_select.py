@@ -202,7 +202,7 @@ class Pick:
     config does). ``split``: where the verdict is judged: ``test`` when the pool's runs
     and the baselines were evaluated there, else ``val`` (the selection split). ``k``
     configs were ranked, so Delta_m intervals are at the Bonferroni ``level``.
-    ``stopped``: the configs the confirmation race stopped (``search._racing``), one row
+    ``stopped``: the configs the confirmation race stopped (``search.study._racing``), one row
     each (the confirm row of its first run, with the race's columns), not in ``table``:
     the ranking and the verdict use only configs trained with every seed; ``k`` counts
     them too (the pick is the best of every config that entered the race).

@@ -21,7 +21,7 @@ def _print_json(document: Any) -> None:
 
 
 def _cli_log() -> logging.Logger:
-    from ._log import get_logger
+    from .base._log import get_logger
 
     return get_logger("cli")
 
@@ -31,7 +31,7 @@ def _print_verdict(run_dir: Path, show: bool = True) -> dict[str, Any]:
     recorded on the run's study (``deploy_pick``) and returned (:func:`_pick_record`)."""
     from reports import load_run, tuned_reference, worded_label
 
-    from ._study import record_deploy_pick
+    from .study._study import record_deploy_pick
 
     run = load_run(run_dir, evaluate=False)
     record = _pick_record(run)
@@ -75,7 +75,7 @@ def _pick_record(run: Any) -> dict[str, Any]:
 def _report(args: argparse.Namespace) -> int:
     from reports import write_report
 
-    from ._table import write_results
+    from .results._table import write_results
 
     if len(args.run) > 1 and args.out is None:
         raise ValueError("Comparing several runs needs an output file (--out compare.html).")  # before any work

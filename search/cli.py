@@ -6,7 +6,7 @@ Conventions (as ML engineers know them from pip, git, Ray and Hydra):
   results; ``-qq``: errors and results), before or after the command. The run's lines go to
   standard output, warnings and errors to standard error (``Warning: ...``, ``mtlsearch:
   error: ...``); progress (decoding images, evaluating, retraining) to standard error, as a
-  bar on a terminal (tqdm) and as a line now and then otherwise (``search._log``).
+  bar on a terminal (tqdm) and as a line now and then otherwise (``search.base._log``).
 - ``--set KEY=VALUE`` (repeatable) on the commands that read an experiment file: a dotted
   key into the file, a YAML value (``train.epochs=3``, ``space.families=[hard_split]``),
   applied before validation (a bad one is refused like a bad line of the file, located at
@@ -112,7 +112,7 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ._start import import_phase_libraries, load_run_data, load_while_ray_starts
+    from .base._start import import_phase_libraries, load_run_data, load_while_ray_starts
 
     extra = [f"search.num_trials={args.num_trials}"] if args.num_trials is not None else []
     extra += [f"search.max_concurrent={args.max_concurrent}"] if args.max_concurrent is not None else []
@@ -123,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
         return (exp, *load_run_data(exp, show_plan=True, num_cpus=args.num_cpus))
 
     exp, data, plan_text = load_while_ray_starts(load, args.address, args.num_cpus, then=import_phase_libraries)
-    from ._runner import run_experiment
+    from .run._runner import run_experiment
 
     result = run_experiment(
         exp, args.out, address=args.address, num_cpus=args.num_cpus, storage=args.storage, cache_dir=_cache_dir(args),
@@ -140,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from ._plan import plan
+    from .run._plan import plan
 
     exp = _load(args, [f"search.num_trials={args.num_trials}"] if args.num_trials is not None else [])
     print(plan(exp, timed=not args.no_timing, num_cpus=args.num_cpus))
@@ -150,9 +150,9 @@ def _plan(args: argparse.Namespace) -> int:
 def _affinity(args: argparse.Namespace) -> int:
     from mtl_models import atomic_write_json
 
-    from ._affinity import affinity_in_ray, format_affinity
-    from ._cluster import init_ray, trial_resources
-    from ._start import trial_base_config
+    from .run._affinity import affinity_in_ray, format_affinity
+    from .base._cluster import init_ray, trial_resources
+    from .base._start import trial_base_config
 
     exp = _load(args)
     data = exp.load_data()
@@ -168,7 +168,7 @@ def _affinity(args: argparse.Namespace) -> int:
 
 
 def _cache_dir(args: argparse.Namespace) -> Path | None:
-    from ._cache import default_cache_dir
+    from .recovery._cache import default_cache_dir
 
     return None if args.no_cache else (args.cache_dir or default_cache_dir())
 
@@ -176,7 +176,7 @@ def _cache_dir(args: argparse.Namespace) -> Path | None:
 def _resume(args: argparse.Namespace) -> int:
     from reports import write_report
 
-    from ._runner import resume_experiment
+    from .run._runner import resume_experiment
 
     result = resume_experiment(args.run, address=args.address, num_cpus=args.num_cpus, cache_dir=_cache_dir(args),
                                break_lock=args.break_lock, rebuild_study=args.rebuild_study)
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # --help, --version, --print-completion and usage errors: no torch import
     args.argv = argv  # recorded in exported model cards
 
-    from ._log import console_state, log_to_console, restore_console, verbosity_level
+    from .base._log import console_state, log_to_console, restore_console, verbosity_level
 
     saved = console_state()
     log_to_console(verbosity_level(getattr(args, "verbose", 0), getattr(args, "quiet", 0)),
@@ -392,10 +392,10 @@ def _user_error(exc: Exception, args: argparse.Namespace) -> int | None:
     from mtl_models import CorruptCheckpointError, DataFileError
     from spaces import ExperimentError
 
-    from ._lock import RunLockedError
-    from ._phases import SearchInterrupted
-    from ._snapshots import SnapshotError
-    from ._study import StudyError
+    from .recovery._lock import RunLockedError
+    from .run._phases import SearchInterrupted
+    from .recovery._snapshots import SnapshotError
+    from .study._study import StudyError
 
     if isinstance(exc, SearchInterrupted):
         print(f"mtlsearch: interrupted: {exc}", file=sys.stderr)

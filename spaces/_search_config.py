@@ -222,7 +222,7 @@ class ConfirmConfig(_Strict):
     the same seeds, so the report can say whether the search beat it. ``top_k: 0`` or
     ``seeds: 0`` turns the phase off.
 
-    The phase races (``search._racing``): seed by seed, and a config that at least two
+    The phase races (``search.study._racing``): seed by seed, and a config that at least two
     seeds show worse than the current leader beyond the noise (its paired interval on
     validation Delta_m below 0, Bonferroni over the looks and the configs) trains no more
     seeds; ``race_alpha`` bounds the chance that the truly best config is stopped (0: no

@@ -12,7 +12,7 @@ import yaml
 import mtl_models as mm
 import spaces
 from search import run_experiment
-from search._cache import baselines_key
+from search.recovery._cache import baselines_key
 from search import baseline_configs
 from spaces import fixed_config
 

@@ -19,13 +19,13 @@ import pandas as pd
 import pytest
 import yaml
 
-import search._log as console
+import search.base._log as console
 import search._cli_runs
 import search.cli
 import spaces
 from mtl_models import config_key, report_progress
 from search import DEPLOY_PICK_ATTR, MTLOptunaSearch, record_deploy_pick
-from search._runner import _write_run_files, trial_base_config
+from search.run._runner import _write_run_files, trial_base_config
 from search.cli import main as cli
 
 from conftest import tiny_experiment

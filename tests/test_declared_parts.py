@@ -13,7 +13,7 @@ import pytest
 
 import spaces
 from mtl_models.data import _source
-from search._samplers import build_pruner, build_sampler
+from search.study._samplers import build_pruner, build_sampler
 
 from conftest import tiny_experiment
 
@@ -172,7 +172,7 @@ def _asks(sampler: optuna.samplers.BaseSampler, objectives: int = 1) -> list[tup
 @pytest.mark.parametrize(
     "config,objectives,before",
     [
-        # the samplers as search/_samplers.py built them by its if-chain before the registry
+        # the samplers as search/study/_samplers.py built them by its if-chain before the registry
         ({}, 1, lambda seed: optuna.samplers.TPESampler(n_startup_trials=5, seed=seed, multivariate=True)),
         ({"name": "tpe", "n_startup_trials": 3}, 1, lambda seed: optuna.samplers.TPESampler(n_startup_trials=3, seed=seed, multivariate=True)),
         ({"name": "random", "seed": 11}, 1, lambda seed: optuna.samplers.RandomSampler(seed=11)),

@@ -23,7 +23,7 @@ import mtl_models as mm
 import reports
 import spaces
 from mtl_models.families._base import _FAMILIES
-from search._plan import space_lines
+from search.run._plan import space_lines
 
 from conftest import tiny_experiment
 

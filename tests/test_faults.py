@@ -186,7 +186,7 @@ def test_atomic_directory_replaces_a_bundle_whole(tmp_path: Path) -> None:
 def test_an_orphaned_proposal_is_handed_out_again_after_resume(tmp_path: Path) -> None:
     """The driver asked Optuna for a trial after its last snapshot and was killed: the
     resumed searcher gives that proposal (number and parameters) to the next Tune trial."""
-    from search._optuna import MTLOptunaSearch
+    from search.study._optuna import MTLOptunaSearch
 
     def searcher() -> MTLOptunaSearch:
         return MTLOptunaSearch(
@@ -230,7 +230,7 @@ def test_a_half_sampled_orphan_is_completed_as_the_uninterrupted_search_would(tm
     and Tune's last snapshot of the searcher is older than the trial before it: on resume
     the second parameter is drawn as the uninterrupted search drew it, because the
     sampler is seeded per trial number, not restored from the snapshot's random state."""
-    from search._optuna import MTLOptunaSearch
+    from search.study._optuna import MTLOptunaSearch
 
     def searcher(db: str) -> MTLOptunaSearch:
         return MTLOptunaSearch(
@@ -266,7 +266,7 @@ def test_error_files_cut_off_by_a_killed_driver_are_dropped_before_restore(tmp_p
     """Ray Tune's restore fails on an error.pkl that a SIGKILL cut off; error.txt keeps the error."""
     from ray import cloudpickle
 
-    from search._table import drop_unreadable_errors
+    from search.results._table import drop_unreadable_errors
 
     for name, content in (("cut", b""), ("half", cloudpickle.dumps(RuntimeError("boom"))[:10]),
                           ("whole", cloudpickle.dumps(RuntimeError("boom"))), ("none", None)):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-import search._runner
+import search.run._runner
 from fuzz_inputs import check_data_file, check_experiment, data_files, experiment_documents, workspace
 from search.cli import main as cli
 
@@ -65,8 +65,8 @@ def test_a_refused_run_is_exit_2_with_no_traceback_and_no_run_directory(
     (root / "train.csv").write_bytes(content)
     out = root / "run"
     mp = pytest.MonkeyPatch()
-    mp.setattr(search._start, "init_ray", lambda *a, **k: None)  # Ray starts while the files are read
-    mp.setattr(search._runner, "init_ray", lambda *a, **k: (_ for _ in ()).throw(_RayWouldStart()))
+    mp.setattr(search.base._start, "init_ray", lambda *a, **k: None)  # Ray starts while the files are read
+    mp.setattr(search.run._runner, "init_ray", lambda *a, **k: (_ for _ in ()).throw(_RayWouldStart()))
     try:
         code = cli(["run", str(root / "exp.yaml"), "--out", str(out)])
     except _RayWouldStart:

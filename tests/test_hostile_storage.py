@@ -13,7 +13,7 @@ import torch
 
 import mtl_models as mm
 from conftest import make_config, make_tasks, random_data
-from search._fixed import FixedConfigs
+from search.study._fixed import FixedConfigs
 
 
 class Payload:

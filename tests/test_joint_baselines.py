@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import mtl_models as mm
-from search._baselines import column_config, joint_config
+from search.trial._baselines import column_config, joint_config
 
 from conftest import make_config, make_tasks, random_data, tiny_experiment
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from search._samplers import build_pruner
+from search.study._samplers import build_pruner
 from spaces import PrunerConfig
 from spaces._patient_pruner import PatientPruner
 from spaces._search_config import DEFAULT_WARMUP_FRACTION

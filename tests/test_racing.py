@@ -17,7 +17,7 @@ from scipy import stats
 import reports
 import spaces
 from search import RacingConfigs, race_stops, run_experiment
-from search._racing import race_entries, race_level
+from search.study._racing import race_entries, race_level
 
 from conftest import tiny_experiment
 

@@ -377,7 +377,7 @@ def test_runs_saved_by_the_previous_layout_still_load() -> None:
     """Ray Tune's saved experiments pickle classes and functions by module path, and a saved
     run's experiment.json records every field: a run (or cached baselines) made before the
     schema and runner were split, and before fault injection left the product, resumes."""
-    import search._runner
+    import search._runner  # regroup: keep (the path Tune's saved experiments name)
     import spaces._schema
 
     doc = copy.deepcopy(BASE)
@@ -387,4 +387,4 @@ def test_runs_saved_by_the_previous_layout_still_load() -> None:
                  "TaskConfig", "BackboneConfig", "HeadConfig", "BaselinesConfig", "ConfirmConfig", "SelectConfig",
                  "AffinityConfig"):
         assert getattr(spaces._schema, name) is getattr(spaces, name, getattr(spaces._schema, name))
-    assert callable(search._runner._dirname)
+    assert callable(search._runner._dirname)  # regroup: keep

@@ -38,11 +38,11 @@ from ray.tune import ExperimentAnalysis
 
 import mtl_models as mm
 from search import collect_results, resume_experiment, write_results
-from search._checkpoints import choose_checkpoint
-from search import _lock
-from search._lock import LOCK_FILE, RunLockedError
-from search._snapshots import SnapshotError
-from search._study import StudyError, check_study
+from search.trial._checkpoints import choose_checkpoint
+from search.recovery import _lock
+from search.recovery._lock import LOCK_FILE, RunLockedError
+from search.recovery._snapshots import SnapshotError
+from search.study._study import StudyError, check_study
 
 from conftest import tiny_experiment
 from fault_plugin import with_faults
@@ -225,7 +225,7 @@ def test_only_one_of_several_drivers_takes_over_a_stale_lock(tmp_path: Path) -> 
     dead = subprocess.Popen(["true"])
     dead.wait()
     (tmp_path / LOCK_FILE).write_text(json.dumps(_stale_record(dead.pid)))
-    program = RACER.format(lock_py=str(ROOT / "search" / "_lock.py"), go=str(tmp_path / "go"), run=str(tmp_path))
+    program = RACER.format(lock_py=str(ROOT / "search" / "recovery" / "_lock.py"), go=str(tmp_path / "go"), run=str(tmp_path))
     racers = [subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True) for _ in range(6)]
     time.sleep(1.0)  # all started, waiting for the go
     (tmp_path / "go").touch()

@@ -28,7 +28,7 @@ import mtl_models as mm
 from mtl_models import MultiTaskData
 from spaces import Experiment, FloatRange, IntRange, affinity_cost, budget, budget_warning, fixed_config, searched_training
 
-from ._baselines import baseline_columns, baseline_seeds, ensemble_size
+from ..trial._baselines import baseline_columns, baseline_seeds, ensemble_size
 
 TIMED_STEPS = 5  # after one warm-up step; the median step is taken
 
@@ -308,7 +308,7 @@ def plan(exp: Experiment, data: MultiTaskData | None = None, timed: bool = True,
     """Load the data (unless given), time an epoch (with ``timed``) and format the plan."""
     timing = None
     if timed:
-        from ._start import trial_base_config
+        from ..base._start import trial_base_config
 
         data = data if data is not None else exp.load_data()
         try:

@@ -21,7 +21,7 @@ from reports import RACE_FILE, TUNED_SINGLE_TASK, confirm_shortlist, searched, s
 from spaces import Experiment, affinity_points, define_space, optuna_point
 
 from ._affinity import affinity_in_ray, format_affinity, load_affinity, save_affinity
-from ._baselines import (
+from ..trial._baselines import (
     ENSEMBLE_DIR,
     ENSEMBLE_RESULT,
     baseline_columns,
@@ -30,26 +30,26 @@ from ._baselines import (
     ensemble_size,
     tuned_single_task_config,
 )
-from ._cache import baselines_key, restore_baselines, store_baselines
-from ._checkpoints import describe_damaged_checkpoints
-from ._cluster import trial_resources
-from ._fixed import FixedConfigs
-from ._log import get_logger
-from ._optuna import MTLOptunaSearch
-from ._progress import ProgressPrinter
-from ._racing import RacingConfigs, race_entries
-from ._pruning import OptunaPrunerScheduler
-from ._relocate import RelocatableSearchGenerator, clear_driver_staging, reattach
-from ._samplers import build_pruner, build_sampler
-from ._study import STUDY_FILE, STUDY_NAME
-from ._table import (
+from ..recovery._cache import baselines_key, restore_baselines, store_baselines
+from ..trial._checkpoints import describe_damaged_checkpoints
+from ..base._cluster import trial_resources
+from ..study._fixed import FixedConfigs
+from ..base._log import get_logger
+from ..study._optuna import MTLOptunaSearch
+from ..results._progress import ProgressPrinter
+from ..study._racing import RacingConfigs, race_entries
+from ..study._pruning import OptunaPrunerScheduler
+from ..recovery._relocate import RelocatableSearchGenerator, clear_driver_staging, reattach
+from ..study._samplers import build_pruner, build_sampler
+from ..study._study import STUDY_FILE, STUDY_NAME
+from ..results._table import (
     collect_results,
     drop_unreadable_errors,
     phase_path,
     storage_root,
     write_results,
 )
-from ._trainable import OBJECTIVE, train_trial
+from ..trial._trainable import OBJECTIVE, train_trial
 
 log = get_logger("search")
 
@@ -367,7 +367,7 @@ def run_confirm(
     resume: bool = False,
 ) -> None:
     """Train the shortlist again with fresh seeds, as Ray Tune trials without pruning, raced:
-    seed by seed, a config worse than the leader beyond the noise stops (``search._racing``).
+    seed by seed, a config worse than the leader beyond the noise stops (``search.study._racing``).
 
     The configs are derived from the finished search alone (:func:`confirm_configs`), so a
     resumed run asks for the same ones; finished confirmation trials are kept, and the

@@ -16,7 +16,7 @@ The study is the sampler's memory: TPE proposes from it, the pruner judges by it
 :func:`rebuild_study` writes a new study from the search's Tune trials alone (the same
 trials the results table is built from). Each trial's config carries its Optuna trial
 (``_optuna``: number, parameters including the raw draws, user and system attributes;
-see ``search._optuna``); the distributions come from replaying the experiment's space
+see ``search.study._optuna``); the distributions come from replaying the experiment's space
 (:func:`spaces.define_space`) on those parameters; each trial's state and value come
 from its last result through :func:`search.trial_outcome`, the same function that told
 the original study, and its intermediate values from its per-epoch results. Trials
@@ -47,8 +47,8 @@ import mtl_models as mm
 from spaces import define_space, load_experiment, optuna_point
 
 from ._optuna import OPTUNA_KEY, TUNE_TRIAL_ATTR, set_metric_names, table_attrs, trial_outcome
-from ._table import phase_path
-from ._trainable import OBJECTIVE
+from ..results._table import phase_path
+from ..trial._trainable import OBJECTIVE
 
 STUDY_FILE = "optuna.db"
 STUDY_NAME = "search"

@@ -34,8 +34,8 @@ from ray.tune.search import SearchGenerator
 
 from reports import RACE_FILE
 
-from ._optuna import MTLOptunaSearch
-from ._racing import RacingConfigs
+from ..study._optuna import MTLOptunaSearch
+from ..study._racing import RacingConfigs
 
 
 class RelocatableSearchGenerator(SearchGenerator):

@@ -21,8 +21,8 @@ from pathlib import Path
 from pyarrow import fs as pafs
 from ray import cloudpickle, tune
 
-from ._optuna import _DetachedStudyUnpickler
-from ._table import PHASES, phase_path
+from ..study._optuna import _DetachedStudyUnpickler
+from ..results._table import PHASES, phase_path
 
 SNAPSHOTS = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
 

@@ -21,7 +21,7 @@ from mtl_models import atomic_path
 from mtl_models import results_table as rt
 from reports import CURVES_FILE, PHASES, RACE_FILE, RESULTS_FILE, add_delta_m, add_race, result_row
 
-from ._baselines import COLUMNS_DIR, ENSEMBLE_DIR, ENSEMBLE_RESULT, column_config
+from ..trial._baselines import COLUMNS_DIR, ENSEMBLE_DIR, ENSEMBLE_RESULT, column_config
 
 _STATUS = {"ERROR": "errored", "RUNNING": "running", "PENDING": "pending", "PAUSED": "pending"}
 

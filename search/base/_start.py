@@ -9,7 +9,7 @@ spawned with a parent-death signal, which Linux sends when the *thread* that spa
 them ends, so a Ray started in a thread that then finishes loses its GCS. A thread that
 reads files and builds tensors has no such tie.
 
-This module imports no more than Ray itself (``search._cluster``): what the thread
+This module imports no more than Ray itself (``search.base._cluster``): what the thread
 needs (the experiment's schema, torch, the data sources) it imports there, and nothing
 here waits for Tune, Optuna or pandas.
 """
@@ -100,6 +100,6 @@ def load_run_data(
     log.info(format_data_report(data))
     if not show_plan:
         return data, None
-    from ._plan import plan
+    from ..run._plan import plan
 
     return data, plan(exp, data, num_cpus=num_cpus)

@@ -21,16 +21,16 @@ from mtl_models import MultiTaskData, atomic_path, atomic_write_json, atomic_wri
 from mtl_models import results_table as rt
 from spaces import Experiment, load_experiment
 
-from ._cluster import check_resources, init_ray
-from ._lock import run_lock
-from ._log import get_logger
+from ..base._cluster import check_resources, init_ray
+from ..recovery._lock import run_lock
+from ..base._log import get_logger
 from ._phases import _dirname  # noqa: F401  Tune's saved experiments name it here (runs and cached baselines from before the split)
 from ._phases import run_affinity, run_baselines, run_confirm, run_search
-from ._snapshots import check_snapshots
-from ._start import load_run_data, load_while_ray_starts, trial_base_config  # noqa: F401  (also imported from here)
-from ._study import check_study
-from ._study import rebuild_study as write_rebuilt_study
-from ._table import write_results
+from ..recovery._snapshots import check_snapshots
+from ..base._start import load_run_data, load_while_ray_starts, trial_base_config  # noqa: F401  (also imported from here)
+from ..study._study import check_study
+from ..study._study import rebuild_study as write_rebuilt_study
+from ..results._table import write_results
 
 log = get_logger("search")
 
@@ -125,10 +125,10 @@ def run_experiment(
     run directory; on a cluster a shared filesystem path or an object-store URI
     (``s3://bucket/prefix``), under which the run gets a folder named like ``run_dir``.
     ``cache_dir``: reuse and store trained baselines there (None: no cache).
-    ``show_plan``: log the plan (``search._plan``: space, trials per phase, a timed wall-time
+    ``show_plan``: log the plan (``search.run._plan``: space, trials per phase, a timed wall-time
     estimate) once the data is loaded. The data is loaded and checked (every row: a bad
     dataset stops the run before its directory exists) and the plan timed while a local
-    Ray starts (``search._start``); ``data`` and ``plan_text``: both done already
+    Ray starts (``search.base._start``); ``data`` and ``plan_text``: both done already
     (:func:`load_run_data`, as ``mtlsearch run`` does while Ray starts). Raises
     :class:`SearchInterrupted` when stopped early (Ctrl-C); the run directory then holds all that finished, and :func:`resume_experiment` continues it.
     """
@@ -148,7 +148,7 @@ def run_experiment(
     fixed = trial_base_config(exp, data)
     if storage is not None:
         storage = f"{storage.rstrip('/')}/{run_dir.name}" if "://" in storage else str(Path(storage).resolve() / run_dir.name)
-    with run_lock(run_dir):  # one driver per run directory (search._lock)
+    with run_lock(run_dir):  # one driver per run directory (search.recovery._lock)
         _write_run_files(exp, run_dir, data, fixed, storage)
         return _execute(exp, run_dir, data, fixed, address, num_cpus, resume=False, cache_dir=cache_dir)
 
@@ -168,8 +168,8 @@ def resume_experiment(
     and the searcher's state are restored, so finished configs are not proposed again.
     The run directory may have moved (another path, host or Ray cluster).
     Before anything changes it takes the run lock (``break_lock``: also one held by a
-    driver on another host, see ``search._lock``), checks Tune's snapshots
-    (``search._snapshots``) and the study (``search._study``); ``rebuild_study``
+    driver on another host, see ``search.recovery._lock``), checks Tune's snapshots
+    (``search.recovery._snapshots``) and the study (``search.study._study``); ``rebuild_study``
     writes the study anew from the search's trials.
     """
     run_dir = Path(run_dir).resolve()

@@ -31,14 +31,14 @@ metric holds. Here:
   since its parameters hold the raw draws ``_loss_weight.<task>`` the weights are made
   from (``spaces.simplex_weights``); the study names its objectives
   (``study.metric_names``: ``delta_m``, or the multi-objective metrics), and ``mtlsearch
-  report`` records the deploy pick on it (``deploy_pick``, ``search._study``), which is
+  report`` records the deploy pick on it (``deploy_pick``, ``search.study._study``), which is
   not the study's best trial: the pick is judged over seeds, with its noise;
 - intermediate values are reported at the trial's 0-based ``epoch`` (Tune's
   ``training_iteration`` only where no epoch is reported), which stays right when a
   trial restarts from an older checkpoint than its last one;
 - each Tune trial's config carries its Optuna trial under ``_optuna`` (``number``,
   every parameter, raw draws included, its user and system attributes), so the
-  study can be rebuilt from the trials alone (``mtlsearch resume --rebuild-study``, ``search._study``);
+  study can be rebuilt from the trials alone (``mtlsearch resume --rebuild-study``, ``search.study._study``);
 - a restored searcher uses the study of the run directory it is resumed from, not the
   path pickled in Tune's snapshot: a run directory copied or moved to another path or
   host resumes on its own ``optuna.db`` (and never touches the old path).
@@ -123,7 +123,7 @@ class MTLOptunaSearch(OptunaSearch):
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (into Tune's ``tuner.pkl``) without its study: unpickling would connect to
         the database at the path it was made on. A resume attaches the study of the run
-        directory (``search._relocate.reattach``). Tune's searcher snapshots (``save``) keep the
+        directory (``search.recovery._relocate.reattach``). Tune's searcher snapshots (``save``) keep the
         whole state; :meth:`restore` reads them without connecting anywhere."""
         state = self.__dict__.copy()
         storage = state.pop("_storage", None)
@@ -250,7 +250,7 @@ class MTLOptunaSearch(OptunaSearch):
         snapshot, which no Tune trial runs: the next suggestions hand them out again
         (their numbers and parameters), so the study holds each proposal once; the
         runner fails any left over when the search ends."""
-        if self._ot_study is None:  # unpickled, not reattached (search._relocate): the study it was made on
+        if self._ot_study is None:  # unpickled, not reattached (search.recovery._relocate): the study it was made on
             self.use_study(optuna.storages.RDBStorage(self._study_url))
         with open(checkpoint_path, "rb") as f:
             state = _DetachedStudyUnpickler(f).load()

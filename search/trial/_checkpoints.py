@@ -20,7 +20,7 @@ from ray.tune import ExperimentAnalysis
 
 from mtl_models import checkpoint_problem
 
-from ._log import get_logger
+from ..base._log import get_logger
 
 log = get_logger("search")
 

@@ -43,8 +43,8 @@ from ray.tune.search import Searcher
 from mtl_models import atomic_write_json, config_key
 from reports import RACE_FILE, paired_interval
 
-from ._log import get_logger
-from ._trainable import OBJECTIVE
+from ..base._log import get_logger
+from ..trial._trainable import OBJECTIVE
 
 log = get_logger("search")
 
