@@ -12,7 +12,7 @@ first trial was reported, and the machine's 1-minute load average as each run st
 repeat uses a fresh output directory and no baseline cache, so nothing is reused between
 repeats. Target: <= 10 s on a laptop-class CPU
 (issue 24; the command reads the experiment and data and times the plan while Ray
-starts, ``search/base/_start.py``).
+starts, ``search/run/_start.py``).
 
 ``--baseline-dir``: a checkout of another revision (e.g. the one before a change); each
 repeat then runs it too, right before this one, in the same conditions (its own code on

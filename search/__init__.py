@@ -7,7 +7,7 @@ Optuna pruner stop Tune trials.
 The names are imported when first used (PEP 562), so ``mtlsearch --version``, ``--help``
 and shell completion answer without importing torch and Ray, and ``mtlsearch run`` starts
 Ray before torch, Tune, Optuna and the report's libraries are imported, importing them
-while Ray starts (``search.base._start``).
+while Ray starts (``search.run._start``).
 """
 from __future__ import annotations
 

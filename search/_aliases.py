@@ -35,7 +35,7 @@ MOVED: dict[str, str] = {
     "search._runner": "search.run._runner",
     "search._samplers": "search.study._samplers",
     "search._snapshots": "search.recovery._snapshots",
-    "search._start": "search.base._start",
+    "search._start": "search.run._start",
     "search._study": "search.study._study",
     "search._table": "search.results._table",
     "search._trainable": "search.trial._trainable",

@@ -112,7 +112,7 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .base._start import import_phase_libraries, load_run_data, load_while_ray_starts
+    from .run._start import import_phase_libraries, load_run_data, load_while_ray_starts
 
     extra = [f"search.num_trials={args.num_trials}"] if args.num_trials is not None else []
     extra += [f"search.max_concurrent={args.max_concurrent}"] if args.max_concurrent is not None else []
@@ -152,7 +152,7 @@ def _affinity(args: argparse.Namespace) -> int:
 
     from .run._affinity import affinity_in_ray, format_affinity
     from .base._cluster import init_ray, trial_resources
-    from .base._start import trial_base_config
+    from .run._start import trial_base_config
 
     exp = _load(args)
     data = exp.load_data()

@@ -75,7 +75,7 @@ def test_run_refuses_a_bad_dataset_before_the_run_starts(tmp_path: Path, monkeyp
     def no_ray(*args, **kwargs):
         raise AssertionError("the run must not go on with a bad dataset")
 
-    monkeypatch.setattr(search.base._start, "init_ray", lambda *a, **k: None)  # Ray starts while the data loads ...
+    monkeypatch.setattr(search.run._start, "init_ray", lambda *a, **k: None)  # Ray starts while the data loads ...
     monkeypatch.setattr(search.run._runner, "init_ray", no_ray)  # ... and the run stops before it goes on
     write_dataset(tmp_path, "path,kind,size\nimg0.png,0,1.0\nimg1.png,1\n")
     out = tmp_path / "run"
@@ -89,7 +89,7 @@ def test_run_refuses_a_decompression_bomb_before_the_run_starts(tmp_path: Path, 
     def no_ray(*args, **kwargs):
         raise AssertionError("the run must not go on with a bad dataset")
 
-    monkeypatch.setattr(search.base._start, "init_ray", lambda *a, **k: None)  # Ray starts while the data loads ...
+    monkeypatch.setattr(search.run._start, "init_ray", lambda *a, **k: None)  # Ray starts while the data loads ...
     monkeypatch.setattr(search.run._runner, "init_ray", no_ray)  # ... and the run stops before it goes on
     write_dataset(tmp_path, "path,kind,size\nimg0.png,0,1.0\nbomb.png,1,2.0\n")
     bomb_png(tmp_path / "bomb.png")

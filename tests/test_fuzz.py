@@ -65,7 +65,7 @@ def test_a_refused_run_is_exit_2_with_no_traceback_and_no_run_directory(
     (root / "train.csv").write_bytes(content)
     out = root / "run"
     mp = pytest.MonkeyPatch()
-    mp.setattr(search.base._start, "init_ray", lambda *a, **k: None)  # Ray starts while the files are read
+    mp.setattr(search.run._start, "init_ray", lambda *a, **k: None)  # Ray starts while the files are read
     mp.setattr(search.run._runner, "init_ray", lambda *a, **k: (_ for _ in ()).throw(_RayWouldStart()))
     try:
         code = cli(["run", str(root / "exp.yaml"), "--out", str(out)])

@@ -178,7 +178,7 @@ def test_report_command_rebuilds_from_the_run_directory(run, capsys) -> None:
 
 
 def test_cli_refuses_bad_experiments_before_starting(tmp_path: Path, ray_local, capsys) -> None:
-    # `run` starts a local Ray while it reads the experiment (search.base._start): the tests' 2-CPU one here
+    # `run` starts a local Ray while it reads the experiment (search.run._start): the tests' 2-CPU one here
     bad = dict(EXPERIMENT, train={"epochs": 0})
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))

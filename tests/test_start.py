@@ -1,4 +1,4 @@
-"""The start of ``mtlsearch run`` (search.base._start): the data loads in a thread while Ray starts,
+"""The start of ``mtlsearch run`` (search.run._start): the data loads in a thread while Ray starts,
 and the phases' libraries are imported once Ray is up, while the load is still running."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-import search.base._start as start
+import search.run._start as start
 
 
 @pytest.fixture
@@ -57,11 +57,11 @@ def test_joining_a_cluster_loads_first_and_starts_no_ray(fake_ray: list[str]) ->
 
 
 def test_the_main_thread_imports_neither_torch_nor_this_project() -> None:
-    """What the main thread imports before Ray starts (the CLI, its logging, search.base._start) and
+    """What the main thread imports before Ray starts (the CLI, its logging, search.run._start) and
     while the load thread imports torch and the project (the phases' libraries): no torch, so
     Ray starts at once, and no module in common that could make the two threads wait for
     each other's imports."""
-    code = ("import sys, search.cli, search.base._log, search.base._start as s; s.import_phase_libraries(); "
+    code = ("import sys, search.cli, search.base._log, search.run._start as s; s.import_phase_libraries(); "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'mtl_models', 'spaces', 'reports'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

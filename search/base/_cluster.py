@@ -27,7 +27,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, plugins: S
     """
     if not ray.is_initialized():
         _start_ray(address, num_cpus, plugins)
-    import optuna  # after Ray's start: `mtlsearch run` imports it while Ray starts (search.base._start)
+    import optuna  # after Ray's start: `mtlsearch run` imports it while Ray starts (search.run._start)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -60,7 +60,7 @@ class _Console(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             from mtl_models import PROGRESS_KEY  # here, not at the top: mtl_models imports torch, which
-            # `mtlsearch run` imports in a thread while Ray starts (search.base._start)
+            # `mtlsearch run` imports in a thread while Ray starts (search.run._start)
 
             progress = getattr(record, PROGRESS_KEY, None)
             if progress is not None:

@@ -308,7 +308,7 @@ def plan(exp: Experiment, data: MultiTaskData | None = None, timed: bool = True,
     """Load the data (unless given), time an epoch (with ``timed``) and format the plan."""
     timing = None
     if timed:
-        from ..base._start import trial_base_config
+        from ._start import trial_base_config
 
         data = data if data is not None else exp.load_data()
         try:

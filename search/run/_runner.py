@@ -27,7 +27,7 @@ from ..base._log import get_logger
 from ._phases import _dirname  # noqa: F401  Tune's saved experiments name it here (runs and cached baselines from before the split)
 from ._phases import run_affinity, run_baselines, run_confirm, run_search
 from ..recovery._snapshots import check_snapshots
-from ..base._start import load_run_data, load_while_ray_starts, trial_base_config  # noqa: F401  (also imported from here)
+from ._start import load_run_data, load_while_ray_starts, trial_base_config  # noqa: F401  (also imported from here)
 from ..study._study import check_study
 from ..study._study import rebuild_study as write_rebuilt_study
 from ..results._table import write_results
@@ -128,7 +128,7 @@ def run_experiment(
     ``show_plan``: log the plan (``search.run._plan``: space, trials per phase, a timed wall-time
     estimate) once the data is loaded. The data is loaded and checked (every row: a bad
     dataset stops the run before its directory exists) and the plan timed while a local
-    Ray starts (``search.base._start``); ``data`` and ``plan_text``: both done already
+    Ray starts (``search.run._start``); ``data`` and ``plan_text``: both done already
     (:func:`load_run_data`, as ``mtlsearch run`` does while Ray starts). Raises
     :class:`SearchInterrupted` when stopped early (Ctrl-C); the run directory then holds all that finished, and :func:`resume_experiment` continues it.
     """

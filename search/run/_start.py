@@ -20,8 +20,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from ._cluster import init_ray
-from ._log import get_logger
+from ..base._cluster import init_ray
+from ..base._log import get_logger
 
 if TYPE_CHECKING:
     from mtl_models import MultiTaskData
