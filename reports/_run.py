@@ -24,7 +24,8 @@ from ._evaluate import (
     update_evaluations,
 )
 from ._results import AFFINITY_FILE, add_delta_m, load_results, single_task_summary, task_specs
-from ._select import Pick, deploy_pick
+from ._pick import Pick
+from ._select import deploy_pick
 
 
 @dataclass

@@ -49,16 +49,13 @@ Conventions (as ML engineers know them from pip, git, Ray and Hydra):
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from pathlib import Path
 from typing import Any
 
 from ._cli_runs import (  # the commands the parser dispatches to, and what they share
-    EXIT_INTERRUPTED,
     EXIT_NOTHING,
     EXIT_OK,
-    EXIT_USAGE,
     _cli_log,
     _export,
     _print_json,
@@ -66,6 +63,7 @@ from ._cli_runs import (  # the commands the parser dispatches to, and what they
     _report,
     _select,
 )
+from ._cli_errors import user_error
 
 
 def _load(args: argparse.Namespace, extra: list[str] | None = None) -> Any:
@@ -380,58 +378,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except Exception as exc:  # the user errors below get a line and an exit status; anything else its traceback
-        code = _user_error(exc, args)
+        code = user_error(exc, args)
         if code is None:
             raise
         return code
-
-
-def _user_error(exc: Exception, args: argparse.Namespace) -> int | None:
-    """Print a user error's line and return its exit status; None for a bug (keep the traceback).
-    The error classes are imported here, not before the command: ``run`` starts Ray first."""
-    from mtl_models import CorruptCheckpointError, DataFileError
-    from spaces import ExperimentError
-
-    from .recovery._lock import RunLockedError
-    from .run._phases import SearchInterrupted
-    from .recovery._snapshots import SnapshotError
-    from .study._study import StudyError
-
-    if isinstance(exc, SearchInterrupted):
-        print(f"mtlsearch: interrupted: {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if isinstance(exc, (RunLockedError, StudyError, SnapshotError, CorruptCheckpointError)):  # storage the run cannot use as it is
-        print(f"mtlsearch: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if isinstance(exc, KeyError):
-        return None  # a bug, not a user error: keep the traceback
-    if isinstance(exc, (ExperimentError, DataFileError, FileExistsError, FileNotFoundError, LookupError, ValueError)):
-        print(f"mtlsearch: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if isinstance(exc, OSError) and exc.errno in OUT_OF_SPACE:
-        print(f"mtlsearch: error: {_out_of_space(exc, args)}", file=sys.stderr)
-        return EXIT_USAGE
-    return None
-
-
-OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # full disk, quota, file-size limit
-
-
-def _out_of_space(exc: OSError, args: argparse.Namespace) -> str:
-    """What to tell a user whose command ran out of disk space, and what to do next."""
-    where = f" ({exc.filename})" if exc.filename else ""  # atomic writes name their file
-    run = getattr(args, "out", None) if args.command == "run" else getattr(args, "run", None)
-    again = {
-        "run": f"continue the run with: mtlsearch resume {run}",
-        "resume": f"continue the run with: mtlsearch resume {run}",
-        "report": f"write it again with: mtlsearch report {' '.join(map(str, run or []))}",
-    }.get(args.command, "run the command again")
-    return (
-        f"out of disk space: {exc.strerror}{where} [{errno.errorcode.get(exc.errno, exc.errno)}]. The disk (or quota, "
-        f"or file-size limit) ran out while writing. The run's tables, study, snapshots and report are replaced "
-        f"whole, so each is its last complete version; trials that could not write a checkpoint are retried from "
-        f"their last whole one. Free space, then {again}."
-    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Bottom to top: a group imports only groups before it here. search/'s flat modules (the
 # package's lazy face, the CLI, the old-path aliases) may import any group.
 LAYERS = ("base", "trial", "results", "study", "recovery", "run")
-FLAT = {"__init__", "__main__", "cli", "_cli_runs", "_aliases"}
+FLAT = {"__init__", "__main__", "cli", "_cli_runs", "_cli_errors", "_aliases"}
 FIXTURE = Path(__file__).parent / "data" / "search_before_regroup.pkl"
 
 
