@@ -84,11 +84,11 @@ def clone(revision: str, where: Path) -> Path:
     return where
 
 
-def run_cli(repo: Path, experiment: Path, out: Path) -> dict[str, Any]:
+def run_cli(repo: Path, experiment: Path, out: Path, extra: tuple[str, ...] = ("--no-cache", "--num-cpus", "2"),
+            env: dict[str, str] | None = None) -> dict[str, Any]:
     """``mtlsearch run`` from ``repo``'s code (first on the path), time-stamping every line."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(repo)}
-    command = [sys.executable, "-m", "search.cli", "run", str(experiment), "--out", str(out), "--no-cache",
-               "--num-cpus", "2"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(repo), **(env or {})}
+    command = [sys.executable, "-m", "search.cli", "run", str(experiment), "--out", str(out), *extra]
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[tuple[float, str]] = []

@@ -26,15 +26,13 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from bench._common import machine, write_result
-from bench.cost_of_answer import PHASES, clone, phase_walls, verdict
+from bench.cost_of_answer import PHASES, clone, phase_walls, run_cli, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE = "aa0e5f3"
@@ -44,20 +42,9 @@ def run_quickstart(repo: Path, out: Path) -> dict[str, Any]:
     """The quickstart command from ``repo`` (its code first on the path, its example file), every
     line time-stamped; an empty baseline cache."""
     cache = tempfile.mkdtemp(prefix="mtlsearch-cache-", dir="/tmp")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(repo), "MTLSEARCH_CACHE_DIR": cache}
-    command = [sys.executable, "-m", "search.cli", "run", "examples/quickstart.yaml", "--out", str(out)]
     load_start = os.getloadavg()
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[tuple[float, str]] = []
-    for line in process.stdout:
-        lines.append((time.perf_counter() - start, line.rstrip()))
-    process.wait()
-    total = time.perf_counter() - start
-    if process.returncode:
-        tail = "\n".join(l for _, l in lines[-30:])
-        raise RuntimeError(f"the quickstart failed in {repo}:\n{tail}")
-    return {"lines": lines, "total_s": total, "load_average_start": load_start, "load_average_end": os.getloadavg()}
+    result = run_cli(repo, Path("examples/quickstart.yaml"), out, extra=(), env={"MTLSEARCH_CACHE_DIR": cache})
+    return {**result, "load_average_start": load_start, "load_average_end": os.getloadavg()}
 
 
 def trial_times(run_dir: Path, slots: int = 2) -> dict[str, Any]:
