@@ -36,7 +36,7 @@ from ._baselines import COLUMNS_DIR
 from ._checkpoints import newest_good_checkpoint
 from ._hooks import run_trial_hooks
 
-OBJECTIVE = "delta_m"
+OBJECTIVE = rt.DELTA_M  # what the search maximises
 
 
 def train_trial(
@@ -105,12 +105,13 @@ def train_trial(
         if baseline:
             value = delta_m(primary_metrics(model.tasks, val), baseline, higher)
             metrics[OBJECTIVE] = value if math.isfinite(value) else None
-        if isinstance(model, ColumnsModel) and trainer.epoch >= int(config["epochs"]):
+        last_columns = isinstance(model, ColumnsModel) and trainer.epoch >= int(config["epochs"])
+        if last_columns:
             metrics.update(_column_costs(model, config, trainer.batch_size))
         with tempfile.TemporaryDirectory() as directory:
             run_trial_hooks("checkpoint", config, epoch=trainer.epoch, directory=directory)
             save_checkpoint_state(trainer.state_dict(), directory)
-            if isinstance(model, ColumnsModel) and trainer.epoch >= int(config["epochs"]):
+            if last_columns:
                 for task in model.task_names:
                     column = Path(directory) / COLUMNS_DIR / task
                     column.mkdir(parents=True)
