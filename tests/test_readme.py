@@ -12,6 +12,7 @@ renamed option fails. A fenced command that is neither run nor skipped fails the
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -313,3 +314,20 @@ def test_readme_plugin_example_registers_its_backbone(tmp_path: Path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_ci_removes_the_environment_it_created(tmp_path: Path) -> None:
+    """A fresh environment is ~7 GB; ``.ci/run`` removes it however it ends (here: the
+    interpreter fails at once), so repeated runs do not fill the disk."""
+    if not os.access("/usr/bin/chromium", os.X_OK):
+        pytest.skip(".ci/run would install chromium first")
+    failing = tmp_path / "python"
+    failing.write_text("#!/bin/sh\nexit 3\n")
+    failing.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "CI_VENV"}
+    done = subprocess.run(["bash", str(ROOT / ".ci" / "run")], env={**env, "PYTHON": str(failing)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stdout + done.stderr
+    created = re.search(r"virtual environment in (\S+)", done.stdout)
+    assert created, done.stdout
+    assert not Path(created.group(1)).exists()
