@@ -328,35 +328,55 @@ class BackboneFacts:
     error: str | None  # why a dry run at the experiment's input size failed
 
 
+# A backbone up to this many parameters, at an input up to this many pixels, is dry-run on
+# the CPU (built again there under a forked random state; its weights and activations held
+# for a moment, some 100 MB at most); a larger one on the meta device, which needs no
+# memory but whose shape functions import torch's compiler stack (torch._dynamo, sympy:
+# ~1.4 s of a CPU, once per process), which every command that reads an experiment would
+# otherwise pay before its first line of work.
+CPU_DRY_RUN_MAX_PARAMS = 25_000_000
+CPU_DRY_RUN_MAX_PIXELS = 512 * 512
+
+
 @functools.lru_cache(maxsize=32)
 def backbone_facts(name: str, in_channels: int, options_json: str, size: tuple[int, int] | None) -> BackboneFacts:
     """Build the backbone once and push a zero image of ``size`` through it (validation only;
     no image when the size is not known yet)."""
     import torch
 
-    # on the meta device: shapes only, so widths of a billion cost no memory here
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # loading weights into meta parameters is a no-op, and says so
-        try:
-            stages = build_backbone(name, in_channels, **json.loads(options_json))
-        except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            raise ValueError(f"backbone.options: {name!r} cannot be built with these options ({first})") from None
-    error = None
-    if size is None:
-        return BackboneFacts(tuple(s.name for s in stages), stages[-1].spatial, error)
+    def build() -> list:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # loading weights into meta parameters is a no-op, and says so
+            return build_backbone(name, in_channels, **json.loads(options_json))
+
+    # on the meta device first: shapes only, so widths of a billion cost no memory here
     try:
-        x = torch.zeros(1, in_channels, *size, device="meta")
+        with torch.device("meta"):
+            stages = build()
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ValueError(f"backbone.options: {name!r} cannot be built with these options ({first})") from None
+    names, last_spatial = tuple(s.name for s in stages), stages[-1].spatial
+    if size is None:
+        return BackboneFacts(names, last_spatial, None)
+    device = "meta"
+    params = sum(p.numel() for s in stages for p in s.module.parameters())
+    if params <= CPU_DRY_RUN_MAX_PARAMS and size[0] * size[1] <= CPU_DRY_RUN_MAX_PIXELS:
+        device = "cpu"
+        with torch.random.fork_rng(devices=[]):
+            stages = build()
+    try:
+        x = torch.zeros(1, in_channels, *size, device=device)
     except (RuntimeError, OverflowError) as exc:  # sizes whose product overflows
-        return BackboneFacts(tuple(s.name for s in stages), stages[-1].spatial, str(exc).splitlines()[0][:200])
+        return BackboneFacts(names, last_spatial, str(exc).splitlines()[0][:200])
     with torch.no_grad():
         for stage in stages:
             try:
                 x = stage.module.eval()(x)
             except (RuntimeError, IndexError, ValueError) as exc:  # a stage with 0 channels fails with IndexError
-                error = f"stage {stage.name!r} fails: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
-                break
-    return BackboneFacts(tuple(s.name for s in stages), stages[-1].spatial, error)
+                return BackboneFacts(names, last_spatial, f"stage {stage.name!r} fails: "
+                                     f"{(str(exc).splitlines() or [type(exc).__name__])[0]}")
+    return BackboneFacts(names, last_spatial, None)
 
 
 def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:

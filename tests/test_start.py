@@ -65,3 +65,24 @@ def test_the_main_thread_imports_neither_torch_nor_this_project() -> None:
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'mtl_models', 'spaces', 'reports'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_reading_an_experiment_costs_no_compiler_stack_and_no_random_state() -> None:
+    """A small backbone is dry-run on the CPU: reading the quickstart imports neither
+    torch._dynamo nor sympy (~1.4 s of a CPU the meta device's shape functions cost), and
+    leaves torch's random state as it found it."""
+    code = ("import sys, torch, spaces; torch.manual_seed(3); before = torch.random.get_rng_state(); "
+            "spaces.load_experiment('examples/quickstart.yaml'); "
+            "print(torch.equal(before, torch.random.get_rng_state()), 'torch._dynamo' in sys.modules, 'sympy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False", "False"]
+
+
+def test_a_backbone_too_large_for_a_cpu_dry_run_is_checked_on_the_meta_device() -> None:
+    from spaces._schema import CPU_DRY_RUN_MAX_PARAMS, backbone_facts
+
+    wide = backbone_facts("small_cnn", 3, '{"widths": [2048, 4096, 4096, 4096]}', (36, 36))
+    assert wide.error is None and len(wide.stage_names) == 4  # > CPU_DRY_RUN_MAX_PARAMS, nothing allocated
+    tiny = backbone_facts("small_cnn", 3, '{"widths": [8, 8, 8, 8]}', (2, 2))
+    assert tiny.error and "fails" in tiny.error  # an input too small for its stages, found on the CPU
+    assert CPU_DRY_RUN_MAX_PARAMS < 4096 * 4096 * 9 * 2
