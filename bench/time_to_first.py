@@ -11,7 +11,7 @@ first trial was reported, and the machine's 1-minute load average as each run st
 (``load_1min``: on a machine shared with other work the seconds stretch with it). Each
 repeat uses a fresh output directory and no baseline cache, so nothing is reused between
 repeats. Target: <= 10 s on a laptop-class CPU
-(issue 24; the command reads the experiment and data and times the plan while Ray
+(issue 24; the command reads the experiment and data and formats the plan while Ray
 starts, ``search/run/_start.py``).
 
 ``--baseline-dir``: a checkout of another revision (e.g. the one before a change); each
@@ -36,7 +36,7 @@ from typing import Any
 from bench._common import machine, write_result
 
 MILESTONES = {
-    "data_loaded": "Ray:",  # printed once the data is loaded (and the plan timed) and Ray is up
+    "data_loaded": "Ray:",  # printed once the data is loaded (and the plan formatted) and Ray is up
     "first_result": "epoch 1/",
 }
 TARGET_S = 10.0

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from scipy import stats
 
 from mtl_models import format_delta, format_rate
 from mtl_models import results_table as rt
@@ -41,6 +40,7 @@ class Interval:
 
     @classmethod
     def of(cls, values: list[float]) -> "Interval":
+        from scipy import stats  # here: ~1 s of a CPU, not before `run`'s first trial
         n = len(values)
         if n == 0:
             return cls(math.nan, math.nan, math.nan, 0)

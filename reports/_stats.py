@@ -51,7 +51,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import pandas as pd
-from scipy import stats
 
 from mtl_models import TaskSpec, format_delta
 
@@ -118,6 +117,7 @@ def welch(mean: float, parts: Sequence[tuple[float, float]], level: float = LEVE
     with ``math.inf`` dof, such as a noise floor, adds variance but no dof penalty).
     NaN bounds when a part's noise is unmeasured (no degrees of freedom) or when the
     variance is zero (tied seeds and no floor: the noise is unknown, not absent)."""
+    from scipy import stats  # here: ~1 s of a CPU, not before `run`'s first trial
     if math.isnan(mean) or any(math.isnan(v) or not df >= 1 for v, df in parts):
         return math.nan, math.nan
     se2 = sum(v for v, _ in parts)

@@ -228,6 +228,11 @@ def test_readme_command(command: str, outcomes: dict[str, Outcome], workdir: Pat
         for name in ("results.parquet", "curves.parquet", "optuna.db", "report.html", "run.json"):
             assert (run / name).is_file(), name
         assert f"Report:  {run.resolve() / 'report.html'}" in out.stdout
+        if sub == "run":  # the plan at once, its timing once the baselines are trained: not before the first trial
+            text = out.stdout
+            assert text.index("Timing: once the baselines") < text.index(" epoch 1/") < text.index("Expected wall time: ~")
+            assert re.search(r"Expected wall time: ~\S+ (s|min)( to \S+ (s|min))? of training after the baselines "
+                             r"\(search ~", text), text
     elif sub == "report":
         run = args[args.index("report") + 1]
         target = workdir / args[args.index("--out") + 1] if "--out" in args else workdir / run / "report.html"

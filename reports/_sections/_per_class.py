@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from scipy import stats
 from plotly.subplots import make_subplots
 
 from mtl_models import results_table as rt
@@ -56,6 +55,7 @@ def rank_correlation(gains: pd.DataFrame) -> list[tuple[str, float, float, int]]
     """Per task, Spearman's rank correlation of a class's gain with its train label count:
     ``(task, rho, two-sided p, classes)`` from :func:`scipy.stats.spearmanr`; tasks with
     fewer than 3 classes (or constant counts or gains) are left out."""
+    from scipy import stats  # here: ~1 s of a CPU, not before `run`'s first trial
     out = []
     for task, g in gains.dropna(subset=["train_count", "gain_points"]).groupby("task", sort=False):
         if len(g) < 3 or g["train_count"].nunique() < 2 or g["gain_points"].nunique() < 2:

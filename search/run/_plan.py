@@ -261,34 +261,57 @@ def format_plan(exp: Experiment, timing: Timing | None = None, num_cpus: int | N
         lines.append(f"WARNING: {warning}.")
     at_once = concurrency(exp, num_cpus)
     lines.append(f"Phases ({at_once} trial{'s' if at_once > 1 else ''} at a time):")
-    total = [0.0, 0.0]
+    estimates = phase_seconds(exp, timing, num_cpus)
     for phase in phases(exp, timing):
         if phase.trainings == 0:
             lines.append(f"  {phase.name:<10} off: {phase.what.removeprefix('off: ')}")
             continue
         count = f"{phase.network_epochs:.1f} network-epochs" if phase.name == "affinity" else (
             f"{phase.trainings} trainings x {phase.epochs:g} epochs")
-        estimate = ""
-        if phase.per_epoch_s is not None:
-            bounds = []
-            for i, per_epoch in enumerate(phase.per_epoch_s):
-                seconds = phase.network_epochs * per_epoch / (at_once if phase.parallel else 1)
-                seconds = max(seconds, phase.epochs * per_epoch)  # one training's own length at least
-                total[i] += seconds
-                bounds.append(seconds)
-            estimate = f", ~{_span(*bounds)}"
+        estimate = f", ~{_span(*estimates[phase.name])}" if phase.name in estimates else ""
         lines.append(f"  {phase.name:<10} {count}{estimate}: {phase.what}")
     if timing is not None:
-        lines.append(
-            f"Timing on this machine ({timing.threads} thread{'s' if timing.threads > 1 else ''} per trial, "
-            f"the median of {TIMED_STEPS} steps each): an epoch ({timing.steps_per_epoch} steps and validation) of the largest "
-            f"network ({timing.largest}, {timing.largest_params:,} parameters) {timing.largest_epoch_s:.2f} s, of a "
-            f"single-task network {timing.single_epoch_s:.2f} s."
-        )
-        lines.append(f"Expected wall time: ~{_span(*total)} of training (every searched and confirmation trial "
-                     "costed from a fully shared to the largest network, all epochs: pruning shortens the search; "
-                     "other work on this machine lengthens it).")
+        lines += timing_lines(exp, timing, num_cpus)
     return "\n".join(lines)
+
+
+def phase_seconds(exp: Experiment, timing: Timing | None, num_cpus: int | None = None) -> dict[str, tuple[float, float]]:
+    """Each phase's expected seconds, smallest to largest networks (none without a timing)."""
+    at_once = concurrency(exp, num_cpus)
+    out = {}
+    for phase in phases(exp, timing):
+        if phase.trainings == 0 or phase.per_epoch_s is None:
+            continue
+        bounds = []
+        for per_epoch in phase.per_epoch_s:
+            seconds = phase.network_epochs * per_epoch / (at_once if phase.parallel else 1)
+            bounds.append(max(seconds, phase.epochs * per_epoch))  # one training's own length at least
+        out[phase.name] = (bounds[0], bounds[1])
+    return out
+
+
+def timing_lines(
+    exp: Experiment, timing: Timing, num_cpus: int | None = None, after: str | None = None
+) -> list[str]:
+    """The timing and the expected wall time of the phases (``after``: of those after that one)."""
+    estimates = phase_seconds(exp, timing, num_cpus)
+    names = list(estimates)
+    if after is not None:
+        order = [phase.name for phase in phases(exp)]
+        names = [n for n in names if order.index(n) > order.index(after)]
+    total = [sum(estimates[n][i] for n in names) for i in (0, 1)]
+    which = "of training"
+    if after is not None:
+        which += f" after the {after} (" + ", ".join(f"{n} ~{_span(*estimates[n])}" for n in names) + ")"
+    return [
+        f"Timing on this machine ({timing.threads} thread{'s' if timing.threads > 1 else ''} per trial, "
+        f"the median of {TIMED_STEPS} steps each): an epoch ({timing.steps_per_epoch} steps and validation) of the largest "
+        f"network ({timing.largest}, {timing.largest_params:,} parameters) {timing.largest_epoch_s:.2f} s, of a "
+        f"single-task network {timing.single_epoch_s:.2f} s.",
+        f"Expected wall time: ~{_span(*total)} {which} (every searched and confirmation trial "
+        "costed from a fully shared to the largest network, all epochs: pruning shortens the search; "
+        "other work on this machine lengthens it).",
+    ]
 
 
 def _span(low: float, high: float) -> str:
@@ -306,13 +329,34 @@ def _duration(seconds: float) -> str:
 
 def plan(exp: Experiment, data: MultiTaskData | None = None, timed: bool = True, num_cpus: int | None = None) -> str:
     """Load the data (unless given), time an epoch (with ``timed``) and format the plan."""
-    timing = None
-    if timed:
-        from ._start import trial_base_config
-
-        data = data if data is not None else exp.load_data()
-        try:
-            timing = time_epochs(exp, data, trial_base_config(exp, data))
-        except (RuntimeError, ValueError, TypeError) as exc:  # the plan informs; it never stops a run
-            return format_plan(exp, None, num_cpus) + f"\nNo timing: {type(exc).__name__}: {exc}"
+    if not timed:
+        return format_plan(exp, None, num_cpus)
+    data = data if data is not None else exp.load_data()
+    try:
+        timing = time_epochs(exp, data, _fixed(exp, data))
+    except (RuntimeError, ValueError, TypeError) as exc:  # the plan informs; it never stops a run
+        return format_plan(exp, None, num_cpus) + f"\nNo timing: {type(exc).__name__}: {exc}"
     return format_plan(exp, timing, num_cpus)
+
+
+# What ``mtlsearch run`` says at its start instead of timing, and after its baselines.
+DEFERRED_TIMING = ("Timing: once the baselines are trained, on the cores they free (`mtlsearch plan` times it "
+                   "before a run).")
+
+
+def timed_rest(exp: Experiment, data: MultiTaskData, num_cpus: int | None = None, after: str = "baselines") -> str:
+    """Time an epoch now and format the expected wall time of the phases after ``after``:
+    ``mtlsearch run`` does it once its baselines are trained, so that its first trial does
+    not wait for a timing (~3 s of a CPU: the steps and the optimiser's first import of
+    torch's compiler stack) and the timing does not share the cores with trials."""
+    try:
+        timing = time_epochs(exp, data, _fixed(exp, data))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        return f"No timing: {type(exc).__name__}: {exc}"
+    return "\n".join(timing_lines(exp, timing, num_cpus, after=after))
+
+
+def _fixed(exp: Experiment, data: MultiTaskData) -> dict[str, Any]:
+    from ._start import trial_base_config
+
+    return trial_base_config(exp, data)

@@ -1,5 +1,5 @@
 """The start of a run, overlapped: the slow steps before the first trial that do not need
-Ray (importing torch, reading and checking the experiment and its data, timing the plan)
+Ray (importing torch, reading and checking the experiment and its data, formatting the plan)
 run in a thread while a local Ray starts in the calling one, which then imports what the
 run needs next (Tune, Optuna, the report's libraries) while that thread is still busy
 (``bench/time_to_first.py`` measures it).
@@ -61,14 +61,15 @@ def load_while_ray_starts(
     return value
 
 
-# What the phases import that the loading thread does not (Tune, Optuna's storage, pandas,
-# the report's statistics): none of them imports torch, which that thread is importing.
-PHASE_LIBRARIES = ("optuna", "pandas", "ray.tune", "scipy.stats")
+# What the phases import that the loading thread does not (Tune, Optuna's storage, pandas):
+# none of them imports torch, which that thread is importing. SciPy is not among them: the
+# statistics import it when they first run, after the first trial has started.
+PHASE_LIBRARIES = ("optuna", "pandas", "ray.tune")
 
 
 def import_phase_libraries() -> None:
     """Import :data:`PHASE_LIBRARIES` (``mtlsearch run`` does it once Ray is up, while the data
-    loads in a thread; about 1.5 s of a CPU that the phases would otherwise spend after it).
+    loads in a thread; about 2 s of a CPU that the phases would otherwise spend after it).
     Only third-party libraries that do not import torch or this project: two threads that
     import the same modules in different orders could each wait for a module the other holds."""
     for name in PHASE_LIBRARIES:
@@ -91,8 +92,9 @@ def trial_base_config(exp: "Experiment", data: "MultiTaskData") -> dict[str, Any
 def load_run_data(
     exp: "Experiment", show_plan: bool = False, num_cpus: int | None = None
 ) -> tuple["MultiTaskData", str | None]:
-    """Load and check the experiment's data (its report logged) and, with ``show_plan``, time
-    and format the plan; no Ray needed."""
+    """Load and check the experiment's data (its report logged) and, with ``show_plan``, format
+    the plan, untimed: ``mtlsearch run`` times it once its baselines are trained
+    (:func:`search.run._plan.timed_rest`); no Ray needed."""
     from mtl_models.data import format_data_report
 
     log.info("Loading and checking data (%s) ...", exp.data.source)
@@ -100,6 +102,6 @@ def load_run_data(
     log.info(format_data_report(data))
     if not show_plan:
         return data, None
-    from ..run._plan import plan
+    from ..run._plan import DEFERRED_TIMING, plan
 
-    return data, plan(exp, data, num_cpus=num_cpus)
+    return data, plan(exp, data, timed=False, num_cpus=num_cpus) + "\n" + DEFERRED_TIMING
