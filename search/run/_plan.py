@@ -300,15 +300,16 @@ def timing_lines(
         order = [phase.name for phase in phases(exp)]
         names = [n for n in names if order.index(n) > order.index(after)]
     total = [sum(estimates[n][i] for n in names) for i in (0, 1)]
-    which = "of training"
+    when, per_phase = "", ""
     if after is not None:
-        which += f" after the {after} (" + ", ".join(f"{n} ~{_span(*estimates[n])}" for n in names) + ")"
+        when = f" after the {after}"
+        per_phase = ", ".join(f"{n} ~{_span(*estimates[n])}" for n in names) + "; "
     return [
         f"Timing on this machine ({timing.threads} thread{'s' if timing.threads > 1 else ''} per trial, "
         f"the median of {TIMED_STEPS} steps each): an epoch ({timing.steps_per_epoch} steps and validation) of the largest "
         f"network ({timing.largest}, {timing.largest_params:,} parameters) {timing.largest_epoch_s:.2f} s, of a "
         f"single-task network {timing.single_epoch_s:.2f} s.",
-        f"Expected wall time: ~{_span(*total)} {which} (every searched and confirmation trial "
+        f"Expected wall time{when}: ~{_span(*total)} of training ({per_phase}every searched and confirmation trial "
         "costed from a fully shared to the largest network, all epochs: pruning shortens the search; "
         "other work on this machine lengthens it).",
     ]
