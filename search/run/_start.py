@@ -1,7 +1,7 @@
 """The start of a run, overlapped: the slow steps before the first trial that do not need
 Ray (importing torch, reading and checking the experiment and its data, formatting the plan)
 run in a thread while a local Ray starts in the calling one, which then imports what the
-run needs next (Tune, Optuna, the report's libraries) while that thread is still busy
+run needs next (Tune, Optuna, pandas) while that thread is still busy
 (``bench/time_to_first.py`` measures it).
 
 Ray is started in the calling thread, not in the helper thread: its processes are
