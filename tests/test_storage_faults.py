@@ -543,3 +543,22 @@ def test_a_failed_table_write_leaves_the_previous_complete_version(killed: Kille
     assert proc.stderr.startswith("mtlsearch: error: out of disk space: ")
     assert f"File too large ({run_dir / 'results.parquet'}) [EFBIG]" in proc.stderr
     assert proc.stderr.rstrip().endswith(f"Free space, then write it again with: mtlsearch report {run_dir}.")
+
+
+def test_a_snapshot_naming_a_missing_module_says_so_not_that_it_was_cut_off(tmp_path: Path) -> None:
+    """A whole snapshot whose pickle names a module this Python lacks (a plugin not installed
+    here) is not called cut off: the error names the module and what to do."""
+    from search.recovery._snapshots import check_snapshots
+    from search.results._table import phase_path
+
+    phase = Path(phase_path(tmp_path, "search"))
+    phase.mkdir(parents=True)
+    (phase / "tuner.pkl").write_bytes(b"")  # what Tuner.can_restore looks for
+    name = "searcher-state-2026-12-06_00-00-00.pkl"
+    (phase / name).write_bytes(b"\x80\x04cmtlsearch_plugin_not_here\nSearcher\n.")
+    with pytest.raises(SnapshotError) as error:
+        check_snapshots(tmp_path)
+    message = str(error.value)
+    assert message.startswith(f"Ray Tune's snapshot {phase}/{name} names code this Python cannot import "
+                              "(ModuleNotFoundError: No module named 'mtlsearch_plugin_not_here')")
+    assert "cut off" not in message and "nothing was changed" in message

@@ -41,6 +41,11 @@ def _load(name: str, data: bytes) -> object:
     return cloudpickle.loads(data)
 
 
+def _names_missing_code(exc: Exception) -> bool:
+    """Whether unpickling failed on a module or class it names (``pickle``'s ``find_class``)."""
+    return isinstance(exc, ImportError) or (isinstance(exc, AttributeError) and "Can't get attribute" in str(exc))
+
+
 def check_snapshots(run_dir: Path) -> None:
     """Raise :class:`SnapshotError` when the newest snapshot file of a phase of ``run_dir``
     (each of :data:`SNAPSHOTS`) cannot be read; nothing is changed."""
@@ -60,7 +65,14 @@ def check_snapshots(run_dir: Path) -> None:
                 data = f.readall()
             try:
                 _load(newest, data)
-            except Exception as exc:  # cut off or garbage: any reading error means the same here
+            except Exception as exc:  # cut off or garbage, unless it names code this Python lacks
+                if _names_missing_code(exc):
+                    raise SnapshotError(
+                        f"Ray Tune's snapshot {path}/{newest} names code this Python cannot import "
+                        f"({type(exc).__name__}: {exc}): the run was made with a module that is missing or "
+                        "different here (an experiment's plugin, or another version of mtlsearch or Ray). Install "
+                        "it, or put it on PYTHONPATH, and resume again; nothing was changed."
+                    ) from None
                 session = newest[len(prefix) : -len(suffix)]
                 earlier = "" if len(matching) < 2 else (
                     f" To resume from the snapshot before it ({matching[-2]}; trials begun after it run again), "
