@@ -29,6 +29,7 @@ from mtl_models import MultiTaskData
 from spaces import Experiment, FloatRange, IntRange, affinity_cost, budget, budget_warning, fixed_config, searched_training
 
 from ..trial._baselines import baseline_columns, baseline_seeds, ensemble_size
+from ._fixed import trial_base_config
 
 TIMED_STEPS = 5  # after one warm-up step; the median step is taken
 
@@ -334,7 +335,7 @@ def plan(exp: Experiment, data: MultiTaskData | None = None, timed: bool = True,
         return format_plan(exp, None, num_cpus)
     data = data if data is not None else exp.load_data()
     try:
-        timing = time_epochs(exp, data, _fixed(exp, data))
+        timing = time_epochs(exp, data, trial_base_config(exp, data))
     except (RuntimeError, ValueError, TypeError) as exc:  # the plan informs; it never stops a run
         return format_plan(exp, None, num_cpus) + f"\nNo timing: {type(exc).__name__}: {exc}"
     return format_plan(exp, timing, num_cpus)
@@ -351,13 +352,8 @@ def timed_rest(exp: Experiment, data: MultiTaskData, num_cpus: int | None = None
     not wait for a timing (~3 s of a CPU: the steps and the optimiser's first import of
     torch's compiler stack) and the timing does not share the cores with trials."""
     try:
-        timing = time_epochs(exp, data, _fixed(exp, data))
+        timing = time_epochs(exp, data, trial_base_config(exp, data))
     except (RuntimeError, ValueError, TypeError) as exc:
         return f"No timing: {type(exc).__name__}: {exc}"
     return "\n".join(timing_lines(exp, timing, num_cpus, after=after))
 
-
-def _fixed(exp: Experiment, data: MultiTaskData) -> dict[str, Any]:
-    from ._start import trial_base_config
-
-    return trial_base_config(exp, data)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ..base._cluster import init_ray
 from ..base._log import get_logger
+from ._fixed import trial_base_config  # noqa: F401  (imported from here too)
 
 if TYPE_CHECKING:
     from mtl_models import MultiTaskData
@@ -74,19 +75,6 @@ def import_phase_libraries() -> None:
     import the same modules in different orders could each wait for a module the other holds."""
     for name in PHASE_LIBRARIES:
         importlib.import_module(name)
-
-
-def trial_base_config(exp: "Experiment", data: "MultiTaskData") -> dict[str, Any]:
-    """The config every trial and baseline shares: the space's fixed keys plus how data is fed.
-
-    ``loader`` (mode, workers, memory budget, augmentations, the trial's GPU share)
-    is read by the trainer's data feeds; it changes speed, not results, except for
-    the augmentations, which the config records so a row can be rebuilt exactly.
-    """
-    from spaces import fixed_config
-
-    loader = {**exp.data.loader_config(exp.search.resources.cpu), "gpu_share": exp.search.resources.gpu}
-    return {**fixed_config(exp, data.input_spec()), "loader": loader}
 
 
 def load_run_data(
