@@ -333,11 +333,9 @@ def plan(exp: Experiment, data: MultiTaskData | None = None, timed: bool = True,
     """Load the data (unless given), time an epoch (with ``timed``) and format the plan."""
     if not timed:
         return format_plan(exp, None, num_cpus)
-    data = data if data is not None else exp.load_data()
-    try:
-        timing = time_epochs(exp, data, trial_base_config(exp, data))
-    except (RuntimeError, ValueError, TypeError) as exc:  # the plan informs; it never stops a run
-        return format_plan(exp, None, num_cpus) + f"\nNo timing: {type(exc).__name__}: {exc}"
+    timing = _timing(exp, data if data is not None else exp.load_data())
+    if isinstance(timing, str):
+        return format_plan(exp, None, num_cpus) + "\n" + timing
     return format_plan(exp, timing, num_cpus)
 
 
@@ -346,14 +344,19 @@ DEFERRED_TIMING = ("Timing: once the baselines are trained, on the cores they fr
                    "before a run).")
 
 
-def timed_rest(exp: Experiment, data: MultiTaskData, num_cpus: int | None = None, after: str = "baselines") -> str:
-    """Time an epoch now and format the expected wall time of the phases after ``after``:
+def timed_rest(exp: Experiment, data: MultiTaskData, num_cpus: int | None = None) -> str:
+    """Time an epoch now and format the expected wall time of the phases after the baselines:
     ``mtlsearch run`` does it once its baselines are trained, so that its first trial does
     not wait for a timing (~3 s of a CPU: the steps and the optimiser's first import of
     torch's compiler stack) and the timing does not share the cores with trials."""
+    timing = _timing(exp, data)
+    return timing if isinstance(timing, str) else "\n".join(timing_lines(exp, timing, num_cpus, after="baselines"))
+
+
+def _timing(exp: Experiment, data: MultiTaskData) -> Timing | str:
+    """The timing, or why there is none: the plan informs, it never stops a run."""
     try:
-        timing = time_epochs(exp, data, trial_base_config(exp, data))
+        return time_epochs(exp, data, trial_base_config(exp, data))
     except (RuntimeError, ValueError, TypeError) as exc:
         return f"No timing: {type(exc).__name__}: {exc}"
-    return "\n".join(timing_lines(exp, timing, num_cpus, after=after))
 
