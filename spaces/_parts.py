@@ -156,8 +156,15 @@ def _check_bounds(p: SchemeParameter, value: Any) -> Any:
     for bound in p.bounds:
         for kind, (attr, sign, ok) in _BOUNDS.items():
             if isinstance(bound, kind) and not all(ok(end, getattr(bound, attr)) for end in ends):
-                raise ValueError(f"must be {sign} {getattr(bound, attr)}, got {_plain(value)}")
+                raise ValueError(f"must be {sign} {_number(getattr(bound, attr))}, got {_plain(value)}")
     return value
+
+
+def _number(bound: Any) -> Any:
+    """A bound as its signature wrote it, whichever of ``Lt(1)`` and ``Lt(1.0)`` the hint holds:
+    typing caches ``Annotated`` by equal (so also 1 == 1.0) metadata, and hands out whichever of
+    the two hints was made first in the process."""
+    return int(bound) if isinstance(bound, float) and bound.is_integer() else bound
 
 
 def _plain(value: Any) -> Any:

@@ -157,3 +157,24 @@ def test_a_plugin_scheme_s_parameters_are_validated_with_the_line(tmp_path: Path
         assert problem.endswith("cagrad_c, db_mtl_beta, db_mtl_beta_sigma, dwa_temperature, famo_w_lr, famo_gamma, focus_share, focus_on, focus_rounds, gradnorm_alpha, nash_mtl_update_every, "
                                 "alpha_same, alpha_diff, lr_multiplier, cross_stitch_stages, cross_stitch_unit, column_init, mmoe_experts, mmoe_gate, "
                                 "mtan_stages, ple_shared, ple_specific, ple_levels, ple_gate, ple_shared_gate")
+
+
+def test_a_bound_reads_the_same_whichever_number_type_the_hint_holds() -> None:
+    """typing caches ``Annotated`` by equal metadata, and ``Lt(1) == Lt(1.0)``: once a module made
+    ``Annotated[float, Gt(0.0), Lt(1.0)]`` (mtl_models' file source does), a plugin's
+    ``Annotated[float, Gt(0), Lt(1)]`` is that object, so the message must not depend on which
+    (the CI failure: "must be < 1.0"). The hint here carries a marker of its own, so it is
+    made here, with float bounds, whatever else the process made before."""
+    from typing import Annotated
+
+    from annotated_types import Gt, Lt
+    from spaces._parts import _check_bounds
+
+    hint = Annotated[float, Gt(0.0), Lt(1.0), "made here"]
+    share = mm.SchemeParameter(scheme="focus", name="share", key="focus_share", annotation=hint, default=0.5)
+    assert [type(b.lt if isinstance(b, Lt) else b.gt) for b in share.bounds[:2]] == [float, float]
+    with pytest.raises(ValueError, match=r"^must be < 1, got 1.5$"):
+        _check_bounds(share, 1.5)
+    with pytest.raises(ValueError, match=r"^must be > 0, got 0.0$"):
+        _check_bounds(share, 0.0)
+    assert _check_bounds(share, 0.25) == 0.25
