@@ -161,9 +161,9 @@ def _check_bounds(p: SchemeParameter, value: Any) -> Any:
 
 
 def _number(bound: Any) -> Any:
-    """A bound as its signature wrote it, whichever of ``Lt(1)`` and ``Lt(1.0)`` the hint holds:
-    typing caches ``Annotated`` by equal (so also 1 == 1.0) metadata, and hands out whichever of
-    the two hints was made first in the process."""
+    """A whole-number bound as an integer (``< 1``, never ``< 1.0``): typing caches ``Annotated``
+    by equal metadata (1 == 1.0), so a hint written ``Lt(1)`` holds ``Lt(1.0)`` whenever another
+    module made that one first in the process, and the message must not depend on which."""
     return int(bound) if isinstance(bound, float) and bound.is_integer() else bound
 
 

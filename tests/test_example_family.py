@@ -155,7 +155,7 @@ def test_the_example_family_is_in_the_table_and_described(example) -> None:
 @pytest.mark.parametrize(
     "space,message",
     [
-        ({"gain_init": {"low": 0.0, "high": 1.0}}, "space.gain_init: must be > 0.0, got {'low': 0.0, 'high': 1.0, 'log': False}"),
+        ({"gain_init": {"low": 0.0, "high": 1.0}}, "space.gain_init: must be > 0, got {'low': 0.0, 'high': 1.0, 'log': False}"),
         ({"gain_floor": "third"}, "space.gain_floor: Input should be 'half'"),
         ({"gain_stages": [0, 4]}, "space.gain_stages: [4] out of range; stages are 0..1"),
         ({"gain_stages": "some"}, "space.gain_stages: Input should be 'all' or 'search'"),

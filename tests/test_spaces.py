@@ -82,7 +82,7 @@ def test_valid_experiment_loads(tmp_path: Path) -> None:
         ("space.families", [], "space.families: List should have at least 1 item"),
         ("space.split_point", {"low": 0, "high": 9}, "space.split_point: low=0 high=9 is outside 0..3 for backbone 'small_cnn' (stages: conv1, conv2, conv3)"),
         ("space.split_point", {"low": 3, "high": 1}, "space.split_point: low (3) must be <= high (1)"),
-        ("space.alpha_same", {"low": 0.5, "high": 1.5}, "space.alpha_same: must be <= 1.0, got {'low': 0.5, 'high': 1.5, 'log': False}"),  # cross-stitch's Annotated[float, Ge(0), Le(1)]
+        ("space.alpha_same", {"low": 0.5, "high": 1.5}, "space.alpha_same: must be <= 1, got {'low': 0.5, 'high': 1.5, 'log': False}"),  # cross-stitch's Annotated[float, Ge(0), Le(1)]
         ("space.lr_multiplier", {"low": 0, "high": 10, "log": True}, "space.lr_multiplier: a log range needs low > 0"),
         ("space.loss_weights", {"left": 1.0}, "space.loss_weights: keys ['left'] must be exactly the tasks ['left', 'right']"),
         ("space.loss_weights", "dirichlet", "space.loss_weights: Input should be 'simplex' or 'equal'"),
