@@ -13,10 +13,12 @@ metric holds. Here:
   completes with one value per objective, and none is reported along the way;
 - Optuna parameters that are only a means to a value (``_``-prefixed raw draws) stay
   in the study and out of the trial config;
-- the sampler's random state is seeded for each trial from the seed and the trial's
-  number, so a proposal depends only on the study's history and its number: a
-  proposal that a killed driver had begun (some parameters stored, others not) is
-  completed on resume exactly as the uninterrupted search would have;
+- the sampler's random state is seeded for each draw from the seed, the trial's number
+  and (for a parameter drawn on its own) the parameter's name (:class:`SeededDraws`), so a
+  proposal depends only on the study's history and its number, and a parameter's draw not
+  on the draws before it: a proposal that a killed driver had begun (some parameters
+  stored, others not) is completed on resume exactly as the uninterrupted search would
+  have;
 - the study carries the pruner (``study.pruner``), so the scheduler's pruning
   decisions and the sampler (Hyperband's brackets with TPE) see the same study, and
   that study is what ``mtlsearch resume`` restores;
@@ -50,6 +52,7 @@ from __future__ import annotations
 import math
 import pickle
 import warnings
+import zlib
 from typing import Any
 
 import numpy as np
@@ -114,7 +117,15 @@ class MTLOptunaSearch(OptunaSearch):
         self._orphans: list[int] = []  # Optuna _trial_ids
         super().__init__(*args, **kwargs)
 
+    def _seeded_sampler(self) -> optuna.samplers.BaseSampler | None:
+        """The sampler, wrapped to seed each draw (:class:`SeededDraws`) when a seed is given;
+        also for a searcher unpickled from a run made before the wrapper."""
+        if self._proposal_seed is not None and self._sampler is not None and not isinstance(self._sampler, SeededDraws):
+            self._sampler = SeededDraws(self._sampler, self._proposal_seed)
+        return self._sampler
+
     def _setup_study(self, mode: Any) -> None:
+        self._seeded_sampler()
         super()._setup_study(mode)
         self._ot_study.pruner = self._pruner
         if self._ot_study.metric_names is None:
@@ -133,7 +144,7 @@ class MTLOptunaSearch(OptunaSearch):
     def use_study(self, storage: optuna.storages.BaseStorage) -> None:
         """Continue the study named like this searcher's in ``storage`` (with this searcher's sampler and pruner)."""
         self._storage = storage
-        self._ot_study = optuna.load_study(study_name=self._study_name, storage=storage, sampler=self._sampler)
+        self._ot_study = optuna.load_study(study_name=self._study_name, storage=storage, sampler=self._seeded_sampler())
         self._ot_study.pruner = self._pruner
 
     @property
@@ -185,11 +196,8 @@ class MTLOptunaSearch(OptunaSearch):
         if trial_id not in self._ot_trials and self._orphans:
             # hand an orphan out again: same number, same parameters, as if never interrupted
             orphan = self._orphans.pop(0)
-            self._seed_sampler(self._ot_study._storage.get_trial_number_from_id(orphan))
             self._ot_study._thread_local.cached_all_trials = None  # as ask() does: the sampler reads the history anew
             self._ot_trials[trial_id] = optuna.Trial(self._ot_study, orphan)
-        elif trial_id not in self._ot_trials:
-            self._seed_sampler(self._next_number())
         config = super().suggest(trial_id)
         if isinstance(config, dict):
             config = self._next_seed({k: v for k, v in config.items() if not k.startswith(HIDDEN_PREFIX)}, trial_id)
@@ -223,24 +231,6 @@ class MTLOptunaSearch(OptunaSearch):
         ot_trial.set_user_attr("seed", seed)
         return {**config, "seed": seed}
 
-    def _next_number(self) -> int:
-        """The number ``study.ask()`` gives next: the oldest waiting (enqueued) trial's, else a new one."""
-        trials = self._ot_study.get_trials(deepcopy=False)
-        waiting = [t.number for t in trials if t.state == TrialState.WAITING]
-        return min(waiting) if waiting else len(trials)
-
-    def _seed_sampler(self, number: int) -> None:
-        """Seed the sampler's random state (and that of its fallback random sampler: TPE's
-        and NSGA-II's first trials) for trial ``number``."""
-        if self._proposal_seed is None:
-            return
-        value = int(np.random.SeedSequence([self._proposal_seed, number]).generate_state(1)[0])
-        sampler = self._ot_study.sampler
-        for s in (sampler, getattr(sampler, "_random_sampler", None)):
-            state = getattr(s, "_rng", None)  # Optuna's LazyRandomState (Optuna 4-5)
-            if state is not None:
-                state.rng.seed(value)
-
     def restore(self, checkpoint_path: str) -> None:
         """Restore the searcher (Tune's resume) on this run's study and find its orphans.
 
@@ -262,6 +252,54 @@ class MTLOptunaSearch(OptunaSearch):
         known = {t._trial_id for t in self._ot_trials.values()}
         running = self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         self._orphans = [t._trial_id for t in sorted(running, key=lambda t: t.number) if t._trial_id not in known]
+
+
+class SeededDraws(optuna.samplers.BaseSampler):
+    """An Optuna sampler whose random state is seeded before each draw: from ``seed`` and
+    the trial's number for what it draws for the whole trial (``before_trial``, the
+    multivariate ``sample_relative``), and also the parameter's name for a parameter drawn
+    on its own (``sample_independent``: TPE's random first trials, a parameter outside the
+    relative search space). A draw then depends on the study's history, the trial's number
+    and the parameter only: not on how many draws came before it in this process, which a
+    resumed proposal (its first parameters stored by the killed driver, so not drawn again)
+    or a restored older snapshot of the sampler would change.
+
+    It seeds the ``_rng`` of the sampler and of its ``_random_sampler`` (TPE's and
+    NSGA-II's fallback), Optuna's ``LazyRandomState`` (Optuna 4-5); a sampler without one
+    draws as it would unwrapped."""
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler, seed: int) -> None:
+        self.sampler = sampler
+        self.seed = seed
+
+    def _seed(self, number: int, name: str | None = None) -> None:
+        entropy = [self.seed, number] + ([zlib.crc32(name.encode())] if name is not None else [])
+        value = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        for s in (self.sampler, getattr(self.sampler, "_random_sampler", None)):
+            state = getattr(s, "_rng", None)
+            if state is not None:
+                state.rng.seed(value)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        return self.sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        self._seed(trial.number)
+        return self.sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str, param_distribution: Any) -> Any:
+        self._seed(trial.number, param_name)
+        return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self._seed(trial.number)
+        self.sampler.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState, values: Any) -> None:
+        self.sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.sampler.reseed_rng()
 
 
 class _DetachedRDBStorage(optuna.storages.RDBStorage):
