@@ -150,7 +150,7 @@ def _affinity(args: argparse.Namespace) -> int:
 
     from .run._affinity import affinity_in_ray, format_affinity
     from .base._cluster import init_ray, trial_resources
-    from .run._start import trial_base_config
+    from .run._fixed import trial_base_config
 
     exp = _load(args)
     data = exp.load_data()

@@ -25,7 +25,8 @@ import search.cli
 import spaces
 from mtl_models import config_key, report_progress
 from search import DEPLOY_PICK_ATTR, MTLOptunaSearch, record_deploy_pick
-from search.run._runner import _write_run_files, trial_base_config
+from search.run._fixed import trial_base_config
+from search.run._runner import _write_run_files
 from search.cli import main as cli
 
 from conftest import tiny_experiment

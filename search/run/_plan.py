@@ -359,4 +359,3 @@ def _timing(exp: Experiment, data: MultiTaskData) -> Timing | str:
         return time_epochs(exp, data, trial_base_config(exp, data))
     except (RuntimeError, ValueError, TypeError) as exc:
         return f"No timing: {type(exc).__name__}: {exc}"
-

@@ -28,7 +28,8 @@ from ._phases import _dirname  # noqa: F401  Tune's saved experiments name it he
 from ._phases import run_affinity, run_baselines, run_confirm, run_search
 from ._plan import timed_rest
 from ..recovery._snapshots import check_snapshots
-from ._start import load_run_data, load_while_ray_starts, trial_base_config  # noqa: F401  (also imported from here)
+from ._fixed import trial_base_config
+from ._start import load_run_data, load_while_ray_starts
 from ..study._study import check_study
 from ..study._study import rebuild_study as write_rebuilt_study
 from ..results._table import write_results

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ..base._cluster import init_ray
 from ..base._log import get_logger
-from ._fixed import trial_base_config  # noqa: F401  (imported from here too)
 
 if TYPE_CHECKING:
     from mtl_models import MultiTaskData
