@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from . import results_table as rt
 from .families import MultiTaskModel, count_parameters
@@ -54,6 +53,9 @@ def count_flops(model: MultiTaskModel, input_shape: tuple[int, int, int]) -> int
     x = torch.full((1, *input_shape), 0.5, device=device)  # values do not matter; keeps the RNG untouched
     was_training = model.training
     model.eval()
+    # imported here: it imports triton (0.1 s), which a trial needs only once it measures
+    from torch.utils.flop_counter import FlopCounterMode
+
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
     model.train(was_training)

@@ -239,3 +239,25 @@ def test_k0_proposals_at_the_baselines_settings_are_answered_without_training(jo
     page = reports.write_report(run_dir).read_text()
     assert "answering 2 without training" in page  # the progress section; the leaderboard names the run
     assert f"answered without training, from run {answered['answered_from'].iloc[0]}" in page
+
+
+def test_a_joint_baseline_measures_its_cost_with_its_last_epoch_and_its_answers_carry_it_every_epoch(joint_run) -> None:
+    """Its first epoch is the run's first result: no cost measured before it. A proposal it
+    answers reports that cost with every epoch, as a trained trial does."""
+    from ray.tune import ExperimentAnalysis
+
+    run_dir, results = joint_run
+    for df in ExperimentAnalysis(str(run_dir / "baselines")).trial_dataframes.values():
+        df = df.sort_values("epoch")
+        assert df["flops"].isna().tolist() == [True, False]
+        assert df["latency_ms_b1"].iloc[-1] > 0 and df["columns/left/flops"].iloc[-1] > 0
+    frames = ExperimentAnalysis(str(run_dir / "search")).trial_dataframes.values()
+    answered = [df for df in frames if "answered_from" in df and df["answered_from"].notna().all()]
+    trained = [df for df in frames if "answered_from" not in df or df["answered_from"].isna().all()]
+    assert len(answered) == 2 and len(trained) == 1
+    for df in answered:
+        assert len(df) == 2 and (df["flops"] > 0).all() and (df["latency_ms_b1"] > 0).all()
+        assert df["cost_device"].notna().all()
+    assert (answered[0]["flops"] == trained[0]["flops"].iloc[0]).all()  # the same network
+    base = results[(results["phase"] == "baselines") & (results["family"] == "single_task")]
+    assert (base["flops"] > 0).all() and (base["latency_ms_b1"] > 0).all()

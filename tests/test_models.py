@@ -1,6 +1,7 @@
 """Model families: shapes, what is shared, cross-stitch semantics, the ensemble."""
 from __future__ import annotations
 
+import copy
 
 import pytest
 import torch
@@ -151,6 +152,36 @@ def test_resnet18_stages_and_weights_from_local_file(tmp_path) -> None:
     for stage in gray:
         x = stage.module(x)
     assert x.shape == (2, 512, 1, 1)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_small_cnn_pools_before_its_relu_with_the_outputs_gradients_and_names_of_relu_then_pool(channels_last) -> None:
+    """ReLU and max-pool commute; pooling first is the same network, bit for bit, and cheaper."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    stages = mm.build_backbone("small_cnn", 1, widths=[4, 8, 8])
+    assert [type(m).__name__ for m in stages[0].module] == ["Conv2d", "BatchNorm2d", "MaxPool2d", "ReLU"]
+    assert [type(m).__name__ for m in stages[-1].module] == ["Conv2d", "BatchNorm2d", "ReLU"]  # the last does not pool
+    ours = nn.Sequential(*(s.module for s in stages))
+    reference = nn.Sequential(*(  # the textbook order: conv-BN-ReLU-pool
+        nn.Sequential(*m[:2], m[3], m[2]) if isinstance(m[-1], nn.ReLU) and len(m) == 4 else nn.Sequential(*m)
+        for m in (copy.deepcopy(s.module) for s in stages)
+    ))
+    assert [type(m).__name__ for m in reference[0]] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    assert list(ours.state_dict()) == list(reference.state_dict())  # weights saved either way load
+    x = torch.randn(16, 1, 20, 20)
+    if channels_last:
+        ours, reference = (m.to(memory_format=torch.channels_last) for m in (ours, reference))
+        x = x.contiguous(memory_format=torch.channels_last)
+    a, b = ours(x), reference(x)
+    assert torch.equal(a, b)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    for p, q in zip(ours.parameters(), reference.parameters()):
+        assert torch.equal(p.grad, q.grad)
+    for u, v in zip(ours.state_dict().values(), reference.state_dict().values()):  # batch-norm statistics too
+        assert torch.equal(u, v)
 
 
 def test_wrong_weights_file_is_refused(tmp_path) -> None:

@@ -67,6 +67,45 @@ def test_the_main_thread_imports_neither_torch_nor_this_project() -> None:
     assert out.strip() == "[]"
 
 
+def test_a_local_ray_starts_no_idle_workers_that_trials_could_not_use() -> None:
+    """Ray starts idle workers for a new driver, but gives them only to tasks and actors without a
+    runtime env, and every Tune trial has one: a local Ray of mtlsearch starts none, leaving the
+    CPU to the run's start (bench/time_to_first.py). Counted among the processes under this one
+    (other tests' Rays on the machine are not), by the title Ray gives them."""
+    code = """
+import os, time
+from search import init_ray
+
+def children(pid):
+    out = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid:
+            out += [int(entry), *children(int(entry))]
+    return out
+
+def workers():
+    found = 0
+    for pid in children(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                found += f.read().startswith(b"ray::IDLE")  # the title Ray gives a worker with no task yet
+        except OSError:
+            pass
+    return found
+
+init_ray(num_cpus=2)
+time.sleep(3)  # Ray starts its idle workers as the driver registers
+print(workers())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.split()[-1] == "0", out.stdout + out.stderr
+
+
 def test_reading_an_experiment_costs_no_compiler_stack_and_no_random_state() -> None:
     """A small backbone is dry-run on the CPU: reading the quickstart imports neither
     torch._dynamo nor sympy (~1.4 s of a CPU the meta device's shape functions cost), and

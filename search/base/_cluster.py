@@ -46,7 +46,14 @@ def _start_ray(address: str | None, num_cpus: int | None, plugins: Sequence[str]
         kwargs["runtime_env"] = {"py_modules": [mtl_models, spaces, search, reports, *_shipped_plugins(plugins)]}
         ray.init(address=address, **kwargs)
     else:  # "local": always a fresh local Ray, never a cluster someone `ray start`-ed on this machine
-        ray.init(address="local", num_cpus=num_cpus, **kwargs)
+        ray.init(address="local", num_cpus=num_cpus, _system_config=LOCAL_RAY_CONFIG, **kwargs)
+
+
+# A local Ray starts no idle workers for the driver: Ray gives such a worker only to tasks and
+# actors without a runtime env, and every Tune trial's actor has one (Tune sets its env vars),
+# so they would only take the CPU the driver and Ray's own processes start with (0.6 s of the
+# first result on 2 cores: bench/time_to_first.py).
+LOCAL_RAY_CONFIG = {"prestart_worker_first_driver": False}
 
 
 def _shipped_plugins(plugins: Sequence[str]) -> list[Any]:

@@ -118,6 +118,8 @@ def answers_from(run_dir: Path, phase: str) -> dict[str, dict[int, dict[str, Any
         if trial.status != "TERMINATED" or trial.checkpoint is None or df is None or df.empty or "epoch" not in df:
             continue
         df = df.drop_duplicates(subset="epoch", keep="last").sort_values("epoch")
+        costs = [c for c in rt.COST_COLUMNS if c in df]
+        df[costs] = df[costs].bfill()  # a joint baseline reports its cost with its last epoch: every epoch's
         if int(df["epoch"].iloc[-1]) < int(config["epochs"]):
             continue
         epochs = [

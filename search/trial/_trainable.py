@@ -62,10 +62,11 @@ def train_trial(
     made of the same config, see :func:`search.answers_from`) is not trained: its epochs
     are reported from that run, with ``answered_from`` naming it and Delta_m and the loss
     weights this config's own, and its checkpoint is that run's.
-    A joint baseline (a ``columns`` model) also reports each column's cost
-    (``columns/<task>/<cost>``, measured with its last epoch, so that its first epoch is not
-    delayed by measuring every column) and checkpoints each column as a single-task network
-    (``columns/<task>`` in its last checkpoint).
+    A joint baseline (a ``columns`` model) reports its cost and each column's
+    (``columns/<task>/<cost>``) with its last epoch only, so that its first epoch, the run's
+    first result, is not delayed by measuring them (``answers_from`` gives every epoch of it
+    that cost), and checkpoints each column as a single-task network (``columns/<task>`` in
+    its last checkpoint).
     """
     torch.set_num_threads(max(1, int(cpus)))
     answer = (answers or {}).get(config_key(config), {}).get(int(config["seed"]))
@@ -82,7 +83,8 @@ def train_trial(
         with checkpoint.as_directory() as directory:
             trainer.load_state_dict(load_checkpoint_state(directory, map_location=trainer.device))
     params = count_parameters(model)
-    cost = _cost_metrics(model, config, trainer.batch_size)
+    columns = isinstance(model, ColumnsModel)
+    cost = {} if columns else _cost_metrics(model, config, trainer.batch_size)
     higher = {t.name: t.higher_is_better for t in model.tasks}
     node = ray.get_runtime_context().get_node_id()
     while trainer.epoch < int(config["epochs"]):
@@ -105,8 +107,9 @@ def train_trial(
         if baseline:
             value = delta_m(primary_metrics(model.tasks, val), baseline, higher)
             metrics[OBJECTIVE] = value if math.isfinite(value) else None
-        last_columns = isinstance(model, ColumnsModel) and trainer.epoch >= int(config["epochs"])
+        last_columns = columns and trainer.epoch >= int(config["epochs"])
         if last_columns:
+            metrics.update(_cost_metrics(model, config, trainer.batch_size))
             metrics.update(_column_costs(model, config, trainer.batch_size))
         with tempfile.TemporaryDirectory() as directory:
             run_trial_hooks("checkpoint", config, epoch=trainer.epoch, directory=directory)
