@@ -12,7 +12,11 @@ first trial was reported, and the machine's 1-minute load average as each run st
 repeat uses a fresh output directory and no baseline cache, so nothing is reused between
 repeats. Target: <= 10 s on a laptop-class CPU
 (issue 24; the command reads the experiment and data and formats the plan while Ray
-starts, ``search/run/_start.py``).
+starts, ``search/run/_start.py``). After that, the first result waits on the first trial's
+own process, which Ray starts for each Tune trial's actor (Tune gives it a runtime env, so
+Ray never hands it an idle worker started in advance): Ray's worker and Tune, torch, this
+project, torch's compiler stack (imported by any ``torch.optim`` optimizer), then its first
+epoch and validation.
 
 ``--baseline-dir``: a checkout of another revision (e.g. the one before a change); each
 repeat then runs it too, right before this one, in the same conditions (its own code on
