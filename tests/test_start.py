@@ -76,31 +76,24 @@ def test_a_local_ray_starts_no_idle_workers_that_trials_could_not_use() -> None:
 import os, time
 from search import init_ray
 
-def children(pid):
-    out = []
-    for entry in os.listdir("/proc"):
+def idle_workers():
+    processes = {}  # pid: (parent, command line), every process read once
+    for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/stat") as f, open(f"/proc/{entry}/cmdline", "rb") as g:
+                processes[int(entry)] = (int(f.read().rsplit(")", 1)[1].split()[1]), g.read())
         except (OSError, ValueError, IndexError):
             continue
-        if parent == pid:
-            out += [int(entry), *children(int(entry))]
-    return out
-
-def workers():
-    found = 0
-    for pid in children(os.getpid()):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                found += f.read().startswith(b"ray::IDLE")  # the title Ray gives a worker with no task yet
-        except OSError:
-            pass
-    return found
+    ours, grew = {os.getpid()}, True
+    while grew:  # the processes under this one
+        below = {pid for pid, (parent, _) in processes.items() if parent in ours}
+        grew, ours = not below <= ours, ours | below
+    # the title Ray gives a worker with no task yet
+    return sum(processes[pid][1].startswith(b"ray::IDLE") for pid in ours if pid in processes)
 
 init_ray(num_cpus=2)
 time.sleep(3)  # Ray starts its idle workers as the driver registers
-print(workers())
+print(idle_workers())
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.split()[-1] == "0", out.stdout + out.stderr
