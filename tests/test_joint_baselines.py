@@ -261,3 +261,20 @@ def test_a_joint_baseline_measures_its_cost_with_its_last_epoch_and_its_answers_
     assert (answered[0]["flops"] == trained[0]["flops"].iloc[0]).all()  # the same network
     base = results[(results["phase"] == "baselines") & (results["family"] == "single_task")]
     assert (base["flops"] > 0).all() and (base["latency_ms_b1"] > 0).all()
+
+
+def test_every_baseline_is_queued_with_tune_at_once() -> None:
+    """Tune queues as many trials as a ``ConcurrencyLimiter`` in the search algorithm allows,
+    and one at a time without one (Ray 2.58-2.60, ``TUNE_MAX_PENDING_TRIALS_PG`` "auto"): the
+    baselines' second trial would then start its process only once the first one's had started."""
+    from ray.tune.execution.tune_controller import _get_max_pending_trials
+
+    from search.run._phases import baselines_search_alg
+
+    configs = [joint_config({"lr": 0.01}, ["left", "right"], 0, seed) for seed in range(3)]
+    alg = baselines_search_alg(configs)
+    assert _get_max_pending_trials(alg) == 3
+    assert [alg.searcher.suggest(str(i)) for i in range(4)] == [*configs, None]  # ConcurrencyLimiter: 3 live at most
+    for i in range(3):
+        alg.searcher.on_trial_complete(str(i), {})
+    assert alg.searcher.suggest("4") == "FINISHED"
