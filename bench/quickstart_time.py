@@ -77,13 +77,16 @@ def trial_times(run_dir: Path, slots: int = 2) -> dict[str, Any]:
     return out
 
 
+def revision(repo: Path) -> str:
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
 def measure(repo: Path, work: Path, label: str) -> dict[str, Any]:
     run_dir = work / label
     print(f"[quickstart_time] {label} ({repo}) ...", flush=True)
     ran = run_quickstart(repo, run_dir)
     record = {
-        "revision": subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
-                                   capture_output=True, text=True).stdout.strip(),
+        "revision": revision(repo),
         "dirty": bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
                                      capture_output=True, text=True).stdout.strip()),
         "load_average_start": [round(x, 2) for x in ran["load_average_start"]],
@@ -105,7 +108,10 @@ def ratios(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
 
 def from_log(log: Path, work: Path) -> list[dict[str, Any]]:
     """The pairs a run of this benchmark printed to ``log`` (its lines and its run folders in
-    ``work``): for a benchmark stopped before it wrote its result, e.g. after its first pair."""
+    ``work``): for a benchmark stopped before it wrote its result, e.g. after its first pair. The
+    revisions are those of ``work``'s clone and of this checkout now (whether either was dirty
+    then, a log does not say)."""
+    revisions = {"before": revision(work / "before-repo"), "after": revision(ROOT)}
     pairs: list[dict[str, Any]] = []
     label = None
     for line in log.read_text().splitlines():
@@ -119,6 +125,7 @@ def from_log(log: Path, work: Path) -> list[dict[str, Any]]:
             run_dir = work / label
             config = json.loads((run_dir / "experiment.json").read_text())
             pairs[int(index)][which] = {
+                "revision": revisions[which], "dirty": None,
                 **record, "load_average_start": [round(x, 2) for x in record["load_average_start"]],
                 "experiment_train": {k: config["train"][k] for k in ("epochs", "channels_last")},
                 "verdict": verdict(run_dir),
@@ -138,11 +145,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--from-log", type=Path, help="write the result from this benchmark's printed lines and "
                         "the runs in --work (a benchmark stopped early), running nothing")
-    parser.add_argument("--append", action="store_true", help="add the pairs to those of the last result file")
+    parser.add_argument("--append", action="store_true", help="add the pairs to the last result file, keeping "
+                        "everything else it holds")
+    parser.add_argument("--note", help="a note kept with each new pair (what the revisions differ in)")
     parser.add_argument("--after-first", action="store_true", help="start each pair with this checkout, not --before")
     args = parser.parse_args(argv)
     last = Path(__file__).resolve().parent / "results" / "quickstart_time.json"
-    earlier = json.loads(last.read_text())["pairs"] if args.append and last.is_file() else []
+    document = json.loads(last.read_text()) if args.append and last.is_file() else {}
     if args.from_log is not None:
         pairs = from_log(args.from_log, Path(args.work))
     else:
@@ -158,18 +167,24 @@ def main(argv: list[str] | None = None) -> None:
                 pair["ratio_after_before"] = ratios(pair["before"], pair["after"])
                 pairs.append(pair)
                 print(f"[quickstart_time] pair {i}: {pair['ratio_after_before']}", flush=True)
-    pairs = earlier + pairs
+    for pair in pairs:
+        pair.update({"note": args.note} if args.note else {})
     keys = pairs[0]["ratio_after_before"].keys()
+    revisions = f"{pairs[0]['after']['revision']} against {pairs[0]['before']['revision']}"
     result = {
-        **machine(),
-        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "mtlsearch run examples/quickstart.yaml --out DIR, MTLSEARCH_CACHE_DIR an empty folder",
         "before": args.before,
         "note": "2 CPU cores shared with other work: absolute times are inflated by it; read the ratios, "
                 "each from a pair of runs made one after the other (order alternating)",
-        "pairs": pairs,
-        "median_ratio_after_before": {k: round(statistics.median(p["ratio_after_before"][k] for p in pairs), 2)
-                                      for k in keys if all(k in p["ratio_after_before"] for p in pairs)},
+        **document,  # an earlier result appended to keeps its own fields (its summary, notes)
+        **machine(),
+        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "mtlsearch run examples/quickstart.yaml --out DIR, MTLSEARCH_CACHE_DIR an empty folder",
+        "pairs": document.get("pairs", []) + pairs,
+        "median_ratio_after_before": {  # of this invocation's pairs only: earlier ones compare other revisions
+            "revisions": revisions,
+            **{k: round(statistics.median(p["ratio_after_before"][k] for p in pairs), 2)
+               for k in keys if all(k in p["ratio_after_before"] for p in pairs)},
+        },
     }
     print(write_result("quickstart_time", result))
 
