@@ -175,6 +175,18 @@ def _check_complete(run_dir: Path, phase: str, expected: int) -> pd.DataFrame:
     return results
 
 
+def baselines_search_alg(configs: list[dict[str, Any]]) -> RelocatableSearchGenerator:
+    """The baselines' configs for Tune, all of them queued at once.
+
+    Every baseline is known up front and every one trains, so nothing is gained by holding
+    any back. Without a ``ConcurrencyLimiter`` Tune queues one trial at a time for a searcher
+    of its own (``TUNE_MAX_PENDING_TRIALS_PG`` "auto"): the second trial's actor would start
+    only once the first one's had started (imported torch), and a cluster's autoscaler would
+    see one request at a time. A limit of all the configs lets Tune queue them all.
+    """
+    return RelocatableSearchGenerator(ConcurrencyLimiter(FixedConfigs(configs), max_concurrent=max(len(configs), 1)))
+
+
 def run_baselines(
     exp: Experiment,
     run_dir: Path,
@@ -345,18 +357,6 @@ def run_confirm(
              len(entries), exp.confirm.seeds, len(configs))
     _fit(run_dir, "confirm", _race_trials(run_dir, len(configs)), trainable, make_tuner, resume)
     _check_complete(run_dir, "confirm", _race_trials(run_dir, len(configs)))
-
-
-def baselines_search_alg(configs: list[dict[str, Any]]) -> RelocatableSearchGenerator:
-    """The baselines' configs for Tune, all of them queued at once.
-
-    Every baseline is known up front and every one trains, so nothing is gained by holding
-    any back. Without a ``ConcurrencyLimiter`` Tune queues one trial at a time for a searcher
-    of its own (``TUNE_MAX_PENDING_TRIALS_PG`` "auto"): the second trial's actor would start
-    only once the first one's had started (imported torch), and a cluster's autoscaler would
-    see one request at a time. A limit of all the configs lets Tune queue them all.
-    """
-    return RelocatableSearchGenerator(ConcurrencyLimiter(FixedConfigs(configs), max_concurrent=max(len(configs), 1)))
 
 
 def _race_trials(run_dir: Path, most: int) -> int:
